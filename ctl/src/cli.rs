@@ -1,0 +1,112 @@
+//! The command line, as clap definitions (also the source of the man page and completions).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use clap_complete::Shell;
+
+/// Control a p2pd daemon: add and remove torrents, watch them, make descriptors.
+///
+/// p2pctl finds the daemon's control socket the way the daemon does: --socket, else
+/// $P2PD_SOCKET, else control_socket from CONFIG_DIR/p2pd.yaml, else the default location
+/// (/run/p2pd/control.sock for root and for users without a daemon of their own,
+/// $XDG_RUNTIME_DIR/p2pd/control.sock otherwise).
+///
+/// Exit status: 0 success; 1 failure (invalid input, or the daemon could not do it; for
+/// reload: something was rejected); 2 usage error; 3 daemon not reachable; 4 permission
+/// refused; 5 no such torrent (or the ID is ambiguous); 6 wait timed out; 7 the torrent
+/// failed (wait, watch).
+#[derive(Debug, Parser)]
+#[command(name = "p2pctl", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Control socket of the daemon
+    #[arg(long, global = true, value_name = "PATH", env = "P2PD_SOCKET")]
+    pub socket: Option<PathBuf>,
+
+    /// Configuration directory of the daemon (to find its socket)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a descriptor (.desc) for a file or a directory
+    Create {
+        /// File or directory to describe
+        path: PathBuf,
+        /// Where to write the descriptor ("-" for stdout) [default: NAME.desc]
+        #[arg(short, long, value_name = "OUT.desc")]
+        output: Option<PathBuf>,
+        /// Piece size, a power of two from 16K to 64M [default: about 1024 pieces, 256K to 16M]
+        #[arg(long, value_name = "SIZE")]
+        piece_size: Option<String>,
+        /// A node to start discovery from (host:port); repeat for several
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstrap: Vec<String>,
+    },
+    /// Add a torrent from a descriptor; prints its info hash
+    Add {
+        /// The descriptor file
+        descriptor: PathBuf,
+        /// Directory to keep the content in [default: the daemon's data_dir]
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Stop managing a torrent
+    Remove {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// Also delete the torrent's files
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Show the node and its torrents (or one torrent)
+    Status {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: Option<String>,
+        /// Print the status document as JSON (schema: docs/CONTROL.md)
+        #[arg(long)]
+        json: bool,
+    },
+    /// List torrents: info hash, state and name
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the peers of a torrent's swarm
+    Peers {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read p2pd.yaml and torrents/; print what was applied, needs a restart, or was rejected
+    Reload,
+    /// Recheck every piece of a torrent against its hash
+    Verify {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+    },
+    /// Wait until a torrent is complete and verified
+    Wait {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// Give up after this many seconds (exit status 6)
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+    /// Show progress bars for the active torrents until they finish
+    Watch,
+    /// Print a shell completion script
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}

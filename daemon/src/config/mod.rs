@@ -1,0 +1,292 @@
+//! The operator's configuration: `p2pd.yaml` and the `torrents/` directory beside it.
+//!
+//! [`Config`] is the one serde type for `p2pd.yaml`; every key is optional and its default is
+//! here, in one place, and documented key by key in `config/p2pd.yaml`. Unknown keys are
+//! errors that name the key and line. The daemon only ever reads the config directory's
+//! `p2pd.yaml`; it never writes it. It writes `torrents/*.yaml` only for `p2pctl add` and
+//! `p2pctl remove`.
+
+pub mod locations;
+pub mod torrent_entry;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::NodeAddr;
+use crate::units::ByteRate;
+use crate::yaml::{self, ReadError, YamlError, YamlLimits};
+
+pub use locations::Locations;
+
+/// File name of the main configuration inside the config directory.
+pub const CONFIG_FILE: &str = "p2pd.yaml";
+/// Directory (inside the config directory) holding one YAML file per torrent.
+pub const TORRENTS_DIR: &str = "torrents";
+/// Default UDP RPC and TCP peer port.
+pub const DEFAULT_PORT: u16 = 6690;
+
+/// Log verbosity, lowest to highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The level `steps` above this one (each `-v`), saturating at `trace`.
+    pub fn raised(self, steps: u8) -> LogLevel {
+        const ORDER: [LogLevel; 5] =
+            [LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug, LogLevel::Trace];
+        let index = ORDER.iter().position(|&l| l == self).unwrap_or(2);
+        ORDER[(index + steps as usize).min(ORDER.len() - 1)]
+    }
+
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `p2pd.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port of both the UDP RPC and the TCP peer listener.
+    pub listen: SocketAddr,
+    /// Nodes to join the network through at start-up, besides those named in descriptors.
+    pub bootstrap: Vec<NodeAddr>,
+    /// Node identity, progress and peer tables. Default: see [`Locations`].
+    pub state_dir: Option<PathBuf>,
+    /// Where added content goes unless `p2pctl add --data` says otherwise.
+    pub data_dir: Option<PathBuf>,
+    /// The control socket p2pctl talks to.
+    pub control_socket: Option<PathBuf>,
+    /// Members of this group may use the control socket (besides root and the daemon's user).
+    pub control_group: Option<String>,
+    /// `error`, `warn`, `info`, `debug` or `trace`; each `-v` raises it one step.
+    pub log_level: LogLevel,
+    /// Log to syslog even in the foreground (`--daemon` always logs to syslog).
+    pub syslog: bool,
+    /// Rate and connection limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            bootstrap: Vec::new(),
+            state_dir: None,
+            data_dir: None,
+            control_socket: None,
+            control_group: None,
+            log_level: LogLevel::Info,
+            syslog: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Transfer and connection limits (`limits:` in `p2pd.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Total download rate of all torrents.
+    pub download_rate: ByteRate,
+    /// Total upload rate of all torrents.
+    pub upload_rate: ByteRate,
+    /// Most peer connections in total.
+    pub max_peers: u32,
+    /// Most peer connections per torrent.
+    pub max_peers_per_torrent: u32,
+    /// Peers a torrent uploads to at the same time.
+    pub upload_slots: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            download_rate: ByteRate::UNLIMITED,
+            upload_rate: ByteRate::UNLIMITED,
+            max_peers: 500,
+            max_peers_per_torrent: 50,
+            upload_slots: 8,
+        }
+    }
+}
+
+/// Why `p2pd.yaml` was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: ReadError },
+    #[error("{}: {source}", path.display())]
+    Yaml { path: PathBuf, source: YamlError },
+    #[error("{}: {field}: {problem}", path.display())]
+    Invalid { path: PathBuf, field: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads `DIR/p2pd.yaml`; a missing file means all defaults.
+    pub fn load(config_dir: &Path) -> Result<Config, ConfigError> {
+        let path = config_dir.join(CONFIG_FILE);
+        let text = match yaml::read_bounded(&path, YamlLimits::CONFIG.max_bytes) {
+            Ok(text) => text,
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text).map_err(|e| match e {
+            ParseError::Yaml(source) => ConfigError::Yaml { path, source },
+            ParseError::Invalid { field, problem } => ConfigError::Invalid { path, field, problem },
+        })
+    }
+
+    /// For clients: only the keys that locate a running daemon (`control_socket`, `state_dir`),
+    /// ignoring every other key and any error in them. The daemon may be running on an older,
+    /// valid version of a file that is now broken — which is exactly when an operator runs
+    /// `p2pctl reload`. If even those keys cannot be read, the defaults are used.
+    pub fn load_locating_keys(config_dir: &Path) -> Config {
+        #[derive(Deserialize)]
+        struct Locating {
+            #[serde(default)]
+            state_dir: Option<PathBuf>,
+            #[serde(default)]
+            control_socket: Option<PathBuf>,
+        }
+        let path = config_dir.join(CONFIG_FILE);
+        let Ok(text) = yaml::read_bounded(&path, YamlLimits::CONFIG.max_bytes) else {
+            return Config::default();
+        };
+        let (state_dir, control_socket) = match yaml::from_str::<Locating>(&text, YamlLimits::CONFIG) {
+            Ok(l) => (l.state_dir, l.control_socket),
+            // Not even YAML: look for the two keys as plain top-level `key: value` lines.
+            Err(_) => (top_level_value(&text, "state_dir"), top_level_value(&text, "control_socket")),
+        };
+        Config { state_dir, control_socket, ..Config::default() }
+    }
+
+    /// Parses and checks the text of a `p2pd.yaml`. An empty document means all defaults.
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        let meaningful = text.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && t != "---" && t != "..."
+        });
+        let config: Config = if meaningful { yaml::from_str(text, YamlLimits::CONFIG)? } else { Config::default() };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ParseError> {
+        let bad = |field, problem: &str| Err(ParseError::Invalid { field, problem: problem.to_string() });
+        if self.limits.max_peers == 0 {
+            return bad("limits.max_peers", "must be at least 1");
+        }
+        if self.limits.max_peers_per_torrent == 0 {
+            return bad("limits.max_peers_per_torrent", "must be at least 1");
+        }
+        if self.limits.upload_slots == 0 {
+            return bad("limits.upload_slots", "must be at least 1");
+        }
+        if self.bootstrap.len() > crate::descriptor::MAX_BOOTSTRAP {
+            return bad("bootstrap", "too many addresses (at most 64)");
+        }
+        if let Some(group) = &self.control_group
+            && (group.is_empty() || group.contains(['\0', ':', '\n']))
+        {
+            return bad("control_group", "is not a valid group name");
+        }
+        for (field, path) in
+            [("state_dir", &self.state_dir), ("data_dir", &self.data_dir), ("control_socket", &self.control_socket)]
+        {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return bad(field, "must not be empty");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value of a top-level `key: value` line (quotes and a trailing comment removed).
+fn top_level_value(text: &str, key: &str) -> Option<PathBuf> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(key)?.trim_start().strip_prefix(':')?;
+        let value = value.split(" #").next()?.trim().trim_matches(['"', '\'']);
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    })
+}
+
+/// Why a config text was not accepted (without the file name).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Yaml(#[from] YamlError),
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_comment_only_files_mean_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(Config::parse("# nothing here\n\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_parse() {
+        let c = Config::parse(
+            "listen: \"[::]:7000\"\nlog_level: debug\nlimits:\n  upload_rate: 100Mbit\n  max_peers: 10\nbootstrap: [\"10.1.1.1:7000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.limits.upload_rate, ByteRate(Some(12_500_000)));
+        assert_eq!(c.limits.max_peers, 10);
+        assert_eq!(c.bootstrap.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("listen: 0.0.0.0:1\nlisten_port: 5\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 2, column 1: unknown field `listen_port`"), "{e}");
+        let e = Config::parse("limits:\n  upload: 5\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `upload`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = Config::parse("limits:\n  max_peers: 0\n").unwrap_err().to_string();
+        assert_eq!(e, "limits.max_peers: must be at least 1");
+        let e = Config::parse("log_level: loud\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 1, column 12:"), "{e}");
+    }
+
+    #[test]
+    fn clients_locate_the_socket_in_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "control_socket: /x/s.sock\nbogus: [1, 2\nlimits: 7\n").unwrap();
+        assert!(Config::load(dir.path()).is_err());
+        let c = Config::load_locating_keys(dir.path());
+        assert_eq!(c.control_socket, Some(PathBuf::from("/x/s.sock")));
+    }
+
+    #[test]
+    fn levels_raise() {
+        assert_eq!(LogLevel::Info.raised(1), LogLevel::Debug);
+        assert_eq!(LogLevel::Info.raised(9), LogLevel::Trace);
+    }
+}

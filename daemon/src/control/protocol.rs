@@ -1,0 +1,368 @@
+//! The control protocol between p2pctl and p2pd: one definition, used by both.
+//!
+//! Transport: a Unix stream socket. Each message is a frame: a 4-byte big-endian length, then
+//! that many bytes of JSON. The client sends one [`RequestEnvelope`] and reads one
+//! [`Response`]; then either side may close. The envelope carries [`PROTOCOL_VERSION`]; a
+//! daemon answers a request of another version with [`ErrorKind::Version`].
+//!
+//! Limits: a request is at most [`MAX_REQUEST_BYTES`] (an `add` carries a whole descriptor);
+//! a response at most [`MAX_RESPONSE_BYTES`]. Lengths are checked before anything is read.
+//! The functions here are pure: bytes in, values out; the socket code lives elsewhere.
+//!
+//! The JSON of [`StatusReport`] is also what `p2pctl status --json` prints; its schema is
+//! documented in `docs/CONTROL.md` and versioned by [`STATUS_SCHEMA_VERSION`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::MAX_DESCRIPTOR_BYTES;
+
+/// Version of the request/response types.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the `status --json` document.
+pub const STATUS_SCHEMA_VERSION: u32 = 1;
+/// Largest request frame: a descriptor plus room for the other fields.
+pub const MAX_REQUEST_BYTES: usize = MAX_DESCRIPTOR_BYTES + (64 << 10);
+/// Largest response frame.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
+/// Bytes of the length prefix.
+pub const HEADER_BYTES: usize = 4;
+
+/// What the client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Add a torrent from descriptor text.
+    Add {
+        /// The descriptor YAML, exactly as read from the file.
+        descriptor: String,
+        /// Where the descriptor came from, for messages.
+        source: String,
+        /// Absolute data directory; default: the daemon's `data_dir`.
+        data_dir: Option<PathBuf>,
+    },
+    /// Stop managing a torrent; optionally delete its data.
+    Remove { id: String, delete_data: bool },
+    /// Node status and every torrent, or one torrent.
+    Status { id: Option<String> },
+    /// The swarm of one torrent as this node knows it.
+    Peers { id: String },
+    /// Re-read `p2pd.yaml` and `torrents/`.
+    Reload,
+    /// Recheck every piece of a torrent against its hash.
+    Verify { id: String },
+}
+
+/// A request with the protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestEnvelope {
+    pub version: u32,
+    pub request: Request,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Added(AddedReport),
+    Removed(RemovedReport),
+    Status(Box<StatusReport>),
+    Peers(PeersReport),
+    Reloaded(ReloadReport),
+    Verifying(TorrentRef),
+    Error(ErrorReply),
+}
+
+/// Why a request failed; p2pctl maps each kind to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be decoded.
+    BadRequest,
+    /// The request names a protocol version this daemon does not speak.
+    Version,
+    /// The client is not allowed to use the socket.
+    Refused,
+    /// No torrent matches the ID.
+    NotFound,
+    /// Several torrents match the ID.
+    Ambiguous,
+    /// The input (descriptor, settings) is invalid.
+    Invalid,
+    /// The daemon could not carry out a valid request.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    /// One line for a human.
+    pub message: String,
+}
+
+/// Names one torrent in a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TorrentRef {
+    pub info_hash: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedReport {
+    pub info_hash: String,
+    pub name: String,
+    /// The torrent was already managed; nothing changed.
+    pub already_present: bool,
+    /// The torrent file that records it.
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedReport {
+    pub info_hash: String,
+    pub name: String,
+    pub data_deleted: bool,
+}
+
+/// The outcome of a reload, one line per item.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Changes now in effect.
+    pub applied: Vec<String>,
+    /// Changes read but only effective after a restart.
+    pub needs_restart: Vec<String>,
+    /// Files or keys that were invalid; their previous state is kept.
+    pub rejected: Vec<String>,
+}
+
+/// Lifecycle state of a torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TorrentState {
+    /// Hashing data on disk.
+    Checking,
+    /// Missing pieces; fetching them.
+    Leeching,
+    /// Complete and verified; serving.
+    Seeding,
+    /// Stopped by its settings.
+    Paused,
+    /// Stopped by a problem (see `error`).
+    Error,
+}
+
+impl TorrentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TorrentState::Checking => "checking",
+            TorrentState::Leeching => "leeching",
+            TorrentState::Seeding => "seeding",
+            TorrentState::Paused => "paused",
+            TorrentState::Error => "error",
+        }
+    }
+}
+
+/// `status --json`: the node and its torrents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// [`STATUS_SCHEMA_VERSION`].
+    pub version: u32,
+    pub node: NodeStatus,
+    pub torrents: Vec<TorrentStatus>,
+}
+
+/// The node part of a status report.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// p2pd's version.
+    pub daemon_version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// This node's id, 64 hex digits.
+    pub node_id: String,
+    /// Address of the UDP RPC and TCP peer port.
+    pub listen: String,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub control_socket: PathBuf,
+    /// Torrents managed.
+    pub torrents: usize,
+    /// Total rates over all torrents, bytes per second.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// Nodes in the discovery routing table.
+    pub routing_table_size: u64,
+    /// Discovery RPC counters.
+    pub rpc: RpcCounters,
+    /// State files that could not be read at start-up (moved aside), one line each.
+    pub state_warnings: Vec<String>,
+}
+
+/// Discovery RPC counters since start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RpcCounters {
+    pub sent: u64,
+    pub received: u64,
+    pub timeouts: u64,
+    pub retries: u64,
+    pub dropped_malformed: u64,
+    pub rate_limited: u64,
+}
+
+/// One torrent in a status report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TorrentStatus {
+    pub info_hash: String,
+    pub name: String,
+    pub state: TorrentState,
+    /// Total content bytes.
+    pub length: u64,
+    /// Bytes in verified pieces.
+    pub bytes_done: u64,
+    pub pieces_done: u64,
+    pub pieces_total: u64,
+    /// Connected peers.
+    pub peers: u32,
+    /// Bytes per second, averaged over the last few seconds.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// Payload bytes since the torrent was added.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Seconds until complete at the current rate, when leeching.
+    pub eta_secs: Option<u64>,
+    /// Why the torrent is in `error`.
+    pub error: Option<String>,
+    /// Seconds since the torrent was (re)started by this daemon.
+    pub running_secs: u64,
+    /// Where the content is.
+    pub data_dir: PathBuf,
+    /// The torrent file, relative to `torrents/`.
+    pub file: String,
+}
+
+/// `peers ID`: one swarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersReport {
+    pub info_hash: String,
+    pub name: String,
+    pub peers: Vec<PeerInfo>,
+}
+
+/// One peer of a swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub address: String,
+    pub node_id: String,
+    /// `idle`, `leeching`, `seeding` or `leaving`, as the peer announced.
+    pub status: String,
+    /// Seconds since the peer was last heard from.
+    pub last_seen_secs: u64,
+    /// Whether a peer-wire connection is open.
+    pub connected: bool,
+    /// Pieces the peer sent that failed verification.
+    pub strikes: u32,
+    /// The peer sent bad data too often and is refused.
+    pub banned: bool,
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+/// A frame that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("message is not valid JSON for this protocol: {0}")]
+    Json(String),
+    #[error("client speaks control protocol version {0}; this p2pd speaks version {PROTOCOL_VERSION}")]
+    Version(u32),
+}
+
+/// Encodes a value as one frame.
+pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("protocol types serialize: {e}"));
+    let mut frame = Vec::with_capacity(HEADER_BYTES + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Reads the body length from a frame header, rejecting lengths above `max`.
+pub fn decode_header(header: [u8; HEADER_BYTES], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes a request body, checking the version before the request itself.
+pub fn decode_request(body: &[u8]) -> Result<Request, FrameError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let v: VersionOnly = serde_json::from_slice(body).map_err(|e| FrameError::Json(e.to_string()))?;
+    if v.version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(v.version));
+    }
+    let envelope: RequestEnvelope = serde_json::from_slice(body).map_err(|e| FrameError::Json(e.to_string()))?;
+    Ok(envelope.request)
+}
+
+/// Decodes a response body.
+pub fn decode_response(body: &[u8]) -> Result<Response, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Json(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let len = decode_header(frame[..4].try_into().unwrap(), MAX_REQUEST_BYTES).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        &frame[4..]
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let requests = [
+            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: Some("/d".into()) },
+            Request::Remove { id: "ab".into(), delete_data: true },
+            Request::Status { id: None },
+            Request::Peers { id: "x".into() },
+            Request::Reload,
+            Request::Verify { id: "x".into() },
+        ];
+        for r in requests {
+            let frame = encode_frame(&RequestEnvelope { version: PROTOCOL_VERSION, request: r.clone() });
+            assert_eq!(decode_request(body(&frame)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn oversized_header_is_rejected_before_reading() {
+        let header = (u32::MAX).to_be_bytes();
+        assert!(matches!(decode_header(header, MAX_REQUEST_BYTES), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn other_versions_are_named() {
+        let e = decode_request(br#"{"version": 7, "request": {"type": "frobnicate"}}"#).unwrap_err();
+        assert_eq!(e, FrameError::Version(7));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for input in [&b""[..], b"{", b"[]", b"{\"version\":1}", b"{\"version\":1,\"request\":{\"type\":\"add\"}}"] {
+            assert!(decode_request(input).is_err(), "{input:?}");
+        }
+    }
+}

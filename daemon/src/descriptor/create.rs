@@ -1,0 +1,302 @@
+//! Making a descriptor from files on disk (`p2pctl create`).
+//!
+//! Two steps so that a caller can show progress against a known total: [`plan`] walks the
+//! path (regular files only, sorted by name, symlinks refused) and [`hash_pieces`] reads the
+//! files in content order and hashes pieces across file boundaries. Reading runs on its own
+//! thread so that disk reads overlap hashing; hashing runs at SHA-256 speed.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    Content, ContentKind, Descriptor, DescriptorError, FileEntry, MAX_FILES, MAX_PIECES, MAX_TOTAL_LENGTH, NodeAddr,
+    PieceHash, RelPath,
+};
+use crate::units::human_bytes;
+
+/// A file to be described, with where it is on disk.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Where to read it.
+    pub disk_path: PathBuf,
+    /// Its path in the descriptor.
+    pub path: RelPath,
+    pub length: u64,
+}
+
+/// What [`plan`] found at the path.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: ContentKind,
+    pub name: String,
+    pub files: Vec<SourceFile>,
+    pub total_length: u64,
+}
+
+/// Why a descriptor could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: symbolic links are not supported; copy the file or describe its target", .0.display())]
+    Symlink(PathBuf),
+    #[error("{}: not a regular file or directory", .0.display())]
+    NotRegular(PathBuf),
+    #[error("{}: file name is not valid UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    #[error("{}: {problem}", path.display())]
+    BadName { path: PathBuf, problem: String },
+    #[error("{}: there is nothing to distribute (no bytes in any file)", .0.display())]
+    Empty(PathBuf),
+    #[error("{}: more than {MAX_FILES} files", .0.display())]
+    TooManyFiles(PathBuf),
+    #[error("{}: more than {} of content", .0.display(), human_bytes(MAX_TOTAL_LENGTH))]
+    TooLarge(PathBuf),
+    #[error("{}: the file changed while it was being hashed; try again", .0.display())]
+    Changed(PathBuf),
+    #[error("piece size {0}: {1}")]
+    PieceLength(u64, String),
+    #[error("{0}")]
+    Descriptor(#[from] DescriptorError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CreateError + '_ {
+    move |source| CreateError::Io { path: path.to_path_buf(), source }
+}
+
+/// Walks `path`: a regular file makes a single-file plan, a directory a plan of every regular
+/// file below it, sorted by path. Empty directories are not described.
+pub fn plan(path: &Path) -> Result<Plan, CreateError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    let name = path
+        .canonicalize()
+        .map_err(io_err(path))?
+        .file_name()
+        .ok_or_else(|| CreateError::BadName { path: path.into(), problem: "has no file name".into() })?
+        .to_str()
+        .ok_or_else(|| CreateError::NotUtf8(path.into()))?
+        .to_string();
+    super::path::validate_component(&name).map_err(|problem| CreateError::BadName { path: path.into(), problem })?;
+    if meta.file_type().is_symlink() {
+        return Err(CreateError::Symlink(path.into()));
+    }
+    let (kind, files) = if meta.is_file() {
+        let file = SourceFile { disk_path: path.into(), path: RelPath::root(), length: meta.len() };
+        (ContentKind::File, vec![file])
+    } else if meta.is_dir() {
+        let mut files = Vec::new();
+        walk(path, &mut Vec::new(), &mut files)?;
+        (ContentKind::Directory, files)
+    } else {
+        return Err(CreateError::NotRegular(path.into()));
+    };
+    let total_length = files.iter().map(|f| f.length).try_fold(0u64, u64::checked_add);
+    let total_length = match total_length {
+        Some(t) if t > MAX_TOTAL_LENGTH => return Err(CreateError::TooLarge(path.into())),
+        Some(0) => return Err(CreateError::Empty(path.into())),
+        Some(t) => t,
+        None => return Err(CreateError::TooLarge(path.into())),
+    };
+    Ok(Plan { kind, name, files, total_length })
+}
+
+fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<(), CreateError> {
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io_err(dir))?.map(|e| e.map_err(io_err(dir))).collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let disk_path = entry.path();
+        let name = entry.file_name().into_string().map_err(|_| CreateError::NotUtf8(disk_path.clone()))?;
+        let file_type = entry.file_type().map_err(io_err(&disk_path))?;
+        prefix.push(name);
+        if file_type.is_symlink() {
+            return Err(CreateError::Symlink(disk_path));
+        } else if file_type.is_dir() {
+            walk(&disk_path, prefix, out)?;
+        } else if file_type.is_file() {
+            if out.len() >= MAX_FILES {
+                return Err(CreateError::TooManyFiles(disk_path));
+            }
+            let length = entry.metadata().map_err(io_err(&disk_path))?.len();
+            let path = RelPath::from_components(prefix.clone())
+                .map_err(|problem| CreateError::BadName { path: disk_path.clone(), problem })?;
+            out.push(SourceFile { disk_path, path, length });
+        } else {
+            return Err(CreateError::NotRegular(disk_path));
+        }
+        prefix.pop();
+    }
+    Ok(())
+}
+
+/// Checks a piece length chosen by the user against the format's limits for this content.
+pub fn check_piece_length(piece_length: u64, total_length: u64) -> Result<(), CreateError> {
+    let fail = |why: String| Err(CreateError::PieceLength(piece_length, why));
+    if !(super::MIN_PIECE_LENGTH..=super::MAX_PIECE_LENGTH).contains(&piece_length) {
+        return fail(format!(
+            "must be between {} and {}",
+            human_bytes(super::MIN_PIECE_LENGTH),
+            human_bytes(super::MAX_PIECE_LENGTH)
+        ));
+    }
+    if !piece_length.is_power_of_two() {
+        return fail("must be a power of two (e.g. 256K, 1M, 4M)".into());
+    }
+    if total_length.div_ceil(piece_length) > MAX_PIECES as u64 {
+        return fail(format!(
+            "gives more than {MAX_PIECES} pieces for {}; choose a larger one",
+            human_bytes(total_length)
+        ));
+    }
+    Ok(())
+}
+
+/// Hashes fixed-length pieces from a stream of byte slices that may cross piece boundaries.
+#[derive(Debug)]
+pub struct PieceHasher {
+    piece_length: u64,
+    current: Sha256,
+    filled: u64,
+    pieces: Vec<PieceHash>,
+}
+
+impl PieceHasher {
+    pub fn new(piece_length: u64) -> PieceHasher {
+        PieceHasher { piece_length, current: Sha256::new(), filled: 0, pieces: Vec::new() }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (self.piece_length - self.filled) as usize;
+            let take = room.min(data.len());
+            self.current.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == self.piece_length {
+                self.pieces.push(PieceHash(std::mem::take(&mut self.current).finalize().into()));
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// The hashes, including a short last piece.
+    pub fn finish(mut self) -> Vec<PieceHash> {
+        if self.filled > 0 {
+            self.pieces.push(PieceHash(self.current.finalize().into()));
+        }
+        self.pieces
+    }
+}
+
+const READ_CHUNK: usize = 4 << 20;
+
+/// Reads the plan's files in order and hashes them into pieces, calling `progress` with the
+/// number of bytes hashed after each chunk.
+pub fn hash_pieces(
+    plan: &Plan,
+    piece_length: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<PieceHash>, CreateError> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Vec<u8>, CreateError>>(3);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..4 {
+        let _ = empty_tx.send(vec![0u8; READ_CHUNK]);
+    }
+    let files = plan.files.clone();
+    let reader = std::thread::Builder::new()
+        .name("p2p-create-read".into())
+        .spawn(move || read_files(&files, &full_tx, &empty_rx))
+        .map_err(|source| CreateError::Io { path: PathBuf::from("<reader thread>"), source })?;
+
+    let mut hasher = PieceHasher::new(piece_length);
+    let mut done = 0u64;
+    let mut result = Ok(());
+    for chunk in full_rx {
+        match chunk {
+            Ok(buf) => {
+                hasher.update(&buf);
+                done += buf.len() as u64;
+                progress(done);
+                let _ = empty_tx.send(buf);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(empty_tx);
+    let _ = reader.join();
+    result?;
+    Ok(hasher.finish())
+}
+
+fn read_files(
+    files: &[SourceFile],
+    full: &mpsc::SyncSender<Result<Vec<u8>, CreateError>>,
+    empty: &mpsc::Receiver<Vec<u8>>,
+) {
+    for f in files {
+        if let Err(e) = read_one(f, full, empty) {
+            let _ = full.send(Err(e));
+            return;
+        }
+    }
+}
+
+fn read_one(
+    f: &SourceFile,
+    full: &mpsc::SyncSender<Result<Vec<u8>, CreateError>>,
+    empty: &mpsc::Receiver<Vec<u8>>,
+) -> Result<(), CreateError> {
+    let mut file = File::open(&f.disk_path).map_err(io_err(&f.disk_path))?;
+    let mut left = f.length;
+    while left > 0 {
+        let Ok(mut buf) = empty.recv() else { return Ok(()) };
+        let want = (left as usize).min(READ_CHUNK);
+        buf.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            match file.read(&mut buf[got..want]) {
+                Ok(0) => return Err(CreateError::Changed(f.disk_path.clone())),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&f.disk_path)(e)),
+            }
+        }
+        left -= want as u64;
+        if full.send(Ok(buf)).is_err() {
+            return Ok(());
+        }
+    }
+    let mut probe = [0u8; 1];
+    match file.read(&mut probe) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(CreateError::Changed(f.disk_path.clone())),
+        Err(e) => Err(io_err(&f.disk_path)(e)),
+    }
+}
+
+/// Assembles and validates the descriptor for a hashed plan.
+pub fn build(
+    plan: &Plan,
+    piece_length: u64,
+    pieces: Vec<PieceHash>,
+    bootstrap: Vec<NodeAddr>,
+) -> Result<Descriptor, CreateError> {
+    let content = Content {
+        kind: plan.kind,
+        name: plan.name.clone(),
+        piece_length,
+        files: plan.files.iter().map(|f| FileEntry { path: f.path.clone(), length: f.length }).collect(),
+        pieces,
+        total_length: plan.total_length,
+    };
+    let descriptor = Descriptor { info_hash: content.info_hash(), content, bootstrap };
+    // Round-trip through validation: what we write is exactly what every node will accept.
+    Ok(Descriptor::from_document(&descriptor.to_document())?)
+}

@@ -1,0 +1,534 @@
+//! Descriptors (`.desc` files): what a swarm distributes and where to start looking for it.
+//!
+//! A descriptor is YAML (see `docs/DESCRIPTOR.md`). It names the content — one file, or a
+//! directory tree of files — with every file's path and length, the piece length and the
+//! SHA-256 of every piece, and lists bootstrap nodes. The **info hash** is SHA-256 over a
+//! canonical binary encoding of the content only ([`encoding`]); bootstrap nodes are not part
+//! of it, so descriptors differing only in bootstrap nodes join the same swarm.
+//!
+//! Invariants of a [`Descriptor`] (checked by [`Descriptor::from_document`], which every
+//! descriptor passes through, whatever its source):
+//! - every path is relative, made of non-empty components that are neither `.` nor `..`, hold
+//!   no NUL or `/`, and no path is listed twice or lies inside another listed file;
+//! - the piece length is a power of two in [`MIN_PIECE_LENGTH`]..=[`MAX_PIECE_LENGTH`], the
+//!   total length is non-zero and at most [`MAX_TOTAL_LENGTH`], and there is exactly one hash
+//!   per piece (at most [`MAX_PIECES`]);
+//! - the info hash written in the file equals the one computed from the content.
+
+pub mod create;
+pub mod encoding;
+mod path;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use path::RelPath;
+
+use crate::units::human_bytes;
+use crate::yaml::{self, YamlError, YamlLimits};
+
+/// The descriptor format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest descriptor file accepted, in bytes.
+pub const MAX_DESCRIPTOR_BYTES: usize = 16 << 20;
+/// Smallest piece length.
+pub const MIN_PIECE_LENGTH: u64 = 16 << 10;
+/// Largest piece length.
+pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
+/// Most pieces in one descriptor.
+pub const MAX_PIECES: usize = 1 << 17;
+/// Most files in one directory descriptor.
+pub const MAX_FILES: usize = 1 << 16;
+/// Largest content: as many pieces of the largest size as allowed.
+pub const MAX_TOTAL_LENGTH: u64 = MAX_PIECES as u64 * MAX_PIECE_LENGTH;
+/// Most bootstrap addresses in one descriptor.
+pub const MAX_BOOTSTRAP: usize = 64;
+
+/// YAML limits for descriptors and for torrent files that embed one.
+pub const DESCRIPTOR_YAML_LIMITS: YamlLimits =
+    YamlLimits { max_bytes: MAX_DESCRIPTOR_BYTES, max_nodes: MAX_PIECES + 4 * MAX_FILES + MAX_BOOTSTRAP + 64 };
+
+/// A 32-byte SHA-256 value printed as 64 lowercase hex digits.
+macro_rules! hash_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Lowercase hex, 64 digits.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.to_hex())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = HexHashError;
+            fn from_str(s: &str) -> Result<Self, HexHashError> {
+                parse_hex32(s).map($name)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hash_newtype!(
+    /// Identifies content (and its swarm): SHA-256 of the canonical content encoding.
+    InfoHash
+);
+hash_newtype!(
+    /// SHA-256 of one piece of content.
+    PieceHash
+);
+
+/// A 64-hex-digit string that is not a SHA-256 value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HexHashError {
+    #[error("expected 64 hex digits, found {0} characters")]
+    Length(usize),
+    #[error("`{0}` is not hexadecimal")]
+    NotHex(String),
+}
+
+fn parse_hex32(s: &str) -> Result<[u8; 32], HexHashError> {
+    if s.len() != 64 {
+        return Err(HexHashError::Length(s.chars().count()));
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|_| {
+        let shown: String = s.chars().take(16).collect();
+        HexHashError::NotHex(if s.len() > 16 { format!("{shown}…") } else { shown })
+    })?;
+    Ok(out)
+}
+
+/// The YAML shape of a descriptor file, before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorDocument {
+    /// Format version; must be [`FORMAT_VERSION`].
+    pub p2pd_descriptor: u32,
+    /// The info hash, 64 hex digits, as computed by whoever made the descriptor.
+    pub info_hash: String,
+    /// `host:port` addresses of nodes to start discovery from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<String>,
+    /// What is distributed.
+    pub content: ContentDocument,
+}
+
+/// The YAML shape of the `content:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentDocument {
+    /// Name of the file, or of the directory holding the files.
+    pub name: String,
+    /// Bytes per piece (the last piece may be shorter).
+    pub piece_length: u64,
+    /// Length of the single file; absent for a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// Files of a directory, in content order; absent for a single file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileDocument>>,
+    /// SHA-256 of every piece, 64 hex digits each.
+    pub pieces: Vec<String>,
+}
+
+/// The YAML shape of one entry of `content.files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDocument {
+    /// Path below the content directory, `/`-separated.
+    pub path: String,
+    /// Length in bytes (may be zero).
+    pub length: u64,
+}
+
+/// A malformed descriptor: one line naming the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// Not YAML, or not the shape of a descriptor (missing or unknown fields, wrong types).
+    #[error("{0}")]
+    Yaml(#[from] YamlError),
+    /// Well-formed YAML with an invalid value.
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> DescriptorError {
+    DescriptorError::Invalid { field: field.into(), problem: problem.into() }
+}
+
+/// Whether the content is one file or a directory of files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentKind {
+    File,
+    Directory,
+}
+
+/// One file of the content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path below the content root; empty for a single-file descriptor (the root is the file).
+    pub path: RelPath,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+/// The validated content description — everything the info hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub kind: ContentKind,
+    /// Name of the file or directory created in the data directory (one path component).
+    pub name: String,
+    pub piece_length: u64,
+    /// Files in content order; pieces run across file boundaries in this order.
+    pub files: Vec<FileEntry>,
+    pub pieces: Vec<PieceHash>,
+    /// Sum of all file lengths.
+    pub total_length: u64,
+}
+
+impl Content {
+    /// Number of pieces.
+    pub fn piece_count(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Length of piece `index` (the last one may be short).
+    pub fn piece_len(&self, index: usize) -> u64 {
+        let start = index as u64 * self.piece_length;
+        self.piece_length.min(self.total_length.saturating_sub(start))
+    }
+
+    /// Computes the info hash over the canonical encoding.
+    pub fn info_hash(&self) -> InfoHash {
+        encoding::info_hash(self)
+    }
+}
+
+/// A host and port to contact for discovery: an IP address or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl NodeAddr {
+    /// The address as a socket address, when the host is an IP literal.
+    pub fn as_socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = self.host.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, self.port))
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for NodeAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+            if sa.port() == 0 {
+                return Err(format!("`{s}` has port 0"));
+            }
+            return Ok(NodeAddr { host: sa.ip().to_string(), port: sa.port() });
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!("`{s}` is missing a port (expected host:port)"));
+        };
+        if host.contains(':') || host.starts_with('[') {
+            return Err(format!("`{s}` is not a valid address (write IPv6 as [addr]:port)"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("`{s}` has an invalid port (expected 1-65535)"))?;
+        let valid_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+            });
+        if !valid_name {
+            return Err(format!("`{host}` is neither an IP address nor a valid host name"));
+        }
+        Ok(NodeAddr { host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl Serialize for NodeAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A validated descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub info_hash: InfoHash,
+    pub content: Content,
+    pub bootstrap: Vec<NodeAddr>,
+}
+
+impl Descriptor {
+    /// Parses and validates descriptor YAML.
+    pub fn parse(text: &str) -> Result<Descriptor, DescriptorError> {
+        let document: DescriptorDocument = yaml::from_str(text, DESCRIPTOR_YAML_LIMITS)?;
+        Descriptor::from_document(&document)
+    }
+
+    /// Validates a parsed document; see the module invariants.
+    pub fn from_document(doc: &DescriptorDocument) -> Result<Descriptor, DescriptorError> {
+        if doc.p2pd_descriptor != FORMAT_VERSION {
+            return Err(invalid(
+                "p2pd_descriptor",
+                format!(
+                    "unsupported format version {} (this p2pd reads version {FORMAT_VERSION})",
+                    doc.p2pd_descriptor
+                ),
+            ));
+        }
+        let content = validate_content(&doc.content)?;
+        if doc.bootstrap.len() > MAX_BOOTSTRAP {
+            return Err(invalid(
+                "bootstrap",
+                format!("{} addresses listed, at most {MAX_BOOTSTRAP} are allowed", doc.bootstrap.len()),
+            ));
+        }
+        let bootstrap = doc
+            .bootstrap
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a.parse::<NodeAddr>().map_err(|e| invalid(format!("bootstrap[{i}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let claimed: InfoHash = doc.info_hash.parse().map_err(|e: HexHashError| invalid("info_hash", e.to_string()))?;
+        let computed = content.info_hash();
+        if claimed != computed {
+            return Err(invalid(
+                "info_hash",
+                format!("does not match the content (computed {computed}); the descriptor was altered or damaged"),
+            ));
+        }
+        Ok(Descriptor { info_hash: computed, content, bootstrap })
+    }
+
+    /// The YAML shape of this descriptor.
+    pub fn to_document(&self) -> DescriptorDocument {
+        let c = &self.content;
+        let (length, files) = match c.kind {
+            ContentKind::File => (Some(c.total_length), None),
+            ContentKind::Directory => (
+                None,
+                Some(c.files.iter().map(|f| FileDocument { path: f.path.to_string(), length: f.length }).collect()),
+            ),
+        };
+        DescriptorDocument {
+            p2pd_descriptor: FORMAT_VERSION,
+            info_hash: self.info_hash.to_hex(),
+            bootstrap: self.bootstrap.iter().map(|a| a.to_string()).collect(),
+            content: ContentDocument {
+                name: c.name.clone(),
+                piece_length: c.piece_length,
+                length,
+                files,
+                pieces: c.pieces.iter().map(|p| p.to_hex()).collect(),
+            },
+        }
+    }
+
+    /// The descriptor as YAML text, with a header comment.
+    pub fn to_yaml(&self) -> String {
+        let body = serde_saphyr::to_string(&self.to_document())
+            .unwrap_or_else(|e| unreachable!("descriptor documents always serialize: {e}"));
+        format!(
+            "# p2pd descriptor: {} ({}, {} pieces of {})\n# Add it on any node with `p2pctl add FILE.desc`.\n{body}",
+            self.content.name,
+            human_bytes(self.content.total_length),
+            self.content.pieces.len(),
+            human_bytes(self.content.piece_length),
+        )
+    }
+}
+
+fn validate_content(doc: &ContentDocument) -> Result<Content, DescriptorError> {
+    path::validate_component(&doc.name).map_err(|p| invalid("content.name", p))?;
+
+    let pl = doc.piece_length;
+    if pl == 0 {
+        return Err(invalid("content.piece_length", "must not be zero"));
+    }
+    if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&pl) {
+        return Err(invalid(
+            "content.piece_length",
+            format!("{pl} is out of range ({} to {})", human_bytes(MIN_PIECE_LENGTH), human_bytes(MAX_PIECE_LENGTH)),
+        ));
+    }
+    if !pl.is_power_of_two() {
+        return Err(invalid("content.piece_length", format!("{pl} is not a power of two")));
+    }
+
+    let (kind, files) = match (&doc.length, &doc.files) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("content", "has both `length` (a single file) and `files` (a directory); keep one"));
+        }
+        (None, None) => {
+            return Err(invalid("content", "missing field `length` (for a single file) or `files` (for a directory)"));
+        }
+        (Some(length), None) => {
+            if *length == 0 {
+                return Err(invalid("content.length", "must not be zero"));
+            }
+            if *length > MAX_TOTAL_LENGTH {
+                return Err(invalid(
+                    "content.length",
+                    format!("{length} is larger than the maximum of {}", human_bytes(MAX_TOTAL_LENGTH)),
+                ));
+            }
+            (ContentKind::File, vec![FileEntry { path: RelPath::root(), length: *length }])
+        }
+        (None, Some(list)) => (ContentKind::Directory, validate_files(list)?),
+    };
+
+    let total_length = files.iter().map(|f| f.length).sum::<u64>();
+    if total_length == 0 {
+        return Err(invalid("content.files", "total length is zero; there is nothing to distribute"));
+    }
+    if total_length > MAX_TOTAL_LENGTH {
+        return Err(invalid(
+            "content.files",
+            format!("total length is larger than the maximum of {}", human_bytes(MAX_TOTAL_LENGTH)),
+        ));
+    }
+
+    let needed = total_length.div_ceil(pl);
+    if needed > MAX_PIECES as u64 {
+        return Err(invalid(
+            "content.piece_length",
+            format!(
+                "{} of content needs {needed} pieces of {}, more than the maximum of {MAX_PIECES}; use a larger piece length",
+                human_bytes(total_length),
+                human_bytes(pl)
+            ),
+        ));
+    }
+    if doc.pieces.len() as u64 != needed {
+        return Err(invalid(
+            "content.pieces",
+            format!(
+                "{} hashes listed, but {} of content in pieces of {} needs {needed}",
+                doc.pieces.len(),
+                human_bytes(total_length),
+                human_bytes(pl)
+            ),
+        ));
+    }
+    let pieces = doc
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(i, h)| h.parse::<PieceHash>().map_err(|e| invalid(format!("content.pieces[{i}]"), e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Content { kind, name: doc.name.clone(), piece_length: pl, files, pieces, total_length })
+}
+
+fn validate_files(list: &[FileDocument]) -> Result<Vec<FileEntry>, DescriptorError> {
+    if list.is_empty() {
+        return Err(invalid("content.files", "must list at least one file"));
+    }
+    if list.len() > MAX_FILES {
+        return Err(invalid("content.files", format!("{} files listed, at most {MAX_FILES} are allowed", list.len())));
+    }
+    let mut files = Vec::with_capacity(list.len());
+    let mut total: u64 = 0;
+    for (i, f) in list.iter().enumerate() {
+        let path: RelPath = f.path.parse().map_err(|p| invalid(format!("content.files[{i}].path"), p))?;
+        total = total.saturating_add(f.length);
+        if f.length > MAX_TOTAL_LENGTH || total > MAX_TOTAL_LENGTH {
+            return Err(invalid(
+                format!("content.files[{i}].length"),
+                format!("total length exceeds the maximum of {}", human_bytes(MAX_TOTAL_LENGTH)),
+            ));
+        }
+        files.push(FileEntry { path, length: f.length });
+    }
+    // Duplicates and files nested under other files, found by sorting paths: a path that equals
+    // or lies below its predecessor in component order conflicts with it.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| files[a].path.components().cmp(files[b].path.components()));
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let (pa, pb) = (&files[a].path, &files[b].path);
+        let (first, second) = (a.min(b), a.max(b));
+        if pa == pb {
+            return Err(invalid(
+                format!("content.files[{second}].path"),
+                format!("`{pb}` is listed twice (also content.files[{first}])"),
+            ));
+        }
+        if pb.starts_with(pa) {
+            return Err(invalid(
+                format!("content.files[{b}].path"),
+                format!("`{pb}` is inside `{pa}`, which is a file (content.files[{a}])"),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+/// The piece length `p2pctl create` picks when none is given: the power of two that makes
+/// about 1,024 pieces, between 256 KiB and 16 MiB. Small pieces spread sooner through a swarm
+/// (a peer forwards only verified pieces); the cap keeps descriptors of huge content small.
+pub fn default_piece_length(total_length: u64) -> u64 {
+    let target = total_length.div_ceil(1024).max(1).next_power_of_two();
+    target.clamp(256 << 10, 16 << 20)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! Relative paths inside content: the only paths a descriptor can name.
+//!
+//! A [`RelPath`] can only be built through validation, so holding one proves it has no
+//! absolute prefix, no `.`/`..`, no empty component and no NUL. Storage still opens each
+//! component without following symlinks; this type is the first of two fences.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest path component, in bytes (the Linux `NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// A validated relative path, as its components.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelPath(Vec<String>);
+
+impl RelPath {
+    /// The empty path: the content root itself (single-file descriptors).
+    pub fn root() -> RelPath {
+        RelPath(Vec::new())
+    }
+
+    /// Builds a path from already-validated components.
+    pub fn from_components(components: Vec<String>) -> Result<RelPath, String> {
+        for c in &components {
+            validate_component(c)?;
+        }
+        Ok(RelPath(components))
+    }
+
+    pub fn components(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `prefix`'s components begin this path.
+    pub fn starts_with(&self, prefix: &RelPath) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+impl FromStr for RelPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RelPath, String> {
+        if s.is_empty() {
+            return Err("is empty".into());
+        }
+        if s.len() > MAX_PATH_BYTES {
+            return Err(format!("is {} bytes long, more than {MAX_PATH_BYTES}", s.len()));
+        }
+        if s.starts_with('/') {
+            return Err(format!("`{}` is absolute; paths must be relative", shown(s)));
+        }
+        if s.contains('\0') {
+            return Err("contains a NUL byte".into());
+        }
+        let components: Vec<String> = s.split('/').map(str::to_string).collect();
+        for c in &components {
+            validate_component(c).map_err(|problem| format!("`{}` {problem}", shown(s)))?;
+        }
+        Ok(RelPath(components))
+    }
+}
+
+/// Checks one path component (also used for the content name).
+pub fn validate_component(c: &str) -> Result<(), String> {
+    if c.is_empty() {
+        return Err("has an empty component".into());
+    }
+    if c == ".." {
+        return Err("contains a `..` component".into());
+    }
+    if c == "." {
+        return Err("contains a `.` component".into());
+    }
+    if c.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if c.contains('/') {
+        return Err(format!("`{}` contains `/`", shown(c)));
+    }
+    if c.len() > MAX_COMPONENT_BYTES {
+        return Err(format!("has a component of {} bytes, more than {MAX_COMPONENT_BYTES}", c.len()));
+    }
+    Ok(())
+}
+
+/// Paths in messages: control characters escaped, long ones shortened.
+fn shown(s: &str) -> String {
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() > 80 { format!("{}…", escaped.chars().take(80).collect::<String>()) } else { escaped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_relative_paths() {
+        let p: RelPath = "a/b c/d.bin".parse().unwrap();
+        assert_eq!(p.components(), ["a", "b c", "d.bin"]);
+        assert_eq!(p.to_string(), "a/b c/d.bin");
+    }
+
+    #[test]
+    fn rejects_escapes() {
+        for (path, needle) in [
+            ("/etc/passwd", "absolute"),
+            ("../x", "`..`"),
+            ("a/../../x", "`..`"),
+            ("a//b", "empty component"),
+            ("a/", "empty component"),
+            ("./a", "`.`"),
+            ("a\0b", "NUL"),
+            ("", "empty"),
+        ] {
+            let e = path.parse::<RelPath>().unwrap_err();
+            assert!(e.contains(needle), "{path:?}: {e}");
+        }
+    }
+}

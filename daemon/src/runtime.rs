@@ -1,0 +1,276 @@
+//! Starting and stopping the daemon: [`run`] is what `main` calls.
+//!
+//! Start-up does everything that can fail for a reason the operator must fix *before*
+//! detaching (config, locks, state directory, control socket), so errors reach the terminal
+//! and the exit code; then it detaches (with `--daemon`), starts logging, the executor threads,
+//! the supervisor, the control server and the signal handler, and tells systemd it is ready.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop accepting control requests, stop every torrent (each
+//! flushes its state), remove the socket, exit 0.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
+use log::{info, warn};
+use smol::Async;
+use smol::lock::Semaphore;
+
+use crate::config::locations::Environment;
+use crate::config::{Config, ConfigError, Locations};
+use crate::control::access::AccessPolicy;
+use crate::control::server::{self, BindError, ControlCall};
+use crate::node_id;
+use crate::service::instance_lock::{InstanceLock, LockError};
+use crate::service::{logging, notify};
+use crate::shared::{DaemonShared, NodeInfo};
+use crate::state::StateDir;
+use crate::supervisor::{Event, Supervisor};
+use crate::torrent::TorrentContext;
+
+/// How `p2pd` was invoked.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--config-dir`; default from [`Environment::default_config_dir`].
+    pub config_dir: Option<PathBuf>,
+    /// `-v` count.
+    pub verbosity: u8,
+    /// `--daemon`: detach and log to syslog.
+    pub daemonize: bool,
+    /// `--pid-file` (with `--daemon`).
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Access(String),
+    #[error("state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Lock(#[from] LockError),
+    #[error("control socket: {0}")]
+    Socket(#[from] BindError),
+    #[error("cannot detach: {0}")]
+    Daemonize(String),
+    #[error("cannot start logging: {0}")]
+    Logging(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn config_dir_of(options: &RunOptions, env: &Environment) -> PathBuf {
+    let dir = options.config_dir.clone().unwrap_or_else(|| env.default_config_dir());
+    // --daemon changes the working directory; keep paths meaningful.
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(options: RunOptions) -> Result<(), StartupError> {
+    let env = Environment::current();
+    let config_dir = config_dir_of(&options, &env);
+    let config = Config::load(&config_dir)?;
+    let locations = Locations::resolve(&config_dir, &config, &env);
+    let access = AccessPolicy::new(config.control_group.as_deref()).map_err(StartupError::Access)?;
+    let state = StateDir::open(&locations.state_dir)
+        .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
+    let lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;
+    let (node_id, id_warning) = node_id::load_or_create(&state)
+        .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
+    let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
+
+    if options.daemonize {
+        let mut d = daemonize::Daemonize::new().working_directory("/").umask(0o022);
+        if let Some(pid_file) = &options.pid_file {
+            d = d.pid_file(pid_file);
+        }
+        d.start().map_err(|e| StartupError::Daemonize(e.to_string()))?;
+    }
+    let sink = if options.daemonize || config.syslog { logging::Sink::Syslog } else { logging::Sink::Stderr };
+    logging::init(sink, config.log_level.raised(options.verbosity).to_filter()).map_err(StartupError::Logging)?;
+    if let Some(note) = socket_note {
+        info!("{note}");
+    }
+    let mut warnings = Vec::new();
+    if let Some(w) = id_warning {
+        warn!("{w}");
+        warnings.push(w);
+    }
+
+    let executor = Arc::new(smol::Executor::<'static>::new());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let (stop_workers, workers_stop) = async_channel::bounded::<()>(1);
+    let workers: Vec<_> = (1..threads)
+        .map(|i| {
+            let ex = executor.clone();
+            let stop = workers_stop.clone();
+            std::thread::Builder::new()
+                .name(format!("p2pd-worker-{i}"))
+                .spawn(move || smol::block_on(ex.run(stop.recv())))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let node = NodeInfo { node_id, listen: config.listen, locations: locations.clone() };
+    let result = smol::block_on(executor.run(serve(
+        executor.clone(),
+        node,
+        config,
+        options.verbosity,
+        state,
+        access,
+        listener,
+        warnings,
+    )));
+    drop(stop_workers);
+    for w in workers {
+        let _ = w.join();
+    }
+    server::remove_socket(&locations.control_socket);
+    drop(lock);
+    info!("stopped");
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    executor: Arc<smol::Executor<'static>>,
+    node: NodeInfo,
+    config: Config,
+    verbosity: u8,
+    state: StateDir,
+    access: AccessPolicy,
+    listener: std::os::unix::net::UnixListener,
+    warnings: Vec<String>,
+) -> Result<(), StartupError> {
+    let warnings = Arc::new(Mutex::new(warnings));
+    let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone()));
+    let ctx = TorrentContext { executor: executor.clone(), state, check_slots: Arc::new(Semaphore::new(2)), warnings };
+    let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
+    supervisor.load().await;
+
+    let (events_tx, events_rx) = async_channel::unbounded::<Event>();
+    let supervisor_task = executor.spawn(supervisor.run(events_rx));
+
+    let (calls_tx, calls_rx) = async_channel::bounded::<ControlCall>(64);
+    let forward = {
+        let events = events_tx.clone();
+        executor.spawn(async move {
+            while let Ok(call) = calls_rx.recv().await {
+                if events.send(Event::Control(call)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let server_task = executor.spawn(server::serve(Async::new(listener)?, shared.clone(), calls_tx, executor.clone()));
+
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
+    let signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int])?;
+    let signal_task = executor.spawn(handle_signals(signals, events_tx.clone(), shutdown_tx));
+    let status_task = executor.spawn(publish_status(shared.clone()));
+
+    notify::ready(&shared.summary());
+    info!(
+        "p2pd {} ready: node {}, listening on {}, control socket {}",
+        env!("CARGO_PKG_VERSION"),
+        node.node_id,
+        node.listen,
+        node.locations.control_socket.display()
+    );
+
+    let _ = shutdown_rx.recv().await;
+    // Stop taking work first, then let the supervisor stop every torrent.
+    drop(server_task);
+    drop(forward);
+    drop(signal_task);
+    drop(status_task);
+    let _ = events_tx.send(Event::Shutdown).await;
+    supervisor_task.await;
+    Ok(())
+}
+
+async fn handle_signals(
+    mut signals: Signals,
+    events: async_channel::Sender<Event>,
+    shutdown: async_channel::Sender<()>,
+) {
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(Signal::Hup) => {
+                info!("SIGHUP: reloading");
+                if events.send(Event::Reload).await.is_err() {
+                    return;
+                }
+            }
+            Ok(other) => {
+                info!("{other:?}: shutting down");
+                notify::stopping();
+                let _ = shutdown.send(()).await;
+                return;
+            }
+            Err(e) => warn!("signal handling: {e}"),
+        }
+    }
+}
+
+/// Keeps systemd's `STATUS=` line current.
+async fn publish_status(shared: Arc<DaemonShared>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    loop {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        notify::status(&shared.summary());
+    }
+}
+
+/// `p2pd --check-config`: validates `p2pd.yaml` and every torrent file without starting.
+/// Returns one line per file and whether all were valid.
+pub fn check_config(config_dir: Option<PathBuf>) -> (Vec<String>, bool) {
+    let env = Environment::current();
+    let options = RunOptions { config_dir, ..Default::default() };
+    let dir = config_dir_of(&options, &env);
+    let mut lines = Vec::new();
+    let mut ok = true;
+    match Config::load(&dir) {
+        Ok(config) => {
+            let l = Locations::resolve(&dir, &config, &env);
+            lines.push(format!("{}: ok", dir.join(crate::config::CONFIG_FILE).display()));
+            lines.push(format!("  state_dir: {}", l.state_dir.display()));
+            lines.push(format!("  data_dir: {}", l.data_dir.display()));
+            lines.push(format!("  control_socket: {}", l.control_socket.display()));
+            if let Err(e) = AccessPolicy::new(config.control_group.as_deref()) {
+                lines.push(format!("  {e}"));
+                ok = false;
+            }
+        }
+        Err(e) => {
+            lines.push(e.to_string());
+            ok = false;
+        }
+    }
+    let torrents = dir.join(crate::config::TORRENTS_DIR);
+    match crate::supervisor::scan_torrent_files(&torrents) {
+        Ok(files) => {
+            for (name, result) in files {
+                match result {
+                    Ok(hash) => lines.push(format!("{}: ok ({hash})", torrents.join(name).display())),
+                    Err(e) => {
+                        lines.push(format!("{}: {e}", torrents.join(name).display()));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            lines.push(e);
+            ok = false;
+        }
+    }
+    (lines, ok)
+}

@@ -1,0 +1,64 @@
+//! Logging through the `log` facade to stderr (foreground) or syslog (`--daemon`, or
+//! `syslog: true`). The level is `log::max_level`, set from `log_level` and `-v`, and changed
+//! by reload.
+//!
+//! On stderr, when systemd's journal is the reader (`JOURNAL_STREAM` set), each line starts
+//! with the `<N>` priority prefix journald understands and carries no timestamp (journald adds
+//! one); on a terminal lines carry a time.
+
+use std::io::{IsTerminal, Write};
+
+use log::{Level, LevelFilter};
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Stderr,
+    Syslog,
+}
+
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// Installs the logger; call once.
+pub fn init(sink: Sink, level: LevelFilter) -> Result<(), String> {
+    match sink {
+        Sink::Stderr => {
+            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+            let terminal = std::io::stderr().is_terminal();
+            env_logger::Builder::new()
+                .filter_level(LevelFilter::Trace)
+                .format(move |buf, record| {
+                    let level = record.level();
+                    if journal {
+                        writeln!(buf, "<{}>{}", syslog_priority(level), record.args())
+                    } else if terminal {
+                        writeln!(buf, "{} {:5} {}", buf.timestamp_seconds(), level, record.args())
+                    } else {
+                        writeln!(buf, "{:5} {}", level, record.args())
+                    }
+                })
+                .target(env_logger::Target::Stderr)
+                .try_init()
+                .map_err(|e| e.to_string())?;
+        }
+        Sink::Syslog => {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "p2pd".into(),
+                pid: std::process::id(),
+            };
+            let logger = syslog::unix(formatter).map_err(|e| format!("cannot connect to syslog: {e}"))?;
+            log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).map_err(|e| e.to_string())?;
+        }
+    }
+    log::set_max_level(level);
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! What the control server may read without asking the supervisor.
+//!
+//! The supervisor owns the set of torrents; it publishes each torrent's [`TorrentShared`] here
+//! when it starts one and withdraws it when it stops one. Status requests read this index and
+//! the torrents' status cells — short `std::sync` locks, never held across `.await` or I/O —
+//! so `status` answers even while the supervisor is busy with a slow disk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::config::Locations;
+use crate::control::access::AccessPolicy;
+use crate::control::protocol::{
+    ErrorKind, ErrorReply, NodeStatus, PeersReport, RpcCounters, STATUS_SCHEMA_VERSION, StatusReport, TorrentState,
+};
+use crate::descriptor::InfoHash;
+use crate::node_id::NodeId;
+use crate::torrent::TorrentShared;
+
+/// Facts about the node fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: NodeId,
+    pub listen: SocketAddr,
+    pub locations: Locations,
+}
+
+/// Shared between the supervisor (writer) and the control server (reader).
+#[derive(Debug)]
+pub struct DaemonShared {
+    pub node: NodeInfo,
+    started: Instant,
+    /// Every running torrent, by info hash.
+    torrents: RwLock<BTreeMap<InfoHash, Arc<TorrentShared>>>,
+    /// State-file problems found since start-up (`node.state_warnings`).
+    pub warnings: Arc<Mutex<Vec<String>>>,
+    /// Who may use the control socket; replaced on reload when `control_group` changes.
+    access: Mutex<AccessPolicy>,
+    /// Discovery counters, published by the discovery service.
+    pub rpc: Mutex<(RpcCounters, u64)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DaemonShared {
+    pub fn new(node: NodeInfo, access: AccessPolicy, warnings: Arc<Mutex<Vec<String>>>) -> DaemonShared {
+        DaemonShared {
+            node,
+            started: Instant::now(),
+            torrents: RwLock::new(BTreeMap::new()),
+            warnings,
+            access: Mutex::new(access),
+            rpc: Mutex::new((RpcCounters::default(), 0)),
+        }
+    }
+
+    pub fn publish(&self, torrent: Arc<TorrentShared>) {
+        self.torrents.write().unwrap_or_else(|p| p.into_inner()).insert(torrent.info_hash, torrent);
+    }
+
+    pub fn withdraw(&self, hash: &InfoHash) {
+        self.torrents.write().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
+    /// All published torrents, ordered by info hash.
+    pub fn torrents(&self) -> Vec<Arc<TorrentShared>> {
+        self.torrents.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn set_access(&self, policy: AccessPolicy) {
+        *lock(&self.access) = policy;
+    }
+
+    pub fn check_access(&self, uid: u32, gid: u32) -> Result<(), String> {
+        lock(&self.access).check(uid, gid)
+    }
+
+    /// Finds the torrent an operator means by `id`.
+    pub fn resolve(&self, id: &str) -> Result<Arc<TorrentShared>, ErrorReply> {
+        let torrents = self.torrents();
+        let hash = resolve_id(id, torrents.iter().map(|t| (t.info_hash, t.name.as_str())))?;
+        torrents.into_iter().find(|t| t.info_hash == hash).ok_or_else(|| not_found(id))
+    }
+
+    /// `status [ID]`.
+    pub fn status(&self, id: Option<&str>) -> Result<StatusReport, ErrorReply> {
+        let all = self.torrents();
+        let torrents = match id {
+            None => all.iter().map(|t| t.snapshot()).collect::<Vec<_>>(),
+            Some(id) => vec![self.resolve(id)?.snapshot()],
+        };
+        let (rpc, routing_table_size) = *lock(&self.rpc);
+        let l = &self.node.locations;
+        let node = NodeStatus {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            node_id: self.node.node_id.to_hex(),
+            listen: self.node.listen.to_string(),
+            config_dir: l.config_dir.clone(),
+            state_dir: l.state_dir.clone(),
+            data_dir: l.data_dir.clone(),
+            control_socket: l.control_socket.clone(),
+            torrents: all.len(),
+            download_rate: torrents.iter().map(|t| t.download_rate).sum(),
+            upload_rate: torrents.iter().map(|t| t.upload_rate).sum(),
+            routing_table_size,
+            rpc,
+            state_warnings: lock(&self.warnings).clone(),
+        };
+        Ok(StatusReport { version: STATUS_SCHEMA_VERSION, node, torrents })
+    }
+
+    /// `peers ID`.
+    pub fn peers(&self, id: &str) -> Result<PeersReport, ErrorReply> {
+        let t = self.resolve(id)?;
+        Ok(PeersReport { info_hash: t.info_hash.to_hex(), name: t.name.clone(), peers: t.live().peers })
+    }
+
+    /// A one-line summary for systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        let all = self.torrents();
+        let count = |s: TorrentState| all.iter().filter(|t| t.live().state == s).count();
+        let (down, up): (u64, u64) = all.iter().fold((0, 0), |(d, u), t| {
+            let l = t.live();
+            (d + l.download_rate, u + l.upload_rate)
+        });
+        format!(
+            "{} torrents: {} seeding, {} leeching, {} checking, {} error; down {}/s, up {}/s",
+            all.len(),
+            count(TorrentState::Seeding),
+            count(TorrentState::Leeching),
+            count(TorrentState::Checking),
+            count(TorrentState::Error),
+            crate::units::human_bytes(down),
+            crate::units::human_bytes(up),
+        )
+    }
+}
+
+fn not_found(id: &str) -> ErrorReply {
+    ErrorReply { kind: ErrorKind::NotFound, message: format!("no torrent matches `{id}` (see `p2pctl list`)") }
+}
+
+/// Resolves an operator's ID: the exact info hash, else the exact name, else a unique prefix of
+/// an info hash.
+pub fn resolve_id<'a>(id: &str, torrents: impl Iterator<Item = (InfoHash, &'a str)>) -> Result<InfoHash, ErrorReply> {
+    let torrents: Vec<(InfoHash, &str)> = torrents.collect();
+    let needle = id.trim().to_ascii_lowercase();
+    if needle.is_empty() {
+        return Err(ErrorReply { kind: ErrorKind::Invalid, message: "empty torrent ID".into() });
+    }
+    if let Some((h, _)) = torrents.iter().find(|(h, _)| h.to_hex() == needle) {
+        return Ok(*h);
+    }
+    let by_name: Vec<_> = torrents.iter().filter(|(_, n)| *n == id).collect();
+    match by_name.len() {
+        1 => return Ok(by_name[0].0),
+        0 => {}
+        _ => {
+            return Err(ErrorReply {
+                kind: ErrorKind::Ambiguous,
+                message: format!(
+                    "several torrents are named `{id}`; use an info hash: {}",
+                    by_name.iter().map(|(h, _)| h.to_hex()[..12].to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let by_prefix: Vec<_> = torrents.iter().filter(|(h, _)| h.to_hex().starts_with(&needle)).collect();
+    match by_prefix.len() {
+        1 => Ok(by_prefix[0].0),
+        0 => Err(not_found(id)),
+        n => Err(ErrorReply {
+            kind: ErrorKind::Ambiguous,
+            message: format!(
+                "`{id}` matches {n} torrents: {}; give more digits",
+                by_prefix
+                    .iter()
+                    .take(5)
+                    .map(|(h, name)| format!("{} ({name})", &h.to_hex()[..12]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(first: u8) -> InfoHash {
+        let mut h = [0x11; 32];
+        h[0] = first;
+        InfoHash(h)
+    }
+
+    #[test]
+    fn ids_resolve_by_hash_name_or_prefix() {
+        let list = [(hash(0xab), "alpha"), (hash(0xac), "beta"), (hash(0x12), "ab")];
+        let r = |id: &str| resolve_id(id, list.iter().copied());
+        assert_eq!(r(&hash(0xab).to_hex()).unwrap(), hash(0xab));
+        assert_eq!(r("beta").unwrap(), hash(0xac));
+        assert_eq!(r("ab").unwrap(), hash(0x12), "an exact name wins over a prefix");
+        assert_eq!(r("ABA").unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(r("ab1").unwrap(), hash(0xab));
+        assert_eq!(r("a").unwrap_err().kind, ErrorKind::Ambiguous);
+        assert_eq!(r("zzz").unwrap_err().kind, ErrorKind::NotFound);
+    }
+}

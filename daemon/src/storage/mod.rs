@@ -1,0 +1,474 @@
+//! Content on disk: reading, writing and finishing a torrent's files.
+//!
+//! Invariants:
+//! - Everything is created below the torrent's data directory, through [`dir::Dir`] (no
+//!   symlink is ever followed below it).
+//! - Content is visible under its final name (`DATA/<name>`) only when every piece is verified.
+//!   Until then it lives under `DATA/<name>.part` (a file, or a directory tree); [`Storage::
+//!   finish`] renames it once complete. Content found under the final name but incomplete is
+//!   moved back to the partial name before anything is written to it.
+//! - Files are preallocated to their full length before a download writes to them, after a
+//!   free-space check; pieces are written in place with positioned writes.
+//! - Nothing here decides whether a piece is valid: callers hash and verify. [`Storage::
+//!   sync`] makes written data durable; a caller records a piece as verified only after that.
+//!
+//! All methods block on disk I/O; async callers run them on the blocking pool.
+
+pub mod dir;
+pub mod layout;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, fallocate};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::descriptor::{Content, ContentKind, PieceHash};
+use crate::units::human_bytes;
+use dir::{Access, Dir, EntryKind};
+pub use layout::{Layout, Span};
+
+/// Suffix of the partial (incomplete) content root.
+pub const PARTIAL_SUFFIX: &str = ".part";
+/// Most files kept open at once per torrent.
+const MAX_OPEN_FILES: usize = 64;
+
+/// Whether the content is under its final or its partial name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Final,
+    Partial,
+}
+
+/// A storage problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("not enough free space in {dir}: {needed} more needed, {available} available")]
+    NoSpace { dir: String, needed: String, available: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StorageError {
+    /// Whether the problem is a full disk (it may go away by itself).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::NoSpace { .. } => true,
+            StorageError::Io { source, .. } => is_no_space(source),
+            StorageError::Conflict(_) => false,
+        }
+    }
+}
+
+/// Whether an I/O error means the disk is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// Size and modification time of a file, to notice changes made while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub length: u64,
+    pub mtime_ns: i128,
+}
+
+/// Outcome of reading a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceRead {
+    /// All bytes were read.
+    Complete,
+    /// A file is missing or too short: the piece is not on disk.
+    Missing,
+}
+
+/// One torrent's files.
+#[derive(Debug)]
+pub struct Storage {
+    data_dir: Dir,
+    kind: ContentKind,
+    name: String,
+    /// Per file: path components below the root (empty for a single file) and length.
+    files: Vec<(Vec<String>, u64)>,
+    layout: Layout,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    placement: Placement,
+    /// Open files by index, with whether they were opened writable.
+    open: Vec<Option<(Arc<File>, bool)>>,
+    open_count: usize,
+}
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
+    let context = context.into();
+    move |source| StorageError::Io { context, source }
+}
+
+impl Storage {
+    /// Opens the content of `content` in `data_dir` (created if missing), finding whether it
+    /// is under its final or partial name. Creates no content files.
+    pub fn open(data_dir: &std::path::Path, content: &Content) -> Result<Storage, StorageError> {
+        let data = Dir::open(data_dir, true).map_err(io_ctx(format!("data directory {}", data_dir.display())))?;
+        let expected = match content.kind {
+            ContentKind::File => EntryKind::File,
+            ContentKind::Directory => EntryKind::Dir,
+        };
+        let what = |k: EntryKind| match k {
+            EntryKind::File => "a file",
+            EntryKind::Dir => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Other => "a special file",
+        };
+        let partial_name = format!("{}{PARTIAL_SUFFIX}", content.name);
+        let mut placement = Placement::Partial;
+        for (name, candidate) in [(&content.name, Placement::Final), (&partial_name, Placement::Partial)] {
+            let kind = data.entry_kind(name).map_err(io_ctx(format!("{}", data_dir.join(name).display())))?;
+            match kind {
+                None => continue,
+                Some(k) if k == expected => {
+                    placement = candidate;
+                    break;
+                }
+                Some(k) => {
+                    return Err(StorageError::Conflict(format!(
+                        "{} is {} but the descriptor describes {}; move it away or add with --data elsewhere",
+                        data_dir.join(name).display(),
+                        what(k),
+                        what(expected)
+                    )));
+                }
+            }
+        }
+        let files = content.files.iter().map(|f| (f.path.components().to_vec(), f.length)).collect::<Vec<_>>();
+        let open = vec![None; files.len()];
+        Ok(Storage {
+            data_dir: data,
+            kind: content.kind,
+            name: content.name.clone(),
+            files,
+            layout: Layout::new(content),
+            inner: Mutex::new(Inner { placement, open, open_count: 0 }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn placement(&self) -> Placement {
+        self.lock().placement
+    }
+
+    /// Path of the content root as it is now (for messages and status).
+    pub fn root_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join(self.root_name(self.placement()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave `Inner` inconsistent (it only caches fds).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn root_name(&self, placement: Placement) -> String {
+        match placement {
+            Placement::Final => self.name.clone(),
+            Placement::Partial => format!("{}{PARTIAL_SUFFIX}", self.name),
+        }
+    }
+
+    fn display_path(&self, placement: Placement, file: usize) -> String {
+        let mut p = self.data_dir.path().join(self.root_name(placement));
+        for c in &self.files[file].0 {
+            p.push(c);
+        }
+        p.display().to_string()
+    }
+
+    /// Opens file `index` at the current placement. `Ok(None)` if it does not exist and
+    /// `access` does not create.
+    fn file(&self, index: usize, access: Access) -> io::Result<Option<Arc<File>>> {
+        let writable = access != Access::Read;
+        let placement = {
+            let inner = self.lock();
+            if let Some((f, w)) = &inner.open[index]
+                && (*w || !writable)
+            {
+                return Ok(Some(f.clone()));
+            }
+            inner.placement
+        };
+        let root = self.root_name(placement);
+        let create = access == Access::Create;
+        let opened = match self.kind {
+            ContentKind::File => self.data_dir.open_file(&root, access),
+            ContentKind::Directory => {
+                let comps = &self.files[index].0;
+                let (last, parents) = comps.split_last().ok_or_else(|| io::Error::other("empty path"))?;
+                self.data_dir
+                    .subdir(&root, create)
+                    .and_then(|d| d.descend(parents, create))
+                    .and_then(|d| d.open_file(last, access))
+            }
+        };
+        let file = match opened {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut inner = self.lock();
+        if inner.placement != placement {
+            return Err(io::Error::other("content moved while opening a file"));
+        }
+        if inner.open[index].is_none() {
+            if inner.open_count >= MAX_OPEN_FILES {
+                inner.open.iter_mut().for_each(|slot| *slot = None);
+                inner.open_count = 0;
+            }
+            inner.open_count += 1;
+        }
+        inner.open[index] = Some((file.clone(), writable));
+        Ok(Some(file))
+    }
+
+    fn forget_open_files(&self) {
+        let mut inner = self.lock();
+        inner.open.iter_mut().for_each(|slot| *slot = None);
+        inner.open_count = 0;
+    }
+
+    /// Reads content bytes `[offset, offset + buf.len())`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<PieceRead, StorageError> {
+        let mut pos = 0usize;
+        let placement = self.placement();
+        for span in self.layout.spans(offset, buf.len() as u64) {
+            let Some(file) =
+                self.file(span.file, Access::Read).map_err(io_ctx(self.display_path(placement, span.file)))?
+            else {
+                return Ok(PieceRead::Missing);
+            };
+            let part = &mut buf[pos..pos + span.len as usize];
+            match file.read_exact_at(part, span.offset) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(PieceRead::Missing),
+                Err(e) => return Err(io_ctx(self.display_path(placement, span.file))(e)),
+            }
+            pos += span.len as usize;
+        }
+        Ok(PieceRead::Complete)
+    }
+
+    /// Reads piece `index` into `buf` (resized to the piece length).
+    pub fn read_piece(&self, index: usize, buf: &mut Vec<u8>) -> Result<PieceRead, StorageError> {
+        let range = self.layout.piece_range(index);
+        buf.resize((range.end - range.start) as usize, 0);
+        self.read_at(range.start, buf)
+    }
+
+    /// Whether piece `index` on disk has hash `expected`; a missing piece does not.
+    pub fn check_piece(&self, index: usize, expected: &PieceHash, buf: &mut Vec<u8>) -> Result<bool, StorageError> {
+        Ok(self.read_piece(index, buf)? == PieceRead::Complete && hash_matches(buf, expected))
+    }
+
+    /// Writes a verified piece in place. Only valid after [`Storage::prepare_download`].
+    pub fn write_piece(&self, index: usize, data: &[u8]) -> Result<(), StorageError> {
+        let range = self.layout.piece_range(index);
+        debug_assert_eq!(data.len() as u64, range.end - range.start);
+        let placement = self.placement();
+        let mut pos = 0usize;
+        for span in self.layout.spans(range.start, data.len() as u64) {
+            let path = || self.display_path(placement, span.file);
+            let file = self.file(span.file, Access::Create).map_err(|e| io_ctx(path())(e))?;
+            let file = file.ok_or_else(|| io_ctx(path())(io::Error::other("file vanished")))?;
+            file.write_all_at(&data[pos..pos + span.len as usize], span.offset).map_err(io_ctx(path()))?;
+            pos += span.len as usize;
+        }
+        Ok(())
+    }
+
+    /// Makes every written byte durable (fdatasync of every file open for writing).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let open: Vec<(usize, Arc<File>)> = {
+            let inner = self.lock();
+            inner
+                .open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| slot.as_ref().filter(|(_, w)| *w).map(|(f, _)| (i, f.clone())))
+                .collect()
+        };
+        let placement = self.placement();
+        for (i, f) in open {
+            f.sync_data().map_err(io_ctx(self.display_path(placement, i)))?;
+        }
+        Ok(())
+    }
+
+    /// Gets ready to write: moves content found under the final name to the partial name,
+    /// checks free space, creates every file (and empty ones) and preallocates it.
+    pub fn prepare_download(&self) -> Result<(), StorageError> {
+        if self.placement() == Placement::Final {
+            self.forget_open_files();
+            let (from, to) = (self.root_name(Placement::Final), self.root_name(Placement::Partial));
+            self.data_dir.rename(&from, &to).map_err(io_ctx(format!(
+                "moving incomplete {} to {}",
+                self.data_dir.path().join(&from).display(),
+                self.data_dir.path().join(&to).display()
+            )))?;
+            self.lock().placement = Placement::Partial;
+        }
+        let mut needed: u64 = 0;
+        let mut stats = Vec::with_capacity(self.files.len());
+        for (i, (_, length)) in self.files.iter().enumerate() {
+            let allocated = match self.file(i, Access::Read) {
+                Ok(Some(f)) => f.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+                Ok(None) => 0,
+                Err(e) => return Err(io_ctx(self.display_path(Placement::Partial, i))(e)),
+            };
+            needed += length.saturating_sub(allocated);
+            stats.push(allocated);
+        }
+        let available = self.data_dir.available_bytes().unwrap_or(u64::MAX);
+        if needed > available {
+            return Err(StorageError::NoSpace {
+                dir: self.data_dir.path().display().to_string(),
+                needed: human_bytes(needed),
+                available: human_bytes(available),
+            });
+        }
+        for (i, (_, length)) in self.files.iter().enumerate() {
+            let path = || self.display_path(Placement::Partial, i);
+            let file = self.file(i, Access::Create).map_err(|e| io_ctx(path())(e))?;
+            let file = file.ok_or_else(|| io_ctx(path())(io::Error::other("file vanished")))?;
+            if *length > 0 && stats[i] < *length {
+                preallocate(&file, *length).map_err(io_ctx(path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every piece is verified: makes the data durable and renames the partial root to
+    /// the final name. Fails (changing nothing) if something else took the final name.
+    pub fn finish(&self) -> Result<(), StorageError> {
+        if self.placement() == Placement::Final {
+            return Ok(());
+        }
+        // Files that were never written to (e.g. empty ones) still exist from preparation.
+        self.sync()?;
+        let (from, to) = (self.root_name(Placement::Partial), self.root_name(Placement::Final));
+        if self
+            .data_dir
+            .entry_kind(&to)
+            .map_err(io_ctx(self.data_dir.path().join(&to).display().to_string()))?
+            .is_some()
+        {
+            return Err(StorageError::Conflict(format!(
+                "cannot move the completed content into place: {} already exists",
+                self.data_dir.path().join(&to).display()
+            )));
+        }
+        self.data_dir.rename(&from, &to).map_err(io_ctx(format!(
+            "renaming {} to {}",
+            self.data_dir.path().join(&from).display(),
+            self.data_dir.path().join(&to).display()
+        )))?;
+        self.lock().placement = Placement::Final;
+        Ok(())
+    }
+
+    /// Size and modification time of every file (`None` for a missing one).
+    pub fn stamps(&self) -> Vec<Option<FileStamp>> {
+        (0..self.files.len())
+            .map(|i| {
+                let f = self.file(i, Access::Read).ok().flatten()?;
+                let m = f.metadata().ok()?;
+                Some(FileStamp {
+                    length: m.len(),
+                    mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether any byte of piece `index` may have been written (false only for pieces lying
+    /// entirely in holes or missing files). Lets a post-crash recheck skip untouched pieces.
+    pub fn piece_may_have_data(&self, index: usize) -> bool {
+        let range = self.layout.piece_range(index);
+        for span in self.layout.spans(range.start, range.end - range.start) {
+            let Ok(Some(file)) = self.file(span.file, Access::Read) else { continue };
+            match nix::unistd::lseek(&*file, span.offset as i64, nix::unistd::Whence::SeekData) {
+                Ok(pos) if (pos as u64) < span.offset + span.len => return true,
+                Ok(_) | Err(Errno::ENXIO) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// Deletes the content's files (at either name) and the directories that become empty;
+    /// nothing else. Symlinks are removed as links, never followed.
+    pub fn delete_data(&self) -> Result<(), StorageError> {
+        self.forget_open_files();
+        for placement in [Placement::Final, Placement::Partial] {
+            let root = self.root_name(placement);
+            let ctx = || self.data_dir.path().join(&root).display().to_string();
+            match self.kind {
+                ContentKind::File => {
+                    if self.data_dir.entry_kind(&root).map_err(io_ctx(ctx()))? == Some(EntryKind::File) {
+                        self.data_dir.remove_file(&root).map_err(io_ctx(ctx()))?;
+                    }
+                }
+                ContentKind::Directory => {
+                    if self.data_dir.entry_kind(&root).map_err(io_ctx(ctx()))? != Some(EntryKind::Dir) {
+                        continue;
+                    }
+                    let root_dir = self.data_dir.subdir(&root, false).map_err(io_ctx(ctx()))?;
+                    for (comps, _) in &self.files {
+                        let Some((last, parents)) = comps.split_last() else { continue };
+                        if let Ok(d) = root_dir.descend(parents, false) {
+                            d.remove_file(last).map_err(io_ctx(ctx()))?;
+                        }
+                    }
+                    // Remove now-empty directories, deepest first.
+                    let mut dirs: Vec<&[String]> =
+                        self.files.iter().flat_map(|(c, _)| (1..c.len()).map(move |n| &c[..n])).collect();
+                    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+                    dirs.dedup();
+                    for d in dirs {
+                        let Some((last, parents)) = d.split_last() else { continue };
+                        if let Ok(parent) = root_dir.descend(parents, false) {
+                            parent.remove_empty_dir(last).map_err(io_ctx(ctx()))?;
+                        }
+                    }
+                    self.data_dir.remove_empty_dir(&root).map_err(io_ctx(ctx()))?;
+                }
+            }
+        }
+        self.data_dir.sync().map_err(io_ctx(self.data_dir.path().display().to_string()))
+    }
+}
+
+fn preallocate(file: &File, length: u64) -> io::Result<()> {
+    match fallocate(file, FallocateFlags::empty(), 0, length as i64) {
+        Ok(()) => Ok(()),
+        Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => file.set_len(length),
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// Whether `data` hashes to `expected`.
+pub fn hash_matches(data: &[u8], expected: &PieceHash) -> bool {
+    let digest: [u8; 32] = Sha256::digest(data).into();
+    digest == expected.0
+}
+
+#[cfg(test)]
+mod tests;

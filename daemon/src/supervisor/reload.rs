@@ -1,0 +1,324 @@
+//! Reload: bring the running daemon in line with `p2pd.yaml` and `torrents/`.
+//!
+//! Untouched torrents are not interrupted: an unchanged file (same bytes) is not even parsed
+//! again, and a torrent restarts only when its info hash or data directory changes. Settings
+//! that can change live (rates, limits, pause) are handed to the running torrent.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::{FileRecord, Supervisor};
+use crate::config::torrent_entry::TorrentEntry;
+use crate::config::{Config, TORRENTS_DIR};
+use crate::control::access::AccessPolicy;
+use crate::control::protocol::ReloadReport;
+use crate::control::server;
+use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, InfoHash};
+use crate::state::atomic::TEMP_MARKER;
+use crate::torrent::StopMode;
+use crate::yaml;
+
+/// One file of `torrents/` as read from disk.
+struct Scanned {
+    name: String,
+    content: Result<String, String>,
+}
+
+/// Reads every `*.yaml` file of `dir` (not hidden, not temporaries), sorted by name.
+fn scan(dir: &Path) -> Result<Vec<Scanned>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with('.') || !name.ends_with(".yaml") || name.contains(TEMP_MARKER) {
+            continue;
+        }
+        let content = yaml::read_bounded(&entry.path(), DESCRIPTOR_YAML_LIMITS.max_bytes).map_err(|e| e.to_string());
+        out.push(Scanned { name, content });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// A torrent file's name and its info hash, or what is wrong with it.
+pub type FileCheck = (String, Result<InfoHash, String>);
+
+/// Validates every torrent file of `dir` (for `p2pd --check-config`).
+pub fn scan_torrent_files(dir: &Path) -> Result<Vec<FileCheck>, String> {
+    Ok(scan(dir)?
+        .into_iter()
+        .map(|s| {
+            let parsed =
+                s.content.and_then(|t| TorrentEntry::parse(&t).map(|e| e.info_hash()).map_err(|e| e.to_string()));
+            (s.name, parsed)
+        })
+        .collect())
+}
+
+impl Supervisor {
+    /// Re-reads `p2pd.yaml` and `torrents/`.
+    pub(super) async fn reload(&mut self) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let dir = self.locations.config_dir.clone();
+        match smol::unblock(move || Config::load(&dir)).await {
+            Ok(new) => self.apply_config(new, &mut report),
+            Err(e) => report.rejected.push(format!("{e}; keeping the previous configuration")),
+        }
+        self.sync_torrents(&mut report).await;
+        report
+    }
+
+    fn apply_config(&mut self, mut new: Config, report: &mut ReloadReport) {
+        let old = self.config.clone();
+        macro_rules! restart_only {
+            ($field:ident, $show:expr) => {
+                if new.$field != old.$field {
+                    report.needs_restart.push(format!(
+                        "{}: {} → {} (restart p2pd to apply)",
+                        stringify!($field),
+                        $show(&old.$field),
+                        $show(&new.$field)
+                    ));
+                    new.$field = old.$field.clone();
+                }
+            };
+        }
+        let path =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or("(default)".into());
+        restart_only!(listen, |a: &std::net::SocketAddr| a.to_string());
+        restart_only!(state_dir, path);
+        restart_only!(control_socket, path);
+        restart_only!(syslog, |b: &bool| b.to_string());
+
+        if new.log_level != old.log_level {
+            log::set_max_level(new.log_level.raised(self.verbosity).to_filter());
+            report.applied.push(format!("log_level: {:?} → {:?}", old.log_level, new.log_level).to_lowercase());
+        }
+        if new.control_group != old.control_group {
+            let show = |g: &Option<String>| g.clone().unwrap_or_else(|| "(none)".into());
+            match AccessPolicy::new(new.control_group.as_deref()) {
+                Ok(policy) => {
+                    if let Some(gid) = policy.group_gid()
+                        && let Err(e) = server::set_group(&self.locations.control_socket, gid)
+                    {
+                        report.rejected.push(format!(
+                            "control_group: cannot give the socket to group {}: {e}; keeping {}",
+                            show(&new.control_group),
+                            show(&old.control_group)
+                        ));
+                        new.control_group = old.control_group.clone();
+                    } else {
+                        self.shared.set_access(policy);
+                        report.applied.push(format!(
+                            "control_group: {} → {}",
+                            show(&old.control_group),
+                            show(&new.control_group)
+                        ));
+                    }
+                }
+                Err(e) => {
+                    report.rejected.push(format!("{e}; keeping {}", show(&old.control_group)));
+                    new.control_group = old.control_group.clone();
+                }
+            }
+        }
+        if new.data_dir != old.data_dir {
+            let env = crate::config::locations::Environment::current();
+            let resolved = crate::config::Locations::resolve(&self.locations.config_dir, &new, &env);
+            report.applied.push(format!(
+                "data_dir: {} → {} (torrents without their own data_dir use it)",
+                self.locations.data_dir.display(),
+                resolved.data_dir.display()
+            ));
+            self.locations.data_dir = resolved.data_dir;
+        }
+        if new.limits != old.limits {
+            report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
+        }
+        if new.bootstrap != old.bootstrap {
+            report.applied.push(format!("bootstrap: {} addresses", new.bootstrap.len()));
+        }
+        self.config = new;
+    }
+
+    /// Makes the running torrents match `torrents/`.
+    pub(super) async fn sync_torrents(&mut self, report: &mut ReloadReport) {
+        let dir = self.locations.config_dir.join(TORRENTS_DIR);
+        let scanned = match smol::unblock(move || scan(&dir)).await {
+            Ok(s) => s,
+            Err(e) => {
+                report.rejected.push(format!("cannot read the torrents directory: {e}; keeping every torrent as is"));
+                return;
+            }
+        };
+
+        // Files that disappeared: stop what they ran.
+        let present: BTreeSet<&str> = scanned.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<String> = self.files.keys().filter(|n| !present.contains(n.as_str())).cloned().collect();
+        for name in gone {
+            if let Some(record) = self.files.remove(&name)
+                && let Some(hash) = record.running
+            {
+                let torrent = self.torrents.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
+                let _ = self.stop_torrent(&hash, StopMode::Forget).await;
+                report.applied.push(format!("stopped {torrent} ({}): torrents/{name} was removed", short(&hash)));
+            }
+        }
+
+        for file in scanned {
+            let name = file.name;
+            let text = match file.content {
+                Ok(t) => t,
+                Err(e) => {
+                    self.reject(&name, [0; 32], format!("torrents/{name}: {e}"), report);
+                    continue;
+                }
+            };
+            let fingerprint: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            let unchanged = self.files.get(&name).is_some_and(|r| r.fingerprint == fingerprint && r.error.is_none());
+            if unchanged {
+                self.refresh_settings(&name, report).await;
+                continue;
+            }
+            match TorrentEntry::parse(&text) {
+                Ok(entry) => self.accept(&name, fingerprint, entry, report).await,
+                Err(e) => self.reject(&name, fingerprint, format!("torrents/{name}: {e}"), report),
+            }
+        }
+    }
+
+    fn reject(&mut self, name: &str, fingerprint: [u8; 32], message: String, report: &mut ReloadReport) {
+        let record = self.files.entry(name.to_string()).or_insert(FileRecord {
+            fingerprint,
+            settings: None,
+            running: None,
+            error: None,
+        });
+        record.fingerprint = fingerprint;
+        let kept = if record.running.is_some() { " (the torrent keeps running as before)" } else { "" };
+        record.error = Some(message.clone());
+        report.rejected.push(format!("{message}{kept}"));
+    }
+
+    /// A file whose current version is valid.
+    async fn accept(&mut self, name: &str, fingerprint: [u8; 32], entry: TorrentEntry, report: &mut ReloadReport) {
+        let hash = entry.info_hash();
+        let previous = self.files.get(name).and_then(|r| r.running);
+        if let Some(other) =
+            self.files.iter().find(|(n, r)| n.as_str() != name && r.running == Some(hash)).map(|(n, _)| n.clone())
+        {
+            self.reject(
+                name,
+                fingerprint,
+                format!("torrents/{name}: torrent {} is already managed by torrents/{other}", short(&hash)),
+                report,
+            );
+            return;
+        }
+        let record = FileRecord { fingerprint, settings: Some(entry.settings.clone()), running: previous, error: None };
+        self.files.insert(name.to_string(), record);
+        match previous {
+            Some(old) if old == hash => self.refresh_settings(name, report).await,
+            Some(old) => {
+                let _ = self.stop_torrent(&old, StopMode::Forget).await;
+                self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings);
+                report.applied.push(format!(
+                    "torrents/{name} now names {} ({}); stopped {}",
+                    entry.descriptor.content.name,
+                    short(&hash),
+                    short(&old)
+                ));
+            }
+            None => {
+                let descriptor: Arc<Descriptor> = Arc::new(entry.descriptor);
+                report.applied.push(format!(
+                    "started {} ({}) from torrents/{name}",
+                    descriptor.content.name,
+                    short(&hash)
+                ));
+                self.start_torrent(name, descriptor, &entry.settings);
+            }
+        }
+    }
+
+    /// Gives a running torrent the settings its file (and the config defaults) now imply:
+    /// live when possible, by restarting it when its data directory changed.
+    async fn refresh_settings(&mut self, name: &str, report: &mut ReloadReport) {
+        let Some(record) = self.files.get(name).cloned() else { return };
+        let (Some(hash), Some(settings)) = (record.running, record.settings) else { return };
+        let wanted = self.effective(&settings);
+        let Some(handle) = self.torrents.get_mut(&hash) else { return };
+        let current = handle.spec.settings.clone();
+        if current == wanted {
+            return;
+        }
+        let torrent = handle.shared.name.clone();
+        if current.data_dir != wanted.data_dir {
+            let descriptor = handle.spec.descriptor.clone();
+            let _ = self.stop_torrent(&hash, StopMode::Suspend).await;
+            if let Some(r) = self.files.get_mut(name) {
+                r.running = None;
+            }
+            self.start_torrent(name, descriptor, &settings);
+            report.applied.push(format!(
+                "{torrent}: data directory {} → {} (restarted)",
+                current.data_dir.display(),
+                wanted.data_dir.display()
+            ));
+        } else {
+            let changes = describe_settings(&current, &wanted);
+            handle.apply_settings(wanted);
+            report.applied.push(format!("{torrent}: {changes}"));
+        }
+    }
+}
+
+fn short(hash: &InfoHash) -> String {
+    hash.to_hex()[..12].to_string()
+}
+
+fn describe_settings(old: &crate::torrent::EffectiveSettings, new: &crate::torrent::EffectiveSettings) -> String {
+    let mut parts = Vec::new();
+    if old.paused != new.paused {
+        parts.push(if new.paused { "paused".to_string() } else { "resumed".to_string() });
+    }
+    if old.download_rate != new.download_rate {
+        parts.push(format!("download_rate {} → {}", old.download_rate, new.download_rate));
+    }
+    if old.upload_rate != new.upload_rate {
+        parts.push(format!("upload_rate {} → {}", old.upload_rate, new.upload_rate));
+    }
+    if old.max_peers != new.max_peers {
+        parts.push(format!("max_peers {} → {}", old.max_peers, new.max_peers));
+    }
+    parts.join(", ")
+}
+
+fn describe_limits(old: &Config, new: &Config) -> String {
+    let (o, n) = (&old.limits, &new.limits);
+    let mut parts = Vec::new();
+    if o.download_rate != n.download_rate {
+        parts.push(format!("download_rate {} → {}", o.download_rate, n.download_rate));
+    }
+    if o.upload_rate != n.upload_rate {
+        parts.push(format!("upload_rate {} → {}", o.upload_rate, n.upload_rate));
+    }
+    if o.max_peers != n.max_peers {
+        parts.push(format!("max_peers {} → {}", o.max_peers, n.max_peers));
+    }
+    if o.max_peers_per_torrent != n.max_peers_per_torrent {
+        parts.push(format!("max_peers_per_torrent {} → {}", o.max_peers_per_torrent, n.max_peers_per_torrent));
+    }
+    if o.upload_slots != n.upload_slots {
+        parts.push(format!("upload_slots {} → {}", o.upload_slots, n.upload_slots));
+    }
+    parts.join(", ")
+}

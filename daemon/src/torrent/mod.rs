@@ -1,0 +1,213 @@
+//! One torrent's life: open its storage, check what is on disk, then seed or fetch.
+//!
+//! Each torrent is one task ([`task`]) that owns all of the torrent's mutable state — storage,
+//! the verified-piece set, its resume file — and is driven by [`Command`]s from the supervisor.
+//! What the outside may read is published in [`TorrentShared`]: a status cell behind a
+//! `std::sync::Mutex` that the task updates and the control server copies. The lock is never
+//! held across an `.await` or any I/O, so `p2pctl status` never waits on a torrent's disk.
+
+pub mod check;
+pub mod resume;
+mod task;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use smol::lock::Semaphore;
+
+use crate::control::protocol::{PeerInfo, TorrentState, TorrentStatus};
+use crate::descriptor::{Descriptor, InfoHash};
+use crate::state::StateDir;
+use crate::units::ByteRate;
+
+/// A torrent's settings after the daemon's defaults are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveSettings {
+    pub data_dir: PathBuf,
+    pub paused: bool,
+    pub download_rate: ByteRate,
+    pub upload_rate: ByteRate,
+    pub max_peers: u32,
+}
+
+/// Everything needed to run a torrent.
+#[derive(Debug, Clone)]
+pub struct TorrentSpec {
+    pub descriptor: Arc<Descriptor>,
+    pub settings: EffectiveSettings,
+    /// Name of its file in `torrents/`.
+    pub file: String,
+}
+
+/// Daemon-wide services a torrent task uses.
+#[derive(Clone)]
+pub struct TorrentContext {
+    /// Where tasks are spawned (the daemon owns it).
+    pub executor: Arc<smol::Executor<'static>>,
+    pub state: StateDir,
+    /// Limits how many torrents hash their data at once (disk and SHA are shared).
+    pub check_slots: Arc<Semaphore>,
+    /// Problems with state files, shown in `status` (`node.state_warnings`).
+    pub warnings: Arc<Mutex<Vec<String>>>,
+}
+
+/// Instructions from the supervisor.
+#[derive(Debug)]
+pub enum Command {
+    /// Recheck every piece.
+    Verify,
+    /// New settings (same data directory).
+    Settings(EffectiveSettings),
+    /// Stop, then reply. The torrent's state is flushed, or deleted if it is being removed
+    /// (`forget`); `delete_data` also deletes its content.
+    Stop { how: StopMode, done: async_channel::Sender<Result<(), String>> },
+}
+
+/// What happens to a stopping torrent's state and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// The daemon is stopping: save state for the next start.
+    Suspend,
+    /// The torrent is no longer managed: delete its resume and peer state, keep the data.
+    Forget,
+    /// As `Forget`, and delete the content too.
+    DeleteData,
+}
+
+/// The part of a torrent's state that others may read.
+#[derive(Debug)]
+pub struct TorrentShared {
+    pub info_hash: InfoHash,
+    /// When this task started (for `running_secs`).
+    pub started: Instant,
+    pub name: String,
+    pub length: u64,
+    pub pieces_total: u64,
+    status: Mutex<LiveStatus>,
+}
+
+/// Mutable status published by the torrent task.
+#[derive(Debug, Clone)]
+pub struct LiveStatus {
+    pub state: TorrentState,
+    pub error: Option<String>,
+    pub pieces_done: u64,
+    pub bytes_done: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub peers: Vec<PeerInfo>,
+    pub data_dir: PathBuf,
+    pub file: String,
+    /// When the torrent became complete, for `wait`.
+    pub completed_at: Option<Instant>,
+}
+
+impl TorrentShared {
+    fn new(spec: &TorrentSpec) -> TorrentShared {
+        let c = &spec.descriptor.content;
+        TorrentShared {
+            info_hash: spec.descriptor.info_hash,
+            started: Instant::now(),
+            name: c.name.clone(),
+            length: c.total_length,
+            pieces_total: c.pieces.len() as u64,
+            status: Mutex::new(LiveStatus {
+                state: TorrentState::Checking,
+                error: None,
+                pieces_done: 0,
+                bytes_done: 0,
+                downloaded: 0,
+                uploaded: 0,
+                download_rate: 0,
+                upload_rate: 0,
+                peers: Vec::new(),
+                data_dir: spec.settings.data_dir.clone(),
+                file: spec.file.clone(),
+                completed_at: None,
+            }),
+        }
+    }
+
+    /// Changes the published status.
+    pub fn update(&self, f: impl FnOnce(&mut LiveStatus)) {
+        // The cell holds plain values: a panic elsewhere cannot leave it half-updated.
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+    }
+
+    /// A copy of the published status.
+    pub fn live(&self) -> LiveStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The status as the control protocol reports it.
+    pub fn snapshot(&self) -> TorrentStatus {
+        let s = self.live();
+        let remaining = self.length.saturating_sub(s.bytes_done);
+        let eta_secs = (s.state == TorrentState::Leeching && s.download_rate > 0).then(|| remaining / s.download_rate);
+        TorrentStatus {
+            info_hash: self.info_hash.to_hex(),
+            name: self.name.clone(),
+            state: s.state,
+            length: self.length,
+            bytes_done: s.bytes_done,
+            pieces_done: s.pieces_done,
+            pieces_total: self.pieces_total,
+            peers: s.peers.iter().filter(|p| p.connected).count() as u32,
+            download_rate: s.download_rate,
+            upload_rate: s.upload_rate,
+            downloaded: s.downloaded,
+            uploaded: s.uploaded,
+            eta_secs,
+            error: s.error,
+            running_secs: self.started.elapsed().as_secs(),
+            data_dir: s.data_dir,
+            file: s.file,
+        }
+    }
+}
+
+/// The supervisor's handle on a running torrent task.
+pub struct TorrentHandle {
+    pub shared: Arc<TorrentShared>,
+    pub spec: TorrentSpec,
+    commands: async_channel::Sender<Command>,
+    task: smol::Task<()>,
+}
+
+impl TorrentHandle {
+    /// Starts the torrent's task.
+    pub fn start(spec: TorrentSpec, ctx: TorrentContext) -> TorrentHandle {
+        let shared = Arc::new(TorrentShared::new(&spec));
+        let (tx, rx) = async_channel::unbounded();
+        let task = ctx.executor.clone().spawn(task::run(spec.clone(), ctx, shared.clone(), rx));
+        TorrentHandle { shared, spec, commands: tx, task }
+    }
+
+    pub fn info_hash(&self) -> InfoHash {
+        self.shared.info_hash
+    }
+
+    /// Asks for a full recheck.
+    pub fn verify(&self) {
+        let _ = self.commands.try_send(Command::Verify);
+    }
+
+    /// Applies new settings that keep the data directory.
+    pub fn apply_settings(&mut self, settings: EffectiveSettings) {
+        self.spec.settings = settings.clone();
+        let _ = self.commands.try_send(Command::Settings(settings));
+    }
+
+    /// Stops the task after it has flushed (or deleted) its state; returns any error it hit.
+    pub async fn stop(self, how: StopMode) -> Result<(), String> {
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let sent = self.commands.send(Command::Stop { how, done: done_tx }).await;
+        let result = if sent.is_ok() { done_rx.recv().await.unwrap_or(Ok(())) } else { Ok(()) };
+        self.task.await;
+        result
+    }
+}

@@ -1,0 +1,41 @@
+//! A torrent's resume state: which pieces are verified and durably on disk.
+//!
+//! Invariant: a piece is in `have` only if its bytes were verified against the descriptor and
+//! made durable (`fdatasync`) *before* this state was written. A crash can therefore make the
+//! saved set lag behind the disk, never lead it. `clean` says whether the daemon stopped
+//! cleanly since the last write to the data: after an unclean stop, pieces outside `have`
+//! may hold verified data that was never recorded, and are rechecked rather than fetched.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitfield::Bitfield;
+use crate::descriptor::InfoHash;
+use crate::storage::{FileStamp, Placement};
+
+/// Version of the resume body; bump on incompatible change (and keep a fixture of the old one).
+pub const RESUME_VERSION: u32 = 1;
+
+/// The persisted form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeState {
+    pub version: u32,
+    pub info_hash: InfoHash,
+    /// No data was written after this state was saved.
+    pub clean: bool,
+    /// Where the content was when saved.
+    pub placement: Placement,
+    /// Verified pieces, as hex of the bitfield bytes.
+    pub have: String,
+    /// Size and modification time of each file when saved.
+    pub stamps: Vec<Option<FileStamp>>,
+    /// Payload bytes transferred over the torrent's lifetime.
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+impl ResumeState {
+    /// The verified set, if it matches this torrent's piece count.
+    pub fn have(&self, pieces: usize) -> Option<Bitfield> {
+        Bitfield::from_hex(&self.have, pieces).ok()
+    }
+}

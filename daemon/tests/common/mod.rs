@@ -1,0 +1,301 @@
+//! Test harness: real `p2pd` processes in temporary directories, driven by the real `p2pctl`
+//! over the real control socket.
+//!
+//! Each [`Node`] owns a directory holding `cfg/` (with `p2pd.yaml` and `torrents/`), `state/`,
+//! `data/` and `run/control.sock`, and a free loopback port. Dropping a node SIGKILLs its
+//! daemon. Nothing here sleeps for a fixed time to "let things happen": every wait polls a
+//! condition with a generous deadline and fails with the daemon's log.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Deadline for conditions that should hold within seconds on a healthy machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn p2pd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_p2pd"))
+}
+
+/// The p2pctl binary beside p2pd (built by `cargo test --workspace`; built here if missing).
+pub fn p2pctl_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = p2pd_bin().with_file_name("p2pctl");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo).args(["build", "-q", "-p", "p2pctl"]).status().expect("run cargo");
+            assert!(status.success(), "building p2pctl failed");
+        }
+    });
+    path
+}
+
+/// A free port on 127.0.0.1 for both UDP and TCP (best effort: bound and released).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `cond` until it returns `Some` or `limit` passes.
+pub fn eventually<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The result of one p2pctl run.
+#[derive(Debug)]
+pub struct Ctl {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Ctl {
+    fn from(o: Output) -> Ctl {
+        Ctl {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// One daemon with its own directories and port.
+pub struct Node {
+    pub root: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    /// Extra lines for p2pd.yaml.
+    extra_config: String,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Node::with_config("")
+    }
+
+    /// A node whose p2pd.yaml also holds `extra` (YAML lines).
+    pub fn with_config(extra: &str) -> Node {
+        let root = tempfile::Builder::new().prefix("p2pd-test-").tempdir().expect("tempdir");
+        let node = Node { root, port: free_port(), child: None, extra_config: extra.to_string() };
+        std::fs::create_dir_all(node.cfg()).unwrap();
+        node.write_config(extra);
+        node
+    }
+
+    pub fn cfg(&self) -> PathBuf {
+        self.root.path().join("cfg")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.path().join("run/control.sock")
+    }
+    pub fn torrents(&self) -> PathBuf {
+        self.cfg().join("torrents")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("p2pd.log")
+    }
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)writes p2pd.yaml with this node's paths plus `extra`.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "listen: 127.0.0.1:{}\nstate_dir: {}\ndata_dir: {}\ncontrol_socket: {}\nlog_level: debug\n{extra}",
+            self.port,
+            self.state().display(),
+            self.data().display(),
+            self.socket().display()
+        );
+        std::fs::write(self.cfg().join("p2pd.yaml"), text).unwrap();
+    }
+
+    /// Starts p2pd and waits until it answers on its socket.
+    pub fn start(&mut self) {
+        self.spawn();
+        let socket = self.socket();
+        eventually(PATIENCE, "p2pd to answer on its control socket", || {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("p2pd exited during start-up with {status}:\n{}", self.log());
+            }
+            (socket.exists() && self.ctl(&["status"]).code == 0).then_some(())
+        });
+    }
+
+    /// Starts p2pd without waiting.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(p2pd_bin())
+            .arg("--config-dir")
+            .arg(self.cfg())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn p2pd");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon running").id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("kill");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut child = self.child.take().expect("daemon running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("kill");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < PATIENCE, "p2pd did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the daemon to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let mut child = self.child.take().expect("daemon running");
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs p2pctl against this node.
+    pub fn ctl(&self, args: &[&str]) -> Ctl {
+        Command::new(p2pctl_bin())
+            .arg("--config-dir")
+            .arg(self.cfg())
+            .args(args)
+            .env_remove("P2PD_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run p2pctl")
+            .into()
+    }
+
+    /// Runs p2pctl and asserts success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let r = self.ctl(args);
+        assert_eq!(r.code, 0, "p2pctl {args:?} failed: {}{}\n--- daemon log ---\n{}", r.stdout, r.stderr, self.log());
+        r.stdout
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ctl_ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    /// The status entry of one torrent (by info hash).
+    pub fn torrent(&self, hash: &str) -> Option<Value> {
+        self.status()["torrents"].as_array()?.iter().find(|t| t["info_hash"] == hash).cloned()
+    }
+
+    /// Waits until the torrent reaches `state`.
+    pub fn wait_state(&self, hash: &str, state: &str) -> Value {
+        eventually(PATIENCE, &format!("torrent {} to be {state}", &hash[..12]), || {
+            self.torrent(hash).filter(|t| t["state"] == state)
+        })
+    }
+
+    /// Adds a descriptor; returns the info hash.
+    pub fn add(&self, desc: &Path) -> String {
+        self.ctl_ok(&["add", desc.to_str().unwrap()]).trim().to_string()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- p2pd log of node on port {} ---\n{}", self.port, self.log());
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes (seeded) to `path`.
+pub fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut bytes = vec![0u8; len];
+    rng.fill_bytes(&mut bytes);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// Runs `p2pctl create` (no daemon needed); returns the descriptor path.
+pub fn create_descriptor(source: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let o = Command::new(p2pctl_bin())
+        .arg("create")
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("p2pctl create");
+    assert!(o.status.success(), "create failed: {}", String::from_utf8_lossy(&o.stderr));
+    out.to_path_buf()
+}
+
+/// Files and directories below `dir`, relative, sorted (for "nothing left behind" checks).
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

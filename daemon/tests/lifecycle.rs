@@ -1,0 +1,166 @@
+//! The daemon as a service: restarts keep every torrent, SIGKILL loses nothing acknowledged,
+//! one instance per config directory, stale sockets, bad config and bad state at start-up.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn add_three(node: &Node) -> (String, String, String) {
+    let src = node.root.path().join("src");
+    random_file(&src.join("seed.bin"), 120_000, 21);
+    random_file(&src.join("leech.bin"), 90_000, 22);
+    random_file(&src.join("tree/x.bin"), 30_000, 23);
+    std::fs::create_dir_all(node.data()).unwrap();
+    std::fs::copy(src.join("seed.bin"), node.data().join("seed.bin")).unwrap();
+    let d = |p: &str, out: &str| create_descriptor(&src.join(p), &node.root.path().join(out), &[]);
+    let seed = node.add(&d("seed.bin", "seed.desc"));
+    let leech = node.add(&d("leech.bin", "leech.desc"));
+    let tree = node.add(&d("tree", "tree.desc"));
+    (seed, leech, tree)
+}
+
+#[test]
+fn restart_keeps_every_torrent() {
+    let mut node = Node::new();
+    node.start();
+    let (seed, leech, tree) = add_three(&node);
+    node.wait_state(&seed, "seeding");
+    node.wait_state(&leech, "leeching");
+    node.wait_state(&tree, "leeching");
+    let node_id = node.status()["node"]["node_id"].clone();
+    assert_eq!(node.stop(), 0);
+
+    node.start();
+    node.wait_state(&seed, "seeding");
+    node.wait_state(&leech, "leeching");
+    node.wait_state(&tree, "leeching");
+    assert_eq!(node.status()["node"]["node_id"], node_id, "same identity after restart");
+    let log = node.log();
+    assert_eq!(log.matches("seed.bin: checking").count(), 1, "a clean stop needs no recheck:\n{log}");
+}
+
+#[test]
+fn sigkill_loses_nothing_that_was_acknowledged() {
+    let mut node = Node::new();
+    node.start();
+    let (seed, leech, _tree) = add_three(&node);
+    node.wait_state(&seed, "seeding");
+    node.ctl_ok(&["remove", "tree"]);
+    // Killed right after the replies: add and remove were already durable.
+    node.kill();
+    node.start();
+    node.wait_state(&seed, "seeding");
+    node.wait_state(&leech, "leeching");
+    let names: Vec<_> =
+        node.status()["torrents"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!names.contains(&"tree".to_string()), "removed torrent stays removed");
+    let leftovers: Vec<_> = tree(node.root.path()).into_iter().filter(|p| p.contains(".p2pd-tmp.")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert!(node.log().contains("removed stale control socket"), "the killed daemon's socket was cleaned up");
+}
+
+#[test]
+fn second_instance_on_the_same_config_dir_is_refused() {
+    let mut first = Node::new();
+    first.start();
+    let out = Command::new(p2pd_bin()).arg("--config-dir").arg(first.cfg()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another p2pd") && err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(err.trim().lines().count() == 1, "{err}");
+    // The first one is unaffected.
+    assert_eq!(first.ctl(&["status"]).code, 0);
+}
+
+#[test]
+fn socket_path_in_use_or_not_a_socket() {
+    let mut node = Node::new();
+    std::fs::create_dir_all(node.socket().parent().unwrap()).unwrap();
+    std::fs::write(node.socket(), b"precious").unwrap();
+    node.spawn();
+    assert_eq!(node.wait_exit(), 1);
+    assert!(node.log().contains("exists and is not a socket"), "{}", node.log());
+    assert_eq!(std::fs::read(node.socket()).unwrap(), b"precious", "never replaced");
+}
+
+#[test]
+fn bad_config_at_start_names_the_key_and_line() {
+    let mut node = Node::new();
+    let cfg = std::fs::read_to_string(node.cfg().join("p2pd.yaml")).unwrap();
+    std::fs::write(node.cfg().join("p2pd.yaml"), format!("{cfg}limits:\n  upload_rat: 5\n")).unwrap();
+    node.spawn();
+    assert_eq!(node.wait_exit(), 1);
+    let log = node.log();
+    assert!(log.contains("p2pd.yaml: line") && log.contains("unknown field `upload_rat`"), "{log}");
+    // p2pd --check-config says the same without starting.
+    let out = Command::new(p2pd_bin()).arg("--check-config").arg("--config-dir").arg(node.cfg()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unknown field `upload_rat`"));
+}
+
+#[test]
+fn unreadable_state_is_moved_aside_and_reported() {
+    let mut node = Node::new();
+    node.start();
+    let (seed, _leech, _tree) = add_three(&node);
+    node.wait_state(&seed, "seeding");
+    let old_id = node.status()["node"]["node_id"].clone();
+    assert_eq!(node.stop(), 0);
+    std::fs::write(node.state().join("node.state"), b"garbage").unwrap();
+    let resume = node.state().join(format!("resume/{seed}.state"));
+    let len = std::fs::metadata(&resume).unwrap().len();
+    std::fs::write(&resume, vec![0u8; len as usize]).unwrap();
+
+    node.start();
+    node.wait_state(&seed, "seeding");
+    let status = node.status();
+    let warnings = status["node"]["state_warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("node identity unreadable")));
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("resume state unreadable")));
+    assert_ne!(status["node"]["node_id"], old_id);
+    let kept: Vec<_> = tree(&node.state()).into_iter().filter(|p| p.contains(".corrupt-")).collect();
+    assert_eq!(kept.len(), 2, "evidence kept: {kept:?}");
+    assert!(
+        kept.iter().all(|k| !std::fs::read(node.state().join(k)).unwrap().is_empty()),
+        "corrupt files kept as they were"
+    );
+}
+
+/// A client with another uid is refused by the daemon's credential check, with a reason.
+#[test]
+fn client_with_another_uid_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut node = Node::new();
+    node.start();
+    // Open the filesystem fence so that only the daemon's own check stands in the way.
+    for dir in [node.root.path().to_path_buf(), node.socket().parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(node.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(p2pctl_bin())
+        .arg("--socket")
+        .arg(node.socket())
+        .arg("status")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("may not control this p2pd"), "{err}");
+    assert!(node.log().contains("refused pid"));
+    // The socket the daemon made is 0660 in a directory only it can write.
+    let mut fresh = Node::new();
+    fresh.start();
+    let mode = std::fs::metadata(fresh.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
