@@ -208,7 +208,8 @@ async fn handle_signals(
                 }
             }
             Ok(other) => {
-                info!("{other:?}: shutting down");
+                let name = if other == Signal::Int { "SIGINT" } else { "SIGTERM" };
+                info!("{name}: shutting down");
                 notify::stopping();
                 let _ = shutdown.send(()).await;
                 return;

@@ -240,6 +240,20 @@ pub enum ParseError {
 mod tests {
     use super::*;
 
+    /// `config/p2pd.yaml` documents every key with its default: it must parse to exactly the
+    /// defaults, and name every key `Config` has.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let text = include_str!("../../../config/p2pd.yaml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+        let serialized = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<String> = serialized.as_object().unwrap().keys().cloned().collect();
+        keys.extend(serialized["limits"].as_object().unwrap().keys().cloned());
+        for key in keys {
+            assert!(text.contains(&format!("{key}:")), "config/p2pd.yaml does not document `{key}`");
+        }
+    }
+
     #[test]
     fn empty_and_comment_only_files_mean_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
