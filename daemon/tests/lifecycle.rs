@@ -146,7 +146,11 @@ fn client_with_another_uid_is_refused() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(node.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new(p2pctl_bin())
+    // The build directory may not be reachable by other users; run a copy from here.
+    let p2pctl = node.root.path().join("p2pctl");
+    std::fs::copy(p2pctl_bin(), &p2pctl).unwrap();
+    std::fs::set_permissions(&p2pctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&p2pctl)
         .arg("--socket")
         .arg(node.socket())
         .arg("status")
