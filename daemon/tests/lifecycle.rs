@@ -150,14 +150,8 @@ fn client_with_another_uid_is_refused() {
     let p2pctl = node.root.path().join("p2pctl");
     std::fs::copy(p2pctl_bin(), &p2pctl).unwrap();
     std::fs::set_permissions(&p2pctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(&p2pctl)
-        .arg("--socket")
-        .arg(node.socket())
-        .arg("status")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(&p2pctl).arg("--socket").arg(node.socket()).arg("status").uid(65534).gid(65534).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("may not control this p2pd"), "{err}");
