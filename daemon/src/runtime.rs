@@ -84,6 +84,14 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
 
+    let sink = if options.daemonize || config.syslog {
+        logging::Sink::Syslog(config.syslog_socket.clone())
+    } else {
+        logging::Sink::Stderr
+    };
+    if let logging::Sink::Syslog(socket) = &sink {
+        logging::check_syslog(socket.as_deref()).map_err(StartupError::Logging)?;
+    }
     if options.daemonize {
         let mut d = daemonize::Daemonize::new().working_directory("/").umask(0o022);
         if let Some(pid_file) = &options.pid_file {
@@ -91,7 +99,6 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         }
         d.start().map_err(|e| StartupError::Daemonize(e.to_string()))?;
     }
-    let sink = if options.daemonize || config.syslog { logging::Sink::Syslog } else { logging::Sink::Stderr };
     logging::init(sink, config.log_level.raised(options.verbosity).to_filter()).map_err(StartupError::Logging)?;
     if let Some(note) = socket_note {
         info!("{note}");

@@ -162,3 +162,57 @@ fn client_with_another_uid_is_refused() {
     let mode = std::fs::metadata(fresh.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
 }
+
+/// `--daemon`: the command returns once detached, the pid file names the daemon, logs go to
+/// syslog with the daemon's pid, SIGTERM stops it. Without syslog, the error reaches the terminal.
+#[test]
+fn daemon_mode_detaches_and_logs_to_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let node = Node::new();
+    let syslog_path = node.root.path().join("syslog.sock");
+    let syslog = UnixDatagram::bind(&syslog_path).unwrap();
+    syslog.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let cfg = std::fs::read_to_string(node.cfg().join("p2pd.yaml")).unwrap();
+
+    // No syslog to talk to: refused before detaching, on the terminal.
+    std::fs::write(node.cfg().join("p2pd.yaml"), format!("{cfg}syslog_socket: /nonexistent/log\n")).unwrap();
+    let out = Command::new(p2pd_bin()).arg("--daemon").arg("--config-dir").arg(node.cfg()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to syslog at /nonexistent/log"));
+
+    std::fs::write(node.cfg().join("p2pd.yaml"), format!("{cfg}syslog_socket: {}\n", syslog_path.display())).unwrap();
+    let pid_file = node.root.path().join("p2pd.pid");
+    let out = Command::new(p2pd_bin())
+        .arg("--daemon")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--config-dir")
+        .arg(node.cfg())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 =
+        eventually(PATIENCE, "the pid file", || std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok());
+    let status = eventually(PATIENCE, "the detached daemon to answer", || {
+        let r = node.ctl(&["status", "--json"]);
+        (r.code == 0).then(|| serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap())
+    });
+    assert_eq!(status["node"]["pid"], pid);
+
+    let mut buf = vec![0u8; 4096];
+    let ready = eventually(PATIENCE, "a syslog line saying ready", || {
+        let n = syslog.recv(&mut buf).ok()?;
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        line.contains("ready").then_some(line)
+    });
+    assert!(ready.contains(&format!("p2pd[{pid}]")), "syslog line carries the daemon's pid: {ready}");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    eventually(PATIENCE, "the daemon to exit", || (!alive()).then_some(()));
+    assert!(!node.socket().exists());
+}

@@ -79,6 +79,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Log to syslog even in the foreground (`--daemon` always logs to syslog).
     pub syslog: bool,
+    /// The syslog socket; default: the system's (`/dev/log`).
+    pub syslog_socket: Option<PathBuf>,
     /// Rate and connection limits.
     pub limits: Limits,
 }
@@ -94,6 +96,7 @@ impl Default for Config {
             control_group: None,
             log_level: LogLevel::Info,
             syslog: false,
+            syslog_socket: None,
             limits: Limits::default(),
         }
     }

@@ -11,10 +11,41 @@ use std::io::{IsTerminal, Write};
 use log::{Level, LevelFilter};
 
 /// Where log lines go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
     Stderr,
-    Syslog,
+    /// Syslog, at the given socket or the system's default.
+    Syslog(Option<std::path::PathBuf>),
+}
+
+fn syslog_logger() -> syslog::Formatter3164 {
+    syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "p2pd".into(),
+        pid: std::process::id(),
+    }
+}
+
+fn connect_syslog(
+    socket: Option<&std::path::Path>,
+) -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, String> {
+    let result = match socket {
+        Some(path) => syslog::unix_custom(syslog_logger(), path),
+        None => syslog::unix(syslog_logger()),
+    };
+    result.map_err(|e| {
+        let at = socket.map(|p| p.display().to_string()).unwrap_or_else(|| "/dev/log".into());
+        format!(
+            "cannot connect to syslog at {at}: {e} (start a syslog daemon, set syslog_socket, or run in the foreground)"
+        )
+    })
+}
+
+/// Checks that syslog can be reached, so `--daemon` fails on the terminal rather than after
+/// detaching.
+pub fn check_syslog(socket: Option<&std::path::Path>) -> Result<(), String> {
+    connect_syslog(socket).map(drop)
 }
 
 fn syslog_priority(level: Level) -> u8 {
@@ -48,14 +79,9 @@ pub fn init(sink: Sink, level: LevelFilter) -> Result<(), String> {
                 .try_init()
                 .map_err(|e| e.to_string())?;
         }
-        Sink::Syslog => {
-            let formatter = syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: "p2pd".into(),
-                pid: std::process::id(),
-            };
-            let logger = syslog::unix(formatter).map_err(|e| format!("cannot connect to syslog: {e}"))?;
+        Sink::Syslog(socket) => {
+            // Connected after any fork, so that lines carry the daemon's own pid.
+            let logger = connect_syslog(socket.as_deref())?;
             log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).map_err(|e| e.to_string())?;
         }
     }

@@ -97,6 +97,7 @@ impl Supervisor {
         restart_only!(state_dir, path);
         restart_only!(control_socket, path);
         restart_only!(syslog, |b: &bool| b.to_string());
+        restart_only!(syslog_socket, path);
 
         if new.log_level != old.log_level {
             log::set_max_level(new.log_level.raised(self.verbosity).to_filter());
