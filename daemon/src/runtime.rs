@@ -22,13 +22,13 @@ use crate::config::locations::Environment;
 use crate::config::{Config, ConfigError, Locations};
 use crate::control::access::AccessPolicy;
 use crate::control::server::{self, BindError, ControlCall};
-use crate::node_id;
 use crate::service::instance_lock::{InstanceLock, LockError};
 use crate::service::{logging, notify};
 use crate::shared::{DaemonShared, NodeInfo};
 use crate::state::StateDir;
 use crate::supervisor::{Event, Supervisor};
 use crate::torrent::TorrentContext;
+use crate::{discovery, node_id};
 
 /// How `p2pd` was invoked.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +56,8 @@ pub enum StartupError {
     Lock(#[from] LockError),
     #[error("control socket: {0}")]
     Socket(#[from] BindError),
+    #[error("cannot listen on {addr} (UDP): {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot detach: {0}")]
     Daemonize(String),
     #[error("cannot start logging: {0}")]
@@ -83,6 +85,9 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     let (node_id, id_warning) = node_id::load_or_create(&state)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
+    let udp = discovery::service::bind(config.listen)
+        .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
+    let listen = udp.local_addr()?;
 
     let sink = if options.daemonize || config.syslog {
         logging::Sink::Syslog(config.syslog_socket.clone())
@@ -122,7 +127,8 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         })
         .collect::<Result<_, _>>()?;
 
-    let node = NodeInfo { node_id, listen: config.listen, locations: locations.clone() };
+    let node = NodeInfo { node_id, listen, locations: locations.clone() };
+    let sockets = Sockets { control: listener, udp };
     let result = smol::block_on(executor.run(serve(
         executor.clone(),
         node,
@@ -130,7 +136,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         options.verbosity,
         state,
         access,
-        listener,
+        sockets,
         warnings,
     )));
     drop(stop_workers);
@@ -143,6 +149,12 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     result
 }
 
+/// The sockets bound at start-up (before detaching).
+struct Sockets {
+    control: std::os::unix::net::UnixListener,
+    udp: std::net::UdpSocket,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     executor: Arc<smol::Executor<'static>>,
@@ -151,12 +163,27 @@ async fn serve(
     verbosity: u8,
     state: StateDir,
     access: AccessPolicy,
-    listener: std::os::unix::net::UnixListener,
+    sockets: Sockets,
     warnings: Vec<String>,
 ) -> Result<(), StartupError> {
     let warnings = Arc::new(Mutex::new(warnings));
     let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone()));
-    let ctx = TorrentContext { executor: executor.clone(), state, check_slots: Arc::new(Semaphore::new(2)), warnings };
+    let discovery = discovery::service::start(
+        sockets.udp,
+        node.node_id,
+        &config.discovery,
+        state.clone(),
+        shared.clone(),
+        &executor,
+    )?;
+    discovery.bootstrap(&config.bootstrap).await;
+    let ctx = TorrentContext {
+        executor: executor.clone(),
+        state,
+        check_slots: Arc::new(Semaphore::new(2)),
+        warnings,
+        discovery: discovery.clone(),
+    };
     let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
     supervisor.load().await;
 
@@ -174,7 +201,8 @@ async fn serve(
             }
         })
     };
-    let server_task = executor.spawn(server::serve(Async::new(listener)?, shared.clone(), calls_tx, executor.clone()));
+    let server_task =
+        executor.spawn(server::serve(Async::new(sockets.control)?, shared.clone(), calls_tx, executor.clone()));
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int])?;
@@ -198,6 +226,8 @@ async fn serve(
     drop(status_task);
     let _ = events_tx.send(Event::Shutdown).await;
     supervisor_task.await;
+    // After the torrents said goodbye to their swarms: persist tables, send what is queued.
+    discovery.shutdown().await;
     Ok(())
 }
 

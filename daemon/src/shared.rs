@@ -5,7 +5,7 @@
 //! the torrents' status cells — short `std::sync` locks, never held across `.await` or I/O —
 //! so `status` answers even while the supervisor is busy with a slow disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -13,7 +13,8 @@ use std::time::Instant;
 use crate::config::Locations;
 use crate::control::access::AccessPolicy;
 use crate::control::protocol::{
-    ErrorKind, ErrorReply, NodeStatus, PeersReport, RpcCounters, STATUS_SCHEMA_VERSION, StatusReport, TorrentState,
+    ErrorKind, ErrorReply, LookupStats, NodeStatus, PeerInfo, PeersReport, RpcCounters, STATUS_SCHEMA_VERSION,
+    StatusReport, TorrentState,
 };
 use crate::descriptor::InfoHash;
 use crate::node_id::NodeId;
@@ -38,8 +39,11 @@ pub struct DaemonShared {
     pub warnings: Arc<Mutex<Vec<String>>>,
     /// Who may use the control socket; replaced on reload when `control_group` changes.
     access: Mutex<AccessPolicy>,
-    /// Discovery counters, published by the discovery service.
-    pub rpc: Mutex<(RpcCounters, u64)>,
+    /// Discovery counters, routing-table size and lookup statistics, published by the
+    /// discovery service.
+    rpc: Mutex<(RpcCounters, u64, LookupStats)>,
+    /// Every swarm's members as discovery knows them, published by the discovery service.
+    swarm_views: Mutex<HashMap<InfoHash, Vec<PeerInfo>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -54,8 +58,26 @@ impl DaemonShared {
             torrents: RwLock::new(BTreeMap::new()),
             warnings,
             access: Mutex::new(access),
-            rpc: Mutex::new((RpcCounters::default(), 0)),
+            rpc: Mutex::new((RpcCounters::default(), 0, LookupStats::default())),
+            swarm_views: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Called by the discovery service with its latest counters and swarm tables.
+    pub fn publish_discovery(
+        &self,
+        rpc: RpcCounters,
+        routing_table_size: u64,
+        lookups: LookupStats,
+        views: HashMap<InfoHash, Vec<PeerInfo>>,
+    ) {
+        *lock(&self.rpc) = (rpc, routing_table_size, lookups);
+        *lock(&self.swarm_views) = views;
+    }
+
+    /// Discovery's view of one swarm.
+    pub fn swarm_view(&self, hash: &InfoHash) -> Vec<PeerInfo> {
+        lock(&self.swarm_views).get(hash).cloned().unwrap_or_default()
     }
 
     pub fn publish(&self, torrent: Arc<TorrentShared>) {
@@ -93,7 +115,7 @@ impl DaemonShared {
             None => all.iter().map(|t| t.snapshot()).collect::<Vec<_>>(),
             Some(id) => vec![self.resolve(id)?.snapshot()],
         };
-        let (rpc, routing_table_size) = *lock(&self.rpc);
+        let (rpc, routing_table_size, lookups) = *lock(&self.rpc);
         let l = &self.node.locations;
         let node = NodeStatus {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -110,6 +132,7 @@ impl DaemonShared {
             upload_rate: torrents.iter().map(|t| t.upload_rate).sum(),
             routing_table_size,
             rpc,
+            lookups,
             state_warnings: lock(&self.warnings).clone(),
         };
         Ok(StatusReport { version: STATUS_SCHEMA_VERSION, node, torrents })
@@ -118,7 +141,16 @@ impl DaemonShared {
     /// `peers ID`.
     pub fn peers(&self, id: &str) -> Result<PeersReport, ErrorReply> {
         let t = self.resolve(id)?;
-        Ok(PeersReport { info_hash: t.info_hash.to_hex(), name: t.name.clone(), peers: t.live().peers })
+        // Discovery's table, with what the torrent knows of its connections laid over it.
+        let mut peers = self.swarm_view(&t.info_hash);
+        for conn in t.live().peers {
+            match peers.iter_mut().find(|p| p.address == conn.address) {
+                Some(p) => *p = PeerInfo { status: p.status.clone(), last_seen_secs: p.last_seen_secs, ..conn },
+                None => peers.push(conn),
+            }
+        }
+        peers.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(PeersReport { info_hash: t.info_hash.to_hex(), name: t.name.clone(), peers })
     }
 
     /// A one-line summary for systemd's `STATUS=`.

@@ -83,6 +83,8 @@ pub struct Config {
     pub syslog_socket: Option<PathBuf>,
     /// Rate and connection limits.
     pub limits: Limits,
+    /// Discovery protocol tunables.
+    pub discovery: DiscoverySettings,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             syslog: false,
             syslog_socket: None,
             limits: Limits::default(),
+            discovery: DiscoverySettings::default(),
         }
     }
 }
@@ -126,6 +129,52 @@ impl Default for Limits {
             max_peers: 500,
             max_peers_per_torrent: 50,
             upload_slots: 8,
+        }
+    }
+}
+
+/// Discovery tunables (`discovery:` in `p2pd.yaml`). Defaults suit a LAN or datacenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySettings {
+    /// Routing bucket size, and how many nodes closest to an info hash keep its swarm.
+    pub k: u32,
+    /// Most hops a get_peers request travels.
+    pub hop_limit: u8,
+    /// First timeout of a request, in milliseconds; doubled on each retry.
+    pub rpc_timeout_ms: u64,
+    /// Sends of one request before its target counts as not answering (1 + retries).
+    pub rpc_attempts: u32,
+    /// A lookup gives up after this many seconds.
+    pub lookup_timeout_secs: u64,
+    /// Peer table entries expire unless refreshed within this many seconds.
+    pub peer_ttl_secs: u64,
+    /// Swarm members re-announce this often (seconds).
+    pub announce_interval_secs: u64,
+    /// Most members kept per swarm.
+    pub max_peers_per_swarm: u32,
+    /// Most swarms kept for others (as one of the nodes closest to their info hash).
+    pub max_stored_swarms: u32,
+    /// Most routing-table entries (and entries per swarm) sharing one IP address.
+    pub max_nodes_per_ip: u32,
+    /// Datagrams per second accepted from one source IP (bursts of twice that).
+    pub rate_limit: u32,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings {
+            k: 8,
+            hop_limit: 16,
+            rpc_timeout_ms: 250,
+            rpc_attempts: 4,
+            lookup_timeout_secs: 30,
+            peer_ttl_secs: 1800,
+            announce_interval_secs: 600,
+            max_peers_per_swarm: 512,
+            max_stored_swarms: 4096,
+            max_nodes_per_ip: 16,
+            rate_limit: 500,
         }
     }
 }
@@ -202,6 +251,28 @@ impl Config {
         if self.limits.upload_slots == 0 {
             return bad("limits.upload_slots", "must be at least 1");
         }
+        let d = &self.discovery;
+        if !(1..=64).contains(&d.k) {
+            return bad("discovery.k", "must be between 1 and 64");
+        }
+        if d.hop_limit == 0 {
+            return bad("discovery.hop_limit", "must be at least 1");
+        }
+        if !(10..=60_000).contains(&d.rpc_timeout_ms) {
+            return bad("discovery.rpc_timeout_ms", "must be between 10 and 60000");
+        }
+        if !(1..=10).contains(&d.rpc_attempts) {
+            return bad("discovery.rpc_attempts", "must be between 1 and 10");
+        }
+        if d.lookup_timeout_secs == 0 || d.peer_ttl_secs == 0 || d.announce_interval_secs == 0 {
+            return bad(
+                "discovery",
+                "lookup_timeout_secs, peer_ttl_secs and announce_interval_secs must be at least 1",
+            );
+        }
+        if d.max_peers_per_swarm == 0 || d.max_nodes_per_ip == 0 || d.rate_limit == 0 {
+            return bad("discovery", "max_peers_per_swarm, max_nodes_per_ip and rate_limit must be at least 1");
+        }
         if self.bootstrap.len() > crate::descriptor::MAX_BOOTSTRAP {
             return bad("bootstrap", "too many addresses (at most 64)");
         }
@@ -252,6 +323,7 @@ mod tests {
         let serialized = serde_json::to_value(Config::default()).unwrap();
         let mut keys: Vec<String> = serialized.as_object().unwrap().keys().cloned().collect();
         keys.extend(serialized["limits"].as_object().unwrap().keys().cloned());
+        keys.extend(serialized["discovery"].as_object().unwrap().keys().cloned());
         for key in keys {
             assert!(text.contains(&format!("{key}:")), "config/p2pd.yaml does not document `{key}`");
         }

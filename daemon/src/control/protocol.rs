@@ -199,19 +199,50 @@ pub struct NodeStatus {
     pub routing_table_size: u64,
     /// Discovery RPC counters.
     pub rpc: RpcCounters,
+    /// get_peers lookups this node made.
+    pub lookups: LookupStats,
     /// State files that could not be read at start-up (moved aside), one line each.
     pub state_warnings: Vec<String>,
 }
 
-/// Discovery RPC counters since start-up.
+/// Discovery RPC counters since start-up. Every datagram received is counted exactly once as
+/// `handled`, `dropped_malformed`, `rate_limited` or `dropped_unsolicited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RpcCounters {
+    /// Datagrams sent (retries included).
     pub sent: u64,
+    /// Datagrams received.
     pub received: u64,
+    /// Requests that went unanswered after every retry.
     pub timeouts: u64,
+    /// Requests sent again after a timeout.
     pub retries: u64,
+    /// Received datagrams that were not valid protocol messages.
     pub dropped_malformed: u64,
+    /// Received datagrams over their source's rate limit.
     pub rate_limited: u64,
+    /// Received datagrams processed.
+    pub handled: u64,
+    /// Answers nobody asked for (or datagrams from this node itself).
+    pub dropped_unsolicited: u64,
+    /// Requests refused for a missing or stale token (answered with `retry`).
+    pub bad_tokens: u64,
+    /// Requests seen before (loops, duplicates): acknowledged, not handled twice.
+    pub duplicates: u64,
+    /// get_peers requests forwarded towards their info hash.
+    pub forwarded: u64,
+    /// Answers not sent because they would have exceeded the anti-amplification budget.
+    pub amplification_suppressed: u64,
+}
+
+/// get_peers lookups since start-up; latencies over the most recent ones that found a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LookupStats {
+    pub completed: u64,
+    /// Lookups that reached a node knowing the swarm.
+    pub found: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }
 
 /// One torrent in a status report.

@@ -105,6 +105,11 @@ impl StateDir {
         atomic::write_atomic(&self.path(kind, torrent), &format::encode(kind.tag(), &body))
     }
 
+    /// Saves an already serialized JSON body atomically.
+    pub fn save_raw(&self, kind: StateKind, torrent: Option<&InfoHash>, body: &[u8]) -> io::Result<()> {
+        atomic::write_atomic(&self.path(kind, torrent), &format::encode(kind.tag(), body))
+    }
+
     /// Removes a state file durably.
     pub fn remove(&self, kind: StateKind, torrent: Option<&InfoHash>) -> io::Result<()> {
         atomic::remove_durably(&self.path(kind, torrent))

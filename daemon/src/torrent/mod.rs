@@ -18,6 +18,7 @@ use smol::lock::Semaphore;
 
 use crate::control::protocol::{PeerInfo, TorrentState, TorrentStatus};
 use crate::descriptor::{Descriptor, InfoHash};
+use crate::discovery::service::DiscoveryHandle;
 use crate::state::StateDir;
 use crate::units::ByteRate;
 
@@ -50,6 +51,8 @@ pub struct TorrentContext {
     pub check_slots: Arc<Semaphore>,
     /// Problems with state files, shown in `status` (`node.state_warnings`).
     pub warnings: Arc<Mutex<Vec<String>>>,
+    /// Finding and announcing to the swarm.
+    pub discovery: DiscoveryHandle,
 }
 
 /// Instructions from the supervisor.

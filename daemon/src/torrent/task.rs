@@ -18,6 +18,7 @@ use log::{info, warn};
 
 use crate::bitfield::Bitfield;
 use crate::control::protocol::TorrentState;
+use crate::discovery::wire::{PeerRecord, PeerStatus};
 use crate::state::{Loaded, StateKind};
 use crate::storage::{Storage, StorageError};
 
@@ -54,11 +55,25 @@ struct Torrent {
     have: Bitfield,
     downloaded: u64,
     uploaded: u64,
+    /// Members of the swarm as discovery learns them (while joined).
+    swarm: Option<async_channel::Receiver<Vec<PeerRecord>>>,
+    /// The status last announced to the swarm.
+    announced: Option<PeerStatus>,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
     let pieces = spec.descriptor.content.piece_count();
-    let mut t = Torrent { spec, ctx, shared, storage: None, have: Bitfield::new(pieces), downloaded: 0, uploaded: 0 };
+    let mut t = Torrent {
+        spec,
+        ctx,
+        shared,
+        storage: None,
+        have: Bitfield::new(pieces),
+        downloaded: 0,
+        uploaded: 0,
+        swarm: None,
+        announced: None,
+    };
     let mut full_check = false;
     loop {
         let started = t.start(&commands, full_check).await;
@@ -126,6 +141,10 @@ impl Torrent {
             self.uploaded = r.uploaded;
         }
         if self.spec.settings.paused {
+            if self.swarm.take().is_some() {
+                self.ctx.discovery.leave(self.spec.descriptor.info_hash).await;
+                self.announced = None;
+            }
             self.have = resume
                 .as_ref()
                 .and_then(|r| r.have(self.spec.descriptor.content.piece_count()))
@@ -155,6 +174,7 @@ impl Torrent {
             self.save_resume(true).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
             self.publish(TorrentState::Seeding, None);
+            self.join_swarm(PeerStatus::Seeding).await;
         } else {
             let s = storage.clone();
             smol::unblock(move || s.prepare_download())
@@ -164,8 +184,30 @@ impl Torrent {
             self.save_resume(false).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
             info!("{}: {} of {} pieces verified; waiting for peers", self.name(), self.have.count(), self.have.len());
             self.publish(TorrentState::Leeching, None);
+            // Idle until we take part in the swarm (once its members are known).
+            self.join_swarm(PeerStatus::Idle).await;
         }
         Ok(())
+    }
+
+    /// Joins the swarm (first time) or announces a new status.
+    async fn join_swarm(&mut self, status: PeerStatus) {
+        let hash = self.spec.descriptor.info_hash;
+        if self.swarm.is_none() {
+            self.ctx.discovery.join(hash, status, &self.spec.descriptor.bootstrap).await;
+            self.swarm = Some(self.ctx.discovery.subscribe(hash).await);
+        } else if self.announced != Some(status) {
+            self.ctx.discovery.set_status(hash, status).await;
+        }
+        self.announced = Some(status);
+    }
+
+    /// Members of the swarm arrived.
+    async fn on_swarm_members(&mut self, peers: Vec<PeerRecord>) {
+        log::debug!("{}: {} swarm members known", self.name(), peers.len());
+        if self.announced == Some(PeerStatus::Idle) && self.shared.live().state == TorrentState::Leeching {
+            self.join_swarm(PeerStatus::Leeching).await;
+        }
     }
 
     fn load_resume(&self) -> Option<ResumeState> {
@@ -291,10 +333,29 @@ impl Torrent {
         .await
     }
 
-    /// Seeding, leeching or paused: wait for instructions.
+    /// Seeding, leeching or paused: wait for instructions (and, joined, for swarm members).
     async fn active(&mut self, commands: &Commands) -> Next {
         loop {
-            let Ok(cmd) = commands.recv().await else {
+            let swarm = self.swarm.clone();
+            let woke = future::or(async { Ok(commands.recv().await) }, async {
+                Err(match swarm {
+                    Some(rx) => rx.recv().await.map_err(|_| ()),
+                    None => future::pending().await,
+                })
+            })
+            .await;
+            let cmd = match woke {
+                Ok(cmd) => cmd,
+                Err(Ok(peers)) => {
+                    self.on_swarm_members(peers).await;
+                    continue;
+                }
+                Err(Err(())) => {
+                    self.swarm = None;
+                    continue;
+                }
+            };
+            let Ok(cmd) = cmd else {
                 return Next::Stop { how: StopMode::Suspend, done: None };
             };
             match cmd {
@@ -340,9 +401,13 @@ impl Torrent {
         }
     }
 
-    /// Flushes state (or deletes state, and maybe data) before the task ends.
+    /// Leaves the swarm and flushes state (or deletes state, and maybe data) before the task
+    /// ends.
     async fn stop(&mut self, how: StopMode) -> Result<(), String> {
         let hash = self.spec.descriptor.info_hash;
+        if self.swarm.take().is_some() {
+            self.ctx.discovery.leave(hash).await;
+        }
         if how != StopMode::Suspend {
             let storage = match self.storage.clone() {
                 Some(s) => Some(s),
@@ -361,9 +426,8 @@ impl Torrent {
                 {
                     s.delete_data().map_err(|e| format!("{name}: deleting data: {e}"))?;
                 }
-                for kind in [StateKind::Resume, StateKind::Peers] {
-                    state.remove(kind, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))?;
-                }
+                // (Peer tables belong to discovery, which drops ours once we left.)
+                state.remove(StateKind::Resume, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))?;
                 Ok(())
             })
             .await;

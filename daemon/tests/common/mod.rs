@@ -84,6 +84,8 @@ pub struct Node {
     child: Option<Child>,
     /// Extra lines for p2pd.yaml.
     extra_config: String,
+    /// Run the daemon inside this network namespace.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -94,7 +96,7 @@ impl Node {
     /// A node whose p2pd.yaml also holds `extra` (YAML lines).
     pub fn with_config(extra: &str) -> Node {
         let root = tempfile::Builder::new().prefix("p2pd-test-").tempdir().expect("tempdir");
-        let node = Node { root, port: free_port(), child: None, extra_config: extra.to_string() };
+        let node = Node { root, port: free_port(), child: None, extra_config: extra.to_string(), netns: None };
         std::fs::create_dir_all(node.cfg()).unwrap();
         node.write_config(extra);
         node
@@ -152,7 +154,15 @@ impl Node {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(p2pd_bin())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(p2pd_bin());
+                c
+            }
+            None => Command::new(p2pd_bin()),
+        };
+        let child = command
             .arg("--config-dir")
             .arg(self.cfg())
             .stdin(Stdio::null())
@@ -298,4 +308,105 @@ pub fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// A hand-driven discovery endpoint speaking the real wire format, for tests that play an
+/// honest client, an attacker or a victim.
+pub struct RawNode {
+    pub socket: std::net::UdpSocket,
+    pub id: p2pd::node_id::NodeId,
+}
+
+impl RawNode {
+    /// Binds `ip` (e.g. "127.0.0.2") on a free port.
+    pub fn bind(ip: &str) -> RawNode {
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind raw node");
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        RawNode { socket, id: p2pd::node_id::NodeId(rand::random()) }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    pub fn send(&self, to: &str, txid: u32, body: p2pd::discovery::wire::Body) -> usize {
+        let bytes = p2pd::discovery::wire::encode(&p2pd::discovery::wire::Packet { txid, sender: self.id, body });
+        self.socket.send_to(&bytes, to).unwrap()
+    }
+
+    /// The next datagram within the read timeout.
+    pub fn recv(&self) -> Option<(p2pd::discovery::wire::Packet, usize)> {
+        let mut buf = [0u8; 2048];
+        let (n, _) = self.socket.recv_from(&mut buf).ok()?;
+        Some((p2pd::discovery::wire::decode(&buf[..n]).expect("daemon sent a valid datagram"), n))
+    }
+
+    /// Pings `to` and returns the token from its pong.
+    pub fn token(&self, to: &str) -> p2pd::discovery::wire::Token {
+        use p2pd::discovery::wire::Body;
+        for attempt in 0..20u32 {
+            self.send(to, 1000 + attempt, Body::Ping);
+            while let Some((p, _)) = self.recv() {
+                if let Body::Pong { token, .. } = p.body {
+                    return token;
+                }
+            }
+        }
+        panic!("no pong from {to}");
+    }
+}
+
+/// Discovery counters of a node.
+pub fn rpc(node: &Node) -> serde_json::Value {
+    node.status()["node"]["rpc"].clone()
+}
+
+/// The peers of a swarm as `p2pctl peers --json` lists them.
+pub fn peers(node: &Node, hash: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&node.ctl_ok(&["peers", hash, "--json"])).unwrap();
+    v["peers"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether a command is on the PATH.
+pub fn tool_exists(name: &str) -> bool {
+    Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+        || Command::new(name).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// A network namespace this test made (with loopback up), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!("p2pdt{}", rand::random::<u32>() % 1_000_000);
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "ip netns add {name}");
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; panics if it fails.
+    pub fn run(&self, args: &[&str]) {
+        let out = self.output_status(args);
+        assert!(out.0, "{args:?} in {}: {}", self.name, out.1);
+    }
+
+    /// Runs a command inside the namespace and returns its stdout.
+    pub fn output(&self, args: &[&str]) -> String {
+        self.output_status(args).1
+    }
+
+    fn output_status(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().expect("ip netns exec");
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
 }

@@ -1,0 +1,20 @@
+//! Peer discovery: a custom RPC over UDP that finds a swarm's members with no tracker.
+//!
+//! - [`wire`]: the datagram format (pure).
+//! - [`node`]: the protocol state machine, sans I/O (routing, forwarding, lookups, announces).
+//! - [`routing`], [`swarms`], [`tokens`], [`ratelimit`], [`key`]: its parts.
+//! - [`service`]: the daemon's driver: the UDP socket, timers, persistence, torrents' requests.
+//!
+//! The protocol is specified in `docs/PROTOCOL.md`.
+
+pub mod key;
+pub mod node;
+pub mod ratelimit;
+pub mod routing;
+pub mod service;
+pub mod sim;
+pub mod swarms;
+pub mod tokens;
+pub mod wire;
+
+pub use node::{DiscoveryConfig, Event, Forwarding, LookupReport, Node, Transmit};

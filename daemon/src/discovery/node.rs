@@ -1,0 +1,1442 @@
+//! The discovery node, sans I/O: datagrams and time go in, datagrams and events come out.
+//!
+//! The caller (the daemon's [`service`](super::service), or the simulator) feeds
+//! [`Node::handle_datagram`] with every datagram and its source, calls [`Node::poll`] when
+//! [`Node::next_deadline`] passes, and sends what [`Node::take_transmits`] returns. Nothing
+//! here touches a socket or a clock, so the same code runs in the daemon and in a
+//! deterministic simulation of 10,000 nodes.
+//!
+//! Protocol (details in `docs/PROTOCOL.md`):
+//! - Every request except `ping` carries a token the receiver issued to the sender's address
+//!   (obtained from a `pong`, or from a `retry`). A request with a missing or stale token is
+//!   answered only by `retry` with a fresh token — smaller than the request.
+//! - `get_peers` from an origin: a node that knows the swarm answers `peers`; otherwise it
+//!   acknowledges (`forwarded`) and forwards the request towards the info hash (the routing
+//!   node closest to it and closer than itself), carrying the origin as it saw it (the
+//!   datagram's source address, never a claimed one). Each hop is acknowledged and retried
+//!   with backoff; a dead next hop is replaced by the next closest. Each node handles a
+//!   (request id, origin) once, and a hop limit bounds the path.
+//! - The node on the path that knows the swarm sends the origin `found` (a token and nothing
+//!   else, smaller than the request that carried the origin); the origin then asks it
+//!   directly, and only that validated request gets the peer list.
+//! - Joining a swarm: look up its peers, ping each and announce ourselves (`announce`, idle
+//!   first), then announce every status change; also announce to the `k` nodes closest to the
+//!   info hash, so that lookups from anywhere converge on a node that knows the swarm.
+//!
+//! Invariant (anti-amplification): every datagram sent to an address that has not proven it
+//! receives traffic there is sent in answer to a datagram received from (or naming) it, and is
+//! no larger than that datagram. [`Node::send_unvalidated`] enforces it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::key::{Key, distance, key_of_hash, key_of_node};
+use super::ratelimit::SourceLimiter;
+use super::routing::{Insert, RoutingTable};
+use super::swarms::{SwarmStore, Upsert};
+use super::tokens::TokenIssuer;
+use super::wire::{self, Body, MAX_NODES, MAX_PEERS, NodeRecord, Packet, PeerRecord, PeerStatus, Token, canonical};
+use crate::descriptor::InfoHash;
+use crate::node_id::NodeId;
+
+/// How requests travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Towards the info hash: one next hop, the closest known (this design).
+    Greedy,
+    /// To every neighbour (the prototype's strategy; kept for the comparison benchmark).
+    Flood,
+}
+
+/// Tunables. [`DiscoveryConfig::default`] is what the daemon uses unless configured.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Bucket size, and how many nodes closest to an info hash store its swarm.
+    pub k: usize,
+    /// find_node queries in flight per lookup.
+    pub alpha: usize,
+    /// First hops asked at once by a get_peers lookup (more are tried as others fail).
+    pub first_hops: usize,
+    /// Most hops a get_peers may travel.
+    pub hop_limit: u8,
+    /// First timeout of a request; doubled on each retry.
+    pub rpc_timeout: Duration,
+    /// Sends of one request before giving up (1 + retries).
+    pub rpc_attempts: u32,
+    /// A get_peers attempt with no answer is repeated (new request id, next first hop) after
+    /// this long: `found` and `not_found` are sent once and may be lost.
+    pub path_timeout: Duration,
+    /// A get_peers lookup gives up after this long.
+    pub lookup_timeout: Duration,
+    /// Peer table entries not refreshed within this expire.
+    pub peer_ttl: Duration,
+    /// Members re-announce this often.
+    pub announce_interval: Duration,
+    /// Routing entries not heard from within this are pinged.
+    pub refresh_interval: Duration,
+    pub max_peers_per_swarm: usize,
+    pub max_stored_swarms: usize,
+    /// Routing-table entries per IP address.
+    pub max_nodes_per_ip: usize,
+    /// Peer-table entries per IP address in one swarm.
+    pub max_peers_per_ip: usize,
+    /// Per-source packet rate limit (packets/s) and burst.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
+    pub forwarding: Forwarding,
+    /// How long handled request ids are remembered.
+    pub seen_ttl: Duration,
+    pub max_seen: usize,
+    /// Token secret rotation period.
+    pub token_period: Duration,
+    /// Period of housekeeping (expiry, re-announce, refresh).
+    pub maintenance_interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            k: 8,
+            alpha: 3,
+            first_hops: 1,
+            hop_limit: 16,
+            rpc_timeout: Duration::from_millis(250),
+            rpc_attempts: 4,
+            path_timeout: Duration::from_secs(2),
+            lookup_timeout: Duration::from_secs(30),
+            peer_ttl: Duration::from_secs(30 * 60),
+            announce_interval: Duration::from_secs(10 * 60),
+            refresh_interval: Duration::from_secs(15 * 60),
+            max_peers_per_swarm: 512,
+            max_stored_swarms: 4096,
+            max_nodes_per_ip: 16,
+            max_peers_per_ip: 16,
+            rate_limit: 500.0,
+            rate_burst: 1000.0,
+            forwarding: Forwarding::Greedy,
+            seen_ttl: Duration::from_secs(120),
+            max_seen: 1 << 16,
+            token_period: Duration::from_secs(5 * 60),
+            maintenance_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// How a get_peers lookup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupReport {
+    pub info_hash: InfoHash,
+    pub request_id: u64,
+    /// Some node that knows the swarm answered.
+    pub found: bool,
+    pub peers: Vec<PeerRecord>,
+    /// Attempts made (each with a new request id).
+    pub attempts: u32,
+    /// Forwarding hops until a node that knew the swarm (0: the first hop knew).
+    pub hops: Option<u8>,
+    pub elapsed: Duration,
+}
+
+/// What the node tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Members of a swarm we are in, learned or updated.
+    Peers {
+        info_hash: InfoHash,
+        peers: Vec<PeerRecord>,
+    },
+    LookupDone(LookupReport),
+}
+
+/// Datagram accounting: `received == handled + dropped_malformed + rate_limited +
+/// dropped_unsolicited` always holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub handled: u64,
+    pub dropped_malformed: u64,
+    pub rate_limited: u64,
+    /// Answers nobody asked for, or datagrams from ourselves.
+    pub dropped_unsolicited: u64,
+    pub sent: u64,
+    pub timeouts: u64,
+    pub retries: u64,
+    /// Requests refused for a missing or stale token (answered with `retry`).
+    pub bad_tokens: u64,
+    /// Requests seen again (loops, duplicates): acknowledged, not handled twice.
+    pub duplicates: u64,
+    pub forwarded: u64,
+    /// Datagrams not sent because they would have exceeded the anti-amplification budget.
+    pub amplification_suppressed: u64,
+}
+
+/// A request that needs the receiver's token.
+#[derive(Debug, Clone)]
+enum Need {
+    FindNode { lookup: u64, target: Key },
+    GetPeers { lookup: u64, request_id: u64, info_hash: InfoHash, hop_limit: u8 },
+    Forward(ForwardJob),
+    Announce { info_hash: InfoHash, status: PeerStatus },
+}
+
+/// A get_peers this node is forwarding for someone else.
+#[derive(Debug, Clone)]
+struct ForwardJob {
+    info_hash: InfoHash,
+    request_id: u64,
+    hops: u8,
+    hops_left: u8,
+    origin: NodeRecord,
+    /// Next hops already tried.
+    tried: Vec<SocketAddr>,
+    /// Size of the datagram that brought the request: the budget for anything sent to the
+    /// (unvalidated) origin on its behalf.
+    budget: usize,
+    /// Whether the origin is validated (we are its first hop).
+    origin_validated: bool,
+    /// Whether the sideways last step (see [`Node::forward`]) was taken.
+    sideways: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// A ping; then, with the token from the pong, this.
+    Ping { then: Option<After> },
+    /// A token-bearing request; `retried` once a `retry` answer was followed.
+    Need { need: Need, retried: bool },
+}
+
+#[derive(Debug, Clone)]
+enum After {
+    Need(Need),
+    /// Start a find_node for our own id (bootstrap).
+    SelfLookup,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    to: SocketAddr,
+    bytes: Vec<u8>,
+    attempts: u32,
+    timeout: Duration,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+/// An origin-side get_peers lookup.
+#[derive(Debug, Clone)]
+struct Lookup {
+    info_hash: InfoHash,
+    started: Instant,
+    /// The whole lookup ends by then.
+    deadline: Instant,
+    /// The current attempt is repeated by then.
+    attempt_deadline: Instant,
+    /// The current attempt's request id (answers to earlier attempts still count).
+    request_id: u64,
+    attempts: u32,
+    /// First hops, in the order to try them.
+    candidates: Vec<SocketAddr>,
+    /// Index of the next candidate to try (round robin over attempts).
+    next: usize,
+    /// First hops that did not answer at all.
+    dead: HashSet<SocketAddr>,
+    /// First hops that answered `not_found` in this attempt.
+    not_found: HashSet<SocketAddr>,
+    /// Requests of this attempt not yet concluded.
+    open_paths: usize,
+    /// Holders already asked directly.
+    holders: HashSet<SocketAddr>,
+    hops: Option<u8>,
+    /// Join the swarm with this status once peers are known.
+    join: Option<PeerStatus>,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidate {
+    Fresh,
+    Asked,
+    Answered,
+    Failed,
+}
+
+/// Why a find_node lookup runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeLookupPurpose {
+    /// Our own id: joining, or refreshing; bucket refreshes follow.
+    SelfLookup,
+    /// A random id in one bucket's range, to fill that bucket.
+    Refresh,
+    /// An info hash: announce to the closest nodes found (the swarm's storers).
+    Announce(InfoHash, PeerStatus),
+}
+
+/// An iterative find_node: for bootstrap (our own id) and to find an info hash's storers.
+#[derive(Debug, Clone)]
+struct NodeLookup {
+    target: Key,
+    purpose: NodeLookupPurpose,
+    candidates: Vec<(NodeRecord, Candidate)>,
+    in_flight: usize,
+}
+
+/// The discovery node.
+pub struct Node {
+    id: NodeId,
+    config: DiscoveryConfig,
+    rng: StdRng,
+    routing: RoutingTable,
+    swarms: SwarmStore,
+    issuer: TokenIssuer,
+    limiter: SourceLimiter,
+    /// Tokens others gave us, with when we got them.
+    tokens: HashMap<SocketAddr, (Token, Instant)>,
+    pending: HashMap<u32, Pending>,
+    lookups: HashMap<u64, Lookup>,
+    /// Request id of every attempt → its lookup.
+    request_ids: HashMap<u64, u64>,
+    node_lookups: HashMap<u64, NodeLookup>,
+    /// Handled (request id, origin) pairs, with expiry order.
+    seen: HashSet<(u64, SocketAddr)>,
+    seen_order: VecDeque<(Instant, (u64, SocketAddr))>,
+    /// Addresses to re-bootstrap from when the routing table empties.
+    bootstrap: Vec<SocketAddr>,
+    /// Member swarms: when they next re-announce.
+    next_announce: HashMap<InfoHash, Instant>,
+    next_maintenance: Instant,
+    /// When the next self-lookup (and bucket refresh) is due.
+    next_refresh: Instant,
+    outbox: Vec<Transmit>,
+    events: Vec<Event>,
+    pub counters: Counters,
+}
+
+/// How long a token from another node is used before asking for a fresh one (the issuer
+/// accepts it for at least one rotation period).
+const TOKEN_REUSE: Duration = Duration::from_secs(4 * 60);
+const MAX_TOKENS_KEPT: usize = 1 << 14;
+const MAX_PENDING: usize = 1 << 14;
+
+impl Node {
+    pub fn new(id: NodeId, config: DiscoveryConfig, seed: u64, now: Instant) -> Node {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let issuer = TokenIssuer::new(&mut rng, now, config.token_period);
+        Node {
+            id,
+            routing: RoutingTable::new(&id, config.k, config.max_nodes_per_ip),
+            swarms: SwarmStore::new(config.max_peers_per_swarm, config.max_peers_per_ip, config.max_stored_swarms),
+            limiter: SourceLimiter::new(config.rate_limit, config.rate_burst),
+            issuer,
+            rng,
+            tokens: HashMap::new(),
+            pending: HashMap::new(),
+            lookups: HashMap::new(),
+            request_ids: HashMap::new(),
+            node_lookups: HashMap::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            bootstrap: Vec::new(),
+            next_announce: HashMap::new(),
+            next_maintenance: now + config.maintenance_interval,
+            next_refresh: now + config.refresh_interval,
+            outbox: Vec::new(),
+            events: Vec::new(),
+            counters: Counters::default(),
+            config,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+
+    pub fn routing_mut(&mut self) -> &mut RoutingTable {
+        &mut self.routing
+    }
+
+    pub fn swarms(&self) -> &SwarmStore {
+        &self.swarms
+    }
+
+    pub fn swarms_mut(&mut self) -> &mut SwarmStore {
+        &mut self.swarms
+    }
+
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.config
+    }
+
+    /// Changes tunables (e.g. the forwarding strategy, for the comparison benchmark).
+    pub fn config_mut(&mut self) -> &mut DiscoveryConfig {
+        &mut self.config
+    }
+
+    /// An independent copy (its random generator reseeded from this one), for running
+    /// several scenarios on one simulated network.
+    pub fn fork(&mut self) -> Node {
+        Node {
+            id: self.id,
+            config: self.config.clone(),
+            rng: StdRng::seed_from_u64(self.rng.random()),
+            routing: self.routing.clone(),
+            swarms: self.swarms.clone(),
+            issuer: self.issuer.clone(),
+            limiter: self.limiter.clone(),
+            tokens: self.tokens.clone(),
+            pending: self.pending.clone(),
+            lookups: self.lookups.clone(),
+            request_ids: self.request_ids.clone(),
+            node_lookups: self.node_lookups.clone(),
+            seen: self.seen.clone(),
+            seen_order: self.seen_order.clone(),
+            bootstrap: self.bootstrap.clone(),
+            next_announce: self.next_announce.clone(),
+            next_maintenance: self.next_maintenance,
+            next_refresh: self.next_refresh,
+            outbox: self.outbox.clone(),
+            events: self.events.clone(),
+            counters: self.counters,
+        }
+    }
+
+    /// Puts nodes known from an earlier run back in the routing table, and pings them all so
+    /// that those still alive are confirmed (and the dead ones dropped in due course).
+    pub fn restore_routing(&mut self, now: Instant, nodes: &[NodeRecord]) {
+        for n in nodes {
+            self.routing.insert_verified(n.id, canonical(n.addr), now);
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| canonical(n.addr)).collect();
+        for addr in addrs {
+            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+        }
+    }
+
+    /// Puts a swarm's members known from an earlier run back, each last seen `age` ago.
+    pub fn restore_peers(&mut self, now: Instant, info_hash: InfoHash, peers: &[(PeerRecord, Duration)]) {
+        for (p, age) in peers {
+            if *age < self.config.peer_ttl && p.id != self.id {
+                let seen = now.checked_sub(*age).unwrap_or(now);
+                self.swarms.upsert(info_hash, *p, seen);
+            }
+        }
+    }
+
+    /// Requests awaiting an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Datagrams to send now.
+    pub fn take_transmits(&mut self) -> Vec<Transmit> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// What happened since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// When [`Node::poll`] should next be called.
+    pub fn next_deadline(&self) -> Instant {
+        let mut t = self.next_maintenance;
+        for p in self.pending.values() {
+            t = t.min(p.deadline);
+        }
+        for l in self.lookups.values().filter(|l| !l.done) {
+            t = t.min(l.deadline).min(l.attempt_deadline);
+        }
+        t
+    }
+
+    // ----- commands -------------------------------------------------------------------------
+
+    /// Joins the network through `addrs` (pings them; a find_node for our own id follows).
+    pub fn bootstrap(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        for &addr in addrs {
+            let addr = canonical(addr);
+            if !self.bootstrap.contains(&addr) {
+                self.bootstrap.push(addr);
+            }
+            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+        }
+    }
+
+    /// Starts (or refreshes) membership of a swarm: look up its peers through the routing
+    /// table and `bootstrap`, announce `status` to them and to the nodes closest to the hash.
+    pub fn join(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus, bootstrap: &[SocketAddr]) {
+        // A node that barely knows the network joins it through the descriptor's nodes too.
+        if self.routing.len() < self.config.k && !bootstrap.is_empty() {
+            self.bootstrap(now, bootstrap);
+        }
+        self.swarms.set_membership(info_hash, Some(status), now);
+        // Members we already know (e.g. from a persisted table) hear from us right away.
+        self.announce_to_known(now, info_hash, status);
+        self.start_lookup(now, info_hash, bootstrap, Some(status));
+        self.start_node_lookup(now, key_of_hash(&info_hash), NodeLookupPurpose::Announce(info_hash, status));
+        self.next_announce.insert(info_hash, now + self.config.announce_interval);
+    }
+
+    /// A find_node for our own id (unless one is running); bucket refreshes follow it.
+    fn self_lookup(&mut self, now: Instant) {
+        if self.node_lookups.values().all(|l| l.purpose != NodeLookupPurpose::SelfLookup) {
+            self.start_node_lookup(now, key_of_node(&self.id), NodeLookupPurpose::SelfLookup);
+        }
+    }
+
+    /// Announces a new status to the swarm's known members.
+    pub fn set_status(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus) {
+        if self.swarms.get(&info_hash).and_then(|s| s.membership) == Some(status) {
+            return;
+        }
+        self.swarms.set_membership(info_hash, Some(status), now);
+        self.announce_to_known(now, info_hash, status);
+    }
+
+    /// Leaves a swarm: tells its members, forgets our membership.
+    pub fn leave(&mut self, now: Instant, info_hash: InfoHash) {
+        if !self.swarms.is_member(&info_hash) {
+            return;
+        }
+        self.announce_to_known(now, info_hash, PeerStatus::Leaving);
+        self.swarms.set_membership(info_hash, None, now);
+        self.next_announce.remove(&info_hash);
+    }
+
+    /// Starts a get_peers lookup without joining (returns its request id).
+    pub fn lookup(&mut self, now: Instant, info_hash: InfoHash, first_hops: &[SocketAddr]) -> u64 {
+        self.start_lookup(now, info_hash, first_hops, None)
+    }
+
+    fn announce_to_known(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus) {
+        let targets: Vec<SocketAddr> = self
+            .swarms
+            .get(&info_hash)
+            .map(|s| s.peers.values().filter(|p| p.id != self.id).map(|p| p.addr).collect())
+            .unwrap_or_default();
+        for addr in targets {
+            self.with_token(now, addr, Need::Announce { info_hash, status });
+        }
+    }
+
+    // ----- sending ----------------------------------------------------------------------------
+
+    fn packet(&mut self, txid: u32, body: Body) -> Vec<u8> {
+        wire::encode(&Packet { txid, sender: self.id, body })
+    }
+
+    fn push(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        self.counters.sent += 1;
+        self.outbox.push(Transmit { to, bytes });
+    }
+
+    fn send_request(&mut self, now: Instant, to: SocketAddr, body: Body, purpose: Purpose) {
+        if self.pending.len() >= MAX_PENDING {
+            debug!("discovery: too many requests in flight; dropping a {}", body.name());
+            return;
+        }
+        let mut txid: u32 = self.rng.random();
+        while self.pending.contains_key(&txid) || txid == 0 {
+            txid = self.rng.random();
+        }
+        let bytes = self.packet(txid, body);
+        self.push(to, bytes.clone());
+        let timeout = self.config.rpc_timeout;
+        self.pending.insert(txid, Pending { to, bytes, attempts: 1, timeout, deadline: now + timeout, purpose });
+    }
+
+    /// Sends an answer to a validated address.
+    fn reply(&mut self, to: SocketAddr, txid: u32, body: Body) {
+        let bytes = self.packet(txid, body);
+        self.push(to, bytes);
+    }
+
+    /// Sends to an address that has not proven it receives: only if no larger than `budget`,
+    /// the size of the datagram that caused this send.
+    fn send_unvalidated(&mut self, to: SocketAddr, txid: u32, body: Body, budget: usize) {
+        let bytes = self.packet(txid, body);
+        if bytes.len() > budget {
+            self.counters.amplification_suppressed += 1;
+            return;
+        }
+        self.push(to, bytes);
+    }
+
+    fn fresh_token(&self, addr: &SocketAddr, now: Instant) -> Option<Token> {
+        self.tokens.get(addr).filter(|(_, got)| now.duration_since(*got) < TOKEN_REUSE).map(|(t, _)| *t)
+    }
+
+    fn store_token(&mut self, addr: SocketAddr, token: Token, now: Instant) {
+        if self.tokens.len() >= MAX_TOKENS_KEPT && !self.tokens.contains_key(&addr) {
+            self.tokens.retain(|_, (_, got)| now.duration_since(*got) < TOKEN_REUSE);
+            if self.tokens.len() >= MAX_TOKENS_KEPT {
+                return;
+            }
+        }
+        self.tokens.insert(addr, (token, now));
+    }
+
+    fn body_for(&self, need: &Need, token: Token) -> Body {
+        match need {
+            Need::FindNode { target, .. } => Body::FindNode { target: *target, token },
+            Need::GetPeers { request_id, info_hash, hop_limit, .. } => {
+                Body::GetPeers { info_hash: *info_hash, request_id: *request_id, hop_limit: *hop_limit, token }
+            }
+            Need::Forward(job) => Body::Forward {
+                info_hash: job.info_hash,
+                request_id: job.request_id,
+                hops: job.hops,
+                hops_left: job.hops_left,
+                origin: job.origin,
+                token,
+            },
+            Need::Announce { info_hash, status } => Body::Announce { info_hash: *info_hash, status: *status, token },
+        }
+    }
+
+    /// Sends a token-bearing request, pinging first for a token if we have none.
+    fn with_token(&mut self, now: Instant, to: SocketAddr, need: Need) {
+        match self.fresh_token(&to, now) {
+            Some(token) => {
+                let body = self.body_for(&need, token);
+                self.send_request(now, to, body, Purpose::Need { need, retried: false });
+            }
+            None => self.send_request(now, to, Body::Ping, Purpose::Ping { then: Some(After::Need(need)) }),
+        }
+    }
+
+    // ----- receiving --------------------------------------------------------------------------
+
+    /// Handles one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let from = canonical(from);
+        self.counters.received += 1;
+        // Decoding is cheap and bounded; it tells answers we asked for (never limited: their
+        // rate is our own) from everything else (limited per source).
+        let packet = match wire::decode(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                trace!("discovery: dropped {} bytes from {from}: {e}", bytes.len());
+                self.counters.dropped_malformed += 1;
+                return;
+            }
+        };
+        let expected = !packet.body.is_request() && self.pending.get(&packet.txid).is_some_and(|p| p.to == from);
+        if !expected && !self.limiter.allow(&from, now) {
+            self.counters.rate_limited += 1;
+            return;
+        }
+        if packet.sender == self.id {
+            self.counters.dropped_unsolicited += 1;
+            return;
+        }
+        let handled = if packet.body.is_request() {
+            self.handle_request(now, from, packet, bytes.len());
+            true
+        } else {
+            self.handle_answer(now, from, packet, bytes.len())
+        };
+        if handled {
+            self.counters.handled += 1;
+        } else {
+            self.counters.dropped_unsolicited += 1;
+        }
+    }
+
+    fn token_ok(&mut self, now: Instant, from: SocketAddr, sender: &NodeId, token: &Token) -> bool {
+        self.issuer.check(&mut self.rng, now, from, sender, token)
+    }
+
+    fn refuse_token(&mut self, now: Instant, from: SocketAddr, txid: u32, sender: NodeId, len: usize) {
+        self.counters.bad_tokens += 1;
+        let token = self.issuer.issue(&mut self.rng, now, from, &sender);
+        self.send_unvalidated(from, txid, Body::Retry { token }, len);
+    }
+
+    /// A validated request proves the sender receives at its address: it may enter the
+    /// routing table.
+    fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        if self.routing.insert_verified(id, addr, now) == Insert::Added {
+            trace!("discovery: routing table +{id:?} at {addr} ({} nodes)", self.routing.len());
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, packet: Packet, len: usize) {
+        let sender = packet.sender;
+        let txid = packet.txid;
+        match packet.body {
+            Body::Ping => {
+                // The only answer: a ping proves nothing about its source. The node is learned
+                // when it comes back with a token (any other request).
+                let token = self.issuer.issue(&mut self.rng, now, from, &sender);
+                self.send_unvalidated(from, txid, Body::Pong { token, observed: from }, len);
+            }
+            Body::FindNode { target, token } => {
+                if !self.token_ok(now, from, &sender, &token) {
+                    return self.refuse_token(now, from, txid, sender, len);
+                }
+                self.learn(now, sender, from);
+                let nodes: Vec<NodeRecord> = self
+                    .routing
+                    .closest(&target, MAX_NODES.min(self.config.k * 2))
+                    .iter()
+                    .filter(|e| e.addr != from)
+                    .map(|e| e.record())
+                    .collect();
+                self.reply(from, txid, Body::Nodes { nodes });
+            }
+            Body::GetPeers { info_hash, request_id, hop_limit, token } => {
+                if !self.token_ok(now, from, &sender, &token) {
+                    return self.refuse_token(now, from, txid, sender, len);
+                }
+                self.learn(now, sender, from);
+                let origin = NodeRecord { id: sender, addr: from };
+                // Answering is idempotent (and the origin asks a holder directly with the same
+                // request id after `found`); forwarding is not, so only that is deduplicated.
+                if self.swarms.knows(&info_hash) {
+                    let peers = self.swarms.sample(&info_hash, MAX_PEERS, &mut self.rng);
+                    let peers: Vec<PeerRecord> = peers.into_iter().filter(|p| p.addr != from).collect();
+                    let holder = self.swarms.get(&info_hash).and_then(|s| s.membership);
+                    self.reply(from, txid, Body::Peers { request_id, info_hash, holder, peers });
+                    return;
+                }
+                if !self.mark_seen(now, request_id, from) {
+                    self.counters.duplicates += 1;
+                    self.reply(from, txid, Body::Forwarded { request_id });
+                    return;
+                }
+                let hops_left = hop_limit.min(self.config.hop_limit);
+                let job = ForwardJob {
+                    info_hash,
+                    request_id,
+                    hops: 0,
+                    hops_left,
+                    origin,
+                    tried: vec![from],
+                    budget: len,
+                    origin_validated: true,
+                    sideways: false,
+                };
+                if hops_left == 0 || !self.forward(now, job) {
+                    self.reply(from, txid, Body::NotFound { request_id, info_hash, hops: 0 });
+                } else {
+                    self.reply(from, txid, Body::Forwarded { request_id });
+                }
+            }
+            Body::Forward { info_hash, request_id, hops, hops_left, origin, token } => {
+                if !self.token_ok(now, from, &sender, &token) {
+                    return self.refuse_token(now, from, txid, sender, len);
+                }
+                self.learn(now, sender, from);
+                self.reply(from, txid, Body::Forwarded { request_id });
+                if origin.id == self.id || !self.mark_seen(now, request_id, origin.addr) {
+                    self.counters.duplicates += 1;
+                    return;
+                }
+                let hops = hops.saturating_add(1);
+                if self.swarms.knows(&info_hash) {
+                    let token = self.issuer.issue(&mut self.rng, now, origin.addr, &origin.id);
+                    let found = Body::Found { request_id, info_hash, hops, token };
+                    self.send_unvalidated(origin.addr, 0, found, len);
+                    return;
+                }
+                let job = ForwardJob {
+                    info_hash,
+                    request_id,
+                    hops,
+                    hops_left: hops_left.saturating_sub(1),
+                    origin,
+                    tried: vec![from, origin.addr],
+                    budget: len,
+                    origin_validated: false,
+                    sideways: false,
+                };
+                if hops_left == 0 || !self.forward(now, job) {
+                    let not_found = Body::NotFound { request_id, info_hash, hops };
+                    self.send_unvalidated(origin.addr, 0, not_found, len);
+                }
+            }
+            Body::Announce { info_hash, status, token } => {
+                if !self.token_ok(now, from, &sender, &token) {
+                    return self.refuse_token(now, from, txid, sender, len);
+                }
+                self.learn(now, sender, from);
+                let record = PeerRecord { id: sender, addr: from, status };
+                if status == PeerStatus::Leaving {
+                    self.swarms.remove_peer(&info_hash, &from);
+                    debug!("discovery: {info_hash}: {from} left");
+                } else {
+                    match self.swarms.upsert(info_hash, record, now) {
+                        Upsert::New => debug!("discovery: {info_hash}: {from} joined as {}", status.as_str()),
+                        Upsert::StatusChanged(s) => debug!("discovery: {info_hash}: {from} is now {}", s.as_str()),
+                        Upsert::Refreshed | Upsert::Rejected => {}
+                    }
+                }
+                if self.swarms.is_member(&info_hash) {
+                    self.events.push(Event::Peers { info_hash, peers: vec![record] });
+                }
+                self.reply(from, txid, Body::Announced { info_hash });
+            }
+            _ => unreachable!("only requests reach handle_request"),
+        }
+    }
+
+    /// Records a handled request; false if it was seen before.
+    fn mark_seen(&mut self, now: Instant, request_id: u64, origin: SocketAddr) -> bool {
+        while let Some(&(t, key)) = self.seen_order.front() {
+            if now.duration_since(t) < self.config.seen_ttl && self.seen_order.len() < self.config.max_seen {
+                break;
+            }
+            self.seen_order.pop_front();
+            self.seen.remove(&key);
+        }
+        if !self.seen.insert((request_id, origin)) {
+            return false;
+        }
+        self.seen_order.push_back((now, (request_id, origin)));
+        true
+    }
+
+    /// Sends a forward job to the best next hop not tried yet; false if there is none.
+    ///
+    /// Greedy: the known node closest to the info hash and closer than this node. When there is
+    /// none (this node believes itself the closest) but it does not know the swarm, the request
+    /// takes one sideways step to the nearest other node with one hop left — the swarm's
+    /// storers are this node's nearest neighbours in the keyspace, and its table may be missing
+    /// the one that is closer still. The path stays a single path: no fan-out, so one request
+    /// never makes more than one `found`/`not_found` reach the origin.
+    fn forward(&mut self, now: Instant, job: ForwardJob) -> bool {
+        let target = key_of_hash(&job.info_hash);
+        match self.config.forwarding {
+            Forwarding::Greedy => {
+                let mine = distance(&key_of_node(&self.id), &target);
+                let candidates = self.routing.closest(&target, self.config.k * 2);
+                let closer = candidates
+                    .iter()
+                    .find(|e| !job.tried.contains(&e.addr) && distance(&key_of_node(&e.id), &target) < mine);
+                let mut job = job;
+                let next = match closer {
+                    Some(n) if !job.sideways => *n,
+                    _ => {
+                        let side = candidates.iter().find(|e| !job.tried.contains(&e.addr));
+                        match side {
+                            Some(n) if job.hops_left > 0 => {
+                                job.sideways = true;
+                                job.hops_left = 1;
+                                *n
+                            }
+                            _ => return false,
+                        }
+                    }
+                };
+                job.tried.push(next.addr);
+                self.counters.forwarded += 1;
+                self.with_token(now, next.addr, Need::Forward(job));
+                true
+            }
+            Forwarding::Flood => {
+                let all: Vec<SocketAddr> = self
+                    .routing
+                    .entries()
+                    .filter(|e| e.reachable() && !job.tried.contains(&e.addr))
+                    .map(|e| e.addr)
+                    .collect();
+                if all.is_empty() {
+                    return false;
+                }
+                for addr in all {
+                    self.counters.forwarded += 1;
+                    self.with_token(now, addr, Need::Forward(job.clone()));
+                }
+                true
+            }
+        }
+    }
+
+    /// Handles an answer of `len` bytes; false if nobody asked for it.
+    fn handle_answer(&mut self, now: Instant, from: SocketAddr, packet: Packet, len: usize) -> bool {
+        // `found` and `not_found` come from nodes the origin never asked: match by request id.
+        match &packet.body {
+            Body::Found { request_id, info_hash, hops, token } => {
+                return self.on_found(now, from, *request_id, *info_hash, *hops, *token);
+            }
+            Body::NotFound { request_id, info_hash, .. }
+                if self.pending.get(&packet.txid).is_none_or(|p| p.to != from) =>
+            {
+                return self.on_not_found(now, *request_id, *info_hash);
+            }
+            _ => {}
+        }
+        let Some(pending) = self.pending.get(&packet.txid) else { return false };
+        if pending.to != from {
+            return false;
+        }
+        let Some(pending) = self.pending.remove(&packet.txid) else { return false };
+        // It answered, at the address we asked: a verified node.
+        self.routing.insert_verified(packet.sender, from, now);
+        self.routing.seen(&packet.sender, now);
+        match (pending.purpose, packet.body) {
+            (Purpose::Ping { then }, Body::Pong { token, .. }) => {
+                self.store_token(from, token, now);
+                match then {
+                    Some(After::Need(need)) => {
+                        let body = self.body_for(&need, token);
+                        self.send_request(now, from, body, Purpose::Need { need, retried: false });
+                    }
+                    Some(After::SelfLookup) => self.self_lookup(now),
+                    None => {}
+                }
+            }
+            (Purpose::Need { need, retried }, Body::Retry { token }) => {
+                self.store_token(from, token, now);
+                if retried {
+                    self.need_failed(now, from, need);
+                } else {
+                    let body = self.body_for(&need, token);
+                    self.send_request(now, from, body, Purpose::Need { need, retried: true });
+                }
+            }
+            (Purpose::Need { need: Need::FindNode { lookup, .. }, .. }, Body::Nodes { nodes }) => {
+                self.on_nodes(now, lookup, from, nodes, len);
+            }
+            (Purpose::Need { need: Need::GetPeers { lookup, .. }, .. }, body) => {
+                self.on_get_peers_answer(now, lookup, from, packet.sender, body, len);
+            }
+            (Purpose::Need { need: Need::Forward(_), .. }, Body::Forwarded { .. }) => {}
+            (Purpose::Need { need: Need::Announce { info_hash, .. }, .. }, Body::Announced { .. }) => {
+                // A member that answers is alive: refresh it in our table.
+                if let Some(s) = self.swarms.get(&info_hash)
+                    && let Some(p) = s.peers.get(&from).copied()
+                {
+                    self.swarms.upsert(info_hash, PeerRecord { id: packet.sender, ..p.record() }, now);
+                }
+            }
+            (purpose, body) => {
+                debug!("discovery: unexpected {} from {from} for {purpose:?}", body.name());
+            }
+        }
+        true
+    }
+
+    fn need_failed(&mut self, now: Instant, to: SocketAddr, need: Need) {
+        match need {
+            Need::FindNode { lookup, .. } => self.on_node_failed(now, lookup, to),
+            Need::GetPeers { lookup, .. } => self.on_first_hop_failed(now, lookup, to),
+            // Flooding never re-routes a failed hop: every neighbour was tried anyway.
+            Need::Forward(_) if self.config.forwarding == Forwarding::Flood => {}
+            Need::Forward(job) => {
+                // Replace the dead hop by the next closest.
+                if !self.forward(now, job.clone()) {
+                    let body = Body::NotFound { request_id: job.request_id, info_hash: job.info_hash, hops: job.hops };
+                    if job.origin_validated {
+                        self.reply(job.origin.addr, 0, body);
+                    } else {
+                        self.send_unvalidated(job.origin.addr, 0, body, job.budget);
+                    }
+                }
+            }
+            Need::Announce { info_hash, .. } => {
+                // A member that does not answer is gone.
+                self.swarms.remove_peer(&info_hash, &to);
+            }
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------------------------
+
+    /// Retries, timeouts and periodic work due at `now`.
+    pub fn poll(&mut self, now: Instant) {
+        let due: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(t, _)| *t).collect();
+        for txid in due {
+            let Some(mut p) = self.pending.remove(&txid) else { continue };
+            if p.attempts < self.config.rpc_attempts {
+                p.attempts += 1;
+                p.timeout *= 2;
+                p.deadline = now + p.timeout;
+                self.counters.retries += 1;
+                self.push(p.to, p.bytes.clone());
+                self.pending.insert(txid, p);
+                continue;
+            }
+            self.counters.timeouts += 1;
+            self.routing.failed(p.to);
+            match p.purpose {
+                Purpose::Ping { then: Some(After::Need(need)) } | Purpose::Need { need, .. } => {
+                    self.need_failed(now, p.to, need)
+                }
+                Purpose::Ping { .. } => {}
+            }
+        }
+        self.lookup_timers(now);
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + self.config.maintenance_interval;
+            self.maintain(now);
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        self.swarms.expire(now, self.config.peer_ttl);
+        self.tokens.retain(|_, (_, got)| now.duration_since(*got) < TOKEN_REUSE);
+        self.lookups.retain(|_, l| !l.done || now.duration_since(l.started) < l.deadline.duration_since(l.started) * 2);
+        let live: HashSet<u64> = self.lookups.keys().copied().collect();
+        self.request_ids.retain(|_, key| live.contains(key));
+        // Re-announce member swarms on schedule.
+        let due: Vec<InfoHash> = self.next_announce.iter().filter(|(_, t)| **t <= now).map(|(h, _)| *h).collect();
+        for hash in due {
+            if let Some(status) = self.swarms.get(&hash).and_then(|s| s.membership) {
+                self.announce_to_known(now, hash, status);
+                self.start_lookup(now, hash, &[], Some(status));
+                self.start_node_lookup(now, key_of_hash(&hash), NodeLookupPurpose::Announce(hash, status));
+            }
+            self.next_announce.insert(hash, now + self.config.announce_interval);
+        }
+        // Keep the routing table fresh; rejoin through the bootstrap nodes if it emptied.
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.config.refresh_interval;
+            if !self.routing.is_empty() {
+                self.self_lookup(now);
+            }
+        }
+        let before = now.checked_sub(self.config.refresh_interval).unwrap_or(now);
+        for e in self.routing.stale(before).into_iter().take(16) {
+            self.send_request(now, e.addr, Body::Ping, Purpose::Ping { then: None });
+        }
+        if self.routing.is_empty() {
+            let addrs = self.bootstrap.clone();
+            for addr in addrs {
+                self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+            }
+        }
+    }
+
+    // ----- get_peers lookups (origin side) ------------------------------------------------------
+
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        extra: &[SocketAddr],
+        join: Option<PeerStatus>,
+    ) -> u64 {
+        let mut key: u64 = self.rng.random();
+        while self.lookups.contains_key(&key) {
+            key = self.rng.random();
+        }
+        let mut candidates: Vec<SocketAddr> =
+            self.routing.closest(&key_of_hash(&info_hash), self.config.k).iter().map(|e| e.addr).collect();
+        for &a in extra {
+            let a = canonical(a);
+            if !candidates.contains(&a) {
+                candidates.push(a);
+            }
+        }
+        let lookup = Lookup {
+            info_hash,
+            started: now,
+            deadline: now + self.config.lookup_timeout,
+            attempt_deadline: now,
+            request_id: 0,
+            attempts: 0,
+            candidates,
+            next: 0,
+            dead: HashSet::new(),
+            not_found: HashSet::new(),
+            open_paths: 0,
+            holders: HashSet::new(),
+            hops: None,
+            join,
+            done: false,
+        };
+        self.lookups.insert(key, lookup);
+        self.new_attempt(now, key);
+        key
+    }
+
+    /// Starts an attempt: a new request id, sent to the next first hops.
+    fn new_attempt(&mut self, now: Instant, key: u64) {
+        let mut rid: u64 = self.rng.random();
+        while self.request_ids.contains_key(&rid) {
+            rid = self.rng.random();
+        }
+        let path_timeout = self.config.path_timeout;
+        let Some(l) = self.lookups.get_mut(&key) else { return };
+        l.request_id = rid;
+        l.attempts += 1;
+        l.attempt_deadline = now + path_timeout;
+        l.not_found.clear();
+        l.holders.clear();
+        l.open_paths = 0;
+        self.request_ids.insert(rid, key);
+        let mut sent = 0;
+        while sent < self.config.first_hops && self.next_first_hop(now, key) {
+            sent += 1;
+        }
+        self.check_lookup_exhausted(now, key);
+    }
+
+    /// Asks the next live candidate of the current attempt; false if none is left.
+    fn next_first_hop(&mut self, now: Instant, key: u64) -> bool {
+        let hop_limit = self.config.hop_limit;
+        let Some(l) = self.lookups.get_mut(&key) else { return false };
+        let n = l.candidates.len();
+        for _ in 0..n {
+            let addr = l.candidates[l.next % n];
+            l.next += 1;
+            if l.dead.contains(&addr) || l.not_found.contains(&addr) {
+                continue;
+            }
+            l.open_paths += 1;
+            let need = Need::GetPeers { lookup: key, request_id: l.request_id, info_hash: l.info_hash, hop_limit };
+            self.with_token(now, addr, need);
+            return true;
+        }
+        false
+    }
+
+    /// Ends the lookup if nothing is in flight and no first hop is left to ask in this
+    /// attempt: every live first hop said `not_found` (nobody knows the swarm), or all are dead.
+    fn check_lookup_exhausted(&mut self, now: Instant, key: u64) {
+        let Some(l) = self.lookups.get(&key) else { return };
+        if l.done || l.open_paths > 0 {
+            return;
+        }
+        let left = l.candidates.iter().any(|a| !l.dead.contains(a) && !l.not_found.contains(a));
+        if left {
+            return;
+        }
+        if l.not_found.is_empty() && !l.candidates.is_empty() && now < l.deadline {
+            // Every first hop looked dead; under heavy loss some were not. Try them all again.
+            if let Some(l) = self.lookups.get_mut(&key) {
+                l.dead.clear();
+            }
+            self.new_attempt(now, key);
+        } else {
+            self.complete_lookup(now, key, Vec::new());
+        }
+    }
+
+    fn on_first_hop_failed(&mut self, now: Instant, key: u64, addr: SocketAddr) {
+        let Some(l) = self.lookups.get_mut(&key) else { return };
+        if l.done {
+            return;
+        }
+        if !l.holders.contains(&addr) {
+            l.dead.insert(addr);
+        }
+        l.open_paths = l.open_paths.saturating_sub(1);
+        self.next_first_hop(now, key);
+        self.check_lookup_exhausted(now, key);
+    }
+
+    fn lookup_of(&self, request_id: u64, info_hash: &InfoHash) -> Option<u64> {
+        let key = *self.request_ids.get(&request_id)?;
+        (self.lookups.get(&key)?.info_hash == *info_hash).then_some(key)
+    }
+
+    fn on_get_peers_answer(
+        &mut self,
+        now: Instant,
+        key: u64,
+        from: SocketAddr,
+        sender: NodeId,
+        body: Body,
+        len: usize,
+    ) {
+        match body {
+            Body::Peers { info_hash, holder, peers, .. } => {
+                let Some(l) = self.lookups.get_mut(&key) else { return };
+                if l.done || l.info_hash != info_hash {
+                    return;
+                }
+                if l.hops.is_none() {
+                    l.hops = Some(0);
+                }
+                let mut records: Vec<PeerRecord> = peers.into_iter().filter(|p| p.id != self.id).collect();
+                if let Some(status) = holder {
+                    records.insert(0, PeerRecord { id: sender, addr: from, status });
+                }
+                self.on_peers(now, key, records, len);
+            }
+            Body::Forwarded { .. } => {}
+            Body::NotFound { request_id, .. } => {
+                let Some(l) = self.lookups.get_mut(&key) else { return };
+                if request_id == l.request_id {
+                    l.not_found.insert(from);
+                    l.open_paths = l.open_paths.saturating_sub(1);
+                    self.next_first_hop(now, key);
+                    self.check_lookup_exhausted(now, key);
+                }
+            }
+            other => debug!("discovery: unexpected {} answering get_peers", other.name()),
+        }
+    }
+
+    fn on_found(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request_id: u64,
+        info_hash: InfoHash,
+        hops: u8,
+        token: Token,
+    ) -> bool {
+        let Some(key) = self.lookup_of(request_id, &info_hash) else { return false };
+        let Some(l) = self.lookups.get_mut(&key) else { return false };
+        if l.done || !l.holders.insert(from) {
+            return true;
+        }
+        l.hops = Some(l.hops.map_or(hops, |h| h.min(hops)));
+        l.open_paths += 1;
+        let rid = l.request_id;
+        self.store_token(from, token, now);
+        self.with_token(now, from, Need::GetPeers { lookup: key, request_id: rid, info_hash, hop_limit: 0 });
+        true
+    }
+
+    /// `not_found` from a node deep on a path (not the first hop): that path ended.
+    fn on_not_found(&mut self, now: Instant, request_id: u64, info_hash: InfoHash) -> bool {
+        let Some(key) = self.lookup_of(request_id, &info_hash) else { return false };
+        let Some(l) = self.lookups.get_mut(&key) else { return false };
+        // The path ran to the nodes closest to the info hash and none knows the swarm: nobody
+        // does (we may be its first member). Other first hops would lead to the same place.
+        if !l.done && request_id == l.request_id {
+            l.open_paths = l.open_paths.saturating_sub(1);
+            if l.open_paths == 0 {
+                self.complete_lookup(now, key, Vec::new());
+            }
+        }
+        true
+    }
+
+    /// Peers from an answer of `len` bytes: all are recorded; we announce ourselves to those
+    /// [`Node::affordable`] allows (the others learn of us through the swarm's storers, or
+    /// when we connect to them).
+    fn on_peers(&mut self, now: Instant, key: u64, peers: Vec<PeerRecord>, len: usize) {
+        let Some(l) = self.lookups.get(&key) else { return };
+        let info_hash = l.info_hash;
+        let join = l.join;
+        if self.swarms.is_member(&info_hash) {
+            for p in &peers {
+                self.swarms.upsert(info_hash, *p, now);
+            }
+            if !peers.is_empty() {
+                self.events.push(Event::Peers { info_hash, peers: peers.clone() });
+            }
+        }
+        if let Some(status) = join {
+            let status = self.swarms.get(&info_hash).and_then(|s| s.membership).unwrap_or(status);
+            let live: Vec<PeerRecord> = peers.iter().filter(|p| p.status != PeerStatus::Leaving).copied().collect();
+            let target = key_of_hash(&info_hash);
+            for p in self.affordable(now, live, len, |p| key_of_node(&p.id), &target, |p| p.addr) {
+                self.with_token(now, p.addr, Need::Announce { info_hash, status });
+            }
+        }
+        self.complete_lookup(now, key, peers);
+    }
+
+    /// Attempt and lookup deadlines.
+    fn lookup_timers(&mut self, now: Instant) {
+        let keys: Vec<u64> = self.lookups.iter().filter(|(_, l)| !l.done).map(|(k, _)| *k).collect();
+        for key in keys {
+            let Some(l) = self.lookups.get(&key) else { continue };
+            if now >= l.deadline {
+                self.complete_lookup(now, key, Vec::new());
+            } else if now >= l.attempt_deadline {
+                debug!("discovery: lookup {} attempt {} unanswered; trying again", l.info_hash, l.attempts);
+                self.new_attempt(now, key);
+            }
+        }
+    }
+
+    fn complete_lookup(&mut self, now: Instant, key: u64, peers: Vec<PeerRecord>) {
+        let Some(l) = self.lookups.get_mut(&key) else { return };
+        if l.done {
+            return;
+        }
+        l.done = true;
+        let found = !peers.is_empty();
+        let report = LookupReport {
+            info_hash: l.info_hash,
+            request_id: l.request_id,
+            found,
+            peers,
+            attempts: l.attempts,
+            hops: if found { l.hops } else { None },
+            elapsed: now.duration_since(l.started),
+        };
+        debug!(
+            "discovery: lookup {} {}: {} peers, {:?} hops, {} attempts, {:?}",
+            report.info_hash,
+            if found { "found the swarm" } else { "found nothing" },
+            report.peers.len(),
+            report.hops,
+            report.attempts,
+            report.elapsed
+        );
+        self.events.push(Event::LookupDone(report));
+    }
+
+    // ----- find_node lookups ------------------------------------------------------------------
+
+    fn start_node_lookup(&mut self, now: Instant, target: Key, purpose: NodeLookupPurpose) {
+        let mut id: u64 = self.rng.random();
+        while self.node_lookups.contains_key(&id) {
+            id = self.rng.random();
+        }
+        let candidates =
+            self.routing.closest(&target, self.config.k).into_iter().map(|e| (e.record(), Candidate::Fresh)).collect();
+        self.node_lookups.insert(id, NodeLookup { target, purpose, candidates, in_flight: 0 });
+        self.step_node_lookup(now, id);
+    }
+
+    fn step_node_lookup(&mut self, now: Instant, id: u64) {
+        let (k, alpha) = (self.config.k, self.config.alpha);
+        let Some(l) = self.node_lookups.get_mut(&id) else { return };
+        let target = l.target;
+        l.candidates.sort_by_key(|(n, _)| distance(&key_of_node(&n.id), &target));
+        let mut to_ask = Vec::new();
+        // Among the k closest not known dead, ask those not yet asked.
+        for (n, state) in l.candidates.iter_mut().filter(|(_, s)| *s != Candidate::Failed).take(k) {
+            if l.in_flight + to_ask.len() >= alpha {
+                break;
+            }
+            if *state == Candidate::Fresh {
+                *state = Candidate::Asked;
+                to_ask.push(*n);
+            }
+        }
+        l.in_flight += to_ask.len();
+        let finished = l.in_flight == 0;
+        for n in to_ask {
+            self.with_token(now, n.addr, Need::FindNode { lookup: id, target });
+        }
+        if finished {
+            self.finish_node_lookup(now, id);
+        }
+    }
+
+    /// Keeps the items of an answer of `len` bytes that this node may contact: all those it
+    /// already knows (routing table, or a fresh token), and, closest to `target` first, as many
+    /// unknown ones as the answer pays for — each costs a request of at least
+    /// `MIN_REQUEST_LEN` bytes to an address nobody has validated, so a forged list cannot turn
+    /// this node into an amplifier.
+    fn affordable<T>(
+        &self,
+        now: Instant,
+        mut items: Vec<T>,
+        len: usize,
+        key: impl Fn(&T) -> Key,
+        target: &Key,
+        addr: impl Fn(&T) -> SocketAddr,
+    ) -> Vec<T> {
+        items.sort_by_key(|i| distance(&key(i), target));
+        let mut budget = (len / wire::MIN_REQUEST_LEN).max(1);
+        items.retain(|i| {
+            let a = addr(i);
+            if self.routing.get_by_addr(&a).is_some() || self.fresh_token(&a, now).is_some() {
+                true
+            } else if budget > 0 {
+                budget -= 1;
+                true
+            } else {
+                false
+            }
+        });
+        items
+    }
+
+    /// Nodes from a find_node answer of `len` bytes (see [`Node::affordable`]).
+    fn on_nodes(&mut self, now: Instant, id: u64, from: SocketAddr, nodes: Vec<NodeRecord>, len: usize) {
+        let own = self.id;
+        let Some(target) = self.node_lookups.get(&id).map(|l| l.target) else { return };
+        let nodes = self.affordable(now, nodes, len, |n| key_of_node(&n.id), &target, |n| n.addr);
+        let Some(l) = self.node_lookups.get_mut(&id) else { return };
+        l.in_flight = l.in_flight.saturating_sub(1);
+        for (n, state) in l.candidates.iter_mut() {
+            if n.addr == from {
+                *state = Candidate::Answered;
+            }
+        }
+        for n in nodes {
+            if n.id != own && !l.candidates.iter().any(|(c, _)| c.id == n.id || c.addr == n.addr) {
+                l.candidates.push((n, Candidate::Fresh));
+            }
+        }
+        // Keep the candidate list bounded.
+        l.candidates.sort_by_key(|(n, _)| distance(&key_of_node(&n.id), &target));
+        l.candidates.truncate(self.config.k * 4);
+        self.step_node_lookup(now, id);
+    }
+
+    fn on_node_failed(&mut self, now: Instant, id: u64, addr: SocketAddr) {
+        let Some(l) = self.node_lookups.get_mut(&id) else { return };
+        l.in_flight = l.in_flight.saturating_sub(1);
+        for (n, state) in l.candidates.iter_mut() {
+            if n.addr == addr {
+                *state = Candidate::Failed;
+            }
+        }
+        self.step_node_lookup(now, id);
+    }
+
+    /// Looks up a random id in every bucket farther from us than our closest neighbour, so that
+    /// the table knows some node in every part of the keyspace (Kademlia's join refresh).
+    fn refresh_buckets(&mut self, now: Instant) {
+        let own = key_of_node(&self.id);
+        let Some(closest) = self.routing.closest(&own, 1).first().map(|e| key_of_node(&e.id)) else { return };
+        let depth = super::key::common_prefix_len(&own, &closest).min(64);
+        for bit in 0..depth {
+            let mut target: Key = self.rng.random();
+            // Share our first `bit` bits, differ at bit `bit`.
+            for b in 0..bit {
+                let (byte, mask) = (b / 8, 0x80u8 >> (b % 8));
+                target[byte] = (target[byte] & !mask) | (own[byte] & mask);
+            }
+            let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+            target[byte] = (target[byte] & !mask) | (!own[byte] & mask);
+            self.start_node_lookup(now, target, NodeLookupPurpose::Refresh);
+        }
+    }
+
+    fn finish_node_lookup(&mut self, now: Instant, id: u64) {
+        let Some(l) = self.node_lookups.remove(&id) else { return };
+        let info_hash = match l.purpose {
+            NodeLookupPurpose::SelfLookup => return self.refresh_buckets(now),
+            NodeLookupPurpose::Refresh => return,
+            NodeLookupPurpose::Announce(info_hash, _) => info_hash,
+        };
+        // Announce to the k closest nodes that answered (the swarm's storers), and take part
+        // ourselves if we are among the closest.
+        let status = self.swarms.get(&info_hash).and_then(|s| s.membership);
+        let Some(status) = status else { return };
+        let closest: Vec<SocketAddr> = l
+            .candidates
+            .iter()
+            .filter(|(_, s)| *s == Candidate::Answered)
+            .take(self.config.k)
+            .map(|(n, _)| n.addr)
+            .collect();
+        for addr in closest {
+            self.with_token(now, addr, Need::Announce { info_hash, status });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

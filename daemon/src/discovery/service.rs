@@ -1,0 +1,524 @@
+//! The discovery service: the daemon's driver for the sans-IO [`Node`].
+//!
+//! One task owns the node and the UDP socket. It feeds the node every datagram, polls it at its
+//! deadlines, sends what it produces, and takes commands from torrents ([`DiscoveryHandle`]):
+//! join a swarm, change status, leave. It publishes swarm views and counters into
+//! [`DaemonShared`] for `status` and `peers`, forwards new members to torrents that subscribed,
+//! and persists the routing table and peer tables (atomically, at most every
+//! [`SAVE_EVERY`], and at shutdown). At start it restores them and pings every remembered
+//! node, so a restarted node rejoins its swarms and the network even when every bootstrap node
+//! is gone.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::future;
+use log::{debug, info, warn};
+use serde::{Deserialize, Serialize};
+use smol::Async;
+
+use super::node::{DiscoveryConfig, Event, Node};
+use super::wire::{MAX_DATAGRAM, NodeRecord, PeerRecord, PeerStatus};
+use crate::config::DiscoverySettings;
+use crate::control::protocol::{LookupStats, PeerInfo, RpcCounters};
+use crate::descriptor::{InfoHash, NodeAddr};
+use crate::node_id::NodeId;
+use crate::shared::DaemonShared;
+use crate::state::{Loaded, StateDir, StateKind};
+
+/// Longest interval between saves of changed tables.
+pub const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// How often views and counters are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+const STATE_VERSION: u32 = 1;
+
+/// Turns the operator's settings into the node's configuration.
+pub fn node_config(s: &DiscoverySettings) -> DiscoveryConfig {
+    DiscoveryConfig {
+        k: s.k as usize,
+        hop_limit: s.hop_limit,
+        rpc_timeout: Duration::from_millis(s.rpc_timeout_ms),
+        rpc_attempts: s.rpc_attempts,
+        lookup_timeout: Duration::from_secs(s.lookup_timeout_secs),
+        peer_ttl: Duration::from_secs(s.peer_ttl_secs),
+        announce_interval: Duration::from_secs(s.announce_interval_secs),
+        max_peers_per_swarm: s.max_peers_per_swarm as usize,
+        max_stored_swarms: s.max_stored_swarms as usize,
+        max_nodes_per_ip: s.max_nodes_per_ip as usize,
+        max_peers_per_ip: s.max_nodes_per_ip as usize,
+        rate_limit: s.rate_limit as f64,
+        rate_burst: 2.0 * s.rate_limit as f64,
+        ..DiscoveryConfig::default()
+    }
+}
+
+enum Command {
+    Join { info_hash: InfoHash, status: PeerStatus, bootstrap: Vec<SocketAddr> },
+    SetStatus { info_hash: InfoHash, status: PeerStatus },
+    Leave { info_hash: InfoHash },
+    Bootstrap(Vec<SocketAddr>),
+    Subscribe { info_hash: InfoHash, peers: async_channel::Sender<Vec<PeerRecord>> },
+    Shutdown { done: async_channel::Sender<()> },
+}
+
+/// How torrents (and the runtime) talk to the discovery service. Cheap to clone.
+#[derive(Clone)]
+pub struct DiscoveryHandle {
+    commands: async_channel::Sender<Command>,
+}
+
+/// Resolves `host:port` addresses (DNS names through the system resolver).
+pub async fn resolve(addrs: &[NodeAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for a in addrs {
+        if let Some(sa) = a.as_socket_addr() {
+            out.push(sa);
+            continue;
+        }
+        match smol::net::resolve((a.host.as_str(), a.port)).await {
+            Ok(list) => out.extend(list),
+            Err(e) => warn!("discovery: cannot resolve bootstrap node {a}: {e}"),
+        }
+    }
+    out
+}
+
+impl DiscoveryHandle {
+    /// Joins a swarm (announcing `status`), using `bootstrap` nodes besides the routing table.
+    pub async fn join(&self, info_hash: InfoHash, status: PeerStatus, bootstrap: &[NodeAddr]) {
+        let bootstrap = resolve(bootstrap).await;
+        let _ = self.commands.send(Command::Join { info_hash, status, bootstrap }).await;
+    }
+
+    pub async fn set_status(&self, info_hash: InfoHash, status: PeerStatus) {
+        let _ = self.commands.send(Command::SetStatus { info_hash, status }).await;
+    }
+
+    pub async fn leave(&self, info_hash: InfoHash) {
+        let _ = self.commands.send(Command::Leave { info_hash }).await;
+    }
+
+    /// Joins the network through these nodes (config `bootstrap:`).
+    pub async fn bootstrap(&self, addrs: &[NodeAddr]) {
+        let addrs = resolve(addrs).await;
+        if !addrs.is_empty() {
+            let _ = self.commands.send(Command::Bootstrap(addrs)).await;
+        }
+    }
+
+    /// Members of `info_hash` as they are learned (lookup answers, announces).
+    pub async fn subscribe(&self, info_hash: InfoHash) -> async_channel::Receiver<Vec<PeerRecord>> {
+        let (tx, rx) = async_channel::bounded(64);
+        let _ = self.commands.send(Command::Subscribe { info_hash, peers: tx }).await;
+        rx
+    }
+
+    /// Persists state, sends what is queued, and stops the service.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.commands.send(Command::Shutdown { done: tx }).await.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RoutingState {
+    version: u32,
+    nodes: Vec<SavedNode>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedNode {
+    id: NodeId,
+    addr: SocketAddr,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PeersState {
+    version: u32,
+    info_hash: InfoHash,
+    peers: Vec<SavedPeer>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPeer {
+    id: NodeId,
+    addr: SocketAddr,
+    status: PeerStatus,
+    /// When last seen, in seconds since the Unix epoch.
+    seen: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Receive buffer asked for: bursts (or floods) queue here rather than being dropped by the
+/// kernel before the service can read and count them.
+const RECEIVE_BUFFER: usize = 4 << 20;
+/// Datagrams handled per wake-up before the service looks at its other work.
+const MAX_BATCH: usize = 256;
+
+/// Binds the UDP socket (at start-up, so a port in use is a start-up error).
+pub fn bind(listen: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(listen)?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &RECEIVE_BUFFER);
+    Ok(socket)
+}
+
+/// Starts the service task.
+pub fn start(
+    socket: UdpSocket,
+    node_id: NodeId,
+    settings: &DiscoverySettings,
+    state: StateDir,
+    shared: Arc<DaemonShared>,
+    executor: &smol::Executor<'static>,
+) -> std::io::Result<DiscoveryHandle> {
+    let socket = Async::new(socket)?;
+    let now = Instant::now();
+    let mut node = Node::new(node_id, node_config(settings), rand::random(), now);
+    restore(&mut node, &state, &shared, now);
+    let (tx, rx) = async_channel::unbounded();
+    let service = Service {
+        node,
+        socket,
+        state,
+        shared,
+        subscribers: HashMap::new(),
+        dirty: true,
+        last_save: now,
+        saved: HashMap::new(),
+        lookups: (0, 0, std::collections::VecDeque::new()),
+    };
+    executor.spawn(service.run(rx)).detach();
+    Ok(DiscoveryHandle { commands: tx })
+}
+
+/// Loads the routing table and peer tables saved by an earlier run.
+fn restore(node: &mut Node, state: &StateDir, shared: &DaemonShared, now: Instant) {
+    let report = |what: &str, moved_to: &std::path::Path, reason: &str| {
+        let line = format!("{what} unreadable ({reason}); moved to {}; starting without it", moved_to.display());
+        warn!("discovery: {line}");
+        shared.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    };
+    match state.load::<RoutingState>(StateKind::Routing, None) {
+        Loaded::Ok(r) if r.version == STATE_VERSION => {
+            let nodes: Vec<NodeRecord> = r.nodes.iter().map(|n| NodeRecord { id: n.id, addr: n.addr }).collect();
+            info!("discovery: {} nodes remembered from the last run; pinging them", nodes.len());
+            node.restore_routing(now, &nodes);
+        }
+        Loaded::Ok(_) | Loaded::Missing => {}
+        Loaded::Quarantined { moved_to, reason } => report("routing table", &moved_to, &reason),
+    }
+    let dir = state.root().join("peers");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let unix = unix_now();
+    for entry in entries.flatten().take(100_000) {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("state") {
+            continue;
+        }
+        match crate::state::load_file::<PeersState>(&path, StateKind::Peers) {
+            Loaded::Ok(p) if p.version == STATE_VERSION => {
+                let peers: Vec<(PeerRecord, Duration)> = p
+                    .peers
+                    .iter()
+                    .map(|s| {
+                        let age = Duration::from_secs(unix.saturating_sub(s.seen));
+                        (PeerRecord { id: s.id, addr: s.addr, status: s.status }, age)
+                    })
+                    .collect();
+                node.restore_peers(now, p.info_hash, &peers);
+            }
+            Loaded::Ok(_) | Loaded::Missing => {}
+            Loaded::Quarantined { moved_to, reason } => report("peer table", &moved_to, &reason),
+        }
+    }
+}
+
+struct Service {
+    node: Node,
+    socket: Async<UdpSocket>,
+    state: StateDir,
+    shared: Arc<DaemonShared>,
+    /// Torrents waiting for members of their swarm.
+    subscribers: HashMap<InfoHash, Vec<async_channel::Sender<Vec<PeerRecord>>>>,
+    /// Tables changed since the last save.
+    dirty: bool,
+    last_save: Instant,
+    /// Lookups completed and found, and the latencies of the most recent successful ones.
+    lookups: (u64, u64, std::collections::VecDeque<Duration>),
+    /// Fingerprint of every table as last saved (the routing table under its own id).
+    saved: HashMap<InfoHash, u64>,
+}
+
+/// A cheap summary of a table's content; minute-granular in `seen` so that refreshes do not
+/// rewrite files every few seconds.
+fn fingerprint<T: std::hash::Hash + Ord>(items: &mut [T]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    items.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    items.hash(&mut h);
+    h.finish()
+}
+
+enum Wake {
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Command(Option<Command>),
+    Timer,
+}
+
+impl Service {
+    async fn run(mut self, commands: async_channel::Receiver<Command>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM * 2];
+        let mut next_publish = Instant::now();
+        loop {
+            self.flush().await;
+            let now = Instant::now();
+            if now >= next_publish {
+                self.publish(now);
+                next_publish = now + PUBLISH_EVERY;
+            }
+            if self.dirty && now.duration_since(self.last_save) >= SAVE_EVERY {
+                self.save(now).await;
+            }
+            let deadline = self.node.next_deadline().min(next_publish).min(self.last_save + SAVE_EVERY);
+            let wake = future::or(
+                async { Wake::Datagram(self.socket.recv_from(&mut buf).await) },
+                future::or(async { Wake::Command(commands.recv().await.ok()) }, async {
+                    smol::Timer::at(deadline).await;
+                    Wake::Timer
+                }),
+            )
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Datagram(Ok((n, from))) => {
+                    self.node.handle_datagram(now, from, &buf[..n]);
+                    // Drain what else is queued before doing anything else.
+                    for _ in 1..MAX_BATCH {
+                        match self.socket.get_ref().recv_from(&mut buf) {
+                            Ok((n, from)) => self.node.handle_datagram(now, from, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                    self.dirty = true;
+                }
+                Wake::Datagram(Err(e)) => {
+                    // ICMP errors for earlier sends surface here on Linux; nothing to do.
+                    debug!("discovery: receive: {e}");
+                }
+                Wake::Command(Some(Command::Shutdown { done })) => {
+                    self.flush().await;
+                    self.save(now).await;
+                    let _ = done.send(()).await;
+                    return;
+                }
+                Wake::Command(Some(cmd)) => self.command(now, cmd),
+                Wake::Command(None) => return,
+                Wake::Timer => self.node.poll(now),
+            }
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Join { info_hash, status, bootstrap } => {
+                info!("discovery: joining swarm {info_hash} as {}", status.as_str());
+                self.node.join(now, info_hash, status, &bootstrap);
+            }
+            Command::SetStatus { info_hash, status } => self.node.set_status(now, info_hash, status),
+            Command::Leave { info_hash } => {
+                self.node.leave(now, info_hash);
+                self.subscribers.remove(&info_hash);
+            }
+            Command::Bootstrap(addrs) => self.node.bootstrap(now, &addrs),
+            Command::Subscribe { info_hash, peers } => {
+                // Members already known are delivered at once.
+                let known: Vec<PeerRecord> = self
+                    .node
+                    .swarms()
+                    .get(&info_hash)
+                    .map(|s| s.peers.values().map(|p| p.record()).collect())
+                    .unwrap_or_default();
+                if !known.is_empty() {
+                    let _ = peers.try_send(known);
+                }
+                self.subscribers.entry(info_hash).or_default().push(peers);
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+        self.dirty = true;
+    }
+
+    /// Sends everything the node produced and hands its events on.
+    async fn flush(&mut self) {
+        let v6 = self.socket.get_ref().local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+        for t in self.node.take_transmits() {
+            let to = match (t.to, v6) {
+                (SocketAddr::V4(a), true) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+                (SocketAddr::V6(_), false) => continue,
+                (a, _) => a,
+            };
+            if let Err(e) = self.socket.send_to(&t.bytes, to).await {
+                debug!("discovery: send to {to}: {e}");
+            }
+        }
+        for event in self.node.take_events() {
+            match event {
+                Event::Peers { info_hash, peers } => {
+                    if let Some(subs) = self.subscribers.get_mut(&info_hash) {
+                        subs.retain(|s| !s.is_closed());
+                        for s in subs.iter() {
+                            let _ = s.try_send(peers.clone());
+                        }
+                    }
+                }
+                Event::LookupDone(report) => {
+                    self.lookups.0 += 1;
+                    if report.found {
+                        self.lookups.1 += 1;
+                        self.lookups.2.push_back(report.elapsed);
+                        if self.lookups.2.len() > 1024 {
+                            self.lookups.2.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counters and swarm views for `status` and `peers`.
+    fn publish(&self, now: Instant) {
+        let c = self.node.counters;
+        let rpc = RpcCounters {
+            sent: c.sent,
+            received: c.received,
+            timeouts: c.timeouts,
+            retries: c.retries,
+            dropped_malformed: c.dropped_malformed,
+            rate_limited: c.rate_limited,
+            handled: c.handled,
+            dropped_unsolicited: c.dropped_unsolicited,
+            bad_tokens: c.bad_tokens,
+            duplicates: c.duplicates,
+            forwarded: c.forwarded,
+            amplification_suppressed: c.amplification_suppressed,
+        };
+        let mut views = HashMap::new();
+        for (hash, swarm) in self.node.swarms().swarms() {
+            let peers = swarm
+                .peers
+                .values()
+                .map(|p| PeerInfo {
+                    address: p.addr.to_string(),
+                    node_id: p.id.to_hex(),
+                    status: p.status.as_str().to_string(),
+                    last_seen_secs: now.duration_since(p.last_seen).as_secs(),
+                    connected: false,
+                    strikes: 0,
+                    banned: false,
+                    downloaded: 0,
+                    uploaded: 0,
+                })
+                .collect();
+            views.insert(*hash, peers);
+        }
+        let mut recent: Vec<f64> = self.lookups.2.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        recent.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| recent.get(((recent.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+        let lookups = LookupStats {
+            completed: self.lookups.0,
+            found: self.lookups.1,
+            latency_p50_ms: pct(0.5),
+            latency_p99_ms: pct(0.99),
+        };
+        self.shared.publish_discovery(rpc, self.node.routing().len() as u64, lookups, views);
+    }
+
+    /// Writes the routing table and the peer tables that changed, atomically; removes files of
+    /// swarms no longer known.
+    async fn save(&mut self, now: Instant) {
+        self.last_save = now;
+        self.dirty = false;
+        let unix = unix_now();
+        let mut writes: Vec<(Option<InfoHash>, Vec<u8>)> = Vec::new();
+        let mut nodes: Vec<(NodeId, SocketAddr)> = self.node.routing().entries().map(|e| (e.id, e.addr)).collect();
+        let routing_fp = fingerprint(&mut nodes);
+        // The routing table is filed under the all-zero hash in `saved`.
+        let routing_key = InfoHash([0; 32]);
+        if self.saved.get(&routing_key) != Some(&routing_fp) {
+            let r = RoutingState {
+                version: STATE_VERSION,
+                nodes: nodes.iter().map(|(id, addr)| SavedNode { id: *id, addr: *addr }).collect(),
+            };
+            writes.push((None, serde_json::to_vec(&r).unwrap_or_default()));
+            self.saved.insert(routing_key, routing_fp);
+        }
+        let mut current = HashSet::new();
+        for (hash, swarm) in self.node.swarms().swarms() {
+            current.insert(*hash);
+            let mut entries: Vec<(SocketAddr, NodeId, u8, u64)> = swarm
+                .peers
+                .values()
+                .map(|p| {
+                    let seen = unix.saturating_sub(now.duration_since(p.last_seen).as_secs());
+                    (p.addr, p.id, p.status as u8, seen / 60)
+                })
+                .collect();
+            let fp = fingerprint(&mut entries);
+            if self.saved.get(hash) == Some(&fp) {
+                continue;
+            }
+            self.saved.insert(*hash, fp);
+            let state = PeersState {
+                version: STATE_VERSION,
+                info_hash: *hash,
+                peers: swarm
+                    .peers
+                    .values()
+                    .map(|p| SavedPeer {
+                        id: p.id,
+                        addr: p.addr,
+                        status: p.status,
+                        seen: unix.saturating_sub(now.duration_since(p.last_seen).as_secs()),
+                    })
+                    .collect(),
+            };
+            writes.push((Some(*hash), serde_json::to_vec(&state).unwrap_or_default()));
+        }
+        let gone: Vec<InfoHash> =
+            self.saved.keys().filter(|h| **h != routing_key && !current.contains(h)).copied().collect();
+        for h in &gone {
+            self.saved.remove(h);
+        }
+        if writes.is_empty() && gone.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        let result = smol::unblock(move || -> std::io::Result<()> {
+            for (hash, body) in writes {
+                match hash {
+                    None => state.save_raw(StateKind::Routing, None, &body)?,
+                    Some(h) => state.save_raw(StateKind::Peers, Some(&h), &body)?,
+                }
+            }
+            for h in gone {
+                state.remove(StateKind::Peers, Some(&h))?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            warn!("discovery: saving tables: {e}");
+            self.saved.clear();
+            self.dirty = true;
+        }
+    }
+}

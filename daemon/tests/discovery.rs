@@ -1,0 +1,411 @@
+//! Discovery between real daemons on loopback (and, as root, in a network namespace with
+//! packet loss), plus hostile traffic from a hand-driven endpoint speaking the real wire format.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use p2pd::descriptor::InfoHash;
+use p2pd::discovery::wire::{Body, MIN_REQUEST_LEN, NodeRecord, PeerStatus};
+
+/// A seed with content on `node`, described with `bootstrap` nodes; returns (descriptor, hash).
+fn seed(node: &Node, bootstrap: &[&str], size: usize, seed: u64) -> (std::path::PathBuf, String) {
+    let src = node.root.path().join("src/content.bin");
+    random_file(&src, size, seed);
+    let mut args = Vec::new();
+    for b in bootstrap {
+        args.push("--bootstrap");
+        args.push(b);
+    }
+    let desc = create_descriptor(&src, &node.root.path().join("content.desc"), &args);
+    std::fs::create_dir_all(node.data()).unwrap();
+    std::fs::copy(&src, node.data().join("content.bin")).unwrap();
+    let hash = node.add(&desc);
+    node.wait_state(&hash, "seeding");
+    (desc, hash)
+}
+
+fn with_bootstrap(addrs: &[String]) -> String {
+    format!("bootstrap: [{}]\n", addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))
+}
+
+/// Waits until `node` lists the peer at `addr` with `status`.
+fn wait_peer(node: &Node, hash: &str, addr: &str, status: &str) -> serde_json::Value {
+    eventually(PATIENCE, &format!("{addr} listed as {status}"), || {
+        peers(node, hash).into_iter().find(|p| p["address"] == addr && p["status"] == status)
+    })
+}
+
+#[test]
+fn chain_lookup_finds_the_holder_which_lists_the_newcomer_idle_then_leeching() {
+    let mut d = Node::new();
+    d.start();
+    let mut c = Node::with_config(&with_bootstrap(&[d.addr()]));
+    c.start();
+    let mut b = Node::with_config(&with_bootstrap(&[c.addr()]));
+    b.start();
+    let (desc, hash) = seed(&d, &[&b.addr()], 200_000, 1);
+    let mut a = Node::new();
+    a.start();
+
+    a.add(&desc);
+    wait_peer(&d, &hash, &a.addr(), "leeching");
+    let log = d.log();
+    let joined = log.find(&format!("{hash}: {} joined as idle", a.addr())).expect("A joined as idle first");
+    let leeching = log.find(&format!("{hash}: {} is now leeching", a.addr())).expect("then leeching");
+    assert!(joined < leeching);
+    // A knows D as the seed, although its descriptor named only B.
+    wait_peer(&a, &hash, &d.addr(), "seeding");
+    assert!(a.log().contains("found the swarm"));
+}
+
+/// The same request id arriving at every node, from the origin and again via forwards:
+/// each node forwards it at most once and counts the repeats.
+#[test]
+fn each_node_handles_a_request_once() {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..5 {
+        let config = if i == 0 { String::new() } else { with_bootstrap(&[nodes[i - 1].addr(), nodes[0].addr()]) };
+        let mut n = Node::with_config(&config);
+        n.start();
+        nodes.push(n);
+    }
+    // Let the table fill (every node learns the others through its bootstrap lookups).
+    eventually(PATIENCE, "routing tables to fill", || {
+        nodes.iter().all(|n| n.status()["node"]["routing_table_size"].as_u64().unwrap() >= 3).then_some(())
+    });
+    let before: Vec<serde_json::Value> = nodes.iter().map(rpc).collect();
+    let client = RawNode::bind("127.0.0.1");
+    let info_hash = InfoHash(rand::random());
+    let request_id = 0x5eed;
+    for n in &nodes {
+        let token = client.token(&n.addr());
+        client.send(&n.addr(), 7, Body::GetPeers { info_hash, request_id, hop_limit: 16, token });
+    }
+    // Collect the answers: nobody knows the swarm, so at most one `not_found` per path.
+    let mut not_found = 0;
+    while let Some((p, _)) = client.recv() {
+        if matches!(p.body, Body::NotFound { .. }) {
+            not_found += 1;
+        }
+    }
+    // Counters are published twice a second; wait until the repeats show.
+    let after = eventually(PATIENCE, "duplicates to be counted", || {
+        let after: Vec<serde_json::Value> = nodes.iter().map(rpc).collect();
+        let dups: u64 = (0..nodes.len())
+            .map(|i| after[i]["duplicates"].as_u64().unwrap() - before[i]["duplicates"].as_u64().unwrap())
+            .sum();
+        (dups >= 1).then_some(after)
+    });
+    for i in 0..nodes.len() {
+        let forwarded = after[i]["forwarded"].as_u64().unwrap() - before[i]["forwarded"].as_u64().unwrap();
+        assert!(forwarded <= 1, "node {i} forwarded request {request_id} {forwarded} times");
+    }
+    assert!(not_found <= nodes.len(), "{not_found} not_found answers");
+}
+
+#[test]
+fn a_dead_bootstrap_node_does_not_stop_the_lookup() {
+    let mut holder = Node::new();
+    holder.start();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (desc, hash) = seed(&holder, &[&dead, &holder.addr()], 100_000, 2);
+    let mut a = Node::new();
+    a.start();
+    a.add(&desc);
+    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    // The dead node cost at most one attempt's timeout, never the whole lookup.
+    let line = a.log().lines().find(|l| l.contains("found the swarm")).unwrap().to_string();
+    let attempts: u32 = line.split(" attempts").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(attempts <= 2, "{line}");
+}
+
+#[test]
+fn restart_with_persisted_tables_while_every_bootstrap_node_is_down() {
+    let mut holder = Node::new();
+    holder.start();
+    let mut relay = Node::with_config(&with_bootstrap(&[holder.addr()]));
+    relay.start();
+    let (desc, hash) = seed(&holder, &[&relay.addr()], 100_000, 3);
+    let mut a = Node::new();
+    a.start();
+    a.add(&desc);
+    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    assert_eq!(a.stop(), 0);
+    // The tables are on disk.
+    assert!(a.state().join("routing.state").exists());
+    assert!(a.state().join(format!("peers/{hash}.state")).exists());
+    // A said goodbye; its bootstrap node goes away for good.
+    eventually(PATIENCE, "A to leave the holder's table", || {
+        (!peers(&holder, &hash).iter().any(|p| p["address"] == a.addr())).then_some(())
+    });
+    relay.kill();
+
+    a.start();
+    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    assert!(a.log().contains("nodes remembered from the last run"));
+}
+
+#[test]
+fn malformed_and_garbage_datagrams_are_dropped_counted_and_honest_pings_answered() {
+    let mut node = Node::new();
+    node.start();
+    let target = node.addr();
+    let attacker = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let honest = RawNode::bind("127.0.0.1");
+    let good =
+        p2pd::discovery::wire::encode(&p2pd::discovery::wire::Packet { txid: 1, sender: honest.id, body: Body::Ping });
+    let mut sent = 0u64;
+    let mut cases: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        good[..10].to_vec(),
+        good[..good.len() - 1].to_vec(),
+        [good.clone(), vec![0]].concat(),
+        vec![0xab; 1500],
+    ];
+    let mut wrong_version = good.clone();
+    wrong_version[2] = 99;
+    cases.push(wrong_version);
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    cases.push(bad_magic);
+    for c in &cases {
+        attacker.send_to(c, &target).unwrap();
+        sent += 1;
+    }
+    // Garbage and valid pings at a high rate, while an honest client keeps pinging from
+    // another address.
+    let flood_ping = p2pd::discovery::wire::encode(&p2pd::discovery::wire::Packet {
+        txid: 9,
+        sender: p2pd::node_id::NodeId([3; 32]),
+        body: Body::Ping,
+    });
+    let mut answered = 0;
+    for round in 0..20 {
+        for i in 0..500u32 {
+            let junk: Vec<u8> = (0..(i % 300)).map(|j| (j * 31 + i + round) as u8).collect();
+            attacker.send_to(if i % 2 == 0 { &junk } else { &flood_ping }, &target).unwrap();
+            sent += 1;
+        }
+        // The honest client retries like any node does (three sends).
+        'round: for attempt in 0..3 {
+            honest.send(&target, round * 10 + attempt, Body::Ping);
+            while let Some((p, _)) = honest.recv() {
+                if matches!(p.body, Body::Pong { .. }) {
+                    answered += 1;
+                    break 'round;
+                }
+            }
+        }
+    }
+    eprintln!("honest pings answered: {answered}/20; counters {}", rpc(&node));
+    assert!(answered >= 18, "honest pings answered: {answered}/20");
+    let r = eventually(PATIENCE, "counters to settle", || {
+        let r = rpc(&node);
+        (r["received"].as_u64().unwrap() >= sent / 2 && r["rate_limited"].as_u64().unwrap() > 0).then_some(r)
+    });
+    // Accounting closes: every datagram received is handled or counted as dropped.
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        n("received"),
+        n("handled") + n("dropped_malformed") + n("rate_limited") + n("dropped_unsolicited"),
+        "{r}"
+    );
+    assert!(n("dropped_malformed") >= cases.len() as u64, "{r}");
+    assert!(n("rate_limited") > 0, "a ping flood from one source is rate-limited: {r}");
+    assert_eq!(node.ctl(&["status"]).code, 0);
+}
+
+/// Bytes a victim receives, against bytes an attacker sends, for every way the attacker can
+/// make a node send to an address it names or spoofs. The ratio must stay at or below 1.
+#[test]
+fn reflection_never_amplifies() {
+    let mut holder = Node::new();
+    holder.start();
+    let (_, hash) = seed(&holder, &[], 50_000, 4);
+    let info_hash: InfoHash = hash.parse().unwrap();
+    let mut relay = Node::with_config(&with_bootstrap(&[holder.addr()]));
+    relay.start();
+    let victim = RawNode::bind("127.0.0.3");
+    victim.socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let attacker = RawNode::bind("127.0.0.4");
+    let mut attacker_bytes = 0usize;
+    let origin = NodeRecord { id: victim.id, addr: victim.addr() };
+
+    // 1. Forged forwards naming the victim as origin, to a node that knows the swarm (it
+    //    answers the origin with `found`) and to one that does not (it forwards, and the end of
+    //    the path answers `not_found`). The attacker holds valid tokens of its own.
+    for target in [holder.addr(), relay.addr()] {
+        let token = attacker.token(&target);
+        attacker_bytes += 192; // the ping that fetched the token
+        for i in 0..50u64 {
+            let body = Body::Forward { info_hash, request_id: 1000 + i, hops: 0, hops_left: 4, origin, token };
+            attacker_bytes += attacker.send(&target, i as u32, body);
+        }
+    }
+    // 2. Requests claiming to come from the victim (spoofed source), where root allows.
+    if nix::unistd::geteuid().is_root() {
+        for target in [holder.addr(), relay.addr()] {
+            for (i, body) in [
+                Body::Ping,
+                Body::GetPeers { info_hash, request_id: 7, hop_limit: 16, token: [0; 16] },
+                Body::FindNode { target: [0; 32], token: [0; 16] },
+                Body::Announce { info_hash, status: PeerStatus::Seeding, token: [0; 16] },
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let bytes = p2pd::discovery::wire::encode(&p2pd::discovery::wire::Packet {
+                    txid: i as u32,
+                    sender: victim.id,
+                    body,
+                });
+                for _ in 0..25 {
+                    spoof_udp(victim.addr(), target.parse().unwrap(), &bytes);
+                    attacker_bytes += bytes.len();
+                }
+            }
+        }
+    } else {
+        eprintln!("spoofed-source part skipped: needs root for raw sockets");
+    }
+    // Everything the victim receives.
+    let (mut victim_bytes, mut largest) = (0usize, 0usize);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Some((_, n)) = victim.recv() {
+            victim_bytes += n;
+            largest = largest.max(n);
+        }
+    }
+    let ratio = victim_bytes as f64 / attacker_bytes as f64;
+    eprintln!(
+        "reflection: attacker sent {attacker_bytes} bytes, victim received {victim_bytes} bytes, ratio {ratio:.3}"
+    );
+    assert!(victim_bytes > 0, "the attack reached the victim at all (the test measures something)");
+    assert!(ratio <= 1.0, "amplification {ratio:.3} > 1");
+    // Every single datagram the victim got was smaller than any request an attacker can send.
+    assert!(largest < MIN_REQUEST_LEN, "a {largest}-byte datagram reached the victim");
+}
+
+/// Sends one UDP datagram with a forged source address (root only), through a raw socket.
+fn spoof_udp(src: std::net::SocketAddr, dst: std::net::SocketAddr, payload: &[u8]) {
+    let (std::net::SocketAddr::V4(src), std::net::SocketAddr::V4(dst)) = (src, dst) else { panic!("IPv4 only") };
+    let total = 20 + 8 + payload.len();
+    let mut pkt = Vec::with_capacity(total);
+    pkt.extend([0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    pkt.extend(src.ip().octets());
+    pkt.extend(dst.ip().octets());
+    pkt.extend(src.port().to_be_bytes());
+    pkt.extend(dst.port().to_be_bytes());
+    pkt.extend(((8 + payload.len()) as u16).to_be_bytes());
+    pkt.extend([0, 0]); // no UDP checksum (allowed over IPv4)
+    pkt.extend(payload);
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        assert!(fd >= 0, "raw socket");
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.ip().octets()) },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            pkt.as_ptr() as *const _,
+            pkt.len(),
+            0,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        libc::close(fd);
+        assert_eq!(n as usize, pkt.len(), "raw send");
+    }
+}
+
+#[test]
+fn announces_need_a_valid_token_and_one_source_cannot_flood_a_swarm() {
+    let mut holder = Node::with_config("discovery:\n  max_nodes_per_ip: 4\n");
+    holder.start();
+    let (_, hash) = seed(&holder, &[], 50_000, 5);
+    let info_hash: InfoHash = hash.parse().unwrap();
+    let target = holder.addr();
+    let liar = RawNode::bind("127.0.0.5");
+    // No token, a forged one, and a token issued to another address.
+    let other = RawNode::bind("127.0.0.6");
+    let others_token = other.token(&target);
+    for token in [[0u8; 16], [0x55; 16], others_token] {
+        liar.send(&target, 1, Body::Announce { info_hash, status: PeerStatus::Seeding, token });
+        let (answer, _) = liar.recv().expect("an answer");
+        assert!(matches!(answer.body, Body::Retry { .. }), "{answer:?}");
+    }
+    assert!(!peers(&holder, &hash).iter().any(|p| p["address"] == liar.addr().to_string()));
+    eventually(PATIENCE, "refusals to be counted", || {
+        (rpc(&holder)["bad_tokens"].as_u64().unwrap() >= 3).then_some(())
+    });
+
+    // With its own token it is accepted, as the status it announces.
+    let token = liar.token(&target);
+    liar.send(&target, 2, Body::Announce { info_hash, status: PeerStatus::Leeching, token });
+    assert!(matches!(liar.recv().unwrap().0.body, Body::Announced { .. }));
+    wait_peer(&holder, &hash, &liar.addr().to_string(), "leeching");
+
+    // Many identities from one IP fill at most max_nodes_per_ip places.
+    for _ in 0..20 {
+        let sybil = RawNode::bind("127.0.0.7");
+        let token = sybil.token(&target);
+        sybil.send(&target, 3, Body::Announce { info_hash, status: PeerStatus::Seeding, token });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let from_sybil_ip =
+        peers(&holder, &hash).iter().filter(|p| p["address"].as_str().unwrap().starts_with("127.0.0.7:")).count();
+    assert!(from_sybil_ip <= 4, "{from_sybil_ip} entries from one IP");
+    assert!(holder.status()["node"]["routing_table_size"].as_u64().unwrap() <= 2 + 4);
+}
+
+/// Discovery across 20 % packet loss (iptables in a network namespace the test builds).
+#[test]
+fn discovery_succeeds_with_20_percent_packet_loss() {
+    if !nix::unistd::geteuid().is_root() || !tool_exists("ip") || !tool_exists("iptables") {
+        eprintln!("skipped: needs root, ip and iptables to build a lossy network namespace");
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "udp",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.2",
+        "-j",
+        "DROP",
+    ]);
+    let mut holder = Node::new();
+    holder.netns = Some(ns.name.clone());
+    holder.start();
+    let mut relay = Node::with_config(&with_bootstrap(&[holder.addr()]));
+    relay.netns = Some(ns.name.clone());
+    relay.start();
+    let (desc, hash) = seed(&holder, &[&relay.addr()], 50_000, 6);
+    let mut a = Node::new();
+    a.netns = Some(ns.name.clone());
+    a.start();
+    a.add(&desc);
+    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    let dropped = ns.output(&["iptables", "-L", "INPUT", "-v", "-x", "-n"]);
+    let packets: u64 = dropped
+        .lines()
+        .find(|l| l.contains("statistic"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    eprintln!("iptables dropped {packets} datagrams");
+    assert!(rpc(&a)["retries"].as_u64().unwrap() + rpc(&holder)["retries"].as_u64().unwrap() > 0 || packets > 0);
+}
