@@ -35,3 +35,5 @@ pub mod service;
 pub mod shared;
 #[cfg(feature = "daemon")]
 pub mod supervisor;
+#[cfg(feature = "daemon")]
+pub mod swarm;

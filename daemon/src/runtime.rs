@@ -28,7 +28,7 @@ use crate::shared::{DaemonShared, NodeInfo};
 use crate::state::StateDir;
 use crate::supervisor::{Event, Supervisor};
 use crate::torrent::TorrentContext;
-use crate::{discovery, node_id};
+use crate::{discovery, node_id, swarm};
 
 /// How `p2pd` was invoked.
 #[derive(Debug, Clone, Default)]
@@ -56,8 +56,8 @@ pub enum StartupError {
     Lock(#[from] LockError),
     #[error("control socket: {0}")]
     Socket(#[from] BindError),
-    #[error("cannot listen on {addr} (UDP): {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error, proto: &'static str },
     #[error("cannot detach: {0}")]
     Daemonize(String),
     #[error("cannot start logging: {0}")]
@@ -85,9 +85,15 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     let (node_id, id_warning) = node_id::load_or_create(&state)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
-    let udp = discovery::service::bind(config.listen)
-        .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
+    let udp = discovery::service::bind(config.listen).map_err(|source| StartupError::Listen {
+        addr: config.listen,
+        source,
+        proto: "UDP",
+    })?;
     let listen = udp.local_addr()?;
+    // The peer port is the same number (the one the UDP socket got, if the config said 0).
+    let tcp =
+        swarm::listener::bind(listen).map_err(|source| StartupError::Listen { addr: listen, source, proto: "TCP" })?;
 
     let sink = if options.daemonize || config.syslog {
         logging::Sink::Syslog(config.syslog_socket.clone())
@@ -128,7 +134,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         .collect::<Result<_, _>>()?;
 
     let node = NodeInfo { node_id, listen, locations: locations.clone() };
-    let sockets = Sockets { control: listener, udp };
+    let sockets = Sockets { control: listener, udp, tcp };
     let result = smol::block_on(executor.run(serve(
         executor.clone(),
         node,
@@ -153,6 +159,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
 struct Sockets {
     control: std::os::unix::net::UnixListener,
     udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -177,12 +184,26 @@ async fn serve(
         &executor,
     )?;
     discovery.bootstrap(&config.bootstrap).await;
+    let registry = Arc::new(swarm::listener::Registry::new(config.limits.max_connections_per_ip as usize));
+    let swarm_ctx = swarm::SwarmContext {
+        executor: executor.clone(),
+        node_id: node.node_id,
+        listen_port: node.listen.port(),
+        registry: registry.clone(),
+        upload: Arc::new(swarm::limiter::RateLimit::new(config.limits.upload_rate)),
+        download: Arc::new(swarm::limiter::RateLimit::new(config.limits.download_rate)),
+        connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        max_connections: Arc::new(std::sync::atomic::AtomicUsize::new(config.limits.max_peers as usize)),
+        upload_slots: Arc::new(std::sync::atomic::AtomicUsize::new(config.limits.upload_slots as usize)),
+    };
+    let peer_port = executor.spawn(swarm::listener::serve(Async::new(sockets.tcp)?, registry, executor.clone()));
     let ctx = TorrentContext {
         executor: executor.clone(),
         state,
         check_slots: Arc::new(Semaphore::new(2)),
         warnings,
         discovery: discovery.clone(),
+        swarm: swarm_ctx,
     };
     let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
     supervisor.load().await;
@@ -221,6 +242,7 @@ async fn serve(
     let _ = shutdown_rx.recv().await;
     // Stop taking work first, then let the supervisor stop every torrent.
     drop(server_task);
+    drop(peer_port);
     drop(forward);
     drop(signal_task);
     drop(status_task);

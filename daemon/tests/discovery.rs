@@ -30,22 +30,33 @@ fn with_bootstrap(addrs: &[String]) -> String {
     format!("bootstrap: [{}]\n", addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))
 }
 
-/// Waits until `node` lists the peer at `addr` with `status`.
-fn wait_peer(node: &Node, hash: &str, addr: &str, status: &str) -> serde_json::Value {
-    eventually(PATIENCE, &format!("{addr} listed as {status}"), || {
-        peers(node, hash).into_iter().find(|p| p["address"] == addr && p["status"] == status)
+/// Waits until `node` lists the peer at `addr` with one of `statuses`.
+fn wait_peer_in(node: &Node, hash: &str, addr: &str, statuses: &[&str]) -> serde_json::Value {
+    eventually(PATIENCE, &format!("{addr} listed as {statuses:?}"), || {
+        peers(node, hash).into_iter().find(|p| p["address"] == addr && statuses.iter().any(|s| p["status"] == *s))
     })
+}
+
+fn wait_peer(node: &Node, hash: &str, addr: &str, status: &str) -> serde_json::Value {
+    wait_peer_in(node, hash, addr, &[status])
+}
+
+/// A newcomer that found the swarm takes part: leeching, or already seeding (small content
+/// arrives fast).
+fn wait_joined(node: &Node, hash: &str, addr: &str) -> serde_json::Value {
+    wait_peer_in(node, hash, addr, &["leeching", "seeding"])
 }
 
 #[test]
 fn chain_lookup_finds_the_holder_which_lists_the_newcomer_idle_then_leeching() {
-    let mut d = Node::new();
+    // The holder uploads slowly, so the newcomer is seen leeching before it completes.
+    let mut d = Node::with_config("limits:\n  upload_rate: 64KiB\n");
     d.start();
     let mut c = Node::with_config(&with_bootstrap(&[d.addr()]));
     c.start();
     let mut b = Node::with_config(&with_bootstrap(&[c.addr()]));
     b.start();
-    let (desc, hash) = seed(&d, &[&b.addr()], 200_000, 1);
+    let (desc, hash) = seed(&d, &[&b.addr()], 4 << 20, 1);
     let mut a = Node::new();
     a.start();
 
@@ -114,7 +125,7 @@ fn a_dead_bootstrap_node_does_not_stop_the_lookup() {
     let mut a = Node::new();
     a.start();
     a.add(&desc);
-    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    wait_joined(&holder, &hash, &a.addr());
     // The dead node cost at most one attempt's timeout, never the whole lookup.
     let line = a.log().lines().find(|l| l.contains("found the swarm")).unwrap().to_string();
     let attempts: u32 = line.split(" attempts").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
@@ -131,7 +142,7 @@ fn restart_with_persisted_tables_while_every_bootstrap_node_is_down() {
     let mut a = Node::new();
     a.start();
     a.add(&desc);
-    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    wait_joined(&holder, &hash, &a.addr());
     assert_eq!(a.stop(), 0);
     // The tables are on disk.
     assert!(a.state().join("routing.state").exists());
@@ -143,7 +154,7 @@ fn restart_with_persisted_tables_while_every_bootstrap_node_is_down() {
     relay.kill();
 
     a.start();
-    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    wait_joined(&holder, &hash, &a.addr());
     assert!(a.log().contains("nodes remembered from the last run"));
 }
 
@@ -398,7 +409,7 @@ fn discovery_succeeds_with_20_percent_packet_loss() {
     a.netns = Some(ns.name.clone());
     a.start();
     a.add(&desc);
-    wait_peer(&holder, &hash, &a.addr(), "leeching");
+    wait_joined(&holder, &hash, &a.addr());
     let dropped = ns.output(&["iptables", "-L", "INPUT", "-v", "-x", "-n"]);
     let packets: u64 = dropped
         .lines()

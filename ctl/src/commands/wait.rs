@@ -11,7 +11,7 @@ use p2pd::control::protocol::TorrentState;
 use crate::client::Client;
 use crate::exit::{CtlError, CtlResult, Exit};
 
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 
 pub fn run(client: &Client, id: String, timeout: Option<f64>) -> CtlResult {
     let deadline = match timeout {

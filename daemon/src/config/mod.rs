@@ -119,6 +119,8 @@ pub struct Limits {
     pub max_peers_per_torrent: u32,
     /// Peers a torrent uploads to at the same time.
     pub upload_slots: u32,
+    /// Most peer connections with one IP address (in and out, all torrents).
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -129,6 +131,7 @@ impl Default for Limits {
             max_peers: 500,
             max_peers_per_torrent: 50,
             upload_slots: 8,
+            max_connections_per_ip: 32,
         }
     }
 }
@@ -250,6 +253,9 @@ impl Config {
         }
         if self.limits.upload_slots == 0 {
             return bad("limits.upload_slots", "must be at least 1");
+        }
+        if self.limits.max_connections_per_ip == 0 {
+            return bad("limits.max_connections_per_ip", "must be at least 1");
         }
         let d = &self.discovery;
         if !(1..=64).contains(&d.k) {

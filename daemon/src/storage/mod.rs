@@ -456,7 +456,17 @@ impl Storage {
     }
 }
 
+/// `statfs` magic of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Reserves `length` bytes for the file. On tmpfs, where `fallocate` reserves nothing the free
+/// space check did not already account for and makes every later write several times slower,
+/// the file is only extended.
 fn preallocate(file: &File, length: u64) -> io::Result<()> {
+    let on_tmpfs = nix::sys::statfs::fstatfs(file).map(|s| s.filesystem_type().0 == TMPFS_MAGIC).unwrap_or(false);
+    if on_tmpfs {
+        return file.set_len(length);
+    }
     match fallocate(file, FallocateFlags::empty(), 0, length as i64) {
         Ok(()) => Ok(()),
         Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => file.set_len(length),

@@ -142,6 +142,12 @@ impl Supervisor {
             self.locations.data_dir = resolved.data_dir;
         }
         if new.limits != old.limits {
+            let sw = &self.ctx.swarm;
+            sw.upload.set(new.limits.upload_rate);
+            sw.download.set(new.limits.download_rate);
+            sw.max_connections.store(new.limits.max_peers as usize, std::sync::atomic::Ordering::SeqCst);
+            sw.upload_slots.store(new.limits.upload_slots as usize, std::sync::atomic::Ordering::SeqCst);
+            sw.registry.set_max_per_ip(new.limits.max_connections_per_ip as usize);
             report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
         }
         if new.bootstrap != old.bootstrap {
@@ -320,6 +326,9 @@ fn describe_limits(old: &Config, new: &Config) -> String {
     }
     if o.upload_slots != n.upload_slots {
         parts.push(format!("upload_slots {} → {}", o.upload_slots, n.upload_slots));
+    }
+    if o.max_connections_per_ip != n.max_connections_per_ip {
+        parts.push(format!("max_connections_per_ip {} → {}", o.max_connections_per_ip, n.max_connections_per_ip));
     }
     parts.join(", ")
 }

@@ -20,6 +20,7 @@ use crate::control::protocol::{PeerInfo, TorrentState, TorrentStatus};
 use crate::descriptor::{Descriptor, InfoHash};
 use crate::discovery::service::DiscoveryHandle;
 use crate::state::StateDir;
+use crate::swarm::SwarmContext;
 use crate::units::ByteRate;
 
 /// A torrent's settings after the daemon's defaults are applied.
@@ -53,6 +54,8 @@ pub struct TorrentContext {
     pub warnings: Arc<Mutex<Vec<String>>>,
     /// Finding and announcing to the swarm.
     pub discovery: DiscoveryHandle,
+    /// The transfer engines' shared parts (peer port, global limits).
+    pub swarm: SwarmContext,
 }
 
 /// Instructions from the supervisor.

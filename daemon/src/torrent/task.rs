@@ -1,4 +1,5 @@
-//! The torrent task: the only owner of a torrent's storage, verified-piece set and resume file.
+//! The torrent task: the only owner of a torrent's storage, verified-piece set, resume file
+//! and transfer engine.
 //!
 //! ```text
 //!   start ──► checking ──► seeding ◄─────────┐
@@ -6,9 +7,9 @@
 //!     │           └──────► leeching ──────────┘
 //!     └─► paused            (any) ──► error ──► (retry / verify / new settings) ──► start
 //! ```
-//! `Stop` is honoured in every state: the task flushes its resume state (or deletes it with
-//! the data) and ends. Disk work runs on the blocking pool; between batches the task looks at
-//! its command channel, so a long check can still be stopped promptly.
+//! `Stop` is honoured in every state: the task leaves the swarm, flushes its resume state (or
+//! deletes it with the data) and ends. Disk work runs on the blocking pool; resume saves run as
+//! background tasks (one at a time) so that syncing data never stalls transfers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ use crate::control::protocol::TorrentState;
 use crate::discovery::wire::{PeerRecord, PeerStatus};
 use crate::state::{Loaded, StateKind};
 use crate::storage::{Storage, StorageError};
+use crate::swarm::limiter::RateLimit;
+use crate::swarm::{Engine, EngineEvent};
 
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
@@ -30,6 +33,8 @@ use super::{Command, EffectiveSettings, StopMode, TorrentContext, TorrentShared,
 const CHECK_BATCH_BYTES: u64 = 32 << 20;
 /// How long to wait before retrying after a storage error that may go away (disk full).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How often status is published and newly verified pieces are made durable and recorded.
+const TICK: Duration = Duration::from_secs(1);
 
 type Commands = async_channel::Receiver<Command>;
 type Done = async_channel::Sender<Result<(), String>>;
@@ -44,6 +49,7 @@ enum Interrupt {
 enum Next {
     Restart { full_check: bool },
     Stop { how: StopMode, done: Option<Done> },
+    Failed { message: String, retry: bool },
 }
 
 struct Torrent {
@@ -53,16 +59,26 @@ struct Torrent {
     storage: Option<Arc<Storage>>,
     /// Verified pieces (durable once a resume state recording them is saved).
     have: Bitfield,
+    /// Payload bytes moved before the current engine started.
     downloaded: u64,
     uploaded: u64,
     /// Members of the swarm as discovery learns them (while joined).
     swarm: Option<async_channel::Receiver<Vec<PeerRecord>>>,
     /// The status last announced to the swarm.
     announced: Option<PeerStatus>,
+    engine: Option<Engine>,
+    upload: Arc<RateLimit>,
+    download: Arc<RateLimit>,
+    /// Pieces verified since the last resume save started.
+    dirty: bool,
+    /// The resume save in progress.
+    saving: Option<smol::Task<Result<(), String>>>,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
     let pieces = spec.descriptor.content.piece_count();
+    let upload = Arc::new(RateLimit::new(spec.settings.upload_rate));
+    let download = Arc::new(RateLimit::new(spec.settings.download_rate));
     let mut t = Torrent {
         spec,
         ctx,
@@ -73,6 +89,11 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         uploaded: 0,
         swarm: None,
         announced: None,
+        engine: None,
+        upload,
+        download,
+        dirty: false,
+        saving: None,
     };
     let mut full_check = false;
     loop {
@@ -80,10 +101,20 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         let next = match started {
             Ok(()) => t.active(&commands).await,
             Err(Interrupt::Stop { how, done }) => Next::Stop { how, done },
-            Err(Interrupt::Failed { message, retry }) => t.failed(&commands, message, retry).await,
+            Err(Interrupt::Failed { message, retry }) => Next::Failed { message, retry },
+        };
+        let next = match next {
+            Next::Failed { message, retry } => {
+                t.stop_engine().await;
+                t.failed(&commands, message, retry).await
+            }
+            other => other,
         };
         match next {
-            Next::Restart { full_check: f } => full_check = f,
+            Next::Restart { full_check: f } => {
+                t.stop_engine().await;
+                full_check = f;
+            }
             Next::Stop { how, done } => {
                 let result = t.stop(how).await;
                 if let Some(done) = done {
@@ -91,6 +122,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
                 }
                 return;
             }
+            Next::Failed { .. } => unreachable!("failures were handled above"),
         }
     }
 }
@@ -101,27 +133,35 @@ impl Torrent {
     }
 
     fn publish(&self, state: TorrentState, error: Option<String>) {
-        let layout_done = self.bytes_done();
+        let bytes_done = self.bytes_done();
         let pieces_done = self.have.count() as u64;
-        let (downloaded, uploaded) = (self.downloaded, self.uploaded);
+        let (engine_down, engine_up) = self.engine.as_ref().map(|e| e.totals()).unwrap_or((0, 0));
+        let (down_rate, up_rate) = self.engine.as_ref().map(|e| e.rates()).unwrap_or((0, 0));
+        let peers = self.engine.as_ref().map(|e| e.peer_infos()).unwrap_or_default();
+        let (downloaded, uploaded) = (self.downloaded + engine_down, self.uploaded + engine_up);
         self.shared.update(|s| {
-            if s.state != state {
-                if state == TorrentState::Seeding {
-                    s.completed_at = Some(Instant::now());
-                }
-                s.state = state;
+            if s.state != state && state == TorrentState::Seeding {
+                s.completed_at = Some(Instant::now());
             }
+            s.state = state;
             s.error = error;
             s.pieces_done = pieces_done;
-            s.bytes_done = layout_done;
+            s.bytes_done = bytes_done;
             s.downloaded = downloaded;
             s.uploaded = uploaded;
+            s.download_rate = down_rate;
+            s.upload_rate = up_rate;
+            s.peers = peers;
         });
     }
 
     fn bytes_done(&self) -> u64 {
         let content = &self.spec.descriptor.content;
         self.have.ones().map(|i| content.piece_len(i)).sum()
+    }
+
+    fn state(&self) -> TorrentState {
+        if self.have.is_complete() { TorrentState::Seeding } else { TorrentState::Leeching }
     }
 
     /// Opens storage, loads resume state, checks what needs checking and gets ready to seed or
@@ -165,28 +205,37 @@ impl Torrent {
         };
         self.run_check(commands, &storage, plan, full_check).await?;
 
-        let complete = self.have.is_complete();
-        if complete {
+        if self.have.is_complete() {
             let s = storage.clone();
             smol::unblock(move || s.finish())
                 .await
                 .map_err(|e| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
-            self.save_resume(true).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
+            self.save_now(true).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
-            self.publish(TorrentState::Seeding, None);
-            self.join_swarm(PeerStatus::Seeding).await;
         } else {
             let s = storage.clone();
             smol::unblock(move || s.prepare_download())
                 .await
                 .map_err(|e: StorageError| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
             // From here on data may be written: the saved state must say "not clean".
-            self.save_resume(false).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
-            info!("{}: {} of {} pieces verified; waiting for peers", self.name(), self.have.count(), self.have.len());
-            self.publish(TorrentState::Leeching, None);
-            // Idle until we take part in the swarm (once its members are known).
-            self.join_swarm(PeerStatus::Idle).await;
+            self.save_now(false).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
+            info!("{}: {} of {} pieces verified; fetching the rest", self.name(), self.have.count(), self.have.len());
         }
+        self.engine = Some(Engine::new(
+            self.ctx.swarm.clone(),
+            self.spec.descriptor.info_hash,
+            self.shared.name.clone(),
+            Arc::new(self.spec.descriptor.content.pieces.clone()),
+            storage,
+            &self.have,
+            self.upload.clone(),
+            self.download.clone(),
+            self.spec.settings.max_peers as usize,
+        ));
+        self.publish(self.state(), None);
+        // Idle until the transfer starts (once members are known), or seeding.
+        let status = if self.have.is_complete() { PeerStatus::Seeding } else { PeerStatus::Idle };
+        self.join_swarm(status).await;
         Ok(())
     }
 
@@ -202,10 +251,12 @@ impl Torrent {
         self.announced = Some(status);
     }
 
-    /// Members of the swarm arrived.
+    /// Members of the swarm arrived: connect to them, and take part.
     async fn on_swarm_members(&mut self, peers: Vec<PeerRecord>) {
-        log::debug!("{}: {} swarm members known", self.name(), peers.len());
-        if self.announced == Some(PeerStatus::Idle) && self.shared.live().state == TorrentState::Leeching {
+        if let Some(e) = self.engine.as_mut() {
+            e.add_candidates(peers);
+        }
+        if self.announced == Some(PeerStatus::Idle) && !self.have.is_complete() {
             self.join_swarm(PeerStatus::Leeching).await;
         }
     }
@@ -253,7 +304,8 @@ impl Torrent {
             plan.to_check.len(),
             if full_check { "full verify requested" } else { plan.reason }
         );
-        let content = &self.spec.descriptor.content;
+        let descriptor = self.spec.descriptor.clone();
+        let content = &descriptor.content;
         let mut batches: Vec<Vec<usize>> = Vec::new();
         let mut bytes = 0;
         for &i in &plan.to_check {
@@ -271,7 +323,7 @@ impl Torrent {
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop { how, done } => return Err(Interrupt::Stop { how, done: Some(done) }),
-                    Command::Settings(s) => self.spec.settings = s,
+                    Command::Settings(s) => self.apply(s),
                     Command::Verify => {}
                 }
             }
@@ -305,15 +357,16 @@ impl Torrent {
         Ok(())
     }
 
-    /// Saves the resume state; `clean` only when no write can follow before the next save.
-    async fn save_resume(&self, clean: bool) -> Result<(), String> {
-        let Some(storage) = self.storage.clone() else { return Ok(()) };
+    /// The job that makes the data durable, then records the verified set.
+    fn save_job(&self, clean: bool) -> Option<impl Future<Output = Result<(), String>> + Send + 'static> {
+        let storage = self.storage.clone()?;
         let state = self.ctx.state.clone();
         let hash = self.spec.descriptor.info_hash;
         let have = self.have.to_hex();
-        let (downloaded, uploaded) = (self.downloaded, self.uploaded);
+        let (d, u) = self.engine.as_ref().map(|e| e.totals()).unwrap_or((0, 0));
+        let (downloaded, uploaded) = (self.downloaded + d, self.uploaded + u);
         let name = self.shared.name.clone();
-        smol::unblock(move || {
+        Some(smol::unblock(move || {
             // The data the bitmap names must be durable before the bitmap is.
             storage.sync().map_err(|e| e.to_string())?;
             let resume = ResumeState {
@@ -329,52 +382,158 @@ impl Torrent {
             state
                 .save(StateKind::Resume, Some(&hash), &resume)
                 .map_err(|e| format!("{name}: cannot save resume state: {e}"))
-        })
-        .await
+        }))
     }
 
-    /// Seeding, leeching or paused: wait for instructions (and, joined, for swarm members).
+    /// Saves the resume state and waits; `clean` only when no write can follow before the next
+    /// save.
+    async fn save_now(&mut self, clean: bool) -> Result<(), String> {
+        if let Some(previous) = self.saving.take() {
+            let _ = previous.await;
+        }
+        self.dirty = false;
+        match self.save_job(clean) {
+            Some(job) => job.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a background save of newly verified pieces, unless one is running.
+    async fn save_in_background(&mut self) {
+        if let Some(task) = &self.saving {
+            if !task.is_finished() {
+                return;
+            }
+            if let Some(task) = self.saving.take()
+                && let Err(e) = task.await
+            {
+                warn!("{e}");
+                self.dirty = true;
+            }
+        }
+        if self.dirty
+            && let Some(job) = self.save_job(false)
+        {
+            self.dirty = false;
+            self.saving = Some(self.ctx.executor.spawn(job));
+        }
+    }
+
+    /// Seeding, leeching or paused: transfer, and wait for instructions.
     async fn active(&mut self, commands: &Commands) -> Next {
+        // One timer, reset after it fires (not re-created per event: pieces verify by the
+        // thousand per second).
+        let mut timer = smol::Timer::after(TICK);
         loop {
+            enum Woke {
+                Command(Result<Command, async_channel::RecvError>),
+                Members(Result<Vec<PeerRecord>, async_channel::RecvError>),
+                Engine(EngineEvent),
+                Tick,
+            }
             let swarm = self.swarm.clone();
-            let woke = future::or(async { Ok(commands.recv().await) }, async {
-                Err(match swarm {
-                    Some(rx) => rx.recv().await.map_err(|_| ()),
-                    None => future::pending().await,
-                })
-            })
+            let engine = self.engine.as_mut();
+            let woke = future::or(
+                async { Woke::Command(commands.recv().await) },
+                future::or(
+                    async {
+                        match swarm {
+                            Some(rx) => Woke::Members(rx.recv().await),
+                            None => future::pending().await,
+                        }
+                    },
+                    future::or(
+                        async {
+                            match engine {
+                                Some(e) => Woke::Engine(e.next().await),
+                                None => future::pending().await,
+                            }
+                        },
+                        async {
+                            (&mut timer).await;
+                            Woke::Tick
+                        },
+                    ),
+                ),
+            )
             .await;
-            let cmd = match woke {
-                Ok(cmd) => cmd,
-                Err(Ok(peers)) => {
-                    self.on_swarm_members(peers).await;
-                    continue;
+            match woke {
+                Woke::Command(Err(_)) => return Next::Stop { how: StopMode::Suspend, done: None },
+                Woke::Command(Ok(Command::Stop { how, done })) => return Next::Stop { how, done: Some(done) },
+                Woke::Command(Ok(Command::Verify)) => return Next::Restart { full_check: true },
+                Woke::Command(Ok(Command::Settings(settings))) => {
+                    let pause_changed = settings.paused != self.spec.settings.paused;
+                    self.apply(settings);
+                    if pause_changed {
+                        return Next::Restart { full_check: false };
+                    }
                 }
-                Err(Err(())) => {
-                    self.swarm = None;
-                    continue;
-                }
-            };
-            let Ok(cmd) = cmd else {
-                return Next::Stop { how: StopMode::Suspend, done: None };
-            };
-            match cmd {
-                Command::Stop { how, done } => return Next::Stop { how, done: Some(done) },
-                Command::Verify => return Next::Restart { full_check: true },
-                Command::Settings(settings) => {
-                    if let Some(next) = self.apply(settings) {
+                Woke::Members(Ok(peers)) => self.on_swarm_members(peers).await,
+                Woke::Members(Err(_)) => self.swarm = None,
+                Woke::Engine(EngineEvent::Verified(piece)) => {
+                    self.have.set(piece);
+                    self.dirty = true;
+                    if self.have.is_complete()
+                        && let Err(next) = self.complete().await
+                    {
                         return next;
+                    }
+                }
+                Woke::Engine(EngineEvent::StorageFailed(e)) => {
+                    let _ = self.save_now(false).await;
+                    return Next::Failed { retry: e.is_no_space(), message: e.to_string() };
+                }
+                Woke::Tick => {
+                    timer.set_after(TICK);
+                    self.save_in_background().await;
+                    if self.engine.is_some() {
+                        self.publish(self.state(), None);
                     }
                 }
             }
         }
     }
 
-    /// Applies new settings; returns `Some` if the torrent must restart to honour them.
-    fn apply(&mut self, settings: EffectiveSettings) -> Option<Next> {
-        let pause_changed = settings.paused != self.spec.settings.paused;
+    /// Every piece is verified: make it durable, move it into place, seed.
+    async fn complete(&mut self) -> Result<(), Next> {
+        let storage = self.storage.clone().ok_or(Next::Restart { full_check: false })?;
+        let s = storage.clone();
+        if let Err(e) = smol::unblock(move || s.finish()).await {
+            return Err(Next::Failed { retry: e.is_no_space(), message: e.to_string() });
+        }
+        if let Err(message) = self.save_now(true).await {
+            return Err(Next::Failed { message, retry: true });
+        }
+        info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
+        if let Some(e) = self.engine.as_mut() {
+            e.on_complete();
+        }
+        self.publish(TorrentState::Seeding, None);
+        self.join_swarm(PeerStatus::Seeding).await;
+        Ok(())
+    }
+
+    /// Applies new settings (same data directory).
+    fn apply(&mut self, settings: EffectiveSettings) {
+        self.upload.set(settings.upload_rate);
+        self.download.set(settings.download_rate);
+        if let Some(e) = self.engine.as_mut() {
+            e.set_max_peers(settings.max_peers as usize);
+        }
         self.spec.settings = settings;
-        pause_changed.then_some(Next::Restart { full_check: false })
+    }
+
+    /// Ends transfers (keeping the counters) before a restart or a failure.
+    async fn stop_engine(&mut self) {
+        if let Some(mut e) = self.engine.take() {
+            let (d, u) = e.totals();
+            self.downloaded += d;
+            self.uploaded += u;
+            e.shutdown();
+        }
+        if let Some(task) = self.saving.take() {
+            let _ = task.await;
+        }
     }
 
     /// In `error`: wait for a retry (if the problem may pass), a verify, new settings or stop.
@@ -405,6 +564,8 @@ impl Torrent {
     /// ends.
     async fn stop(&mut self, how: StopMode) -> Result<(), String> {
         let hash = self.spec.descriptor.info_hash;
+        let state_now = self.shared.live().state;
+        self.stop_engine().await;
         if self.swarm.take().is_some() {
             self.ctx.discovery.leave(hash).await;
         }
@@ -427,17 +588,16 @@ impl Torrent {
                     s.delete_data().map_err(|e| format!("{name}: deleting data: {e}"))?;
                 }
                 // (Peer tables belong to discovery, which drops ours once we left.)
-                state.remove(StateKind::Resume, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))?;
-                Ok(())
+                state.remove(StateKind::Resume, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))
             })
             .await;
         }
         // Only a torrent that finished checking knows its verified set completely; otherwise the
         // previous resume state stays as it is (it is still true).
-        if !matches!(self.shared.live().state, TorrentState::Leeching | TorrentState::Seeding) {
+        if !matches!(state_now, TorrentState::Leeching | TorrentState::Seeding) {
             return Ok(());
         }
-        let result = self.save_resume(true).await;
+        let result = self.save_now(true).await;
         if let Err(e) = &result {
             warn!("{e}");
         }

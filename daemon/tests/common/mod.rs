@@ -410,3 +410,138 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
+
+impl RawNode {
+    /// Wraps an already bound UDP socket.
+    pub fn from_socket(socket: std::net::UdpSocket) -> RawNode {
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        RawNode { socket, id: p2pd::node_id::NodeId(rand::random()) }
+    }
+
+    /// Announces this endpoint as a member of a swarm to the node at `to`.
+    pub fn announce(&self, to: &str, info_hash: p2pd::descriptor::InfoHash, status: p2pd::discovery::wire::PeerStatus) {
+        use p2pd::discovery::wire::Body;
+        let token = self.token(to);
+        for attempt in 0..20u32 {
+            self.send(to, 5000 + attempt, Body::Announce { info_hash, status, token });
+            while let Some((p, _)) = self.recv() {
+                if matches!(p.body, Body::Announced { .. }) {
+                    return;
+                }
+            }
+        }
+        panic!("announce to {to} unanswered");
+    }
+}
+
+/// How a [`FakePeer`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Claims every piece and answers every request with garbage.
+    Corrupt,
+    /// Claims every piece, accepts requests, never answers them.
+    Stall,
+}
+
+/// A peer speaking the real peer wire (and discovery, to announce itself), misbehaving on
+/// purpose. Its TCP and UDP ports are the same number, like a daemon's.
+pub struct FakePeer {
+    pub raw: RawNode,
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests it has received.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FakePeer {
+    pub fn start(info_hash: p2pd::descriptor::InfoHash, pieces: usize, how: Misbehaviour) -> FakePeer {
+        use p2pd::swarm::wire::{self, Handshake, Message};
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (tcp, udp) = loop {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = tcp.local_addr().unwrap().port();
+            if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+                break (tcp, udp);
+            }
+        };
+        let port = tcp.local_addr().unwrap().port();
+        let raw = RawNode::from_socket(udp);
+        let node_id = raw.id;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let requests = std::sync::Arc::new(AtomicU64::new(0));
+        tcp.set_nonblocking(true).unwrap();
+        let (stop2, requests2) = (stop.clone(), requests.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = tcp.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let (stop3, requests3) = (stop2.clone(), requests2.clone());
+                std::thread::spawn(move || {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+                    if s.read_exact(&mut hs).is_err() {
+                        return;
+                    }
+                    let ours = Handshake { info_hash, node_id, listen_port: port };
+                    let _ = s.write_all(&wire::encode_handshake(&ours));
+                    let _ = s.write_all(&wire::encode(&Message::Bitfield(
+                        p2pd::bitfield::Bitfield::full(pieces).as_bytes().to_vec(),
+                    )));
+                    let mut buf: Vec<u8> = Vec::new();
+                    let mut chunk = [0u8; 65536];
+                    while !stop3.load(Ordering::SeqCst) {
+                        match s.read(&mut chunk) {
+                            Ok(0) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                            {
+                                continue;
+                            }
+                            Err(_) => return,
+                        }
+                        while let Ok(Some((msg, used))) = wire::decode(&buf) {
+                            buf.drain(..used);
+                            let reply = match msg {
+                                Message::Interested => Some(Message::Unchoke),
+                                Message::Request(r) => {
+                                    requests3.fetch_add(1, Ordering::SeqCst);
+                                    match how {
+                                        Misbehaviour::Corrupt => Some(Message::Block {
+                                            piece: r.piece,
+                                            offset: r.offset,
+                                            data: vec![0x5a; r.length as usize],
+                                        }),
+                                        Misbehaviour::Stall => None,
+                                    }
+                                }
+                                _ => None,
+                            };
+                            if let Some(m) = reply
+                                && s.write_all(&wire::encode(&m)).is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FakePeer { raw, port, stop, requests }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,848 @@
+//! The transfer engine of one torrent: connections, piece selection, verification, upload
+//! slots, bans.
+//!
+//! Owned by the torrent task (one owner: nothing here is shared but the verified set, which
+//! connections read to validate requests). [`Engine::next`] runs the engine until something
+//! the torrent must act on happens: a piece verified and written, or storage failing.
+//!
+//! - Fetching: each connection has a budget of bytes in flight (about a second of what it
+//!   delivers, 4–64 MiB); the picker fills it, incomplete peers first (so seeds are asked for
+//!   what leechers cannot give). Pieces are fetched whole from one peer (blocks pipelined),
+//!   which makes every bad piece attributable; in the endgame a piece may be fetched from up to
+//!   three peers at once, the first verified copy wins and the others are cancelled.
+//! - A peer that delivers nothing for [`STALL_AFTER`] while owing us data loses its pieces to
+//!   other peers and gets no new ones for a while.
+//! - Verification: every piece is hashed before it is written or announced; a mismatch strikes
+//!   the peer that sent it, and [`BAN_AFTER`] strikes ban it for this torrent.
+//! - Uploading: up to `upload_slots` interested peers are unchoked; when more want to download,
+//!   those that give us the most (or, when we seed, those that need the most) are preferred,
+//!   and one slot rotates every [`ROTATE_EVERY`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use log::{debug, info, warn};
+use rand::seq::SliceRandom;
+
+use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
+use super::limiter::RateLimit;
+use super::listener::{Incoming, IpSlot, Registry};
+use super::picker::{PeerKey, Picker};
+use super::wire::{Handshake, Message};
+use crate::bitfield::Bitfield;
+use crate::control::protocol::PeerInfo;
+use crate::descriptor::{InfoHash, PieceHash};
+use crate::discovery::wire::{PeerRecord, PeerStatus};
+use crate::node_id::NodeId;
+use crate::storage::{Layout, Storage, StorageError, hash_matches};
+
+/// A peer owing data that sends nothing for this long loses its pieces.
+pub const STALL_AFTER: Duration = Duration::from_secs(8);
+/// Bad pieces after which a peer is banned.
+pub const BAN_AFTER: u32 = 3;
+/// How often the unchoked set is reconsidered.
+pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_secs(1);
+/// Pieces hashed and written at once.
+const MAX_VERIFYING: usize = 2;
+/// Bytes in flight per peer: bounds of the budget.
+const MIN_IN_FLIGHT: u64 = 4 << 20;
+const MAX_IN_FLIGHT: u64 = 64 << 20;
+
+/// An outgoing connection set up (or the candidate that could not be reached).
+type Connected = Result<(SocketAddr, smol::Async<std::net::TcpStream>, Handshake, IpSlot), SocketAddr>;
+
+/// A hashed (and, if good, written) piece, with its buffer for reuse.
+type VerifyResult = (PeerKey, u32, Result<bool, StorageError>, Vec<u8>);
+
+/// Bytes waiting to be hashed above which nothing more is requested (hashing is behind).
+const MAX_VERIFY_BACKLOG: u64 = 64 << 20;
+
+/// Daemon-wide parts every engine shares.
+#[derive(Clone)]
+pub struct SwarmContext {
+    pub executor: Arc<smol::Executor<'static>>,
+    pub node_id: NodeId,
+    pub listen_port: u16,
+    pub registry: Arc<Registry>,
+    pub upload: Arc<RateLimit>,
+    pub download: Arc<RateLimit>,
+    /// Connections open, over all torrents, and the most allowed.
+    pub connections: Arc<AtomicUsize>,
+    pub max_connections: Arc<AtomicUsize>,
+    pub upload_slots: Arc<AtomicUsize>,
+}
+
+/// What the torrent must act on.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// A piece was verified and written (not yet synced).
+    Verified(usize),
+    StorageFailed(StorageError),
+}
+
+struct Peer {
+    conn: Connection,
+    bits: Bitfield,
+    peer_choking: bool,
+    peer_interested: bool,
+    am_interested: bool,
+    /// Pieces it has that we lack.
+    useful: usize,
+    /// Bytes of pieces we are fetching from it.
+    in_flight: u64,
+    /// Not asked for anything until then (it stalled).
+    snubbed_until: Option<Instant>,
+    down_rate: f64,
+    up_rate: f64,
+    last_down: u64,
+    last_up: u64,
+    unchoked_at: Option<Instant>,
+    _slot: IpSlot,
+}
+
+struct Candidate {
+    node_id: NodeId,
+    status: PeerStatus,
+    next_attempt: Instant,
+    failures: u32,
+    connecting: bool,
+}
+
+enum Wake {
+    Conn(ConnEvent),
+    Incoming(Incoming),
+    Connected(Connected),
+    Verified(PeerKey, u32, Result<bool, StorageError>, Vec<u8>),
+    Tick,
+}
+
+pub struct Engine {
+    ctx: SwarmContext,
+    info_hash: InfoHash,
+    name: String,
+    layout: Layout,
+    hashes: Arc<Vec<PieceHash>>,
+    storage: Arc<Storage>,
+    have: Arc<RwLock<Bitfield>>,
+    picker: Picker,
+    peers: HashMap<PeerKey, Peer>,
+    candidates: HashMap<SocketAddr, Candidate>,
+    strikes: HashMap<NodeId, u32>,
+    banned: HashMap<NodeId, SocketAddr>,
+    events: (async_channel::Sender<ConnEvent>, async_channel::Receiver<ConnEvent>),
+    incoming: async_channel::Receiver<Incoming>,
+    connected: (async_channel::Sender<Connected>, async_channel::Receiver<Connected>),
+    verified: (async_channel::Sender<VerifyResult>, async_channel::Receiver<VerifyResult>),
+    verify_queue: VecDeque<(PeerKey, u32, Vec<u8>)>,
+    verifying: usize,
+    /// Piece buffers, reused.
+    pool: Arc<BufferPool>,
+    upload: Arc<RateLimit>,
+    download: Arc<RateLimit>,
+    max_peers: usize,
+    next_key: PeerKey,
+    next_tick: Instant,
+    /// Fires at `next_tick`; kept and reset rather than re-created (each new timer costs the
+    /// reactor a wake-up, and `next` runs once per event).
+    timer: smol::Timer,
+    last_rotation: Instant,
+    last_keepalive: Instant,
+    /// Payload bytes moved by connections that have closed.
+    closed_down: u64,
+    closed_up: u64,
+    down_rate: f64,
+    up_rate: f64,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: SwarmContext,
+        info_hash: InfoHash,
+        name: String,
+        hashes: Arc<Vec<PieceHash>>,
+        storage: Arc<Storage>,
+        have: &Bitfield,
+        upload: Arc<RateLimit>,
+        download: Arc<RateLimit>,
+        max_peers: usize,
+    ) -> Engine {
+        let (in_tx, in_rx) = async_channel::bounded(64);
+        ctx.registry.register(info_hash, in_tx);
+        let layout = storage.layout().clone();
+        let now = Instant::now();
+        Engine {
+            picker: Picker::new(have, rand::random()),
+            have: Arc::new(RwLock::new(have.clone())),
+            ctx,
+            info_hash,
+            name,
+            layout,
+            hashes,
+            storage,
+            peers: HashMap::new(),
+            candidates: HashMap::new(),
+            strikes: HashMap::new(),
+            banned: HashMap::new(),
+            events: async_channel::unbounded(),
+            incoming: in_rx,
+            connected: async_channel::unbounded(),
+            verified: async_channel::unbounded(),
+            verify_queue: VecDeque::new(),
+            verifying: 0,
+            pool: Arc::new(BufferPool::default()),
+            upload,
+            download,
+            max_peers,
+            next_key: 1,
+            next_tick: now,
+            timer: smol::Timer::at(now),
+            last_rotation: now,
+            last_keepalive: now,
+            closed_down: 0,
+            closed_up: 0,
+            down_rate: 0.0,
+            up_rate: 0.0,
+        }
+    }
+
+    fn seeding(&self) -> bool {
+        self.have.read().unwrap_or_else(|p| p.into_inner()).is_complete()
+    }
+
+    pub fn set_max_peers(&mut self, n: usize) {
+        self.max_peers = n;
+    }
+
+    /// Payload bytes moved since the engine started: (downloaded, uploaded).
+    pub fn totals(&self) -> (u64, u64) {
+        let (d, u) = self.peers.values().fold((0, 0), |(d, u), p| {
+            (d + p.conn.stats.downloaded.load(Ordering::Relaxed), u + p.conn.stats.uploaded.load(Ordering::Relaxed))
+        });
+        (self.closed_down + d, self.closed_up + u)
+    }
+
+    /// Bytes per second, averaged over the last few seconds: (down, up).
+    pub fn rates(&self) -> (u64, u64) {
+        (self.down_rate as u64, self.up_rate as u64)
+    }
+
+    /// Connected and banned peers, for `p2pctl peers`.
+    pub fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .map(|p| PeerInfo {
+                address: p.conn.addr.to_string(),
+                node_id: p.conn.node_id.to_hex(),
+                status: if p.bits.is_complete() { "seeding".into() } else { "leeching".into() },
+                last_seen_secs: 0,
+                connected: true,
+                strikes: self.strikes.get(&p.conn.node_id).copied().unwrap_or(0),
+                banned: false,
+                downloaded: p.conn.stats.downloaded.load(Ordering::Relaxed),
+                uploaded: p.conn.stats.uploaded.load(Ordering::Relaxed),
+            })
+            .collect();
+        for (id, addr) in &self.banned {
+            out.push(PeerInfo {
+                address: addr.to_string(),
+                node_id: id.to_hex(),
+                status: "banned".into(),
+                last_seen_secs: 0,
+                connected: false,
+                strikes: self.strikes.get(id).copied().unwrap_or(0),
+                banned: true,
+                downloaded: 0,
+                uploaded: 0,
+            });
+        }
+        out
+    }
+
+    /// Members of the swarm learned by discovery.
+    pub fn add_candidates(&mut self, peers: Vec<PeerRecord>) {
+        let now = Instant::now();
+        for p in peers {
+            if p.id == self.ctx.node_id || self.banned.contains_key(&p.id) {
+                continue;
+            }
+            if p.status == PeerStatus::Leaving {
+                self.candidates.remove(&p.addr);
+                continue;
+            }
+            let c = self.candidates.entry(p.addr).or_insert(Candidate {
+                node_id: p.id,
+                status: p.status,
+                next_attempt: now,
+                failures: 0,
+                connecting: false,
+            });
+            c.node_id = p.id;
+            c.status = p.status;
+        }
+        self.connect_candidates(now);
+    }
+
+    /// Runs until a piece verifies or storage fails. Cancel-safe: the only await points are
+    /// channel receives and a timer, so dropping the future loses nothing.
+    pub async fn next(&mut self) -> EngineEvent {
+        loop {
+            let wake = {
+                let timer = &mut self.timer;
+                future::or(
+                    async { self.events.1.recv().await.map(Wake::Conn).unwrap_or(Wake::Tick) },
+                    future::or(
+                        async { self.incoming.recv().await.map(Wake::Incoming).unwrap_or(Wake::Tick) },
+                        future::or(
+                            async { self.connected.1.recv().await.map(Wake::Connected).unwrap_or(Wake::Tick) },
+                            future::or(
+                                async {
+                                    self.verified
+                                        .1
+                                        .recv()
+                                        .await
+                                        .map(|(k, p, r, b)| Wake::Verified(k, p, r, b))
+                                        .unwrap_or(Wake::Tick)
+                                },
+                                async {
+                                    timer.await;
+                                    Wake::Tick
+                                },
+                            ),
+                        ),
+                    ),
+                )
+                .await
+            };
+            match wake {
+                Wake::Conn(e) => self.on_conn_event(e),
+                Wake::Incoming(i) => self.on_incoming(i),
+                Wake::Connected(Ok((addr, stream, hs, slot))) => self.on_connected(addr, stream, hs, slot),
+                Wake::Connected(Err(addr)) => {
+                    if let Some(c) = self.candidates.get_mut(&addr) {
+                        c.connecting = false;
+                        c.failures += 1;
+                        c.next_attempt = Instant::now() + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
+                    }
+                }
+                Wake::Verified(key, piece, result, buf) => {
+                    self.pool.give(buf);
+                    self.verifying -= 1;
+                    self.start_verifying();
+                    if let Some(event) = self.on_verified(key, piece as usize, result) {
+                        return event;
+                    }
+                }
+                Wake::Tick => {
+                    let now = Instant::now();
+                    if now >= self.next_tick {
+                        self.next_tick = now + TICK;
+                        self.timer.set_at(self.next_tick);
+                        self.tick(now);
+                    }
+                }
+            }
+            self.fill_requests();
+        }
+    }
+
+    fn conn_context(&self) -> ConnContext {
+        ConnContext {
+            pool: self.pool.clone(),
+            storage: self.storage.clone(),
+            have: self.have.clone(),
+            layout: self.layout.clone(),
+            events: self.events.0.clone(),
+            upload: [self.ctx.upload.clone(), self.upload.clone()],
+            download: [self.ctx.download.clone(), self.download.clone()],
+        }
+    }
+
+    fn handshake(&self) -> Handshake {
+        Handshake { info_hash: self.info_hash, node_id: self.ctx.node_id, listen_port: self.ctx.listen_port }
+    }
+
+    fn room(&self) -> bool {
+        self.peers.len() < self.max_peers
+            && self.ctx.connections.load(Ordering::SeqCst) < self.ctx.max_connections.load(Ordering::SeqCst)
+    }
+
+    fn connect_candidates(&mut self, now: Instant) {
+        let seeding = self.seeding();
+        let connected: HashSet<NodeId> = self.peers.values().map(|p| p.conn.node_id).collect();
+        let mut due: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| {
+                let busy = c.connecting || c.next_attempt > now || connected.contains(&c.node_id);
+                // A seed has nothing to gain from another seed.
+                let pointless = seeding && c.status == PeerStatus::Seeding;
+                !(busy || pointless)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        due.shuffle(&mut rand::rng());
+        for addr in due {
+            if !self.room() {
+                break;
+            }
+            let Some(slot) = self.ctx.registry.take_slot(addr.ip()) else { continue };
+            if let Some(c) = self.candidates.get_mut(&addr) {
+                c.connecting = true;
+            }
+            let tx = self.connected.0.clone();
+            let hs = self.handshake();
+            self.ctx
+                .executor
+                .spawn(async move {
+                    let result = match connection::connect(addr, hs).await {
+                        Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
+                        Err(e) => {
+                            debug!("connect to {addr}: {e}");
+                            Err(addr)
+                        }
+                    };
+                    let _ = tx.send(result).await;
+                })
+                .detach();
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        addr: SocketAddr,
+        stream: smol::Async<std::net::TcpStream>,
+        hs: Handshake,
+        slot: IpSlot,
+    ) {
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.connecting = false;
+        }
+        if hs.info_hash != self.info_hash {
+            debug!("{}: {addr} answered for another swarm; closing", self.name);
+            return;
+        }
+        self.admit(stream, hs.node_id, addr, true, slot);
+    }
+
+    /// An incoming connection for this torrent. No await in here: [`Engine::next`] may be
+    /// dropped at any await point (the torrent task selects over it), and nothing received
+    /// may be lost when it is.
+    fn on_incoming(&mut self, i: Incoming) {
+        let addr = SocketAddr::new(i.remote.ip(), i.handshake.listen_port);
+        if i.handshake.node_id == self.ctx.node_id || self.banned.contains_key(&i.handshake.node_id) || !self.room() {
+            return;
+        }
+        // 76 bytes into a fresh connection's empty send buffer: a non-blocking write completes.
+        let hs = crate::swarm::wire::encode_handshake(&self.handshake());
+        use std::io::Write;
+        match i.stream.get_ref().write(&hs) {
+            Ok(n) if n == hs.len() => self.admit(i.stream, i.handshake.node_id, addr, false, i.slot),
+            _ => debug!("{}: {addr}: could not answer the handshake", self.name),
+        }
+    }
+
+    /// Starts a connection, unless it is to ourselves, banned, or a duplicate that loses.
+    fn admit(
+        &mut self,
+        stream: smol::Async<std::net::TcpStream>,
+        node_id: NodeId,
+        addr: SocketAddr,
+        outgoing: bool,
+        slot: IpSlot,
+    ) {
+        if node_id == self.ctx.node_id || self.banned.contains_key(&node_id) {
+            return;
+        }
+        // Two connections between the same pair: keep the one opened by the lower node id,
+        // which both ends decide the same way.
+        let own = self.ctx.node_id;
+        let initiator = |out: bool, peer: NodeId| if out { own } else { peer };
+        if let Some((&key, existing)) = self.peers.iter().find(|(_, p)| p.conn.node_id == node_id) {
+            let new_init = initiator(outgoing, node_id);
+            let old_init = initiator(existing.conn.outgoing, node_id);
+            if new_init >= old_init {
+                return;
+            }
+            self.close(key, "replaced by a connection in the agreed direction");
+        }
+        if !self.room() {
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let conn = connection::start(stream, key, node_id, addr, outgoing, self.conn_context(), &self.ctx.executor);
+        self.ctx.connections.fetch_add(1, Ordering::SeqCst);
+        debug!("{}: connected to {addr} ({})", self.name, if outgoing { "outgoing" } else { "incoming" });
+        self.peers.insert(
+            key,
+            Peer {
+                conn,
+                bits: Bitfield::new(self.layout.piece_count()),
+                peer_choking: true,
+                peer_interested: false,
+                am_interested: false,
+                useful: 0,
+                in_flight: 0,
+                snubbed_until: None,
+                down_rate: 0.0,
+                up_rate: 0.0,
+                last_down: 0,
+                last_up: 0,
+                unchoked_at: None,
+                _slot: slot,
+            },
+        );
+    }
+
+    fn close(&mut self, key: PeerKey, why: &str) {
+        let Some(p) = self.peers.remove(&key) else { return };
+        debug!("{}: closing {}: {why}", self.name, p.conn.addr);
+        self.closed_down += p.conn.stats.downloaded.load(Ordering::Relaxed);
+        self.closed_up += p.conn.stats.uploaded.load(Ordering::Relaxed);
+        self.picker.remove_peer(key, &p.bits);
+        self.ctx.connections.fetch_sub(1, Ordering::SeqCst);
+        if let Some(c) = self.candidates.get_mut(&p.conn.addr) {
+            c.next_attempt = Instant::now() + Duration::from_secs(5);
+        }
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else { return };
+        let want = p.useful > 0;
+        if want != p.am_interested {
+            p.am_interested = want;
+            p.conn.send(if want { Message::Interested } else { Message::NotInterested });
+        }
+    }
+
+    fn on_conn_event(&mut self, e: ConnEvent) {
+        match e {
+            ConnEvent::Bitfield(key, bits) => {
+                let seeding = self.seeding();
+                let Some(p) = self.peers.get_mut(&key) else { return };
+                self.picker.remove_peer(key, &p.bits);
+                let have = self.have.read().unwrap_or_else(|x| x.into_inner());
+                p.useful = bits.ones().filter(|&i| !have.get(i)).count();
+                drop(have);
+                self.picker.add_peer(&bits);
+                p.bits = bits;
+                // Two seeds have nothing to say to each other.
+                if seeding && p.bits.is_complete() {
+                    return self.close(key, "both seeding");
+                }
+                self.update_interest(key);
+            }
+            ConnEvent::Have(key, piece) => {
+                let Some(p) = self.peers.get_mut(&key) else { return };
+                if !p.bits.set(piece as usize) {
+                    return;
+                }
+                self.picker.peer_has(piece as usize, &p.bits);
+                if !self.have.read().unwrap_or_else(|x| x.into_inner()).get(piece as usize) {
+                    p.useful += 1;
+                }
+                let both_seeds = p.bits.is_complete() && self.seeding();
+                if both_seeds {
+                    return self.close(key, "both seeding");
+                }
+                self.update_interest(key);
+            }
+            ConnEvent::Choke(key) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_choking = true;
+                }
+            }
+            ConnEvent::Unchoke(key) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_choking = false;
+                }
+            }
+            ConnEvent::Interested(key) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_interested = true;
+                }
+                self.choke(Instant::now(), false);
+            }
+            ConnEvent::NotInterested(key) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_interested = false;
+                    p.conn.set_choking(true);
+                    p.unchoked_at = None;
+                }
+            }
+            ConnEvent::Released { key, piece } => {
+                let len = self.layout.piece_len(piece as usize);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.in_flight = p.in_flight.saturating_sub(len);
+                }
+                self.picker.release(piece as usize, key);
+            }
+            ConnEvent::Piece { key, piece, data } => {
+                let len = self.layout.piece_len(piece as usize);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.in_flight = p.in_flight.saturating_sub(len);
+                }
+                for other in self.picker.verifying(piece as usize, key) {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        p.in_flight = p.in_flight.saturating_sub(len);
+                        p.conn.drop_piece(piece);
+                    }
+                }
+                self.verify_queue.push_back((key, piece, data));
+                self.start_verifying();
+            }
+            ConnEvent::Closed { key, reason, misbehaved } => {
+                if misbehaved && let Some(p) = self.peers.get(&key) {
+                    warn!("{}: {} broke the protocol: {reason}; disconnected", self.name, p.conn.addr);
+                }
+                self.close(key, &reason);
+            }
+        }
+    }
+
+    fn start_verifying(&mut self) {
+        while self.verifying < MAX_VERIFYING {
+            let Some((key, piece, data)) = self.verify_queue.pop_front() else { return };
+            self.verifying += 1;
+            let storage = self.storage.clone();
+            let expected = self.hashes[piece as usize];
+            let tx = self.verified.0.clone();
+            self.ctx
+                .executor
+                .spawn(async move {
+                    let (result, data) = smol::unblock(move || {
+                        let r = if hash_matches(&data, &expected) {
+                            storage.write_piece(piece as usize, &data).map(|()| true)
+                        } else {
+                            Ok(false)
+                        };
+                        (r, data)
+                    })
+                    .await;
+                    let _ = tx.send((key, piece, result, data)).await;
+                })
+                .detach();
+        }
+    }
+
+    fn on_verified(&mut self, key: PeerKey, piece: usize, result: Result<bool, StorageError>) -> Option<EngineEvent> {
+        match result {
+            Ok(true) => {
+                self.picker.verified(piece);
+                self.have.write().unwrap_or_else(|x| x.into_inner()).set(piece);
+                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                for k in keys {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        if p.bits.get(piece) {
+                            p.useful = p.useful.saturating_sub(1);
+                        }
+                        p.conn.send(Message::Have(piece as u32));
+                    }
+                    self.update_interest(k);
+                }
+                Some(EngineEvent::Verified(piece))
+            }
+            Ok(false) => {
+                self.picker.failed(piece);
+                let p = self.peers.get(&key)?;
+                let (node, addr) = (p.conn.node_id, p.conn.addr);
+                let strikes = self.strikes.entry(node).or_insert(0);
+                *strikes += 1;
+                warn!("{}: piece {piece} from {addr} failed verification (strike {strikes})", self.name);
+                if *strikes >= BAN_AFTER {
+                    warn!("{}: banning {addr} ({node}) after {strikes} bad pieces", self.name);
+                    self.banned.insert(node, addr);
+                    self.candidates.remove(&addr);
+                    self.close(key, "banned");
+                }
+                None
+            }
+            Err(e) => {
+                self.picker.failed(piece);
+                Some(EngineEvent::StorageFailed(e))
+            }
+        }
+    }
+
+    /// Budget of bytes in flight for a peer: about a second of what it delivers.
+    fn budget(&self, p: &Peer) -> u64 {
+        let piece = self.layout.piece_length();
+        ((p.down_rate * 1.0) as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT).max(2 * piece)
+    }
+
+    fn fill_requests(&mut self) {
+        // Seeding, or hashing is behind: asking for more would only pile up buffers.
+        let backlog: u64 = self.verify_queue.iter().map(|(_, _, d)| d.len() as u64).sum();
+        if self.seeding() || backlog > MAX_VERIFY_BACKLOG {
+            return;
+        }
+        let now = Instant::now();
+        let mut order: Vec<(bool, PeerKey)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.peer_choking && p.am_interested && p.snubbed_until.is_none_or(|t| t <= now))
+            .map(|(k, p)| (p.bits.is_complete(), *k))
+            .collect();
+        // Incomplete peers first: seeds get what leechers cannot give.
+        order.sort();
+        for (_, key) in order {
+            while let Some(p) = self.peers.get(&key) {
+                if p.in_flight >= self.budget(p) {
+                    break;
+                }
+                let piece = match self.picker.pick(&p.bits) {
+                    Some(piece) => piece,
+                    None if self.picker.endgame() => match self.picker.pick_duplicate(key, &p.bits) {
+                        Some(piece) => piece,
+                        None => break,
+                    },
+                    None => break,
+                };
+                self.picker.assign(piece, key);
+                let len = self.layout.piece_len(piece);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.in_flight += len;
+                    p.conn.fetch(piece as u32, len as u32);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        // Rates, smoothed over a few seconds.
+        let (mut down, mut up) = (0.0, 0.0);
+        let mut stalled = Vec::new();
+        for (key, p) in self.peers.iter_mut() {
+            let d = p.conn.stats.downloaded.load(Ordering::Relaxed);
+            let u = p.conn.stats.uploaded.load(Ordering::Relaxed);
+            let dt = TICK.as_secs_f64();
+            p.down_rate = 0.6 * p.down_rate + 0.4 * ((d - p.last_down) as f64 / dt);
+            p.up_rate = 0.6 * p.up_rate + 0.4 * ((u - p.last_up) as f64 / dt);
+            p.last_down = d;
+            p.last_up = u;
+            down += p.down_rate;
+            up += p.up_rate;
+            if p.in_flight > 0 && !p.peer_choking && now.duration_since(p.conn.stats.last_block()) > STALL_AFTER {
+                stalled.push(*key);
+            }
+        }
+        self.down_rate = down;
+        self.up_rate = up;
+        // Silent peers are gone; quiet ones hear a keep-alive.
+        let idle: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.conn.stats.last_frame()) > connection::IDLE_TIMEOUT)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.close(key, "nothing received for two minutes");
+        }
+        if now.duration_since(self.last_keepalive) >= connection::KEEPALIVE_EVERY {
+            self.last_keepalive = now;
+            for p in self.peers.values() {
+                p.conn.send(Message::KeepAlive);
+            }
+        }
+        for key in stalled {
+            let pieces = self.picker.fetching(key);
+            if let Some(p) = self.peers.get_mut(&key) {
+                info!(
+                    "{}: {} stalled with {} pieces outstanding; fetching them elsewhere",
+                    self.name,
+                    p.conn.addr,
+                    pieces.len()
+                );
+                p.snubbed_until = Some(now + STALL_AFTER * 4);
+                p.in_flight = 0;
+                for &piece in &pieces {
+                    p.conn.drop_piece(piece as u32);
+                }
+            }
+            for piece in pieces {
+                self.picker.release(piece, key);
+            }
+        }
+        if now.duration_since(self.last_rotation) >= ROTATE_EVERY {
+            self.last_rotation = now;
+            self.choke(now, true);
+        }
+        self.connect_candidates(now);
+    }
+
+    /// Chooses the unchoked set: all interested peers if they fit in the upload slots;
+    /// otherwise the best `slots - 1` (those giving us the most, or when seeding those needing
+    /// the most) and one rotating slot.
+    fn choke(&mut self, now: Instant, rotate: bool) {
+        let slots = self.ctx.upload_slots.load(Ordering::Relaxed).max(1);
+        let seeding = self.seeding();
+        let mut interested: Vec<(PeerKey, f64, Option<Instant>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_interested)
+            .map(|(k, p)| {
+                let score = if seeding { -(p.bits.count() as f64) } else { p.down_rate };
+                (*k, score, p.unchoked_at)
+            })
+            .collect();
+        let chosen: HashSet<PeerKey> = if interested.len() <= slots {
+            interested.iter().map(|(k, _, _)| *k).collect()
+        } else {
+            interested.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mut chosen: HashSet<PeerKey> = interested.iter().take(slots - 1).map(|(k, _, _)| *k).collect();
+            // The rotating slot: keep the current holder until rotation, then the longest waiting.
+            let rest: Vec<&(PeerKey, f64, Option<Instant>)> = interested.iter().skip(slots - 1).collect();
+            let keep = rest.iter().find(|(_, _, at)| at.is_some() && !rotate).map(|(k, _, _)| *k);
+            let next = keep.or_else(|| rest.iter().min_by_key(|(_, _, at)| *at).map(|(k, _, _)| *k));
+            if let Some(k) = next {
+                chosen.insert(k);
+            }
+            chosen
+        };
+        for (k, p) in self.peers.iter_mut() {
+            let unchoke = chosen.contains(k);
+            p.conn.set_choking(!unchoke);
+            if unchoke && p.unchoked_at.is_none() {
+                p.unchoked_at = Some(now);
+            } else if !unchoke {
+                p.unchoked_at = None;
+            }
+        }
+    }
+
+    /// The torrent completed: stop fetching, drop connections to other seeds.
+    pub fn on_complete(&mut self) {
+        let seeds: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.bits.is_complete()).map(|(k, _)| *k).collect();
+        for k in seeds {
+            self.close(k, "both seeding");
+        }
+        for p in self.peers.values_mut() {
+            if p.am_interested {
+                p.am_interested = false;
+                p.conn.send(Message::NotInterested);
+            }
+        }
+    }
+
+    /// Stops accepting connections and closes every connection.
+    pub fn shutdown(&mut self) {
+        self.ctx.registry.unregister(&self.info_hash);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.close(k, "torrent stopped");
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

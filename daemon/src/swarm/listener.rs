@@ -1,0 +1,136 @@
+//! The TCP peer port, shared by every torrent.
+//!
+//! Accepts connections, reads each handshake within [`HANDSHAKE_TIMEOUT`] (a client that
+//! never finishes one costs a task for that long and no more), and hands the connection to
+//! the torrent whose info hash it names; connections for other swarms, or beyond the per-IP
+//! cap, are closed. Which torrents are reachable is kept in a [`Registry`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use log::{debug, warn};
+use smol::Async;
+
+use super::connection::{HANDSHAKE_TIMEOUT, read_handshake};
+use super::wire::Handshake;
+use crate::descriptor::InfoHash;
+
+/// A connection whose handshake named a torrent we serve.
+pub struct Incoming {
+    pub stream: Async<TcpStream>,
+    pub handshake: Handshake,
+    pub remote: SocketAddr,
+    /// Held while the connection lives: counts against the per-IP cap.
+    pub slot: IpSlot,
+}
+
+/// Torrents that accept connections, and connection counts per IP.
+#[derive(Default)]
+pub struct Registry {
+    torrents: Mutex<HashMap<InfoHash, async_channel::Sender<Incoming>>>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Most connections (in and out) from or to one IP address.
+    max_per_ip: Mutex<usize>,
+}
+
+/// One connection counted against its IP's cap; released on drop.
+pub struct IpSlot {
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(max_per_ip: usize) -> Registry {
+        Registry { max_per_ip: Mutex::new(max_per_ip), ..Default::default() }
+    }
+
+    pub fn set_max_per_ip(&self, n: usize) {
+        *self.max_per_ip.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    /// Accept connections for `info_hash`, delivered to `tx`.
+    pub fn register(&self, info_hash: InfoHash, tx: async_channel::Sender<Incoming>) {
+        self.torrents.lock().unwrap_or_else(|p| p.into_inner()).insert(info_hash, tx);
+    }
+
+    pub fn unregister(&self, info_hash: &InfoHash) {
+        self.torrents.lock().unwrap_or_else(|p| p.into_inner()).remove(info_hash);
+    }
+
+    fn route(&self, info_hash: &InfoHash) -> Option<async_channel::Sender<Incoming>> {
+        self.torrents.lock().unwrap_or_else(|p| p.into_inner()).get(info_hash).cloned()
+    }
+
+    /// Takes a slot for a connection to or from `ip`, if under the cap.
+    pub fn take_slot(&self, ip: IpAddr) -> Option<IpSlot> {
+        let max = *self.max_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { ip, per_ip: self.per_ip.clone() })
+    }
+}
+
+/// Binds the peer port (at start-up).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, executor: Arc<smol::Executor<'static>>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("peer port: accept failed: {e}");
+                smol::Timer::after(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = registry.take_slot(remote.ip()) else {
+            debug!("peer port: {remote}: too many connections from this address");
+            continue;
+        };
+        let registry = registry.clone();
+        executor
+            .spawn(async move {
+                let mut stream = stream;
+                let _ = stream.get_ref().set_nodelay(true);
+                let handshake = futures_lite::future::or(async { Some(read_handshake(&mut stream).await) }, async {
+                    smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+                    None
+                })
+                .await;
+                let handshake = match handshake {
+                    Some(Ok(h)) => h,
+                    Some(Err(e)) => return debug!("peer port: {remote}: bad handshake: {e}"),
+                    None => return debug!("peer port: {remote}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                };
+                match registry.route(&handshake.info_hash) {
+                    Some(tx) => {
+                        let _ = tx.send(Incoming { stream, handshake, remote, slot }).await;
+                    }
+                    None => debug!("peer port: {remote}: asked for unknown swarm {}", handshake.info_hash),
+                }
+            })
+            .detach();
+    }
+}

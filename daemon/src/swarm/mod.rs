@@ -1,0 +1,17 @@
+//! Swarm transfer: exchanging verified pieces with peers over TCP.
+//!
+//! - [`wire`]: the peer wire codec (pure; `docs/PROTOCOL.md`, part 2).
+//! - [`picker`]: which piece to fetch from whom (pure).
+//! - [`connection`]: one peer connection (reader and writer tasks).
+//! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
+//! - [`listener`]: the TCP peer port shared by all torrents.
+//! - [`limiter`]: byte-rate limits.
+
+pub mod connection;
+pub mod engine;
+pub mod limiter;
+pub mod listener;
+pub mod picker;
+pub mod wire;
+
+pub use engine::{Engine, EngineEvent, SwarmContext};
