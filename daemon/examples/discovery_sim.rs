@@ -120,7 +120,7 @@ fn main() {
          of the other nodes without notice. A lookup starts at a random live non-member and succeeds when it returns a \
          live member. Messages count every datagram any node sent from the lookup's start until the network is quiet \
          (retries and acknowledgements included). One-way latency is uniform in 0.5–5 ms. Default timers: first \
-         timeout 250 ms, doubling, 3 sends per request; 2 s per attempt; 30 s per lookup.\n\n",
+         timeout 250 ms, doubling, 4 sends per request; 2 s per attempt; 30 s per lookup.\n\n",
         args.members
     ));
     out.push_str("| nodes | strategy | loss | dead | lookups | success | messages median (p90) | 2·log2(N) | hops median (p90) | time median (p99) |\n");
