@@ -88,9 +88,24 @@ fn seed_and_three_leechers_file_and_directory() {
         assert!(same_tree(&src.join("tree"), &l.data().join("tree")), "directory differs");
         assert!(!l.data().join("big.bin.part").exists() && !l.data().join("tree.part").exists());
     }
-    // The leechers served each other: the seed sent less than three copies.
-    let seed_up = seed.torrent(&file_hash).unwrap()["uploaded"].as_u64().unwrap();
-    let leech_up: u64 = leechers.iter().map(|l| l.torrent(&file_hash).unwrap()["uploaded"].as_u64().unwrap()).sum();
+    // The leechers served each other: the seed sent less than three copies. Counters are
+    // published once a second; read them once they have settled.
+    let uploaded = || {
+        let seed_up = seed.torrent(&file_hash).unwrap()["uploaded"].as_u64().unwrap();
+        let leech_up: u64 = leechers.iter().map(|l| l.torrent(&file_hash).unwrap()["uploaded"].as_u64().unwrap()).sum();
+        (seed_up, leech_up)
+    };
+    let mut counters = uploaded();
+    loop {
+        std::thread::sleep(Duration::from_millis(1200));
+        let now = uploaded();
+        if now == counters {
+            break;
+        }
+        counters = now;
+    }
+    let (seed_up, leech_up) = counters;
+    assert!(seed_up >= 32 << 20, "the seed uploaded {seed_up} bytes, less than one copy");
     eprintln!(
         "seed uploaded {:.2} copies, leechers {:.2}",
         seed_up as f64 / (32 << 20) as f64,

@@ -266,6 +266,15 @@ impl Storage {
         Ok(PieceRead::Complete)
     }
 
+    /// The file and offset holding content bytes `[offset, offset + len)`, when they lie within
+    /// one file (for zero-copy sends). `None` if they span files or the file is missing.
+    pub fn file_range(&self, offset: u64, len: u64) -> Option<(Arc<File>, u64)> {
+        let spans = self.layout.spans(offset, len);
+        let [span] = spans[..] else { return None };
+        let file = self.file(span.file, Access::Read).ok().flatten()?;
+        Some((file, span.offset))
+    }
+
     /// Reads piece `index` into `buf` (resized to the piece length).
     pub fn read_piece(&self, index: usize, buf: &mut Vec<u8>) -> Result<PieceRead, StorageError> {
         let range = self.layout.piece_range(index);

@@ -12,7 +12,7 @@
 //! The engine talks to both through channels and reads counters from [`ConnStats`]; it owns
 //! every decision (what to fetch, whom to choke).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use smol::Async;
 
+use sha2::{Digest, Sha256};
+
+use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
 use super::picker::PeerKey;
 use super::wire::{self, BLOCK, BlockRef, FRAME_HEADER, HANDSHAKE_LEN, Handshake, Kind, MAX_BLOCK, Message};
+
 use crate::bitfield::Bitfield;
 use crate::node_id::NodeId;
 use crate::storage::{Layout, PieceRead, Storage};
@@ -89,11 +93,13 @@ pub enum ConnEvent {
     Unchoke(PeerKey),
     Interested(PeerKey),
     NotInterested(PeerKey),
-    /// A complete piece, not yet verified.
+    /// A complete piece, not yet verified; `digest` is its SHA-256 when the blocks arrived in
+    /// order and were hashed on the way in.
     Piece {
         key: PeerKey,
         piece: u32,
         data: Vec<u8>,
+        digest: Option<[u8; 32]>,
     },
     /// The peer will not send this piece (rejected, or choked us).
     Released {
@@ -171,6 +177,7 @@ pub struct ConnContext {
     /// Upload limits (global, this torrent) and download limits.
     pub upload: [Arc<RateLimit>; 2],
     pub download: [Arc<RateLimit>; 2],
+    pub first_copies: Arc<FirstCopies>,
 }
 
 /// The engine's side of a connection. Dropping it stops both tasks.
@@ -271,6 +278,8 @@ pub fn start(
         am_choking: am_choking.clone(),
         stats: stats.clone(),
         downloads: HashMap::new(),
+        declined: HashSet::new(),
+        declining: HashSet::new(),
     };
     let writer =
         Writer { stream, ctx: ctx.clone(), commands: writer_rx, stats: stats.clone(), uploads: VecDeque::new() };
@@ -324,6 +333,12 @@ struct Download {
     /// Which blocks have arrived.
     received: Vec<bool>,
     missing: usize,
+    /// SHA-256 over the blocks received in order so far (blocks usually arrive in order: they
+    /// are requested in order from one peer over one TCP stream), so the data is hashed while it
+    /// is still in the cache, and verifying is a comparison.
+    hasher: Sha256,
+    /// Blocks fed to `hasher`.
+    hashed: usize,
 }
 
 struct Reader {
@@ -335,6 +350,11 @@ struct Reader {
     am_choking: Arc<AtomicBool>,
     stats: Arc<ConnStats>,
     downloads: HashMap<u32, Download>,
+    /// Pieces whose first copy went to another connection and that this peer was told to
+    /// fetch elsewhere ([`FirstCopies`]); asked again, they are served.
+    declined: HashSet<u32>,
+    /// Of those, the ones whose remaining block requests are being rejected.
+    declining: HashSet<u32>,
 }
 
 enum Wake {
@@ -347,6 +367,20 @@ impl Reader {
         loop {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd);
+            }
+            // Read at once while data is waiting; only an empty socket is worth a trip through
+            // the reactor (a readiness wait costs a re-registration and a wake-up per frame).
+            let mut header = [0u8; FRAME_HEADER];
+            match std::io::Read::read(&mut self.stream.get_ref(), &mut header) {
+                Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    self.read_exact(&mut header[n..]).await?;
+                    self.on_frame(header).await?;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(closed(e)),
             }
             let stream = self.stream.clone();
             let wake = future::or(async { Wake::Readable(stream.readable().await) }, async {
@@ -373,7 +407,9 @@ impl Reader {
                     })
                     .collect();
                 let data = self.ctx.pool.take(length as usize);
-                self.downloads.insert(piece, Download { data, received: vec![false; blocks], missing: blocks });
+                let d =
+                    Download { data, received: vec![false; blocks], missing: blocks, hasher: Sha256::new(), hashed: 0 };
+                self.downloads.insert(piece, d);
                 let _ = self.writer.try_send(WriterCmd::SendMany(requests));
             }
             ReaderCmd::Drop { piece } => {
@@ -407,6 +443,11 @@ impl Reader {
     async fn read_frame(&mut self) -> Result<(), End> {
         let mut h = [0u8; FRAME_HEADER];
         self.read_exact(&mut h).await?;
+        self.on_frame(h).await
+    }
+
+    /// Reads the rest of the frame whose header is `h`, and acts on it.
+    async fn on_frame(&mut self, h: [u8; FRAME_HEADER]) -> Result<(), End> {
         self.stats.frame_arrived();
         let header = wire::parse_header(h).map_err(|e| End::Misbehaved(e.to_string()))?;
         if header.kind == Kind::Block {
@@ -466,12 +507,26 @@ impl Reader {
             )));
         }
         let have = self.ctx.have.read().unwrap_or_else(|p| p.into_inner()).get(r.piece as usize);
-        if !have || self.am_choking.load(Ordering::SeqCst) {
+        if !have || self.am_choking.load(Ordering::SeqCst) || self.decline(r) {
             let _ = self.writer.try_send(WriterCmd::Send(Message::Reject(r)));
         } else {
             let _ = self.writer.try_send(WriterCmd::Serve(r));
         }
         Ok(())
+    }
+
+    /// Whether to decline this request because another connection got the piece's first copy
+    /// (decided at the piece's first block, once per piece and connection).
+    fn decline(&mut self, r: BlockRef) -> bool {
+        if r.offset != 0 {
+            return self.declining.contains(&r.piece);
+        }
+        if !self.ctx.first_copies.claim(r.piece as usize, self.key) && self.declined.insert(r.piece) {
+            self.declining.insert(r.piece);
+            return true;
+        }
+        self.declining.remove(&r.piece);
+        false
     }
 
     async fn read_block(&mut self, body_len: usize) -> Result<(), End> {
@@ -501,12 +556,20 @@ impl Reader {
         reader.read_exact(&mut d.data[start..start + len]).await.map_err(closed)?;
         d.received[block] = true;
         d.missing -= 1;
+        // Hash every block now contiguous with what was already hashed.
+        while d.hashed < d.received.len() && d.received[d.hashed] {
+            let from = d.hashed * BLOCK as usize;
+            let to = (from + BLOCK as usize).min(d.data.len());
+            d.hasher.update(&d.data[from..to]);
+            d.hashed += 1;
+        }
         self.stats.downloaded.fetch_add(len as u64, Ordering::Relaxed);
         self.stats.block_arrived();
         if d.missing == 0
             && let Some(d) = self.downloads.remove(&piece)
         {
-            let _ = self.ctx.events.send(ConnEvent::Piece { key: self.key, piece, data: d.data }).await;
+            let digest = (d.hashed == d.received.len()).then(|| d.hasher.finalize().into());
+            let _ = self.ctx.events.send(ConnEvent::Piece { key: self.key, piece, data: d.data, digest }).await;
         }
         Ok(())
     }
@@ -575,6 +638,31 @@ impl Writer {
         }
         let start = self.ctx.layout.piece_range(r.piece as usize).start + r.offset as u64;
         let len = r.length as usize;
+        // Zero copy when the block lies in one file: the header, then the data straight from
+        // the page cache to the socket.
+        if let Some((file, file_offset)) = self.ctx.storage.file_range(start, len as u64) {
+            let header = wire::block_header(r.piece, r.offset, len);
+            self.send_more(&header).await?;
+            let mut offset = file_offset as i64;
+            let mut left = len;
+            while left > 0 {
+                let sent = self
+                    .stream
+                    .write_with(|s| {
+                        nix::sys::sendfile::sendfile64(s, &*file, Some(&mut offset), left)
+                            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                    })
+                    .await
+                    .map_err(ioerr)?;
+                if sent == 0 {
+                    // The file shrank under us; the frame cannot be completed.
+                    return Err(format!("piece {} vanished from disk while being sent", r.piece));
+                }
+                left -= sent;
+            }
+            self.stats.uploaded.fetch_add(len as u64, Ordering::Relaxed);
+            return Ok(());
+        }
         block.clear();
         block.extend_from_slice(&wire::block_header(r.piece, r.offset, len));
         let head = block.len();
@@ -589,6 +677,26 @@ impl Writer {
         }
         (&*self.stream).write_all(block).await.map_err(ioerr)?;
         self.stats.uploaded.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends `bytes` flagged as "more follows", so that they leave with what is sent next.
+    async fn send_more(&self, bytes: &[u8]) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += self
+                .stream
+                .write_with(|s| {
+                    let rest = &bytes[sent..];
+                    // SAFETY: `rest` is a valid, initialised buffer of `rest.len()` bytes for the
+                    // duration of the call, and the descriptor belongs to `s`.
+                    let n = unsafe { libc::send(s.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) };
+                    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+                })
+                .await
+                .map_err(ioerr)?;
+        }
         Ok(())
     }
 }

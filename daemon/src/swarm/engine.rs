@@ -29,6 +29,7 @@ use log::{debug, info, warn};
 use rand::seq::SliceRandom;
 
 use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
+use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
 use super::listener::{Incoming, IpSlot, Registry};
 use super::picker::{PeerKey, Picker};
@@ -47,6 +48,8 @@ pub const BAN_AFTER: u32 = 3;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
+/// How long a peer's declines are remembered (at least; they are forgotten at a tick).
+const DECLINED_FOR: Duration = Duration::from_secs(2);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
 /// Bytes in flight per peer: bounds of the budget.
@@ -102,7 +105,21 @@ struct Peer {
     last_down: u64,
     last_up: u64,
     unchoked_at: Option<Instant>,
+    /// Pieces it declined to send us lately (a seed's [`FirstCopies`] policy, or a choke):
+    /// not asked of it again until [`DECLINED_FOR`] has passed (meanwhile the leecher that got
+    /// the first copy announces it) — while some incomplete peer is connected that could.
+    declined: Bitfield,
+    declined_at: Option<Instant>,
     _slot: IpSlot,
+}
+
+/// A complete piece waiting to be verified and written.
+struct Received {
+    key: PeerKey,
+    piece: u32,
+    data: Vec<u8>,
+    /// Its SHA-256, when the connection hashed it on the way in.
+    digest: Option<[u8; 32]>,
 }
 
 struct Candidate {
@@ -130,6 +147,9 @@ pub struct Engine {
     storage: Arc<Storage>,
     have: Arc<RwLock<Bitfield>>,
     picker: Picker,
+    first_copies: Arc<FirstCopies>,
+    /// An empty bitfield: no piece declined.
+    no_declines: Bitfield,
     peers: HashMap<PeerKey, Peer>,
     candidates: HashMap<SocketAddr, Candidate>,
     strikes: HashMap<NodeId, u32>,
@@ -138,7 +158,7 @@ pub struct Engine {
     incoming: async_channel::Receiver<Incoming>,
     connected: (async_channel::Sender<Connected>, async_channel::Receiver<Connected>),
     verified: (async_channel::Sender<VerifyResult>, async_channel::Receiver<VerifyResult>),
-    verify_queue: VecDeque<(PeerKey, u32, Vec<u8>)>,
+    verify_queue: VecDeque<Received>,
     verifying: usize,
     /// Piece buffers, reused.
     pool: Arc<BufferPool>,
@@ -176,7 +196,11 @@ impl Engine {
         ctx.registry.register(info_hash, in_tx);
         let layout = storage.layout().clone();
         let now = Instant::now();
+        let first_copies = Arc::new(FirstCopies::new(layout.piece_count()));
+        first_copies.set_active(have.is_complete());
         Engine {
+            first_copies,
+            no_declines: Bitfield::new(layout.piece_count()),
             picker: Picker::new(have, rand::random()),
             have: Arc::new(RwLock::new(have.clone())),
             ctx,
@@ -361,6 +385,7 @@ impl Engine {
             events: self.events.0.clone(),
             upload: [self.ctx.upload.clone(), self.upload.clone()],
             download: [self.ctx.download.clone(), self.download.clone()],
+            first_copies: self.first_copies.clone(),
         }
     }
 
@@ -496,6 +521,8 @@ impl Engine {
                 last_down: 0,
                 last_up: 0,
                 unchoked_at: None,
+                declined: Bitfield::new(self.layout.piece_count()),
+                declined_at: None,
                 _slot: slot,
             },
         );
@@ -507,6 +534,7 @@ impl Engine {
         self.closed_down += p.conn.stats.downloaded.load(Ordering::Relaxed);
         self.closed_up += p.conn.stats.uploaded.load(Ordering::Relaxed);
         self.picker.remove_peer(key, &p.bits);
+        self.first_copies.forget(key);
         self.ctx.connections.fetch_sub(1, Ordering::SeqCst);
         if let Some(c) = self.candidates.get_mut(&p.conn.addr) {
             c.next_attempt = Instant::now() + Duration::from_secs(5);
@@ -581,10 +609,12 @@ impl Engine {
                 let len = self.layout.piece_len(piece as usize);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.in_flight = p.in_flight.saturating_sub(len);
+                    p.declined.set(piece as usize);
+                    p.declined_at.get_or_insert_with(Instant::now);
                 }
                 self.picker.release(piece as usize, key);
             }
-            ConnEvent::Piece { key, piece, data } => {
+            ConnEvent::Piece { key, piece, data, digest } => {
                 let len = self.layout.piece_len(piece as usize);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.in_flight = p.in_flight.saturating_sub(len);
@@ -595,7 +625,7 @@ impl Engine {
                         p.conn.drop_piece(piece);
                     }
                 }
-                self.verify_queue.push_back((key, piece, data));
+                self.verify_queue.push_back(Received { key, piece, data, digest });
                 self.start_verifying();
             }
             ConnEvent::Closed { key, reason, misbehaved } => {
@@ -609,7 +639,7 @@ impl Engine {
 
     fn start_verifying(&mut self) {
         while self.verifying < MAX_VERIFYING {
-            let Some((key, piece, data)) = self.verify_queue.pop_front() else { return };
+            let Some(Received { key, piece, data, digest }) = self.verify_queue.pop_front() else { return };
             self.verifying += 1;
             let storage = self.storage.clone();
             let expected = self.hashes[piece as usize];
@@ -618,11 +648,12 @@ impl Engine {
                 .executor
                 .spawn(async move {
                     let (result, data) = smol::unblock(move || {
-                        let r = if hash_matches(&data, &expected) {
-                            storage.write_piece(piece as usize, &data).map(|()| true)
-                        } else {
-                            Ok(false)
+                        let good = match digest {
+                            Some(d) => d == expected.0,
+                            None => hash_matches(&data, &expected),
                         };
+                        let r =
+                            if good { storage.write_piece(piece as usize, &data).map(|()| true) } else { Ok(false) };
                         (r, data)
                     })
                     .await;
@@ -679,7 +710,7 @@ impl Engine {
 
     fn fill_requests(&mut self) {
         // Seeding, or hashing is behind: asking for more would only pile up buffers.
-        let backlog: u64 = self.verify_queue.iter().map(|(_, _, d)| d.len() as u64).sum();
+        let backlog: u64 = self.verify_queue.iter().map(|r| r.data.len() as u64).sum();
         if self.seeding() || backlog > MAX_VERIFY_BACKLOG {
             return;
         }
@@ -692,14 +723,17 @@ impl Engine {
             .collect();
         // Incomplete peers first: seeds get what leechers cannot give.
         order.sort();
+        // Declines send us to other leechers; with none connected, ask again (and be served).
+        let leechers_connected = self.peers.values().any(|p| !p.bits.is_complete());
         for (_, key) in order {
             while let Some(p) = self.peers.get(&key) {
                 if p.in_flight >= self.budget(p) {
                     break;
                 }
-                let piece = match self.picker.pick(&p.bits) {
+                let declined = if leechers_connected { &p.declined } else { &self.no_declines };
+                let piece = match self.picker.pick(&p.bits, declined) {
                     Some(piece) => piece,
-                    None if self.picker.endgame() => match self.picker.pick_duplicate(key, &p.bits) {
+                    None if self.picker.endgame() => match self.picker.pick_duplicate(key, &p.bits, declined) {
                         Some(piece) => piece,
                         None => break,
                     },
@@ -731,6 +765,10 @@ impl Engine {
             up += p.up_rate;
             if p.in_flight > 0 && !p.peer_choking && now.duration_since(p.conn.stats.last_block()) > STALL_AFTER {
                 stalled.push(*key);
+            }
+            if p.declined_at.is_some_and(|at| now.duration_since(at) >= DECLINED_FOR) {
+                p.declined = Bitfield::new(self.layout.piece_count());
+                p.declined_at = None;
             }
         }
         self.down_rate = down;
@@ -819,6 +857,7 @@ impl Engine {
 
     /// The torrent completed: stop fetching, drop connections to other seeds.
     pub fn on_complete(&mut self) {
+        self.first_copies.set_active(true);
         let seeds: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.bits.is_complete()).map(|(k, _)| *k).collect();
         for k in seeds {
             self.close(k, "both seeding");

@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: the peer wire codec (pure; `docs/PROTOCOL.md`, part 2).
 //! - [`picker`]: which piece to fetch from whom (pure).
+//! - [`first_copies`]: a seed sends each piece once while leechers can pass it on.
 //! - [`connection`]: one peer connection (reader and writer tasks).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
@@ -9,6 +10,7 @@
 
 pub mod connection;
 pub mod engine;
+pub mod first_copies;
 pub mod limiter;
 pub mod listener;
 pub mod picker;

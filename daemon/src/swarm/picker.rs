@@ -123,8 +123,9 @@ impl Picker {
         }
     }
 
-    /// The next piece to fetch from a peer with bitfield `bits`, or `None`.
-    pub fn pick(&mut self, bits: &Bitfield) -> Option<usize> {
+    /// The next piece to fetch from a peer with bitfield `bits`, other than those in `declined`
+    /// (pieces it refused lately), or `None`.
+    pub fn pick(&mut self, bits: &Bitfield, declined: &Bitfield) -> Option<usize> {
         let n = self.state.len();
         if n == 0 || self.missing == 0 {
             return None;
@@ -134,7 +135,7 @@ impl Picker {
         let mut best: Option<(u64, usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if self.state[i] != PieceState::Missing || !bits.get(i) {
+            if self.state[i] != PieceState::Missing || !bits.get(i) || declined.get(i) {
                 continue;
             }
             let rank = if seed {
@@ -154,7 +155,7 @@ impl Picker {
     }
 
     /// In the endgame: a piece `key` may fetch in parallel with others (fewest fetchers).
-    pub fn pick_duplicate(&mut self, key: PeerKey, bits: &Bitfield) -> Option<usize> {
+    pub fn pick_duplicate(&mut self, key: PeerKey, bits: &Bitfield, declined: &Bitfield) -> Option<usize> {
         let n = self.state.len();
         if n == 0 {
             return None;
@@ -164,7 +165,12 @@ impl Picker {
         for k in 0..n {
             let i = (start + k) % n;
             let f = &self.fetchers[i];
-            if self.state[i] != PieceState::Fetching || !bits.get(i) || f.contains(&key) || f.len() >= MAX_FETCHERS {
+            if self.state[i] != PieceState::Fetching
+                || !bits.get(i)
+                || declined.get(i)
+                || f.contains(&key)
+                || f.len() >= MAX_FETCHERS
+            {
                 continue;
             }
             if best.is_none_or(|(c, _)| f.len() < c) {
@@ -241,6 +247,25 @@ mod tests {
         b
     }
 
+    /// Nothing declined.
+    fn none(like: &Bitfield) -> Bitfield {
+        Bitfield::new(like.len())
+    }
+
+    #[test]
+    fn declined_pieces_are_not_asked_of_that_peer() {
+        let mut p = Picker::new(&Bitfield::new(3), 1);
+        let seed = Bitfield::full(3);
+        p.add_peer(&seed);
+        assert_eq!(p.pick(&seed, &bits(3, &[0, 1])), Some(2));
+        p.assign(2, 1);
+        assert_eq!(p.pick(&seed, &bits(3, &[0, 1])), None);
+        assert!(p.pick(&seed, &none(&seed)).is_some());
+        p.assign(0, 1);
+        p.assign(1, 1);
+        assert_eq!(p.pick_duplicate(2, &seed, &bits(3, &[0, 1, 2])), None, "declines hold in the endgame too");
+    }
+
     #[test]
     fn rarest_first() {
         let mut p = Picker::new(&Bitfield::new(4), 1);
@@ -248,9 +273,9 @@ mod tests {
         p.add_peer(&bits(4, &[0, 1]));
         p.add_peer(&bits(4, &[0]));
         let peer = bits(4, &[0, 1, 2]);
-        assert_eq!(p.pick(&peer), Some(2));
+        assert_eq!(p.pick(&peer, &none(&peer)), Some(2));
         p.assign(2, 1);
-        assert_eq!(p.pick(&peer), Some(1));
+        assert_eq!(p.pick(&peer, &none(&peer)), Some(1));
     }
 
     #[test]
@@ -260,7 +285,7 @@ mod tests {
             let mut p = Picker::new(&Bitfield::new(64), seed);
             let all = Bitfield::full(64);
             p.add_peer(&all);
-            seen.insert(p.pick(&all).unwrap());
+            seen.insert(p.pick(&all, &none(&all)).unwrap());
         }
         assert!(seen.len() > 10, "{seen:?}");
     }
@@ -273,10 +298,10 @@ mod tests {
         p.add_peer(&seed);
         p.add_peer(&leecher);
         // Piece 2 is rarest anyway; after it is taken, the seed gets pieces 0/1 only if asked.
-        assert_eq!(p.pick(&seed), Some(2));
+        assert_eq!(p.pick(&seed, &none(&seed)), Some(2));
         p.assign(2, 9);
         // From the leecher, 0 and 1 are equally rare.
-        assert!(matches!(p.pick(&leecher), Some(0 | 1)));
+        assert!(matches!(p.pick(&leecher, &none(&leecher)), Some(0 | 1)));
     }
 
     #[test]
@@ -285,12 +310,12 @@ mod tests {
         let a = Bitfield::full(3);
         p.add_peer(&a);
         p.add_peer(&a);
-        assert_eq!(p.pick(&a), Some(2));
+        assert_eq!(p.pick(&a, &none(&a)), Some(2));
         p.assign(2, 1);
         assert!(p.endgame());
-        assert_eq!(p.pick(&a), None);
-        assert_eq!(p.pick_duplicate(1, &a), None, "not twice from the same peer");
-        assert_eq!(p.pick_duplicate(2, &a), Some(2));
+        assert_eq!(p.pick(&a, &none(&a)), None);
+        assert_eq!(p.pick_duplicate(1, &a, &none(&a)), None, "not twice from the same peer");
+        assert_eq!(p.pick_duplicate(2, &a, &none(&a)), Some(2));
         p.assign(2, 2);
         assert_eq!(p.verifying(2, 2), vec![1]);
         p.verified(2);
@@ -313,6 +338,6 @@ mod tests {
         p.verifying(0, 2);
         p.failed(0);
         assert_eq!(p.state(0), PieceState::Missing);
-        assert_eq!(p.pick(&a).map(|i| i < 2), Some(true));
+        assert_eq!(p.pick(&a, &none(&a)).map(|i| i < 2), Some(true));
     }
 }
