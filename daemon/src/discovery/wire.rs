@@ -500,7 +500,12 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
         other => return Err(WireError::UnknownType(other)),
     };
     if code < 0x80 {
+        // Exactly the padding `encode` writes: a shorter request could draw a larger answer.
+        let unpadded = bytes.len() - r.bytes.len() + 2;
         let pad = r.u16()? as usize;
+        if pad != MIN_REQUEST_LEN.saturating_sub(unpadded) {
+            return Err(WireError::BadPadding);
+        }
         let padding = r.take(pad)?;
         if padding.iter().any(|&b| b != 0) {
             return Err(WireError::BadPadding);

@@ -123,14 +123,16 @@ pub fn load_file<T: DeserializeOwned>(path: &Path, kind: StateKind) -> Loaded<T>
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
         Err(e) => return quarantine_with(path, format!("cannot read: {e}")),
     };
-    let reason = match format::decode(kind.tag(), &bytes) {
-        Ok(body) => match serde_json::from_slice::<T>(body) {
-            Ok(value) => return Loaded::Ok(value),
-            Err(e) => format!("body does not parse: {e}"),
-        },
-        Err(e) => e.to_string(),
-    };
-    quarantine_with(path, reason)
+    match decode_file(&bytes, kind) {
+        Ok(value) => Loaded::Ok(value),
+        Err(reason) => quarantine_with(path, reason),
+    }
+}
+
+/// Decodes the bytes of a state file of `kind` (pure: header, checksum, then the JSON body).
+pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: StateKind) -> Result<T, String> {
+    let body = format::decode(kind.tag(), bytes).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<T>(body).map_err(|e| format!("body does not parse: {e}"))
 }
 
 fn quarantine_with<T>(path: &Path, reason: String) -> Loaded<T> {
