@@ -87,7 +87,11 @@ fn seed_and_three_leechers_file_and_directory() {
         assert!(same_tree(&src.join("big.bin"), &l.data().join("big.bin")), "file differs");
         assert!(same_tree(&src.join("tree"), &l.data().join("tree")), "directory differs");
         assert!(!l.data().join("big.bin.part").exists() && !l.data().join("tree.part").exists());
+        let t = l.torrent(&file_hash).unwrap();
+        let (first, done) = (t["first_piece_secs"].as_f64(), t["completed_secs"].as_f64());
+        assert!(first.is_some() && done.is_some() && first <= done, "timeline {first:?} {done:?}");
     }
+    assert!(seed.torrent(&file_hash).unwrap()["first_piece_secs"].is_null(), "the seed fetched nothing");
     // The leechers served each other: the seed sent less than three copies. Counters are
     // published once a second; read them once they have settled.
     let uploaded = || {

@@ -271,6 +271,13 @@ pub struct TorrentStatus {
     pub error: Option<String>,
     /// Seconds since the torrent was (re)started by this daemon.
     pub running_secs: u64,
+    /// Seconds from that start to the first piece fetched from a peer and verified (none yet,
+    /// or nothing to fetch).
+    #[serde(default)]
+    pub first_piece_secs: Option<f64>,
+    /// Seconds from that start to complete and verified (`seeding`), if reached in this run.
+    #[serde(default)]
+    pub completed_secs: Option<f64>,
     /// Where the content is.
     pub data_dir: PathBuf,
     /// The torrent file, relative to `torrents/`.

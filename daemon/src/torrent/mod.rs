@@ -107,7 +107,9 @@ pub struct LiveStatus {
     pub peers: Vec<PeerInfo>,
     pub data_dir: PathBuf,
     pub file: String,
-    /// When the torrent became complete, for `wait`.
+    /// When this run first verified a piece fetched from a peer.
+    pub first_piece_at: Option<Instant>,
+    /// When this run reached `seeding`.
     pub completed_at: Option<Instant>,
 }
 
@@ -132,6 +134,7 @@ impl TorrentShared {
                 peers: Vec::new(),
                 data_dir: spec.settings.data_dir.clone(),
                 file: spec.file.clone(),
+                first_piece_at: None,
                 completed_at: None,
             }),
         }
@@ -170,6 +173,8 @@ impl TorrentShared {
             eta_secs,
             error: s.error,
             running_secs: self.started.elapsed().as_secs(),
+            first_piece_secs: s.first_piece_at.map(|t| t.duration_since(self.started).as_secs_f64()),
+            completed_secs: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
             data_dir: s.data_dir,
             file: s.file,
         }

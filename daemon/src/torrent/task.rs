@@ -35,6 +35,8 @@ const CHECK_BATCH_BYTES: u64 = 32 << 20;
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How often status is published and newly verified pieces are made durable and recorded.
 const TICK: Duration = Duration::from_secs(1);
+/// Progress is also published as pieces verify, at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 type Commands = async_channel::Receiver<Command>;
 type Done = async_channel::Sender<Result<(), String>>;
@@ -73,6 +75,10 @@ struct Torrent {
     dirty: bool,
     /// The resume save in progress.
     saving: Option<smol::Task<Result<(), String>>>,
+    /// When status was last published on a verified piece.
+    progress_published: Instant,
+    /// Whether this run has verified a piece fetched from a peer.
+    fetched_any: bool,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -94,6 +100,8 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         download,
         dirty: false,
         saving: None,
+        progress_published: Instant::now(),
+        fetched_any: false,
     };
     let mut full_check = false;
     loop {
@@ -473,10 +481,17 @@ impl Torrent {
                 Woke::Engine(EngineEvent::Verified(piece)) => {
                     self.have.set(piece);
                     self.dirty = true;
-                    if self.have.is_complete()
-                        && let Err(next) = self.complete().await
-                    {
-                        return next;
+                    if !self.fetched_any {
+                        self.fetched_any = true;
+                        self.shared.update(|s| s.first_piece_at = Some(Instant::now()));
+                    }
+                    if self.have.is_complete() {
+                        if let Err(next) = self.complete().await {
+                            return next;
+                        }
+                    } else if self.progress_published.elapsed() >= PROGRESS_EVERY {
+                        self.progress_published = Instant::now();
+                        self.publish(self.state(), None);
                     }
                 }
                 Woke::Engine(EngineEvent::StorageFailed(e)) => {
