@@ -7,8 +7,8 @@
 //! [`remove_stale_temporaries`] at the next start.
 //!
 //! With the `fault-injection` feature, `P2PD_FAULT=abort_after:<step>` (step one of
-//! `write_tmp`, `fsync_file`, `rename`, `fsync_dir`; optionally `:<file name substring>`)
-//! aborts the process right after that step, so tests can check every crash point.
+//! `write_tmp`, `fsync_file`, `rename`, `fsync_dir`; optionally `:<substring of the target
+//! path>`) aborts the process right after that step, so tests can check every crash point.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -44,8 +44,7 @@ fn fault_point(step: Step, target: &Path) {
     let Ok(spec) = std::env::var("P2PD_FAULT") else { return };
     let Some(rest) = spec.strip_prefix("abort_after:") else { return };
     let (wanted, filter) = rest.split_once(':').unwrap_or((rest, ""));
-    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if wanted == step.name() && name.contains(filter) {
+    if wanted == step.name() && target.to_string_lossy().contains(filter) {
         eprintln!("p2pd: fault injection: aborting after {} of {}", step.name(), target.display());
         std::process::abort();
     }

@@ -94,6 +94,13 @@ impl Supervisor {
 
     /// Loads `torrents/` at start-up and logs what happened.
     pub async fn load(&mut self) {
+        // A crash in the middle of writing a torrent file leaves a temporary file (ours only:
+        // the name carries the marker); the torrent file itself is the old or the new one.
+        match crate::state::atomic::remove_stale_temporaries(&self.torrents_dir()) {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} temporary files left in {} by a crash", self.torrents_dir().display()),
+            Err(e) => warn!("cannot clean temporary files in {}: {e}", self.torrents_dir().display()),
+        }
         let mut report = ReloadReport::default();
         self.sync_torrents(&mut report).await;
         for line in &report.rejected {

@@ -81,11 +81,13 @@ impl From<Output> for Ctl {
 pub struct Node {
     pub root: tempfile::TempDir,
     pub port: u16,
-    child: Option<Child>,
+    pub child: Option<Child>,
     /// Extra lines for p2pd.yaml.
     extra_config: String,
     /// Run the daemon inside this network namespace.
     pub netns: Option<String>,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -96,7 +98,14 @@ impl Node {
     /// A node whose p2pd.yaml also holds `extra` (YAML lines).
     pub fn with_config(extra: &str) -> Node {
         let root = tempfile::Builder::new().prefix("p2pd-test-").tempdir().expect("tempdir");
-        let node = Node { root, port: free_port(), child: None, extra_config: extra.to_string(), netns: None };
+        let node = Node {
+            root,
+            port: free_port(),
+            child: None,
+            extra_config: extra.to_string(),
+            netns: None,
+            env: Vec::new(),
+        };
         std::fs::create_dir_all(node.cfg()).unwrap();
         node.write_config(extra);
         node
@@ -165,6 +174,7 @@ impl Node {
         let child = command
             .arg("--config-dir")
             .arg(self.cfg())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
