@@ -164,7 +164,7 @@ impl Dir {
     }
 }
 
-/// `O_NOFOLLOW` on a symlink fails with `ELOOP`; say so in words.
+/// `O_NOFOLLOW` on a symlink fails with `ELOOP`; say so in words (naming `path`).
 fn symlink_hint(e: Errno, path: &Path) -> io::Error {
     match e {
         Errno::ELOOP => io::Error::new(
@@ -175,7 +175,8 @@ fn symlink_hint(e: Errno, path: &Path) -> io::Error {
             io::ErrorKind::InvalidInput,
             format!("{} is not a directory (or a symbolic link to one)", path.display()),
         ),
-        other => io::Error::new(errno(other).kind(), format!("{}: {}", path.display(), other.desc())),
+        // Callers name the file; keep the OS error as it is (its code says whether it may pass).
+        other => errno(other),
     }
 }
 

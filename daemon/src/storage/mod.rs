@@ -57,11 +57,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Whether the problem is a full disk (it may go away by itself).
-    pub fn is_no_space(&self) -> bool {
+    /// Whether the problem may go away without anything changing in p2pd: a full disk (space
+    /// is freed), a read-only filesystem (remounted read-write). Worth retrying.
+    pub fn may_pass(&self) -> bool {
         match self {
             StorageError::NoSpace { .. } => true,
-            StorageError::Io { source, .. } => is_no_space(source),
+            StorageError::Io { source, .. } => {
+                is_no_space(source)
+                    || source.raw_os_error() == Some(libc::EROFS)
+                    || matches!(
+                        source.kind(),
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::ReadOnlyFilesystem
+                    )
+            }
             StorageError::Conflict(_) => false,
         }
     }

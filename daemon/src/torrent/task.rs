@@ -114,6 +114,9 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         let next = match next {
             Next::Failed { message, retry } => {
                 t.stop_engine().await;
+                // Close the content files while in error: the operator may need to unmount
+                // and repair the filesystem.
+                t.storage = None;
                 t.failed(&commands, message, retry).await
             }
             other => other,
@@ -180,7 +183,7 @@ impl Torrent {
         let storage = smol::unblock(move || Storage::open(&data_dir, &content))
             .await
             .map(Arc::new)
-            .map_err(|e| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
+            .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
         self.storage = Some(storage.clone());
 
         let resume = self.load_resume();
@@ -217,14 +220,14 @@ impl Torrent {
             let s = storage.clone();
             smol::unblock(move || s.finish())
                 .await
-                .map_err(|e| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
+                .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
             self.save_now(true).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
         } else {
             let s = storage.clone();
             smol::unblock(move || s.prepare_download())
                 .await
-                .map_err(|e: StorageError| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
+                .map_err(|e: StorageError| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
             // From here on data may be written: the saved state must say "not clean".
             self.save_now(false).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
             info!("{}: {} of {} pieces verified; fetching the rest", self.name(), self.have.count(), self.have.len());
@@ -346,7 +349,7 @@ impl Torrent {
                     .collect::<Result<Vec<_>, StorageError>>()
             })
             .await
-            .map_err(|e| Interrupt::Failed { retry: e.is_no_space(), message: e.to_string() })?;
+            .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
             for (i, ok) in results {
                 if ok {
                     self.have.set(i);
@@ -496,7 +499,7 @@ impl Torrent {
                 }
                 Woke::Engine(EngineEvent::StorageFailed(e)) => {
                     let _ = self.save_now(false).await;
-                    return Next::Failed { retry: e.is_no_space(), message: e.to_string() };
+                    return Next::Failed { retry: e.may_pass(), message: e.to_string() };
                 }
                 Woke::Tick => {
                     timer.set_after(TICK);
@@ -514,7 +517,7 @@ impl Torrent {
         let storage = self.storage.clone().ok_or(Next::Restart { full_check: false })?;
         let s = storage.clone();
         if let Err(e) = smol::unblock(move || s.finish()).await {
-            return Err(Next::Failed { retry: e.is_no_space(), message: e.to_string() });
+            return Err(Next::Failed { retry: e.may_pass(), message: e.to_string() });
         }
         if let Err(message) = self.save_now(true).await {
             return Err(Next::Failed { message, retry: true });
@@ -553,6 +556,7 @@ impl Torrent {
 
     /// In `error`: wait for a retry (if the problem may pass), a verify, new settings or stop.
     async fn failed(&mut self, commands: &Commands, message: String, retry: bool) -> Next {
+        let message = if retry { format!("{message} (retrying every {} s)", RETRY_AFTER.as_secs()) } else { message };
         warn!("{}: {message}", self.name());
         self.publish(TorrentState::Error, Some(message));
         let timeout = async {
