@@ -2,11 +2,13 @@
 //!
 //! Accepts connections, reads each handshake within [`HANDSHAKE_TIMEOUT`] (a client that
 //! never finishes one costs a task for that long and no more), and hands the connection to
-//! the torrent whose info hash it names; connections for other swarms, or beyond the per-IP
-//! cap, are closed. Which torrents are reachable is kept in a [`Registry`].
+//! the torrent whose info hash it names; connections for other swarms, beyond the per-IP cap,
+//! or beyond [`MAX_PENDING_HANDSHAKES`] waiting at once (from any number of addresses) are
+//! closed. Which torrents are reachable is kept in a [`Registry`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
@@ -87,6 +89,15 @@ impl Registry {
     }
 }
 
+/// Counts a connection as waiting for its handshake until dropped.
+struct PendingGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Binds the peer port (at start-up).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let l = TcpListener::bind(addr)?;
@@ -94,8 +105,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(l)
 }
 
+/// Most connections waiting for their handshake at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, executor: Arc<smol::Executor<'static>>) {
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -109,9 +124,16 @@ pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, execut
             debug!("peer port: {remote}: too many connections from this address");
             continue;
         };
+        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            debug!("peer port: {remote}: too many handshakes pending");
+            continue;
+        }
         let registry = registry.clone();
+        let pending = pending.clone();
         executor
             .spawn(async move {
+                let _pending = PendingGuard(pending);
                 let mut stream = stream;
                 let _ = stream.get_ref().set_nodelay(true);
                 let handshake = futures_lite::future::or(async { Some(read_handshake(&mut stream).await) }, async {
