@@ -420,3 +420,33 @@ fn discovery_succeeds_with_20_percent_packet_loss() {
     eprintln!("iptables dropped {packets} datagrams");
     assert!(rpc(&a)["retries"].as_u64().unwrap() + rpc(&holder)["retries"].as_u64().unwrap() > 0 || packets > 0);
 }
+
+/// Leechers that join at the same moment (a fleet-wide deploy) each look the swarm up before
+/// the others announced; the second look after joining makes them find each other.
+#[test]
+fn leechers_joining_at_the_same_moment_find_each_other() {
+    let mut s = Node::with_config("limits:\n  upload_rate: 1MiB\n");
+    s.start();
+    let (desc, hash) = seed(&s, &[&s.addr()], 8 << 20, 9);
+    let mut leechers: Vec<Node> = (0..4).map(|_| Node::new()).collect();
+    for l in &mut leechers {
+        l.start();
+    }
+    let threads: Vec<_> = leechers
+        .iter()
+        .map(|l| {
+            let (cfg, desc) = (l.cfg(), desc.clone());
+            std::thread::spawn(move || {
+                std::process::Command::new(p2pctl_bin()).arg("--config-dir").arg(cfg).arg("add").arg(desc).output()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().unwrap().status.success());
+    }
+    for l in &leechers {
+        for other in leechers.iter().filter(|o| o.port != l.port) {
+            wait_peer_in(l, &hash, &other.addr(), &["idle", "leeching", "seeding"]);
+        }
+    }
+}

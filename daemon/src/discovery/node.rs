@@ -316,6 +316,8 @@ pub struct Node {
     bootstrap: Vec<SocketAddr>,
     /// Member swarms: when they next re-announce.
     next_announce: HashMap<InfoHash, Instant>,
+    /// Second looks after a join ([`FOLLOW_UP_LOOKUPS`]), soonest first.
+    follow_ups: VecDeque<(Instant, InfoHash)>,
     next_maintenance: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
     next_refresh: Instant,
@@ -323,6 +325,12 @@ pub struct Node {
     events: Vec<Event>,
     pub counters: Counters,
 }
+
+/// After joining a swarm, look its members up again this long after the join. Nodes that join
+/// at the same moment (a fleet-wide deploy) each find the swarm before the others announced;
+/// a second look finds them, so that the leechers form a mesh rather than a star around the
+/// seed.
+const FOLLOW_UP_LOOKUPS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).
@@ -350,6 +358,7 @@ impl Node {
             seen_order: VecDeque::new(),
             bootstrap: Vec::new(),
             next_announce: HashMap::new(),
+            follow_ups: VecDeque::new(),
             next_maintenance: now + config.maintenance_interval,
             next_refresh: now + config.refresh_interval,
             outbox: Vec::new(),
@@ -408,6 +417,7 @@ impl Node {
             seen_order: self.seen_order.clone(),
             bootstrap: self.bootstrap.clone(),
             next_announce: self.next_announce.clone(),
+            follow_ups: self.follow_ups.clone(),
             next_maintenance: self.next_maintenance,
             next_refresh: self.next_refresh,
             outbox: self.outbox.clone(),
@@ -456,6 +466,9 @@ impl Node {
     /// When [`Node::poll`] should next be called.
     pub fn next_deadline(&self) -> Instant {
         let mut t = self.next_maintenance;
+        if let Some((at, _)) = self.follow_ups.front() {
+            t = t.min(*at);
+        }
         for p in self.pending.values() {
             t = t.min(p.deadline);
         }
@@ -491,6 +504,11 @@ impl Node {
         self.start_lookup(now, info_hash, bootstrap, Some(status));
         self.start_node_lookup(now, key_of_hash(&info_hash), NodeLookupPurpose::Announce(info_hash, status));
         self.next_announce.insert(info_hash, now + self.config.announce_interval);
+        self.follow_ups.retain(|(_, h)| *h != info_hash);
+        for after in FOLLOW_UP_LOOKUPS {
+            self.follow_ups.push_back((now + after, info_hash));
+        }
+        self.follow_ups.make_contiguous().sort_by_key(|(at, _)| *at);
     }
 
     /// A find_node for our own id (unless one is running); bucket refreshes follow it.
@@ -984,6 +1002,15 @@ impl Node {
             }
         }
         self.lookup_timers(now);
+        while let Some(&(at, hash)) = self.follow_ups.front() {
+            if at > now {
+                break;
+            }
+            self.follow_ups.pop_front();
+            if let Some(status) = self.swarms.get(&hash).and_then(|s| s.membership) {
+                self.start_lookup(now, hash, &[], Some(status));
+            }
+        }
         if now >= self.next_maintenance {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.maintain(now);

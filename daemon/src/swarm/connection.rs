@@ -242,6 +242,32 @@ pub async fn read_handshake(stream: &mut Async<TcpStream>) -> Result<Handshake, 
     wire::decode_handshake(&buf).map_err(|e| e.to_string())
 }
 
+/// Most bytes a peer connection keeps written but not yet sent. Without a cap the kernel
+/// buffers megabytes per connection on a slow link: data this node committed to one peer long
+/// before it leaves (a seed's first copy waits behind it while others are turned away), and a
+/// choke or cancel that cannot take it back.
+const MAX_UNSENT: libc::c_int = 256 << 10;
+
+/// Caps the connection's unsent bytes at [`MAX_UNSENT`] (`TCP_NOTSENT_LOWAT`); best effort.
+fn limit_unsent(stream: &Async<TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let value = MAX_UNSENT;
+    // SAFETY: setsockopt on a socket this connection owns, with a pointer to a c_int and its
+    // size, as TCP_NOTSENT_LOWAT expects.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.get_ref().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::debug!("TCP_NOTSENT_LOWAT: {}", std::io::Error::last_os_error());
+    }
+}
+
 async fn with_deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
         smol::Timer::after(limit).await;
@@ -261,6 +287,7 @@ pub fn start(
     ctx: ConnContext,
     executor: &smol::Executor<'static>,
 ) -> Connection {
+    limit_unsent(&stream);
     let stream = Arc::new(stream);
     let stats = Arc::new(ConnStats::new());
     let am_choking = Arc::new(AtomicBool::new(true));
@@ -282,7 +309,7 @@ pub fn start(
         declining: HashSet::new(),
     };
     let writer =
-        Writer { stream, ctx: ctx.clone(), commands: writer_rx, stats: stats.clone(), uploads: VecDeque::new() };
+        Writer { stream, key, ctx: ctx.clone(), commands: writer_rx, stats: stats.clone(), uploads: VecDeque::new() };
     let events = ctx.events.clone();
     let events2 = ctx.events.clone();
     let reader_task = executor.spawn(async move {
@@ -577,6 +604,7 @@ impl Reader {
 
 struct Writer {
     stream: Arc<Async<TcpStream>>,
+    key: PeerKey,
     ctx: ConnContext,
     commands: async_channel::Receiver<WriterCmd>,
     stats: Arc<ConnStats>,
@@ -612,7 +640,9 @@ impl Writer {
             WriterCmd::Send(m) => {
                 if m == Message::Choke {
                     // A choke discards the peer's queued requests.
-                    self.uploads.clear();
+                    for r in std::mem::take(&mut self.uploads) {
+                        self.ctx.first_copies.release(r.piece as usize, self.key);
+                    }
                 }
                 out.extend_from_slice(&wire::encode(&m));
             }
@@ -623,12 +653,17 @@ impl Writer {
             }
             WriterCmd::Serve(r) => {
                 if self.uploads.len() >= MAX_QUEUED_UPLOADS {
+                    self.ctx.first_copies.release(r.piece as usize, self.key);
                     out.extend_from_slice(&wire::encode(&Message::Reject(r)));
                 } else {
                     self.uploads.push_back(r);
                 }
             }
-            WriterCmd::Unserve(r) => self.uploads.retain(|q| *q != r),
+            WriterCmd::Unserve(r) => {
+                // Cancelled: the peer got the piece elsewhere or gave up on us for it.
+                self.uploads.retain(|q| *q != r);
+                self.ctx.first_copies.release(r.piece as usize, self.key);
+            }
         }
     }
 

@@ -7,12 +7,13 @@
 //! of each piece, and declines (a `reject`) a second leecher's request for that piece once, so
 //! that it asks elsewhere — the first holder announces the piece as soon as it is verified.
 //! A request for a piece asked for again after a decline is served (the asker found no better
-//! source), and when the first holder disconnects its pieces may go out again; so a decline
+//! source); when the first holder disconnects, or its request is dropped after all (a choke
+//! discards it, it cancels, its queue is full), the piece may go out to another; so a decline
 //! costs a round trip at most and never a stuck download.
 //!
 //! Invariants: the policy applies only while this node is a seed (`active`); a piece's holder
-//! is a connection key that was connected when it claimed the piece, or [`NONE`] after
-//! [`FirstCopies::forget`]. Shared by a torrent's connections; lock-free.
+//! is a connected connection whose request for the piece was accepted and not dropped, or
+//! [`NONE`]. Shared by a torrent's connections; lock-free.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -50,6 +51,14 @@ impl FirstCopies {
         }
     }
 
+    /// `key` will not be sent `piece` after all (choked, cancelled, refused): another
+    /// connection may have the first copy.
+    pub fn release(&self, piece: usize, key: PeerKey) {
+        if let Some(holder) = self.holder.get(piece) {
+            let _ = holder.compare_exchange(key, NONE, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// `key` disconnected: the pieces it got first may go out again.
     pub fn forget(&self, key: PeerKey) {
         for holder in &self.holder {
@@ -79,6 +88,17 @@ mod tests {
         assert!(f.claim(1, 2));
         assert!(!f.claim(1, 1));
         assert!(f.claim(9, 3), "out-of-range pieces are left to the request checks");
+    }
+
+    #[test]
+    fn a_holder_that_is_not_served_after_all_frees_the_piece() {
+        let f = FirstCopies::new(2);
+        f.set_active(true);
+        assert!(f.claim(0, 1));
+        f.release(0, 2);
+        assert!(!f.claim(0, 2), "only the holder's release counts");
+        f.release(0, 1);
+        assert!(f.claim(0, 2));
     }
 
     #[test]
