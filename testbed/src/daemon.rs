@@ -140,6 +140,14 @@ impl Daemon {
         Ok(pid)
     }
 
+    /// Sends `signal` (SIGTERM to stop, SIGKILL to crash) and reaps the daemon; the
+    /// directories stay, so that [`Daemon::spawn`] starts it again on the same state.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        child.wait().ok()
+    }
+
     /// The pid of the running daemon.
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)

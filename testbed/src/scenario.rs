@@ -533,7 +533,8 @@ fn summarize(hosts: &[HostResult], content_bytes: u64, t_min: f64, cpu: (f64, f6
 }
 
 /// Runs `p2pctl create`; returns the descriptor text.
-fn create_descriptor(
+/// Runs `p2pctl create` for `source` into `out` with one bootstrap node; returns the text.
+pub fn create_descriptor(
     binaries: &Binaries,
     source: &Path,
     out: &Path,

@@ -9,7 +9,11 @@
 //!   delivers, 4–64 MiB); the picker fills it, incomplete peers first (so seeds are asked for
 //!   what leechers cannot give). Pieces are fetched whole from one peer (blocks pipelined),
 //!   which makes every bad piece attributable; in the endgame a piece may be fetched from up to
-//!   three peers at once, the first verified copy wins and the others are cancelled.
+//!   three peers at once, the first complete copy is verified and the others are cancelled
+//!   (a copy that crossed the cancel is dropped unverified: each piece is verified once).
+//! - Interest: `Peer::useful` counts the pieces a peer has that we lack; we are interested
+//!   while it is non-zero. Debug builds check it against the bitfields every tick — a count
+//!   that drifted to zero once left a download one piece short, not interested in the seed.
 //! - A peer that delivers nothing for [`STALL_AFTER`] while owing us data loses its pieces to
 //!   other peers and gets no new ones for a while.
 //! - Verification: every piece is hashed before it is written or announced; a mismatch strikes
@@ -32,7 +36,7 @@ use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
 use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
 use super::listener::{Incoming, IpSlot, Registry};
-use super::picker::{PeerKey, Picker};
+use super::picker::{PeerKey, Picker, PieceState};
 use super::wire::{Handshake, Message};
 use crate::bitfield::Bitfield;
 use crate::control::protocol::PeerInfo;
@@ -608,6 +612,7 @@ impl Engine {
             ConnEvent::Released { key, piece } => {
                 let len = self.layout.piece_len(piece as usize);
                 if let Some(p) = self.peers.get_mut(&key) {
+                    debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
                     p.in_flight = p.in_flight.saturating_sub(len);
                     p.declined.set(piece as usize);
                     p.declined_at.get_or_insert_with(Instant::now);
@@ -618,6 +623,12 @@ impl Engine {
                 let len = self.layout.piece_len(piece as usize);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.in_flight = p.in_flight.saturating_sub(len);
+                }
+                // A second copy that crossed our cancel (endgame): one copy is verified, once.
+                if matches!(self.picker.state(piece as usize), PieceState::Verifying | PieceState::Have) {
+                    debug!("{}: piece {piece} arrived again; one copy is enough", self.name);
+                    self.pool.give(data);
+                    return;
                 }
                 for other in self.picker.verifying(piece as usize, key) {
                     if let Some(p) = self.peers.get_mut(&other) {
@@ -666,6 +677,9 @@ impl Engine {
     fn on_verified(&mut self, key: PeerKey, piece: usize, result: Result<bool, StorageError>) -> Option<EngineEvent> {
         match result {
             Ok(true) => {
+                if self.picker.state(piece) == PieceState::Have {
+                    return None;
+                }
                 self.picker.verified(piece);
                 self.have.write().unwrap_or_else(|x| x.into_inner()).set(piece);
                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
@@ -750,6 +764,8 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Instant) {
+        #[cfg(debug_assertions)]
+        self.check_useful();
         // Rates, smoothed over a few seconds.
         let (mut down, mut up) = (0.0, 0.0);
         let mut stalled = Vec::new();
@@ -813,6 +829,17 @@ impl Engine {
             self.choke(now, true);
         }
         self.connect_candidates(now);
+    }
+
+    /// Debug builds (and so every test) check the `useful` counts against the bitfields: a
+    /// count that drifts to zero makes us lose interest in a peer we still need.
+    #[cfg(debug_assertions)]
+    fn check_useful(&self) {
+        let have = self.have.read().unwrap_or_else(|x| x.into_inner());
+        for p in self.peers.values() {
+            let useful = p.bits.ones().filter(|&i| !have.get(i)).count();
+            assert_eq!(p.useful, useful, "{}: useful count drifted for {}", self.name, p.conn.addr);
+        }
     }
 
     /// Chooses the unchoked set: all interested peers if they fit in the upload slots;
