@@ -191,7 +191,8 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         // Content on every host (.part files included), plus room for state and logs.
         scratch_bytes: bytes.saturating_mul(spec.leechers as u64 + 2) + (256 << 20),
         keep_run_dir: spec.keep_run_dir,
-        log_level: "info",
+        // `P2PD_TESTBED_DEBUG` (with `--keep`) leaves debug-level daemon logs to read.
+        log_level: if std::env::var_os("P2PD_TESTBED_DEBUG").is_some() { "debug" } else { "info" },
     };
     let mut fleet = Fleet::start(&fleet_spec, binaries)?;
     log(&format!("{}: fleet {} up; generating content on the seed", spec.name, fleet.prefix));

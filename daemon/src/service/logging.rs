@@ -4,9 +4,9 @@
 //!
 //! On stderr, when systemd's journal is the reader (`JOURNAL_STREAM` set), each line starts
 //! with the `<N>` priority prefix journald understands and carries no timestamp (journald adds
-//! one); on a terminal lines carry a time.
+//! one); otherwise (a terminal, a file) every line starts with a UTC time to the millisecond.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use log::{Level, LevelFilter};
 
@@ -62,17 +62,14 @@ pub fn init(sink: Sink, level: LevelFilter) -> Result<(), String> {
     match sink {
         Sink::Stderr => {
             let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-            let terminal = std::io::stderr().is_terminal();
             env_logger::Builder::new()
                 .filter_level(LevelFilter::Trace)
                 .format(move |buf, record| {
                     let level = record.level();
                     if journal {
                         writeln!(buf, "<{}>{}", syslog_priority(level), record.args())
-                    } else if terminal {
-                        writeln!(buf, "{} {:5} {}", buf.timestamp_seconds(), level, record.args())
                     } else {
-                        writeln!(buf, "{:5} {}", level, record.args())
+                        writeln!(buf, "{} {:5} {}", buf.timestamp_millis(), level, record.args())
                     }
                 })
                 .target(env_logger::Target::Stderr)
