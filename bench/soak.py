@@ -16,7 +16,7 @@ The figures that must stay flat are compared between the first and the last quar
 run (after a warm-up); the result, with the command, goes to --out.
 
 Usage: python3 bench/soak.py [--minutes 60] [--nodes 6] [--churn-every 60]
-       [--out bench/results/soak.md]
+       [--out bench/results/soak.md]       (binaries: $P2PD_BIN_DIR, else target/release)
 """
 
 import argparse
@@ -35,7 +35,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# $P2PD_BIN_DIR runs a copy of the binaries, so that rebuilding during a long soak changes nothing.
+BIN = os.environ.get("P2PD_BIN_DIR") or os.path.join(ROOT, "target", "release")
 
 
 def free_port():

@@ -309,6 +309,48 @@ pub struct PeerInfo {
     pub banned: bool,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// The peer-wire state of the open connection; absent when none is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireState>,
+}
+
+/// Who is choking and who is interested on a peer-wire connection, and what is owed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireState {
+    /// We want pieces it has.
+    pub interested: bool,
+    /// It refuses our requests.
+    pub choked_by_peer: bool,
+    /// It wants pieces we have.
+    pub peer_interested: bool,
+    /// We refuse its requests (our upload slots are taken by others).
+    pub choking: bool,
+    /// Bytes of pieces we asked it for and have not received.
+    pub requested_bytes: u64,
+    /// Seconds since it last sent us a block we asked for, if it ever did.
+    pub last_block_secs: Option<u64>,
+}
+
+impl WireState {
+    /// Transmission-style flags: `D` downloading from it, `d` we would but it chokes us,
+    /// `U` uploading to it, `u` it would download but we choke it, `K` it unchoked us but we
+    /// want nothing, `?` we unchoked it but it wants nothing.
+    pub fn flags(&self) -> String {
+        let mut f = String::new();
+        match (self.interested, self.choked_by_peer) {
+            (true, false) => f.push('D'),
+            (true, true) => f.push('d'),
+            (false, false) => f.push('K'),
+            (false, true) => {}
+        }
+        match (self.peer_interested, self.choking) {
+            (true, false) => f.push('U'),
+            (true, true) => f.push('u'),
+            (false, false) => f.push('?'),
+            (false, true) => {}
+        }
+        f
+    }
 }
 
 /// A frame that cannot be accepted.
@@ -362,6 +404,31 @@ pub fn decode_response(body: &[u8]) -> Result<Response, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_flags_read_like_transmissions() {
+        let w = |interested, choked_by_peer, peer_interested, choking| WireState {
+            interested,
+            choked_by_peer,
+            peer_interested,
+            choking,
+            requested_bytes: 0,
+            last_block_secs: None,
+        };
+        assert_eq!(w(true, false, true, false).flags(), "DU");
+        assert_eq!(w(true, true, true, true).flags(), "du");
+        assert_eq!(w(false, false, false, false).flags(), "K?");
+        assert_eq!(w(false, true, false, true).flags(), "");
+    }
+
+    #[test]
+    fn peer_info_without_wire_state_still_parses() {
+        let json = r#"{"address":"10.0.0.1:6690","node_id":"00","status":"idle","last_seen_secs":3,
+            "connected":false,"strikes":0,"banned":false,"downloaded":0,"uploaded":0}"#;
+        let p: PeerInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(p.wire, None);
+        assert!(!serde_json::to_string(&p).unwrap().contains("wire"));
+    }
 
     fn body(frame: &[u8]) -> &[u8] {
         let len = decode_header(frame[..4].try_into().unwrap(), MAX_REQUEST_BYTES).unwrap();

@@ -426,6 +426,7 @@ impl Service {
                     banned: false,
                     downloaded: 0,
                     uploaded: 0,
+                    wire: None,
                 })
                 .collect();
             views.insert(*hash, peers);

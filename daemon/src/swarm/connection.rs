@@ -415,7 +415,10 @@ impl Reader {
             })
             .await;
             match wake {
-                Wake::Readable(Ok(())) => self.read_frame().await?,
+                // Readiness can be stale (the direct read above bypasses the reactor's
+                // bookkeeping): try the read again rather than wait inside a frame, where
+                // commands — our next requests — would sit until the peer sent something.
+                Wake::Readable(Ok(())) => {}
                 Wake::Readable(Err(e)) => return Err(closed(e)),
                 Wake::Command(Some(cmd)) => self.command(cmd),
                 Wake::Command(None) => return Ok(()),
@@ -465,12 +468,6 @@ impl Reader {
         // Unbounded per-connection volume is bounded by the protocol: each event answers one
         // message from the peer, and pieces only arrive when we asked for them.
         let _ = self.ctx.events.try_send(e);
-    }
-
-    async fn read_frame(&mut self) -> Result<(), End> {
-        let mut h = [0u8; FRAME_HEADER];
-        self.read_exact(&mut h).await?;
-        self.on_frame(h).await
     }
 
     /// Reads the rest of the frame whose header is `h`, and acts on it.

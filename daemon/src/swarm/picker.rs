@@ -14,7 +14,11 @@
 //!
 //! Invariants: a piece is `Missing` iff nobody fetches it and we do not have it;
 //! `fetchers[p]` is empty unless the piece is `Fetching`; availability counts equal the sum
-//! of the connected peers' bitfields.
+//! of the connected peers' bitfields; [`Picker::generation`] changes whenever a piece that
+//! could not be picked (or picked again in the endgame) may now be — so a caller that found
+//! nothing for a peer need not scan again until the generation or that peer's bitfield
+//! changes. Scanning every piece for every peer on every event once took most of a leecher's
+//! CPU.
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -44,6 +48,7 @@ pub struct Picker {
     /// Connected incomplete peers having each piece.
     avail_leechers: Vec<u32>,
     missing: usize,
+    generation: u64,
     rng: SmallRng,
 }
 
@@ -59,6 +64,7 @@ impl Picker {
             avail: vec![0; n],
             avail_leechers: vec![0; n],
             missing,
+            generation: 0,
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -74,6 +80,13 @@ impl Picker {
     /// Pieces nobody fetches and we lack.
     pub fn missing(&self) -> usize {
         self.missing
+    }
+
+    /// Changes whenever [`Picker::pick`] or [`Picker::pick_duplicate`] may find a piece it did
+    /// not find before for an unchanged bitfield: a piece became `Missing`, a fetcher left a
+    /// piece, or the endgame began.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether every piece we lack is already being fetched (or verified).
@@ -185,6 +198,10 @@ impl Picker {
         if self.state[piece] == PieceState::Missing {
             self.missing -= 1;
             self.state[piece] = PieceState::Fetching;
+            if self.missing == 0 {
+                // The endgame begins: duplicates may be picked.
+                self.generation += 1;
+            }
         }
         debug_assert_eq!(self.state[piece], PieceState::Fetching);
         if !self.fetchers[piece].contains(&key) {
@@ -194,7 +211,11 @@ impl Picker {
 
     /// `key` stops fetching `piece` (cancelled, rejected, stalled, gone).
     pub fn release(&mut self, piece: usize, key: PeerKey) {
+        let before = self.fetchers[piece].len();
         self.fetchers[piece].retain(|k| *k != key);
+        if self.fetchers[piece].len() != before {
+            self.generation += 1;
+        }
         if self.state[piece] == PieceState::Fetching && self.fetchers[piece].is_empty() {
             self.state[piece] = PieceState::Missing;
             self.missing += 1;
@@ -226,6 +247,7 @@ impl Picker {
         if self.state[piece] == PieceState::Verifying {
             self.state[piece] = PieceState::Missing;
             self.missing += 1;
+            self.generation += 1;
         }
     }
 
@@ -339,5 +361,100 @@ mod tests {
         p.failed(0);
         assert_eq!(p.state(0), PieceState::Missing);
         assert_eq!(p.pick(&a, &none(&a)).map(|i| i < 2), Some(true));
+    }
+
+    #[test]
+    fn the_endgame_starts_a_generation() {
+        let mut p = Picker::new(&Bitfield::new(2), 1);
+        p.add_peer(&Bitfield::full(2));
+        let probe = bits(2, &[0]);
+        p.assign(0, 2);
+        assert_eq!(p.pick(&probe, &none(&probe)), None, "piece 0 is being fetched, piece 1 not had");
+        let before = p.generation();
+        p.assign(1, 3);
+        assert!(p.endgame());
+        assert_ne!(p.generation(), before);
+        assert_eq!(p.pick_duplicate(1, &probe, &none(&probe)), Some(0));
+    }
+
+    mod generation {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Assign(usize, PeerKey),
+            Release(usize, PeerKey),
+            Verifying(usize, PeerKey),
+            Verified(usize),
+            Failed(usize),
+            RemovePeer(PeerKey),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let piece = 0..8usize;
+            let key = 1..4u64;
+            prop_oneof![
+                (piece.clone(), key.clone()).prop_map(|(p, k)| Op::Assign(p, k)),
+                (piece.clone(), key.clone()).prop_map(|(p, k)| Op::Release(p, k)),
+                (piece.clone(), key.clone()).prop_map(|(p, k)| Op::Verifying(p, k)),
+                piece.clone().prop_map(Op::Verified),
+                piece.prop_map(Op::Failed),
+                key.prop_map(Op::RemovePeer),
+            ]
+        }
+
+        proptest! {
+            /// Once a peer has nothing to pick, it has nothing until the generation changes.
+            #[test]
+            fn nothing_new_is_pickable_within_a_generation(
+                ops in proptest::collection::vec(op(), 1..60),
+                have in proptest::collection::vec(any::<bool>(), 8),
+            ) {
+                let probe: PeerKey = 1;
+                let mut probe_bits = Bitfield::new(8);
+                for (i, h) in have.iter().enumerate() {
+                    if *h {
+                        probe_bits.set(i);
+                    }
+                }
+                let all = Bitfield::full(8);
+                let mut p = Picker::new(&Bitfield::new(8), 7);
+                p.add_peer(&all);
+                let nothing = |p: &mut Picker| {
+                    p.pick(&probe_bits, &Bitfield::new(8)).is_none()
+                        && (!p.endgame() || p.pick_duplicate(probe, &probe_bits, &Bitfield::new(8)).is_none())
+                };
+                let mut exhausted_at = nothing(&mut p).then(|| p.generation());
+                for op in ops {
+                    match op {
+                        Op::Assign(i, k) => {
+                            if matches!(p.state(i), PieceState::Missing | PieceState::Fetching) {
+                                p.assign(i, k);
+                            }
+                        }
+                        Op::Release(i, k) => p.release(i, k),
+                        Op::Verifying(i, k) => {
+                            p.verifying(i, k);
+                        }
+                        Op::Verified(i) => {
+                            if p.state(i) == PieceState::Verifying {
+                                p.verified(i);
+                            }
+                        }
+                        Op::Failed(i) => p.failed(i),
+                        Op::RemovePeer(k) => {
+                            p.remove_peer(k, &Bitfield::new(8));
+                        }
+                    }
+                    if exhausted_at == Some(p.generation()) {
+                        prop_assert!(nothing(&mut p), "a piece became pickable without a new generation");
+                    } else {
+                        exhausted_at = nothing(&mut p).then(|| p.generation());
+                    }
+                }
+            }
+        }
     }
 }
