@@ -308,8 +308,15 @@ pub fn start(
         declined: HashSet::new(),
         declining: HashSet::new(),
     };
-    let writer =
-        Writer { stream, key, ctx: ctx.clone(), commands: writer_rx, stats: stats.clone(), uploads: VecDeque::new() };
+    let writer = Writer {
+        stream,
+        key,
+        ctx: ctx.clone(),
+        commands: writer_rx,
+        am_choking: am_choking.clone(),
+        stats: stats.clone(),
+        uploads: VecDeque::new(),
+    };
     let events = ctx.events.clone();
     let events2 = ctx.events.clone();
     let reader_task = executor.spawn(async move {
@@ -604,6 +611,7 @@ struct Writer {
     key: PeerKey,
     ctx: ConnContext,
     commands: async_channel::Receiver<WriterCmd>,
+    am_choking: Arc<AtomicBool>,
     stats: Arc<ConnStats>,
     uploads: VecDeque<BlockRef>,
 }
@@ -649,7 +657,9 @@ impl Writer {
                 }
             }
             WriterCmd::Serve(r) => {
-                if self.uploads.len() >= MAX_QUEUED_UPLOADS {
+                // A choke that overtook this request (the reader checked just before the
+                // engine choked) has discarded it on the peer's side: never serve it.
+                if self.uploads.len() >= MAX_QUEUED_UPLOADS || self.am_choking.load(Ordering::SeqCst) {
                     self.ctx.first_copies.release(r.piece as usize, self.key);
                     out.extend_from_slice(&wire::encode(&Message::Reject(r)));
                 } else {

@@ -52,8 +52,10 @@ pub const BAN_AFTER: u32 = 3;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
-/// How long a peer's declines are remembered (at least; they are forgotten at a tick).
-const DECLINED_FOR: Duration = Duration::from_secs(2);
+/// How long a peer's declines are remembered: about the time the first copy's holder needs to
+/// receive, verify and announce a piece. Longer stalls a swarm whose holders are slow to
+/// deliver (every other leecher waits it out); shorter makes the seed send more duplicates.
+const DECLINED_FOR: Duration = Duration::from_secs(1);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
 /// Bytes in flight per peer: bounds of the budget. The floor matters where a peer's share of
@@ -386,11 +388,12 @@ impl Engine {
                 }
                 Wake::Tick => {
                     let now = Instant::now();
+                    self.forget_declines(now);
                     if now >= self.next_tick {
                         self.next_tick = now + TICK;
-                        self.timer.set_at(self.next_tick);
                         self.tick(now);
                     }
+                    self.timer.set_at(self.next_wake());
                 }
             }
             self.fill_requests();
@@ -635,7 +638,10 @@ impl Engine {
                     debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
                     p.in_flight = p.in_flight.saturating_sub(len);
                     p.declined.set(piece as usize);
-                    p.declined_at.get_or_insert_with(Instant::now);
+                    if p.declined_at.is_none() {
+                        p.declined_at = Some(Instant::now());
+                        self.timer.set_at(self.next_wake());
+                    }
                 }
                 self.picker.release(piece as usize, key);
             }
@@ -806,11 +812,6 @@ impl Engine {
             if p.in_flight > 0 && !p.peer_choking && now.duration_since(p.conn.stats.last_block()) > STALL_AFTER {
                 stalled.push(*key);
             }
-            if p.declined_at.is_some_and(|at| now.duration_since(at) >= DECLINED_FOR) {
-                p.declined = Bitfield::new(self.layout.piece_count());
-                p.declined_at = None;
-                p.exhausted = None;
-            }
         }
         self.down_rate = down;
         self.up_rate = up;
@@ -854,6 +855,22 @@ impl Engine {
             self.choke(now, true);
         }
         self.connect_candidates(now);
+    }
+
+    /// Declines older than [`DECLINED_FOR`] are forgotten: those pieces may be asked again.
+    fn forget_declines(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.declined_at.is_some_and(|at| now.duration_since(at) >= DECLINED_FOR) {
+                p.declined = Bitfield::new(self.layout.piece_count());
+                p.declined_at = None;
+                p.exhausted = None;
+            }
+        }
+    }
+
+    /// When the timer should fire: the next tick, or a decline expiring before it.
+    fn next_wake(&self) -> Instant {
+        self.peers.values().filter_map(|p| p.declined_at).map(|at| at + DECLINED_FOR).fold(self.next_tick, Instant::min)
     }
 
     /// Debug builds (and so every test) check the `useful` counts against the bitfields: a
