@@ -23,8 +23,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+from benchlib import BIN, ROOT, ctl  # noqa: E402 (beside this script)
 
 
 def rss_kib(pid):
@@ -33,11 +32,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def ctl(cfg, *args, check=True):
-    return subprocess.run([os.path.join(BIN, "p2pctl"), "--config-dir", cfg, *args],
-                          capture_output=True, text=True, check=check)
 
 
 def timed_status(cfg, runs):

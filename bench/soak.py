@@ -34,29 +34,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# $P2PD_BIN_DIR runs a copy of the binaries, so that rebuilding during a long soak changes nothing.
-BIN = os.environ.get("P2PD_BIN_DIR") or os.path.join(ROOT, "target", "release")
-
-
-def free_port():
-    while True:
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-
-
-def ctl(cfg, *args, check=True):
-    return subprocess.run([os.path.join(BIN, "p2pctl"), "--config-dir", cfg, *args], capture_output=True, text=True, check=check)
+from benchlib import BIN, ROOT, ctl, free_port  # noqa: E402 (beside this script)
 
 
 class Node:
