@@ -137,6 +137,24 @@ fn seed_two(seed: &Node) -> (Seeded, Seeded) {
     (made.pop().unwrap(), other)
 }
 
+/// A seed uploading at 4 MiB/s (so that a download is still going when the disk fails) with
+/// both torrents, and a leecher already seeding `other`; returns them, `big`, and `other`'s hash.
+fn slow_seed_and_leecher() -> (Node, Node, Seeded, String) {
+    let mut seed = Node::with_config("limits:\n  upload_rate: 4MiB\n");
+    seed.start();
+    let (big, (other_desc, other, _)) = seed_two(&seed);
+    let mut leecher = Node::new();
+    leecher.start();
+    leecher.add(&other_desc);
+    leecher.wait_state(&other, "seeding");
+    (seed, leecher, big, other)
+}
+
+/// Waits until `node` has verified some of `hash` (3 MiB).
+fn wait_some_progress(node: &Node, hash: &str) {
+    eventually(PATIENCE, "some progress", || (node.torrent(hash)?["bytes_done"].as_u64()? >= 3 << 20).then_some(()));
+}
+
 fn add_to(node: &Node, desc: &Path, dir: &Path) -> String {
     node.ctl_ok(&["add", desc.to_str().unwrap(), "--data", dir.to_str().unwrap()]).trim().to_string()
 }
@@ -180,16 +198,10 @@ fn a_disk_that_fills_mid_download_keeps_verified_pieces_and_resumes() {
         eprintln!("skipped: {why}");
         return;
     }
-    let mut seed = Node::with_config("limits:\n  upload_rate: 4MiB\n");
-    seed.start();
-    let ((big_desc, big, big_bytes), (other_desc, other, _)) = seed_two(&seed);
-    let mut leecher = Node::new();
-    leecher.start();
-    leecher.add(&other_desc);
-    leecher.wait_state(&other, "seeding");
+    let (seed, leecher, (big_desc, big, big_bytes), other) = slow_seed_and_leecher();
     let disk = Mount::tmpfs(&leecher.root.path().join("tiny"), "24m");
     add_to(&leecher, &big_desc, &disk.dir);
-    eventually(PATIENCE, "some progress", || (leecher.torrent(&big)?["bytes_done"].as_u64()? >= 3 << 20).then_some(()));
+    wait_some_progress(&leecher, &big);
     let filler = disk.fill(0);
     let t = wait_error(&leecher, &big, "No space left");
     let kept = t["pieces_done"].as_u64().unwrap();
@@ -208,16 +220,10 @@ fn a_filesystem_that_turns_read_only_mid_download() {
         eprintln!("skipped: {why}");
         return;
     }
-    let mut seed = Node::with_config("limits:\n  upload_rate: 4MiB\n");
-    seed.start();
-    let ((big_desc, big, big_bytes), (other_desc, other, _)) = seed_two(&seed);
-    let mut leecher = Node::new();
-    leecher.start();
-    leecher.add(&other_desc);
-    leecher.wait_state(&other, "seeding");
+    let (_seed, leecher, (big_desc, big, big_bytes), other) = slow_seed_and_leecher();
     let disk = Mount::ext4(&leecher.root.path().join("ro"), 48);
     add_to(&leecher, &big_desc, &disk.dir);
-    eventually(PATIENCE, "some progress", || (leecher.torrent(&big)?["bytes_done"].as_u64()? >= 3 << 20).then_some(()));
+    wait_some_progress(&leecher, &big);
     disk.trigger_error();
     wait_error(&leecher, &big, "Read-only file system");
     assert_eq!(leecher.torrent(&other).unwrap()["state"], "seeding", "the other torrent is untouched");
