@@ -23,7 +23,7 @@ use smol::Async;
 
 use sha2::{Digest, Sha256};
 
-use super::first_copies::FirstCopies;
+use super::first_copies::{Claim, FirstCopies};
 use super::limiter::RateLimit;
 use super::picker::PeerKey;
 use super::wire::{self, BLOCK, BlockRef, FRAME_HEADER, HANDSHAKE_LEN, Handshake, Kind, MAX_BLOCK, Message};
@@ -384,7 +384,7 @@ struct Reader {
     am_choking: Arc<AtomicBool>,
     stats: Arc<ConnStats>,
     downloads: HashMap<u32, Download>,
-    /// Pieces whose first copy went to another connection and that this peer was told to
+    /// Pieces whose first copy went out to another connection and that this peer was told to
     /// fetch elsewhere ([`FirstCopies`]); asked again, they are served.
     declined: HashSet<u32>,
     /// Of those, the ones whose remaining block requests are being rejected.
@@ -546,18 +546,24 @@ impl Reader {
         Ok(())
     }
 
-    /// Whether to decline this request because another connection got the piece's first copy
-    /// (decided at the piece's first block, once per piece and connection).
+    /// Whether to decline this request because another connection has the piece's first copy
+    /// (decided at the piece's first block): always while that copy is on its way, once per
+    /// piece and connection after it went out.
     fn decline(&mut self, r: BlockRef) -> bool {
         if r.offset != 0 {
             return self.declining.contains(&r.piece);
         }
-        if !self.ctx.first_copies.claim(r.piece as usize, self.key) && self.declined.insert(r.piece) {
+        let decline = match self.ctx.first_copies.claim(r.piece as usize, self.key, Instant::now()) {
+            Claim::Mine => false,
+            Claim::Pending => true,
+            Claim::Sent => self.declined.insert(r.piece),
+        };
+        if decline {
             self.declining.insert(r.piece);
-            return true;
+        } else {
+            self.declining.remove(&r.piece);
         }
-        self.declining.remove(&r.piece);
-        false
+        decline
     }
 
     async fn read_block(&mut self, body_len: usize) -> Result<(), End> {
@@ -702,7 +708,7 @@ impl Writer {
                 }
                 left -= sent;
             }
-            self.stats.uploaded.fetch_add(len as u64, Ordering::Relaxed);
+            self.uploaded(r);
             return Ok(());
         }
         block.clear();
@@ -718,8 +724,17 @@ impl Writer {
             }
         }
         (&*self.stream).write_all(block).await.map_err(ioerr)?;
-        self.stats.uploaded.fetch_add(len as u64, Ordering::Relaxed);
+        self.uploaded(r);
         Ok(())
+    }
+
+    /// Counts a block sent; its piece's last block completes a first copy.
+    fn uploaded(&self, r: BlockRef) {
+        self.stats.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
+        let piece = r.piece as usize;
+        if u64::from(r.offset) + u64::from(r.length) == self.ctx.layout.piece_len(piece) {
+            self.ctx.first_copies.sent(piece, self.key);
+        }
     }
 
     /// Sends `bytes` flagged as "more follows", so that they leave with what is sent next.
