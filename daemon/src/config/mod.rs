@@ -130,7 +130,7 @@ impl Default for Limits {
             upload_rate: ByteRate::UNLIMITED,
             max_peers: 500,
             max_peers_per_torrent: 50,
-            upload_slots: 8,
+            upload_slots: 32,
             max_connections_per_ip: 32,
         }
     }

@@ -5,8 +5,8 @@
 //! connections read to validate requests). [`Engine::next`] runs the engine until something
 //! the torrent must act on happens: a piece verified and written, or storage failing.
 //!
-//! - Fetching: each connection has a budget of bytes in flight (about a second of what it
-//!   delivers, 1–64 MiB, at least two pieces); the picker fills it, incomplete peers first (so seeds are asked for
+//! - Fetching: each connection has a budget of bytes in flight (a quarter second of what it
+//!   delivers, 512 KiB–64 MiB, at least two pieces); the picker fills it, incomplete peers first (so seeds are asked for
 //!   what leechers cannot give). Pieces are fetched whole from one peer (blocks pipelined),
 //!   which makes every bad piece attributable; in the endgame a piece may be fetched from up to
 //!   three peers at once, the first complete copy is verified and the others are cancelled
@@ -58,12 +58,15 @@ const TICK: Duration = Duration::from_secs(1);
 const DECLINED_FOR: Duration = Duration::from_secs(1);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
-/// Bytes in flight per peer: bounds of the budget. The floor matters where a peer's share of
-/// a busy uplink is small (a seed serving 16 leechers gives each well under 1 MB/s): asking for
-/// more queues pieces behind each other at the sender for seconds, where they can neither be
-/// had elsewhere nor be the seed's first copies for anyone else. 4 MiB cost a 16-leecher
-/// seed-bound swarm about 5 % in time and in duplicate seed uploads (testbed, scenario 2).
-const MIN_IN_FLIGHT: u64 = 1 << 20;
+/// Bytes in flight per peer: a quarter second of what it delivers, within bounds. Requests
+/// queue at the sender, each connection's behind its own, so the budget is also how long a
+/// freshly announced piece waits there before it can be passed on: on a LAN a quarter second
+/// of a peer's rate covers the round trip many times over. A second of it (with a 1 MiB floor)
+/// left a 16-leecher seed-bound swarm ~1.5 s behind the seed, every hop (testbed, scenario 2:
+/// 1.12 → 1.05 × T_min). The floor matters where a peer's share of a busy uplink is small (a
+/// seed serving 16 leechers gives each well under 1 MB/s); 4 MiB once cost that swarm 5 %.
+const BUDGET_SECS: f64 = 0.25;
+const MIN_IN_FLIGHT: u64 = 512 << 10;
 const MAX_IN_FLIGHT: u64 = 64 << 20;
 
 /// An outgoing connection set up (or the candidate that could not be reached).
@@ -742,10 +745,11 @@ impl Engine {
         }
     }
 
-    /// Budget of bytes in flight for a peer: about a second of what it delivers.
+    /// Budget of bytes in flight for a peer ([`BUDGET_SECS`] of what it delivers), at least
+    /// two pieces so that the next is asked for while one arrives.
     fn budget(&self, p: &Peer) -> u64 {
         let piece = self.layout.piece_length();
-        ((p.down_rate * 1.0) as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT).max(2 * piece)
+        ((p.down_rate * BUDGET_SECS) as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT).max(2 * piece)
     }
 
     fn fill_requests(&mut self) {
