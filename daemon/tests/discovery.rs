@@ -62,10 +62,16 @@ fn chain_lookup_finds_the_holder_which_lists_the_newcomer_idle_then_leeching() {
 
     a.add(&desc);
     wait_peer(&d, &hash, &a.addr(), "leeching");
+    // A announces idle, then leeching. The two datagrams (with their token round trips and
+    // retries) may cross: D then hears the declaration first and keeps it when the join
+    // arrives. Either way A announced idle first, and D ends up with A leeching, never idle.
     let log = d.log();
-    let joined = log.find(&format!("{hash}: {} joined as idle", a.addr())).expect("A joined as idle first");
-    let leeching = log.find(&format!("{hash}: {} is now leeching", a.addr())).expect("then leeching");
-    assert!(joined < leeching);
+    let line = |what: &str| log.find(&format!("{hash}: {} {what}", a.addr()));
+    let in_order = line("joined as idle").zip(line("is now leeching")).is_some_and(|(j, l)| j < l);
+    let crossed =
+        line("joined as leeching").zip(line("is still leeching (its join arrived late)")).is_some_and(|(l, j)| l < j);
+    assert!(in_order || crossed, "D heard A join as idle, then declare itself leeching; D's log:\n{log}");
+    assert!(line("is now idle").is_none(), "D set A back to idle; D's log:\n{log}");
     // A knows D as the seed, although its descriptor named only B.
     wait_peer(&a, &hash, &d.addr(), "seeding");
     assert!(a.log().contains("found the swarm"));

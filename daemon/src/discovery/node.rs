@@ -803,6 +803,9 @@ impl Node {
                     match self.swarms.upsert(info_hash, record, now) {
                         Upsert::New => debug!("discovery: {info_hash}: {from} joined as {}", status.as_str()),
                         Upsert::StatusChanged(s) => debug!("discovery: {info_hash}: {from} is now {}", s.as_str()),
+                        Upsert::StaleIdle(s) => {
+                            debug!("discovery: {info_hash}: {from} is still {} (its join arrived late)", s.as_str())
+                        }
                         Upsert::Refreshed | Upsert::Rejected => {}
                     }
                 }

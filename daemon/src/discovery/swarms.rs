@@ -5,6 +5,12 @@
 //! even when no member is near. Entries carry address, node id, announced status and
 //! last-seen time, and expire unless refreshed by a new announce.
 //!
+//! A member is `idle` from its join until it declares itself leeching or seeding; an `idle`
+//! record for a member (same node id) already known to be leeching or seeding refreshes it
+//! without changing its status: announces travel as separate datagrams, with retries, and a
+//! join that arrives after the declaration that followed it (or a third node's older record)
+//! must not set the member back.
+//!
 //! Bounds: at most `max_peers` entries per swarm (the least recently seen is evicted), at most
 //! `max_per_ip` per IP address within a swarm, and at most `max_stored` stored swarms (the
 //! least recently refreshed is dropped); member swarms are never dropped for room.
@@ -50,6 +56,9 @@ pub enum Upsert {
     New,
     StatusChanged(PeerStatus),
     Refreshed,
+    /// An `idle` record for a member already declared leeching or seeding: refreshed, status
+    /// kept.
+    StaleIdle(PeerStatus),
     Rejected,
 }
 
@@ -111,6 +120,10 @@ impl SwarmStore {
             self.swarms.entry(hash).or_insert_with(|| Swarm { membership: None, peers: HashMap::new(), touched: now });
         swarm.touched = now;
         let result = if let Some(e) = swarm.peers.get_mut(&peer.addr) {
+            if peer.status == PeerStatus::Idle && e.status != PeerStatus::Idle && e.id == peer.id {
+                e.last_seen = now;
+                return Upsert::StaleIdle(e.status);
+            }
             let changed = e.status != peer.status || e.id != peer.id;
             e.id = peer.id;
             e.status = peer.status;
@@ -222,6 +235,26 @@ mod tests {
         }
         assert_eq!(s.get(&h).unwrap().peers.len(), 4);
         assert_eq!(s.upsert(h, peer(9, 9, PeerStatus::Leeching), now), Upsert::StatusChanged(PeerStatus::Leeching));
+    }
+
+    #[test]
+    fn a_late_join_does_not_set_a_declared_member_back_to_idle() {
+        let now = Instant::now();
+        let mut s = SwarmStore::new(8, 8, 10);
+        let h = InfoHash([1; 32]);
+        assert_eq!(s.upsert(h, peer(1, 1, PeerStatus::Leeching), now), Upsert::New);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(s.upsert(h, peer(1, 1, PeerStatus::Idle), later), Upsert::StaleIdle(PeerStatus::Leeching));
+        let entry = s.get(&h).unwrap().peers.values().next().copied().unwrap();
+        assert_eq!((entry.status, entry.last_seen), (PeerStatus::Leeching, later), "kept, and refreshed");
+        assert_eq!(s.upsert(h, peer(1, 1, PeerStatus::Seeding), now), Upsert::StatusChanged(PeerStatus::Seeding));
+        let mut restarted = peer(1, 1, PeerStatus::Idle);
+        restarted.id = NodeId([9; 32]);
+        assert_eq!(
+            s.upsert(h, restarted, now),
+            Upsert::StatusChanged(PeerStatus::Idle),
+            "another node at that address"
+        );
     }
 
     #[test]
