@@ -164,10 +164,11 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_content_still_arrives() {
 
 #[test]
 fn a_stalled_peer_does_not_stop_the_download() {
+    // The seed's limit makes the download outlast the stall timeout (8 s) by several seconds.
     let mut seed = Node::with_config("limits:\n  upload_rate: 1MiB\n");
     seed.start();
     let src = seed.root.path().join("src/s.bin");
-    let bytes = random_file(&src, 3 << 20, 7);
+    let bytes = random_file(&src, 14 << 20, 7);
     let (desc, hash) = start_seed(&seed, &src, &["--piece-size", "256K"]);
     let info_hash: InfoHash = hash.parse().unwrap();
     let pieces = Descriptor::parse(&std::fs::read_to_string(&desc).unwrap()).unwrap().content.piece_count();
@@ -180,8 +181,18 @@ fn a_stalled_peer_does_not_stop_the_download() {
     eventually(PATIENCE, "the staller to be asked for pieces", || {
         (staller.requests.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
     });
-    // ...and never delivers; the pieces come from the seed instead (after the stall timeout,
-    // or as endgame duplicates).
+    // ...and never delivers: its pieces go to the seed, and it is snubbed — yet still asked
+    // for one piece at a time (it might be the only peer with what we need).
+    let staller_addr = format!("127.0.0.1:{}", staller.port);
+    let wire = eventually(PATIENCE, "the snubbed staller to be asked for one piece", || {
+        peers(&leecher, &hash)
+            .into_iter()
+            .find(|p| p["address"] == staller_addr.as_str())
+            .map(|p| p["wire"].clone())
+            .filter(|w| w["snubbed"] == true && w["requested_bytes"].as_u64().unwrap_or(0) > 0)
+    });
+    assert_eq!(wire["requested_bytes"], 256 << 10, "one piece while snubbed: {wire}");
+    assert!(leecher.log().contains("stalled with"), "the stall is logged");
     wait_complete(&leecher, &hash);
     assert_eq!(std::fs::read(leecher.data().join("s.bin")).unwrap(), bytes);
 }

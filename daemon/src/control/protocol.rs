@@ -329,12 +329,16 @@ pub struct WireState {
     pub requested_bytes: u64,
     /// Seconds since it last sent us a block we asked for, if it ever did.
     pub last_block_secs: Option<u64>,
+    /// It stalled with our requests outstanding and has not delivered since: asked for one
+    /// piece at a time. Absent from daemons older than this field.
+    #[serde(default)]
+    pub snubbed: bool,
 }
 
 impl WireState {
     /// Transmission-style flags: `D` downloading from it, `d` we would but it chokes us,
     /// `U` uploading to it, `u` it would download but we choke it, `K` it unchoked us but we
-    /// want nothing, `?` we unchoked it but it wants nothing.
+    /// want nothing, `?` we unchoked it but it wants nothing; `S` it is snubbed (µTorrent's).
     pub fn flags(&self) -> String {
         let mut f = String::new();
         match (self.interested, self.choked_by_peer) {
@@ -348,6 +352,9 @@ impl WireState {
             (true, true) => f.push('u'),
             (false, false) => f.push('?'),
             (false, true) => {}
+        }
+        if self.snubbed {
+            f.push('S');
         }
         f
     }
@@ -414,8 +421,10 @@ mod tests {
             choking,
             requested_bytes: 0,
             last_block_secs: None,
+            snubbed: false,
         };
         assert_eq!(w(true, false, true, false).flags(), "DU");
+        assert_eq!(WireState { snubbed: true, ..w(true, false, false, true) }.flags(), "DS");
         assert_eq!(w(true, true, true, true).flags(), "du");
         assert_eq!(w(false, false, false, false).flags(), "K?");
         assert_eq!(w(false, true, false, true).flags(), "");

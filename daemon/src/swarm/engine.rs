@@ -15,7 +15,12 @@
 //!   while it is non-zero. Debug builds check it against the bitfields every tick — a count
 //!   that drifted to zero once left a download one piece short, not interested in the seed.
 //! - A peer that delivers nothing for [`STALL_AFTER`] while owing us data loses its pieces to
-//!   other peers and gets no new ones for a while.
+//!   other peers and is asked for one piece at a time until it delivers again (at most
+//!   4 × [`STALL_AFTER`]). The clock starts at the later of its last block and our first request
+//!   since it last owed us nothing: a peer we had not asked for anything for a while is not
+//!   stalled the moment we ask again. Asking it for nothing instead once turned a seed's
+//!   moment of TCP back-off, or a request queued behind others, into half a minute in which
+//!   leechers that needed pieces only the seed had did not ask for them.
 //! - Verification: every piece is hashed before it is written or announced; a mismatch strikes
 //!   the peer that sent it, and [`BAN_AFTER`] strikes ban it for this torrent.
 //! - Uploading: up to `upload_slots` interested peers are unchoked; when more want to download,
@@ -56,6 +61,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// receive, verify and announce a piece. Longer stalls a swarm whose holders are slow to
 /// deliver (every other leecher waits it out); shorter makes the seed send more duplicates.
 const DECLINED_FOR: Duration = Duration::from_secs(1);
+/// The same with no incomplete peer connected, which could pass the piece on to us: the seed
+/// will serve it once its first copy has gone out, so ask again soon (but not at once: while
+/// that copy is on its way the seed declines every time, and asking back at once would spin).
+const DECLINED_ALONE: Duration = Duration::from_millis(100);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
 /// Bytes in flight per peer: a quarter second of what it delivers, within bounds. Requests
@@ -111,21 +120,23 @@ struct Peer {
     useful: usize,
     /// Bytes of pieces we are fetching from it.
     in_flight: u64,
-    /// Not asked for anything until then (it stalled).
-    snubbed_until: Option<Instant>,
+    /// When `in_flight` last rose from zero.
+    owed_since: Instant,
+    /// When it last stalled, while it has not delivered since: asked for one piece at a time.
+    snubbed_at: Option<Instant>,
     down_rate: f64,
     up_rate: f64,
     last_down: u64,
     last_up: u64,
     unchoked_at: Option<Instant>,
     /// Pieces it declined to send us lately (a seed's [`FirstCopies`] policy, or a choke):
-    /// not asked of it again until [`DECLINED_FOR`] has passed (meanwhile the leecher that got
-    /// the first copy announces it) — while some incomplete peer is connected that could.
+    /// not asked of it again until `declined_until` (meanwhile the leecher that got the first
+    /// copy announces it).
     declined: Bitfield,
-    declined_at: Option<Instant>,
-    /// Nothing to pick from it as of this picker generation (and whether declines counted):
-    /// not scanned again until the generation, its bitfield or its declines change.
-    exhausted: Option<(u64, bool)>,
+    declined_until: Option<Instant>,
+    /// Nothing to pick from it as of this picker generation: not scanned again until the
+    /// generation, its bitfield or its declines change.
+    exhausted: Option<u64>,
     _slot: IpSlot,
 }
 
@@ -164,8 +175,6 @@ pub struct Engine {
     have: Arc<RwLock<Bitfield>>,
     picker: Picker,
     first_copies: Arc<FirstCopies>,
-    /// An empty bitfield: no piece declined.
-    no_declines: Bitfield,
     peers: HashMap<PeerKey, Peer>,
     candidates: HashMap<SocketAddr, Candidate>,
     strikes: HashMap<NodeId, u32>,
@@ -216,7 +225,6 @@ impl Engine {
         first_copies.set_active(have.is_complete());
         Engine {
             first_copies,
-            no_declines: Bitfield::new(layout.piece_count()),
             picker: Picker::new(have, rand::random()),
             have: Arc::new(RwLock::new(have.clone())),
             ctx,
@@ -295,6 +303,7 @@ impl Engine {
                     requested_bytes: p.in_flight,
                     last_block_secs: (p.conn.stats.downloaded.load(Ordering::Relaxed) > 0)
                         .then(|| p.conn.stats.last_block().elapsed().as_secs()),
+                    snubbed: p.snubbed_at.is_some(),
                 }),
             })
             .collect();
@@ -542,14 +551,15 @@ impl Engine {
                 am_interested: false,
                 useful: 0,
                 in_flight: 0,
-                snubbed_until: None,
+                owed_since: Instant::now(),
+                snubbed_at: None,
                 down_rate: 0.0,
                 up_rate: 0.0,
                 last_down: 0,
                 last_up: 0,
                 unchoked_at: None,
                 declined: Bitfield::new(self.layout.piece_count()),
-                declined_at: None,
+                declined_until: None,
                 exhausted: None,
                 _slot: slot,
             },
@@ -641,10 +651,14 @@ impl Engine {
                     debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
                     p.in_flight = p.in_flight.saturating_sub(len);
                     p.declined.set(piece as usize);
-                    if p.declined_at.is_none() {
-                        p.declined_at = Some(Instant::now());
-                        self.timer.set_at(self.next_wake());
-                    }
+                }
+                let leechers_connected = self.peers.values().any(|p| !p.bits.is_complete());
+                if let Some(p) = self.peers.get_mut(&key)
+                    && p.declined_until.is_none()
+                {
+                    let window = if leechers_connected { DECLINED_FOR } else { DECLINED_ALONE };
+                    p.declined_until = Some(Instant::now() + window);
+                    self.timer.set_at(self.next_wake());
                 }
                 self.picker.release(piece as usize, key);
             }
@@ -746,9 +760,12 @@ impl Engine {
     }
 
     /// Budget of bytes in flight for a peer ([`BUDGET_SECS`] of what it delivers), at least
-    /// two pieces so that the next is asked for while one arrives.
+    /// two pieces so that the next is asked for while one arrives; one piece while snubbed.
     fn budget(&self, p: &Peer) -> u64 {
         let piece = self.layout.piece_length();
+        if p.snubbed_at.is_some() {
+            return piece;
+        }
         ((p.down_rate * BUDGET_SECS) as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT).max(2 * piece)
     }
 
@@ -762,20 +779,18 @@ impl Engine {
         let mut order: Vec<(bool, PeerKey)> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.peer_choking && p.am_interested && p.snubbed_until.is_none_or(|t| t <= now))
+            .filter(|(_, p)| !p.peer_choking && p.am_interested)
             .map(|(k, p)| (p.bits.is_complete(), *k))
             .collect();
         // Incomplete peers first: seeds get what leechers cannot give.
         order.sort();
-        // Declines send us to other leechers; with none connected, ask again (and be served).
-        let leechers_connected = self.peers.values().any(|p| !p.bits.is_complete());
         for (_, key) in order {
             while let Some(p) = self.peers.get(&key) {
-                let generation = (self.picker.generation(), leechers_connected);
+                let generation = self.picker.generation();
                 if p.in_flight >= self.budget(p) || p.exhausted == Some(generation) {
                     break;
                 }
-                let declined = if leechers_connected { &p.declined } else { &self.no_declines };
+                let declined = &p.declined;
                 let found = match self.picker.pick(&p.bits, declined) {
                     Some(piece) => Some(piece),
                     None if self.picker.endgame() => self.picker.pick_duplicate(key, &p.bits, declined),
@@ -790,6 +805,9 @@ impl Engine {
                 self.picker.assign(piece, key);
                 let len = self.layout.piece_len(piece);
                 if let Some(p) = self.peers.get_mut(&key) {
+                    if p.in_flight == 0 {
+                        p.owed_since = now;
+                    }
                     p.in_flight += len;
                     p.conn.fetch(piece as u32, len as u32);
                 }
@@ -813,7 +831,11 @@ impl Engine {
             p.last_up = u;
             down += p.down_rate;
             up += p.up_rate;
-            if p.in_flight > 0 && !p.peer_choking && now.duration_since(p.conn.stats.last_block()) > STALL_AFTER {
+            let last_block = p.conn.stats.last_block();
+            if p.snubbed_at.is_some_and(|at| last_block > at || now.duration_since(at) >= STALL_AFTER * 4) {
+                p.snubbed_at = None;
+            }
+            if p.in_flight > 0 && !p.peer_choking && now.duration_since(last_block.max(p.owed_since)) > STALL_AFTER {
                 stalled.push(*key);
             }
         }
@@ -844,7 +866,7 @@ impl Engine {
                     p.conn.addr,
                     pieces.len()
                 );
-                p.snubbed_until = Some(now + STALL_AFTER * 4);
+                p.snubbed_at = Some(now);
                 p.in_flight = 0;
                 for &piece in &pieces {
                     p.conn.drop_piece(piece as u32);
@@ -861,12 +883,12 @@ impl Engine {
         self.connect_candidates(now);
     }
 
-    /// Declines older than [`DECLINED_FOR`] are forgotten: those pieces may be asked again.
+    /// Declines past their window are forgotten: those pieces may be asked again.
     fn forget_declines(&mut self, now: Instant) {
         for p in self.peers.values_mut() {
-            if p.declined_at.is_some_and(|at| now.duration_since(at) >= DECLINED_FOR) {
+            if p.declined_until.is_some_and(|until| until <= now) {
                 p.declined = Bitfield::new(self.layout.piece_count());
-                p.declined_at = None;
+                p.declined_until = None;
                 p.exhausted = None;
             }
         }
@@ -874,7 +896,7 @@ impl Engine {
 
     /// When the timer should fire: the next tick, or a decline expiring before it.
     fn next_wake(&self) -> Instant {
-        self.peers.values().filter_map(|p| p.declined_at).map(|at| at + DECLINED_FOR).fold(self.next_tick, Instant::min)
+        self.peers.values().filter_map(|p| p.declined_until).fold(self.next_tick, Instant::min)
     }
 
     /// Debug builds (and so every test) check the `useful` counts against the bitfields: a
