@@ -6,11 +6,12 @@
 //! the torrent must act on happens: a piece verified and written, or storage failing.
 //!
 //! - Fetching: each connection has a budget of bytes in flight (a quarter second of what it
-//!   delivers, 512 KiB–64 MiB, at least two pieces); the picker fills it, incomplete peers first (so seeds are asked for
-//!   what leechers cannot give). Pieces are fetched whole from one peer (blocks pipelined),
-//!   which makes every bad piece attributable; in the endgame a piece may be fetched from up to
-//!   three peers at once, the first complete copy is verified and the others are cancelled
-//!   (a copy that crossed the cancel is dropped unverified: each piece is verified once).
+//!   delivers, 512 KiB–64 MiB, at least two pieces); the picker fills it, incomplete peers
+//!   first (so seeds are asked for what leechers cannot give). Pieces are fetched whole from
+//!   one peer (blocks pipelined), which makes every bad piece attributable; in the endgame a
+//!   piece may be fetched from up to three peers at once, the first complete copy is verified
+//!   and the others are cancelled (a copy that crossed the cancel is dropped unverified: each
+//!   piece is verified once).
 //! - Interest: `Peer::useful` counts the pieces a peer has that we lack; we are interested
 //!   while it is non-zero. Debug builds check it against the bitfields every tick — a count
 //!   that drifted to zero once left a download one piece short, not interested in the seed.
@@ -647,18 +648,16 @@ impl Engine {
             }
             ConnEvent::Released { key, piece } => {
                 let len = self.layout.piece_len(piece as usize);
+                let window =
+                    if self.peers.values().any(|p| !p.bits.is_complete()) { DECLINED_FOR } else { DECLINED_ALONE };
                 if let Some(p) = self.peers.get_mut(&key) {
                     debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
                     p.in_flight = p.in_flight.saturating_sub(len);
                     p.declined.set(piece as usize);
-                }
-                let leechers_connected = self.peers.values().any(|p| !p.bits.is_complete());
-                if let Some(p) = self.peers.get_mut(&key)
-                    && p.declined_until.is_none()
-                {
-                    let window = if leechers_connected { DECLINED_FOR } else { DECLINED_ALONE };
-                    p.declined_until = Some(Instant::now() + window);
-                    self.timer.set_at(self.next_wake());
+                    if p.declined_until.is_none() {
+                        p.declined_until = Some(Instant::now() + window);
+                        self.timer.set_at(self.next_wake());
+                    }
                 }
                 self.picker.release(piece as usize, key);
             }
