@@ -206,3 +206,266 @@ fn pending_handshakes_are_capped_across_addresses_and_time_out() {
     eventually(PATIENCE, "idle connections to time out", || (fds(node.pid()) <= baseline + 1).then_some(()));
     assert_eq!(node.ctl(&["status"]).code, 0);
 }
+
+/// What a flooding connection saw.
+#[derive(Debug)]
+struct Flood {
+    /// Bytes it managed to send before it was cut off (or gave up).
+    sent: u64,
+    /// Whether the daemon closed the connection.
+    cut_off: bool,
+}
+
+/// A connection from `from` that has handshaken for `info_hash` and never reads: its receive
+/// buffer is made small, so the daemon's writes to it block at once.
+fn non_reader(from: &str, target: SocketAddr, info_hash: InfoHash) -> TcpStream {
+    let mut s = connect_from(from, target).expect("connect");
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on a socket this function owns, with a pointer to a c_int and its size.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let hs = Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: 20999 };
+    s.write_all(&wire::encode_handshake(&hs)).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    s
+}
+
+/// Reads a peer's handshake and frames until it unchokes us.
+fn read_until_unchoked(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    s.read_exact(&mut hs).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read while waiting for an unchoke");
+        assert!(n > 0, "closed before unchoking us");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((msg, used))) = wire::decode(&buf) {
+            buf.drain(..used);
+            if msg == Message::Unchoke {
+                return;
+            }
+        }
+    }
+}
+
+/// Requests for every block of pieces `0..pieces`, each followed by an `interested`.
+fn requests(pieces: u32, piece_len: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in 0..pieces {
+        for offset in (0..piece_len).step_by(wire::BLOCK as usize) {
+            let length = wire::BLOCK.min(piece_len - offset);
+            out.extend(wire::encode(&Message::Request(wire::BlockRef { piece, offset, length })));
+            out.extend(wire::encode(&Message::Interested));
+        }
+    }
+    out
+}
+
+/// A peer that sends `interested` and requests for every block of every piece over and over
+/// (and with `bitfields`, a bitfield before each round), for up to `limit`, and never reads.
+fn flood(
+    target: SocketAddr,
+    info_hash: InfoHash,
+    pieces: u32,
+    piece_len: u32,
+    bitfields: bool,
+    limit: Duration,
+) -> Flood {
+    let mut s = non_reader("127.0.0.9", target, info_hash);
+    let bitfield = wire::encode(&Message::Bitfield(vec![0; (pieces as usize).div_ceil(8)]));
+    s.write_all(&bitfield).unwrap();
+    let mut round = if bitfields { bitfield } else { Vec::new() };
+    round.extend(wire::encode(&Message::Interested));
+    round.extend(requests(pieces, piece_len));
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut at = 0;
+    while start.elapsed() < limit {
+        match s.write(&round[at..]) {
+            Ok(0) => return Flood { sent, cut_off: true },
+            Ok(n) => {
+                sent += n as u64;
+                at = (at + n) % round.len();
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Flood { sent, cut_off: true },
+        }
+    }
+    Flood { sent, cut_off: false }
+}
+
+/// Peers that will not read: four connections flood a seed with requests, `interested` and
+/// bitfields, and one asks politely for 8 MiB and then never reads. Every one is cut off (the
+/// flooders by their queue limits, the quiet one after `SEND_STALL`), the seed's memory stays
+/// within the documented bound (docs/PROTOCOL.md, "Limits"), an honest leecher gets the
+/// content meanwhile, and the seed still stops cleanly on SIGTERM.
+#[test]
+fn peers_that_flood_or_never_read_are_cut_off_and_memory_stays_bounded() {
+    let mut seed = Node::new();
+    seed.start();
+    let src = seed.root.path().join("src/f.bin");
+    let bytes = random_file(&src, 32 << 20, 31);
+    let desc =
+        create_descriptor(&src, &seed.root.path().join("f.desc"), &["--bootstrap", &seed.addr(), "--piece-size", "1M"]);
+    std::fs::create_dir_all(seed.data()).unwrap();
+    std::fs::copy(&src, seed.data().join("f.bin")).unwrap();
+    let hash = seed.add(&desc);
+    seed.wait_state(&hash, "seeding");
+    let info_hash = InfoHash(hex::decode(&hash).unwrap().try_into().unwrap());
+    let target: SocketAddr = seed.addr().parse().unwrap();
+    let baseline = rss_kib(seed.pid());
+
+    // The quiet one: a bitfield and interested; once unchoked, 64 blocks' worth of requests;
+    // then it reads nothing more.
+    let mut quiet = non_reader("127.0.0.10", target, info_hash);
+    quiet.write_all(&wire::encode(&Message::Bitfield(vec![0; 4]))).unwrap();
+    quiet.write_all(&wire::encode(&Message::Interested)).unwrap();
+    read_until_unchoked(&mut quiet);
+    quiet.write_all(&requests(8, 1 << 20)).unwrap();
+    // Two flooders repeat their bitfield, two only requests and `interested`.
+    const FLOODERS: usize = 4;
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|i| std::thread::spawn(move || flood(target, info_hash, 32, 1 << 20, i % 2 == 0, Duration::from_secs(20))))
+        .collect();
+    let mut leecher = Node::new();
+    leecher.start();
+    leecher.add(&desc);
+    let mut peak = baseline;
+    while !flooders.iter().all(|f| f.is_finished()) {
+        peak = peak.max(rss_kib(seed.pid()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let floods: Vec<Flood> = flooders.into_iter().map(|f| f.join().unwrap()).collect();
+    eventually(PATIENCE, "the honest download", || {
+        peak = peak.max(rss_kib(seed.pid()));
+        leecher.torrent(&hash).filter(|t| t["state"] == "seeding")
+    });
+    assert_eq!(std::fs::read(leecher.data().join("f.bin")).unwrap(), bytes);
+    assert!(floods.iter().all(|f| f.cut_off), "every flooding connection is cut off: {floods:?}");
+    let log = seed.log();
+    let reasons: Vec<&str> =
+        log.lines().filter(|l| l.contains("127.0.0.9") && l.contains("broke the protocol")).collect();
+    assert!(reasons.len() >= FLOODERS, "each flooder is disconnected with a reason:\n{}", reasons.join("\n"));
+    // The quiet one is cut off once it has not read for SEND_STALL.
+    eventually(PATIENCE, "the peer that does not read to be disconnected", || {
+        peak = peak.max(rss_kib(seed.pid()));
+        seed.log().lines().any(|l| l.contains("127.0.0.10") && l.contains("has not read what we sent")).then_some(())
+    });
+    assert!(
+        !peers(&seed, &hash).iter().any(|p| p["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.10:"))),
+        "the quiet non-reader is no longer connected"
+    );
+    drop(quiet);
+    let grew = peak.saturating_sub(baseline);
+    let flooded: u64 = floods.iter().map(|f| f.sent).sum();
+    eprintln!(
+        "flooded seed: RSS {baseline} KiB before, {peak} KiB at most (+{grew} KiB) while {FLOODERS} connections \
+         sent {} KiB; reasons: {reasons:#?}",
+        flooded >> 10
+    );
+    // The documented bound: MAX_CONNECTION_MEMORY per connection (no piece buffers: the seed
+    // fetches nothing), plus 8 MiB for the honest transfer and the allocator's slack.
+    let bound = ((FLOODERS + 1) * p2pd::swarm::connection::MAX_CONNECTION_MEMORY) as u64 / 1024 + (8 << 10);
+    assert!(grew <= bound, "RSS grew by {grew} KiB, more than the bound of {bound} KiB");
+    assert_eq!(seed.stop(), 0, "the flooded seed stops cleanly on SIGTERM");
+}
+
+/// A peer that connects to `target` from `from`, claims to be `claimed`, says it has every
+/// piece, unchokes, and answers every request with garbage until it is disconnected.
+/// Returns how many blocks it sent, or `None` when its handshake was not answered.
+fn lie(from: &str, target: SocketAddr, info_hash: InfoHash, claimed: NodeId, pieces: usize) -> Option<u64> {
+    let mut s = connect_from(from, target).expect("connect");
+    s.write_all(&wire::encode_handshake(&Handshake { info_hash, node_id: claimed, listen_port: 20777 })).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    s.read_exact(&mut hs).ok()?;
+    let full = p2pd::bitfield::Bitfield::full(pieces).as_bytes().to_vec();
+    s.write_all(&wire::encode(&Message::Bitfield(full))).ok()?;
+    s.write_all(&wire::encode(&Message::Unchoke)).ok()?;
+    let (mut buf, mut chunk, mut blocks) = (Vec::new(), [0u8; 65536], 0);
+    let start = Instant::now();
+    // Long enough for three bad pieces many times over; a test never waits on a liar forever.
+    while start.elapsed() < PATIENCE / 2 {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return Some(blocks),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        while let Ok(Some((msg, used))) = wire::decode(&buf) {
+            buf.drain(..used);
+            if let Message::Request(r) = msg {
+                let garbage = Message::Block { piece: r.piece, offset: r.offset, data: vec![0x5a; r.length as usize] };
+                if s.write_all(&wire::encode(&garbage)).is_err() {
+                    return Some(blocks);
+                }
+                blocks += 1;
+            }
+        }
+    }
+    Some(blocks)
+}
+
+/// Identity is the address, not the node id a peer claims. A liar claiming the seed's id
+/// sends bad pieces: its address is banned, not the seed, which then delivers the content; the
+/// liar is still refused under a new id; and a third address claiming the seed's id while the
+/// seed is connected is refused without displacing it.
+#[test]
+fn bans_and_duplicates_go_by_address_not_by_claimed_id() {
+    let mut seed = Node::with_config("limits:\n  upload_rate: 2MiB\n");
+    seed.start();
+    let seed_id = NodeId(hex::decode(seed.status()["node"]["node_id"].as_str().unwrap()).unwrap().try_into().unwrap());
+    let src = seed.root.path().join("src/b.bin");
+    let bytes = random_file(&src, 4 << 20, 41);
+    let desc = create_descriptor(
+        &src,
+        &seed.root.path().join("b.desc"),
+        &["--bootstrap", &seed.addr(), "--piece-size", "64K"],
+    );
+    let pieces = 64;
+    // The leecher joins first; the seed does not have the content yet.
+    let mut leecher = Node::new();
+    leecher.start();
+    let hash = leecher.add(&desc);
+    let info_hash = InfoHash(hex::decode(&hash).unwrap().try_into().unwrap());
+    let target: SocketAddr = leecher.addr().parse().unwrap();
+    leecher.wait_state(&hash, "leeching");
+
+    // The liar, from its own address, claiming the seed's id: three bad pieces ban it.
+    let sent = lie("127.0.0.20", target, info_hash, seed_id, pieces).expect("the liar is answered at first");
+    assert!(sent >= 3, "the liar was asked for pieces ({sent} blocks sent)");
+    let banned = eventually(PATIENCE, "the liar's address to be banned", || {
+        peers(&leecher, &hash).into_iter().find(|p| p["banned"] == true)
+    });
+    assert!(banned["address"].as_str().unwrap().starts_with("127.0.0.20:"), "{banned}");
+    assert!(banned["strikes"].as_u64().unwrap() >= 3, "{banned}");
+    // Under a new id, from the same address: not even answered.
+    assert_eq!(lie("127.0.0.20", target, info_hash, NodeId(rand::random()), pieces), None, "a banned address returns");
+
+    // The real seed, whose id the liar used, is not banned: it delivers everything.
+    std::fs::create_dir_all(seed.data()).unwrap();
+    std::fs::copy(&src, seed.data().join("b.bin")).unwrap();
+    seed.add(&desc);
+    let seed_peer = eventually(PATIENCE, "the seed to connect to the leecher", || {
+        peers(&leecher, &hash).into_iter().find(|p| p["node_id"] == seed_id.to_hex() && p["connected"] == true)
+    });
+    assert_eq!(seed_peer["banned"], false, "{seed_peer}");
+    // Another address claims the seed's id while it is connected: refused, and the seed stays.
+    assert_eq!(lie("127.0.0.21", target, info_hash, seed_id, pieces), None, "a claimed id displaced a live peer");
+    assert!(leecher.log().contains("claims the node id of"), "the refusal is logged");
+    leecher.wait_state(&hash, "seeding");
+    assert_eq!(std::fs::read(leecher.data().join("b.bin")).unwrap(), bytes);
+    let address = seed_peer["address"].as_str().unwrap().to_string();
+    assert!(
+        !peers(&leecher, &hash).iter().any(|p| p["address"] == address.as_str() && p["banned"] == true),
+        "the seed was never banned"
+    );
+}

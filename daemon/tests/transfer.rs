@@ -183,7 +183,7 @@ fn a_stalled_peer_does_not_stop_the_download() {
     });
     // ...and never delivers: its pieces go to the seed, and it is snubbed — yet still asked
     // for one piece at a time (it might be the only peer with what we need).
-    let staller_addr = format!("127.0.0.1:{}", staller.port);
+    let staller_addr = staller.addr();
     let wire = eventually(PATIENCE, "the snubbed staller to be asked for one piece", || {
         peers(&leecher, &hash)
             .into_iter()

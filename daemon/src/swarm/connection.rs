@@ -5,12 +5,31 @@
 //!   engine. It validates everything the peer sends against the torrent's geometry before using
 //!   it, answers requests it will not serve with `reject`, and closes the connection with a
 //!   reason on any protocol violation.
-//! - The **writer** sends control messages as soon as they are queued and serves the peer's
+//! - The **writer** sends control frames as soon as they are queued and serves the peer's
 //!   requests one block at a time in between (reading from storage, within the upload rate
 //!   limits).
 //!
-//! The engine talks to both through channels and reads counters from [`ConnStats`]; it owns
-//! every decision (what to fetch, whom to choke).
+//! The engine owns every decision (what to fetch, whom to choke); it reads counters from
+//! [`ConnStats`].
+//!
+//! # Bounds: what one peer can make us hold
+//! Every queue between the peer, the two tasks and the engine is bounded, and a peer that
+//! fills one is disconnected rather than buffered (docs/PROTOCOL.md, "Limits"):
+//! - the [`Outbox`] the writer drains holds at most [`MAX_CONTROL_BYTES`] of encoded control
+//!   frames (rejects, haves, our requests, ...) and [`MAX_QUEUED_UPLOADS`] requests to serve.
+//!   A peer that sends requests without reading our answers fills it: closed at once.
+//! - A peer that does not drain its socket while we have something to send it for
+//!   [`SEND_STALL`] is closed by the engine (the writer stamps its progress in [`ConnStats`]).
+//! - Events to the engine go through the torrent's bounded channel; the reader waits for room,
+//!   so a peer that sends faster than the engine handles its messages is simply read slower
+//!   (TCP back-pressure), never buffered.
+//! - Per message, the work is O(1): `interested`/`not interested` reach the engine only when
+//!   they change something, a second bitfield is a violation, a duplicate `have` is dropped
+//!   by the engine in constant time.
+//! - Piece buffers exist only for pieces we asked this peer for: the engine's in-flight caps
+//!   bound them (`limits.max_in_flight_per_peer` and `_per_torrent`).
+//!
+//! So besides piece buffers a connection holds at most [`MAX_CONNECTION_MEMORY`] bytes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpStream};
@@ -38,11 +57,27 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
 /// Time allowed for connecting and exchanging handshakes.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most requests a peer may have queued with us (above the largest budget a peer may keep in
-/// flight: 64 MiB in 64 KiB blocks).
+/// A peer that takes nothing from its socket for this long while we have data for it is
+/// closed (by the engine's tick). Keep-alives alone make a dead link show here well within
+/// [`IDLE_TIMEOUT`].
+pub const SEND_STALL: Duration = Duration::from_secs(30);
+/// Most requests a peer may have queued with us: 256 MiB in 128 KiB blocks, the largest
+/// `limits.max_in_flight_per_peer` a node may use. A peer that queues more is disconnected.
 pub const MAX_QUEUED_UPLOADS: usize = 2048;
+/// Most bytes of encoded control frames waiting for the writer. The writer sends them before
+/// each block, so an honest peer never has more than one block's worth of our haves and
+/// answers waiting; a peer that sends requests without reading our rejects fills it.
+pub const MAX_CONTROL_BYTES: usize = 512 << 10;
+/// What a connection may hold besides the piece buffers of pieces we asked it for: its outbox
+/// (control bytes, and the writer's copy of them being sent: twice [`MAX_CONTROL_BYTES`]; the
+/// request queue), the writer's block buffer, the reader's frame buffers (a bitfield, a block
+/// we no longer want), and its share of the torrent's event queue (one bitfield).
+pub const MAX_CONNECTION_MEMORY: usize = 2 * MAX_CONTROL_BYTES
+    + MAX_QUEUED_UPLOADS * std::mem::size_of::<BlockRef>()
+    + 2 * (FRAME_HEADER + wire::MAX_BODY)
+    + 2 * wire::MAX_BITFIELD;
 
-/// Counters the engine reads.
+/// Counters and health marks the engine reads.
 #[derive(Debug)]
 pub struct ConnStats {
     pub downloaded: AtomicU64,
@@ -51,6 +86,11 @@ pub struct ConnStats {
     last_block: AtomicU64,
     /// Nanoseconds after `epoch` at which the last frame of any kind arrived.
     last_frame: AtomicU64,
+    /// 1 + nanoseconds after `epoch` at which the writer, with data to send, last made progress
+    /// on the socket; 0 while it has nothing to send (or waits on a rate limit).
+    sending_since: AtomicU64,
+    /// The engine asked for more than the connection may queue: it is closed at the next tick.
+    overflowed: AtomicBool,
     epoch: Instant,
 }
 
@@ -61,12 +101,18 @@ impl ConnStats {
             uploaded: AtomicU64::new(0),
             last_block: AtomicU64::new(0),
             last_frame: AtomicU64::new(0),
+            sending_since: AtomicU64::new(0),
+            overflowed: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
 
+    fn nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
     fn block_arrived(&self) {
-        self.last_block.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_block.store(self.nanos(), Ordering::Relaxed);
     }
 
     /// When the last block arrived (or the connection started).
@@ -75,12 +121,33 @@ impl ConnStats {
     }
 
     fn frame_arrived(&self) {
-        self.last_frame.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_frame.store(self.nanos(), Ordering::Relaxed);
     }
 
     /// When anything last arrived (or the connection started).
     pub fn last_frame(&self) -> Instant {
         self.epoch + Duration::from_nanos(self.last_frame.load(Ordering::Relaxed))
+    }
+
+    /// The writer has data for the socket and has just made progress (or starts to wait).
+    fn send_progress(&self) {
+        self.sending_since.store(1 + self.nanos(), Ordering::Relaxed);
+    }
+
+    /// The writer has nothing more for the socket.
+    fn send_done(&self) {
+        self.sending_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the writer has waited on the socket without progress, if it is waiting.
+    pub fn send_stalled_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.sending_since.load(Ordering::Relaxed);
+        (since != 0).then(|| now.saturating_duration_since(self.epoch + Duration::from_nanos(since - 1)))
+    }
+
+    /// Whether the engine overfilled the connection's queues (it must be closed).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
     }
 }
 
@@ -91,7 +158,9 @@ pub enum ConnEvent {
     Have(PeerKey, u32),
     Choke(PeerKey),
     Unchoke(PeerKey),
+    /// The peer became interested (sent only on a change).
     Interested(PeerKey),
+    /// The peer is no longer interested (sent only on a change).
     NotInterested(PeerKey),
     /// A complete piece, not yet verified; `digest` is its SHA-256 when the blocks arrived in
     /// order and were hashed on the way in.
@@ -115,22 +184,77 @@ pub enum ConnEvent {
 
 /// Instructions to the reader.
 #[derive(Debug)]
-pub enum ReaderCmd {
+enum ReaderCmd {
     /// Fetch a piece: allocate its buffer and request all its blocks.
     Fetch { piece: u32, length: u32 },
     /// Stop fetching a piece (cancel what is outstanding).
     Drop { piece: u32 },
 }
 
-/// Instructions to the writer.
+/// Most instructions waiting for the reader. The engine keeps far fewer pieces in flight with
+/// one peer (one instruction to fetch each, one to drop it); more means the reader is stuck,
+/// and the connection is closed.
+const MAX_READER_COMMANDS: usize = 8192;
+
+/// Everything queued for the writer, behind one short lock shared by the engine, the reader
+/// and the writer (never held across an await or I/O).
 #[derive(Debug)]
-pub enum WriterCmd {
-    Send(Message),
-    SendMany(Vec<Message>),
-    /// Serve the peer's request.
-    Serve(BlockRef),
-    /// The peer cancelled a request.
-    Unserve(BlockRef),
+struct Outbox {
+    /// Encoded control frames, sent before the next block. At most [`MAX_CONTROL_BYTES`].
+    control: Vec<u8>,
+    /// The peer's requests we will serve, in order. At most [`MAX_QUEUED_UPLOADS`].
+    uploads: VecDeque<BlockRef>,
+    /// Whether we refuse to serve the peer. Changed only together with `uploads` (a choke
+    /// discards the queue), so a request is never queued behind the choke that refused it.
+    choking: bool,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Control,
+    Uploads,
+}
+
+impl Outbox {
+    fn push(&mut self, msg: &Message) -> Result<(), Full> {
+        let frame = wire::encode(msg);
+        if self.control.len() + frame.len() > MAX_CONTROL_BYTES {
+            return Err(Full::Control);
+        }
+        self.control.extend_from_slice(&frame);
+        Ok(())
+    }
+}
+
+/// The writer's queue, and the bell that wakes it.
+struct WriterQueue {
+    outbox: std::sync::Mutex<Outbox>,
+    /// Holds one `()` when the writer should look at the outbox (a ring while one is pending
+    /// is a no-op). Closed when the engine's side is dropped.
+    bell: (async_channel::Sender<()>, async_channel::Receiver<()>),
+}
+
+impl WriterQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ring(&self) {
+        let _ = self.bell.0.try_send(());
+    }
+}
+
+/// The reader's instructions from the engine, and the bell that wakes it.
+struct ReaderQueue {
+    commands: std::sync::Mutex<VecDeque<ReaderCmd>>,
+    bell: (async_channel::Sender<()>, async_channel::Receiver<()>),
+}
+
+impl ReaderQueue {
+    fn take(&self) -> VecDeque<ReaderCmd> {
+        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Piece buffers for reuse: fresh allocations of whole pieces cost a page fault per page.
@@ -173,6 +297,7 @@ pub struct ConnContext {
     pub storage: Arc<Storage>,
     pub have: Arc<RwLock<Bitfield>>,
     pub layout: Layout,
+    /// The torrent's event channel (bounded: a reader waits for room).
     pub events: async_channel::Sender<ConnEvent>,
     /// Upload limits (global, this torrent) and download limits.
     pub upload: [Arc<RateLimit>; 2],
@@ -188,34 +313,62 @@ pub struct Connection {
     pub addr: SocketAddr,
     pub outgoing: bool,
     pub stats: Arc<ConnStats>,
-    /// Whether we refuse to serve this peer (reader rejects its requests).
-    am_choking: Arc<AtomicBool>,
-    reader: async_channel::Sender<ReaderCmd>,
-    writer: async_channel::Sender<WriterCmd>,
+    writer: Arc<WriterQueue>,
+    reader: Arc<ReaderQueue>,
+    first_copies: Arc<FirstCopies>,
     _tasks: [smol::Task<()>; 2],
 }
 
 impl Connection {
+    fn command(&self, cmd: ReaderCmd) {
+        let mut commands = self.reader.commands.lock().unwrap_or_else(|p| p.into_inner());
+        if commands.len() >= MAX_READER_COMMANDS {
+            self.stats.overflowed.store(true, Ordering::Relaxed);
+            return;
+        }
+        commands.push_back(cmd);
+        drop(commands);
+        let _ = self.reader.bell.0.try_send(());
+    }
+
     pub fn fetch(&self, piece: u32, length: u32) {
-        let _ = self.reader.try_send(ReaderCmd::Fetch { piece, length });
+        self.command(ReaderCmd::Fetch { piece, length });
     }
 
     pub fn drop_piece(&self, piece: u32) {
-        let _ = self.reader.try_send(ReaderCmd::Drop { piece });
+        self.command(ReaderCmd::Drop { piece });
     }
 
+    /// Queues a control frame. A peer that has left [`MAX_CONTROL_BYTES`] of them unread is
+    /// marked for closing instead ([`ConnStats::overflowed`]).
     pub fn send(&self, msg: Message) {
-        let _ = self.writer.try_send(WriterCmd::Send(msg));
+        if self.writer.lock().push(&msg).is_err() {
+            self.stats.overflowed.store(true, Ordering::Relaxed);
+        }
+        self.writer.ring();
     }
 
+    /// Chokes or unchokes the peer; a choke discards its queued requests.
     pub fn set_choking(&self, choke: bool) {
-        if self.am_choking.swap(choke, Ordering::SeqCst) != choke {
-            self.send(if choke { Message::Choke } else { Message::Unchoke });
+        let mut outbox = self.writer.lock();
+        if outbox.choking == choke {
+            return;
         }
+        outbox.choking = choke;
+        let msg = if choke { Message::Choke } else { Message::Unchoke };
+        if outbox.push(&msg).is_err() {
+            self.stats.overflowed.store(true, Ordering::Relaxed);
+        }
+        let discarded = if choke { std::mem::take(&mut outbox.uploads) } else { VecDeque::new() };
+        drop(outbox);
+        for r in discarded {
+            self.first_copies.release(r.piece as usize, self.key);
+        }
+        self.writer.ring();
     }
 
     pub fn is_choking(&self) -> bool {
-        self.am_choking.load(Ordering::SeqCst)
+        self.writer.lock().choking
     }
 }
 
@@ -290,33 +443,29 @@ pub fn start(
     limit_unsent(&stream);
     let stream = Arc::new(stream);
     let stats = Arc::new(ConnStats::new());
-    let am_choking = Arc::new(AtomicBool::new(true));
-    let (reader_tx, reader_rx) = async_channel::unbounded();
-    let (writer_tx, writer_rx) = async_channel::unbounded();
     // Our bitfield goes first.
     let bits = ctx.have.read().unwrap_or_else(|p| p.into_inner()).as_bytes().to_vec();
-    let _ = writer_tx.try_send(WriterCmd::Send(Message::Bitfield(bits)));
+    let mut outbox = Outbox { control: Vec::new(), uploads: VecDeque::new(), choking: true };
+    outbox.control.extend_from_slice(&wire::encode(&Message::Bitfield(bits)));
+    let writer_queue = Arc::new(WriterQueue { outbox: std::sync::Mutex::new(outbox), bell: async_channel::bounded(1) });
+    writer_queue.ring();
+    let reader_queue =
+        Arc::new(ReaderQueue { commands: std::sync::Mutex::new(VecDeque::new()), bell: async_channel::bounded(1) });
     let reader = Reader {
         stream: stream.clone(),
         key,
         ctx: ctx.clone(),
-        commands: reader_rx,
-        writer: writer_tx.clone(),
-        am_choking: am_choking.clone(),
+        queue: reader_queue.clone(),
+        writer: writer_queue.clone(),
         stats: stats.clone(),
         downloads: HashMap::new(),
         declined: HashSet::new(),
         declining: HashSet::new(),
+        bitfield_seen: false,
+        peer_interested: false,
+        sink: Vec::new(),
     };
-    let writer = Writer {
-        stream,
-        key,
-        ctx: ctx.clone(),
-        commands: writer_rx,
-        am_choking: am_choking.clone(),
-        stats: stats.clone(),
-        uploads: VecDeque::new(),
-    };
+    let writer = Writer { stream, key, ctx: ctx.clone(), queue: writer_queue.clone(), stats: stats.clone() };
     let events = ctx.events.clone();
     let events2 = ctx.events.clone();
     let reader_task = executor.spawn(async move {
@@ -339,9 +488,9 @@ pub fn start(
         addr,
         outgoing,
         stats,
-        am_choking,
-        reader: reader_tx,
-        writer: writer_tx,
+        writer: writer_queue,
+        reader: reader_queue,
+        first_copies: ctx.first_copies,
         _tasks: [reader_task, writer_task],
     }
 }
@@ -379,9 +528,8 @@ struct Reader {
     stream: Arc<Async<TcpStream>>,
     key: PeerKey,
     ctx: ConnContext,
-    commands: async_channel::Receiver<ReaderCmd>,
-    writer: async_channel::Sender<WriterCmd>,
-    am_choking: Arc<AtomicBool>,
+    queue: Arc<ReaderQueue>,
+    writer: Arc<WriterQueue>,
     stats: Arc<ConnStats>,
     downloads: HashMap<u32, Download>,
     /// Pieces whose first copy went out to another connection and that this peer was told to
@@ -389,19 +537,24 @@ struct Reader {
     declined: HashSet<u32>,
     /// Of those, the ones whose remaining block requests are being rejected.
     declining: HashSet<u32>,
+    /// A peer sends one bitfield; a second is a violation (each costs the engine a pass over
+    /// every piece).
+    bitfield_seen: bool,
+    /// What the peer last said about its interest: only changes reach the engine.
+    peer_interested: bool,
+    /// Where blocks we no longer want are read to and dropped; reused.
+    sink: Vec<u8>,
 }
 
 enum Wake {
     Readable(std::io::Result<()>),
-    Command(Option<ReaderCmd>),
+    Command(bool),
 }
 
 impl Reader {
     async fn run(mut self) -> Result<(), End> {
         loop {
-            while let Ok(cmd) = self.commands.try_recv() {
-                self.command(cmd);
-            }
+            self.commands()?;
             // Read at once while data is waiting; only an empty socket is worth a trip through
             // the reactor (a readiness wait costs a re-registration and a wake-up per frame).
             let mut header = [0u8; FRAME_HEADER];
@@ -417,8 +570,9 @@ impl Reader {
                 Err(e) => return Err(closed(e)),
             }
             let stream = self.stream.clone();
+            let bell = self.queue.bell.1.clone();
             let wake = future::or(async { Wake::Readable(stream.readable().await) }, async {
-                Wake::Command(self.commands.recv().await.ok())
+                Wake::Command(bell.recv().await.is_ok())
             })
             .await;
             match wake {
@@ -427,43 +581,55 @@ impl Reader {
                 // commands — our next requests — would sit until the peer sent something.
                 Wake::Readable(Ok(())) => {}
                 Wake::Readable(Err(e)) => return Err(closed(e)),
-                Wake::Command(Some(cmd)) => self.command(cmd),
-                Wake::Command(None) => return Ok(()),
+                Wake::Command(true) => {}
+                Wake::Command(false) => return Ok(()),
             }
         }
     }
 
-    fn command(&mut self, cmd: ReaderCmd) {
-        match cmd {
-            ReaderCmd::Fetch { piece, length } => {
-                let blocks = length.div_ceil(BLOCK) as usize;
-                let requests: Vec<Message> = (0..blocks as u32)
-                    .map(|b| {
-                        let offset = b * BLOCK;
-                        Message::Request(BlockRef { piece, offset, length: BLOCK.min(length - offset) })
-                    })
-                    .collect();
-                let data = self.ctx.pool.take(length as usize);
-                let d =
-                    Download { data, received: vec![false; blocks], missing: blocks, hasher: Sha256::new(), hashed: 0 };
-                self.downloads.insert(piece, d);
-                let _ = self.writer.try_send(WriterCmd::SendMany(requests));
-            }
-            ReaderCmd::Drop { piece } => {
-                if let Some(mut d) = self.downloads.remove(&piece) {
-                    let length = d.data.len() as u32;
-                    let cancels: Vec<Message> = (0..d.received.len() as u32)
-                        .filter(|&b| !d.received[b as usize])
-                        .map(|b| {
-                            let offset = b * BLOCK;
-                            Message::Cancel(BlockRef { piece, offset, length: BLOCK.min(length - offset) })
-                        })
-                        .collect();
-                    let _ = self.writer.try_send(WriterCmd::SendMany(cancels));
-                    self.ctx.pool.give(std::mem::take(&mut d.data));
-                }
+    /// Carries out the engine's instructions.
+    fn commands(&mut self) -> Result<(), End> {
+        for cmd in self.queue.take() {
+            match cmd {
+                ReaderCmd::Fetch { piece, length } => self.fetch(piece, length)?,
+                ReaderCmd::Drop { piece } => self.drop_piece(piece)?,
             }
         }
+        Ok(())
+    }
+
+    /// Queues control frames for the writer.
+    fn send(&self, msgs: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let mut outbox = self.writer.lock();
+        for m in msgs {
+            if outbox.push(&m).is_err() {
+                return Err(not_reading());
+            }
+        }
+        drop(outbox);
+        self.writer.ring();
+        Ok(())
+    }
+
+    fn fetch(&mut self, piece: u32, length: u32) -> Result<(), End> {
+        let blocks = length.div_ceil(BLOCK) as usize;
+        let data = self.ctx.pool.take(length as usize);
+        let d = Download { data, received: vec![false; blocks], missing: blocks, hasher: Sha256::new(), hashed: 0 };
+        self.downloads.insert(piece, d);
+        self.send((0..blocks as u32).map(|b| {
+            let offset = b * BLOCK;
+            Message::Request(BlockRef { piece, offset, length: BLOCK.min(length - offset) })
+        }))
+    }
+
+    fn drop_piece(&mut self, piece: u32) -> Result<(), End> {
+        let Some(mut d) = self.downloads.remove(&piece) else { return Ok(()) };
+        let length = d.data.len() as u32;
+        self.ctx.pool.give(std::mem::take(&mut d.data));
+        self.send((0..d.received.len() as u32).filter(|&b| !d.received[b as usize]).map(|b| {
+            let offset = b * BLOCK;
+            Message::Cancel(BlockRef { piece, offset, length: BLOCK.min(length - offset) })
+        }))
     }
 
     async fn read_exact(&self, buf: &mut [u8]) -> Result<(), End> {
@@ -471,10 +637,10 @@ impl Reader {
         stream.read_exact(buf).await.map_err(closed)
     }
 
-    fn event(&self, e: ConnEvent) {
-        // Unbounded per-connection volume is bounded by the protocol: each event answers one
-        // message from the peer, and pieces only arrive when we asked for them.
-        let _ = self.ctx.events.try_send(e);
+    /// Hands the engine an event, waiting for room in its queue (back-pressure: meanwhile
+    /// this peer is not read).
+    async fn event(&self, e: ConnEvent) -> Result<(), End> {
+        self.ctx.events.send(e).await.map_err(|_| End::Closed("torrent stopped".into()))
     }
 
     /// Reads the rest of the frame whose header is `h`, and acts on it.
@@ -491,35 +657,52 @@ impl Reader {
         match wire::parse_body(header, &body) {
             Message::KeepAlive => {}
             Message::Bitfield(bytes) => {
+                if std::mem::replace(&mut self.bitfield_seen, true) {
+                    return Err(End::Misbehaved("sent a second bitfield".into()));
+                }
                 let bits = Bitfield::from_bytes(&bytes, pieces as usize)
                     .map_err(|e| End::Misbehaved(format!("bitfield: {e}")))?;
-                self.event(ConnEvent::Bitfield(key, bits));
+                self.event(ConnEvent::Bitfield(key, bits)).await?;
             }
             Message::Have(p) => {
                 if p >= pieces {
                     return Err(End::Misbehaved(format!("have for piece {p} of {pieces}")));
                 }
-                self.event(ConnEvent::Have(key, p));
+                self.event(ConnEvent::Have(key, p)).await?;
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Cancel(r) => {
-                let _ = self.writer.try_send(WriterCmd::Unserve(r));
+                // Cancelled: the peer got the piece elsewhere or gave up on us for it.
+                let mut outbox = self.writer.lock();
+                if let Some(i) = outbox.uploads.iter().position(|q| *q == r) {
+                    outbox.uploads.remove(i);
+                }
+                drop(outbox);
+                self.ctx.first_copies.release(r.piece as usize, self.key);
             }
             Message::Reject(r) => {
                 if self.downloads.remove(&r.piece).is_some() {
-                    self.event(ConnEvent::Released { key, piece: r.piece });
+                    self.event(ConnEvent::Released { key, piece: r.piece }).await?;
                 }
             }
             Message::Choke => {
                 // A choke discards our outstanding requests.
                 for piece in std::mem::take(&mut self.downloads).into_keys() {
-                    self.event(ConnEvent::Released { key, piece });
+                    self.event(ConnEvent::Released { key, piece }).await?;
                 }
-                self.event(ConnEvent::Choke(key));
+                self.event(ConnEvent::Choke(key)).await?;
             }
-            Message::Unchoke => self.event(ConnEvent::Unchoke(key)),
-            Message::Interested => self.event(ConnEvent::Interested(key)),
-            Message::NotInterested => self.event(ConnEvent::NotInterested(key)),
+            Message::Unchoke => self.event(ConnEvent::Unchoke(key)).await?,
+            Message::Interested => {
+                if !std::mem::replace(&mut self.peer_interested, true) {
+                    self.event(ConnEvent::Interested(key)).await?;
+                }
+            }
+            Message::NotInterested => {
+                if std::mem::replace(&mut self.peer_interested, false) {
+                    self.event(ConnEvent::NotInterested(key)).await?;
+                }
+            }
             Message::Block { .. } => unreachable!("blocks are read by read_block"),
         }
         Ok(())
@@ -538,12 +721,34 @@ impl Reader {
             )));
         }
         let have = self.ctx.have.read().unwrap_or_else(|p| p.into_inner()).get(r.piece as usize);
-        if !have || self.am_choking.load(Ordering::SeqCst) || self.decline(r) {
-            let _ = self.writer.try_send(WriterCmd::Send(Message::Reject(r)));
+        let serve = have && !self.writer.lock().choking && !self.decline(r);
+        let mut outbox = self.writer.lock();
+        // A choke that overtook this request (since the check above) has discarded it on the
+        // peer's side: never serve it.
+        let queued = if serve && !outbox.choking {
+            if outbox.uploads.len() >= MAX_QUEUED_UPLOADS {
+                Err(Full::Uploads)
+            } else {
+                outbox.uploads.push_back(r);
+                Ok(true)
+            }
         } else {
-            let _ = self.writer.try_send(WriterCmd::Serve(r));
+            outbox.push(&Message::Reject(r)).map(|()| false)
+        };
+        drop(outbox);
+        if serve && queued != Ok(true) {
+            self.ctx.first_copies.release(r.piece as usize, self.key);
         }
-        Ok(())
+        match queued {
+            Ok(_) => {
+                self.writer.ring();
+                Ok(())
+            }
+            Err(Full::Uploads) => Err(End::Misbehaved(format!(
+                "queued more than {MAX_QUEUED_UPLOADS} requests without reading our blocks"
+            ))),
+            Err(Full::Control) => Err(not_reading()),
+        }
     }
 
     /// Whether to decline this request because another connection has the piece's first copy
@@ -583,8 +788,11 @@ impl Reader {
         let Some(block) = expected else {
             // A block we did not ask for (or no longer want, after a cancel): read and drop it.
             // Cancelled requests make this legitimate, so it is not a violation by itself.
-            let mut sink = vec![0u8; len];
-            return self.read_exact(&mut sink).await;
+            let mut sink = std::mem::take(&mut self.sink);
+            sink.resize(len, 0);
+            let result = self.read_exact(&mut sink).await;
+            self.sink = sink;
+            return result;
         };
         let stream = self.stream.clone();
         let Some(d) = self.downloads.get_mut(&piece) else { return Ok(()) };
@@ -606,81 +814,70 @@ impl Reader {
             && let Some(d) = self.downloads.remove(&piece)
         {
             let digest = (d.hashed == d.received.len()).then(|| d.hasher.finalize().into());
-            let _ = self.ctx.events.send(ConnEvent::Piece { key: self.key, piece, data: d.data, digest }).await;
+            self.event(ConnEvent::Piece { key: self.key, piece, data: d.data, digest }).await?;
         }
         Ok(())
     }
+}
+
+/// The peer sends us requests (or we have frames for it) faster than it reads.
+fn not_reading() -> End {
+    End::Misbehaved(format!("left {} KiB of our messages unread", MAX_CONTROL_BYTES >> 10))
 }
 
 struct Writer {
     stream: Arc<Async<TcpStream>>,
     key: PeerKey,
     ctx: ConnContext,
-    commands: async_channel::Receiver<WriterCmd>,
-    am_choking: Arc<AtomicBool>,
+    queue: Arc<WriterQueue>,
     stats: Arc<ConnStats>,
-    uploads: VecDeque<BlockRef>,
 }
 
 impl Writer {
-    async fn run(mut self) -> Result<(), String> {
-        let mut out: Vec<u8> = Vec::with_capacity(4096);
+    async fn run(self) -> Result<(), String> {
+        let mut control: Vec<u8> = Vec::new();
         let mut block: Vec<u8> = Vec::with_capacity(FRAME_HEADER + 8 + MAX_BLOCK as usize);
         loop {
-            if self.uploads.is_empty() && out.is_empty() {
-                match self.commands.recv().await {
-                    Ok(cmd) => self.command(cmd, &mut out),
-                    Err(_) => return Ok(()),
+            let upload = {
+                let mut outbox = self.queue.lock();
+                std::mem::swap(&mut control, &mut outbox.control);
+                outbox.uploads.pop_front()
+            };
+            if !control.is_empty() {
+                self.write(&control).await?;
+                control.clear();
+                // A burst (a bitfield, a choke's rejects) need not stay allocated.
+                if control.capacity() > 64 << 10 {
+                    control = Vec::new();
                 }
+            } else if upload.is_none() {
+                if self.queue.bell.1.recv().await.is_err() {
+                    return Ok(());
+                }
+                continue;
             }
-            while let Ok(cmd) = self.commands.try_recv() {
-                self.command(cmd, &mut out);
-            }
-            if !out.is_empty() {
-                (&*self.stream).write_all(&out).await.map_err(ioerr)?;
-                out.clear();
-            }
-            if let Some(r) = self.uploads.pop_front() {
+            if let Some(r) = upload {
                 self.serve(r, &mut block).await?;
             }
         }
     }
 
-    fn command(&mut self, cmd: WriterCmd, out: &mut Vec<u8>) {
-        match cmd {
-            WriterCmd::Send(m) => {
-                if m == Message::Choke {
-                    // A choke discards the peer's queued requests.
-                    for r in std::mem::take(&mut self.uploads) {
-                        self.ctx.first_copies.release(r.piece as usize, self.key);
-                    }
-                }
-                out.extend_from_slice(&wire::encode(&m));
+    /// Writes `bytes`, stamping progress for the engine's stall check.
+    async fn write(&self, mut bytes: &[u8]) -> Result<(), String> {
+        self.stats.send_progress();
+        while !bytes.is_empty() {
+            let n = (&*self.stream).write(bytes).await.map_err(ioerr)?;
+            if n == 0 {
+                return Err("connection closed while sending".into());
             }
-            WriterCmd::SendMany(ms) => {
-                for m in ms {
-                    out.extend_from_slice(&wire::encode(&m));
-                }
-            }
-            WriterCmd::Serve(r) => {
-                // A choke that overtook this request (the reader checked just before the
-                // engine choked) has discarded it on the peer's side: never serve it.
-                if self.uploads.len() >= MAX_QUEUED_UPLOADS || self.am_choking.load(Ordering::SeqCst) {
-                    self.ctx.first_copies.release(r.piece as usize, self.key);
-                    out.extend_from_slice(&wire::encode(&Message::Reject(r)));
-                } else {
-                    self.uploads.push_back(r);
-                }
-            }
-            WriterCmd::Unserve(r) => {
-                // Cancelled: the peer got the piece elsewhere or gave up on us for it.
-                self.uploads.retain(|q| *q != r);
-                self.ctx.first_copies.release(r.piece as usize, self.key);
-            }
+            bytes = &bytes[n..];
+            self.stats.send_progress();
         }
+        self.stats.send_done();
+        Ok(())
     }
 
-    async fn serve(&mut self, r: BlockRef, block: &mut Vec<u8>) -> Result<(), String> {
+    async fn serve(&self, r: BlockRef, block: &mut Vec<u8>) -> Result<(), String> {
         for limit in &self.ctx.upload {
             limit.acquire(r.length as usize).await;
         }
@@ -690,6 +887,7 @@ impl Writer {
         // the page cache to the socket.
         if let Some((file, file_offset)) = self.ctx.storage.file_range(start, len as u64) {
             let header = wire::block_header(r.piece, r.offset, len);
+            self.stats.send_progress();
             self.send_more(&header).await?;
             let mut offset = file_offset as i64;
             let mut left = len;
@@ -707,7 +905,9 @@ impl Writer {
                     return Err(format!("piece {} vanished from disk while being sent", r.piece));
                 }
                 left -= sent;
+                self.stats.send_progress();
             }
+            self.stats.send_done();
             self.uploaded(r);
             return Ok(());
         }
@@ -719,11 +919,11 @@ impl Writer {
         match self.ctx.storage.read_at(start, &mut block[head..]) {
             Ok(PieceRead::Complete) => {}
             Ok(PieceRead::Missing) | Err(_) => {
-                (&*self.stream).write_all(&wire::encode(&Message::Reject(r))).await.map_err(ioerr)?;
-                return Ok(());
+                self.ctx.first_copies.release(r.piece as usize, self.key);
+                return self.write(&wire::encode(&Message::Reject(r))).await;
             }
         }
-        (&*self.stream).write_all(block).await.map_err(ioerr)?;
+        self.write(block).await?;
         self.uploaded(r);
         Ok(())
     }
@@ -753,6 +953,7 @@ impl Writer {
                 })
                 .await
                 .map_err(ioerr)?;
+            self.stats.send_progress();
         }
         Ok(())
     }

@@ -22,11 +22,22 @@
 //!   stalled the moment we ask again. Asking it for nothing instead once turned a seed's
 //!   moment of TCP back-off, or a request queued behind others, into half a minute in which
 //!   leechers that needed pieces only the seed had did not ask for them.
+//! - Memory: the bytes of pieces being fetched (each has a whole-piece buffer) are capped per
+//!   peer (`limits.max_in_flight_per_peer`; a peer may always have one piece) and per torrent
+//!   (`limits.max_in_flight_per_torrent`, counting pieces waiting to be verified), whatever the
+//!   piece size.
 //! - Verification: every piece is hashed before it is written or announced; a mismatch strikes
-//!   the peer that sent it, and [`BAN_AFTER`] strikes ban it for this torrent.
+//!   the address that sent it, and [`BAN_AFTER`] strikes ban that address for this torrent
+//!   ([`super::bans`]: the address, never the id a peer claims).
 //! - Uploading: up to `upload_slots` interested peers are unchoked; when more want to download,
 //!   those that give us the most (or, when we seed, those that need the most) are preferred,
-//!   and one slot rotates every [`ROTATE_EVERY`].
+//!   and one slot rotates every [`ROTATE_EVERY`]. A peer's interest costs O(1): it takes a free
+//!   slot at once, or waits for the next rotation.
+//! - Peers that overfill their connection's queues or leave our data unread for
+//!   [`connection::SEND_STALL`] are closed at the next tick ([`super::connection`], "Bounds").
+//! - Identity: two connections claiming one node id are resolved by the agreed direction only
+//!   when they come from the same address; a connection claiming the id of a peer connected
+//!   from another address is refused, never allowed to displace it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -38,6 +49,8 @@ use futures_lite::future;
 use log::{debug, info, warn};
 use rand::seq::SliceRandom;
 
+use super::bans::{Bans, Strike};
+use super::candidates::Candidates;
 use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
 use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
@@ -47,14 +60,13 @@ use super::wire::{Handshake, Message};
 use crate::bitfield::Bitfield;
 use crate::control::protocol::{PeerInfo, WireState};
 use crate::descriptor::{InfoHash, PieceHash};
-use crate::discovery::wire::{PeerRecord, PeerStatus};
+use crate::discovery::wire::PeerRecord;
 use crate::node_id::NodeId;
 use crate::storage::{Layout, Storage, StorageError, hash_matches};
 
 /// A peer owing data that sends nothing for this long loses its pieces.
 pub const STALL_AFTER: Duration = Duration::from_secs(8);
-/// Bad pieces after which a peer is banned.
-pub const BAN_AFTER: u32 = 3;
+pub use super::bans::BAN_AFTER;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
@@ -77,7 +89,8 @@ const MAX_VERIFYING: usize = 2;
 /// seed serving 16 leechers gives each well under 1 MB/s); 4 MiB once cost that swarm 5 %.
 const BUDGET_SECS: f64 = 0.25;
 const MIN_IN_FLIGHT: u64 = 512 << 10;
-const MAX_IN_FLIGHT: u64 = 64 << 20;
+/// Events from a torrent's connections waiting for the engine; a reader waits for room.
+const EVENT_QUEUE: usize = 1024;
 
 /// An outgoing connection set up (or the candidate that could not be reached).
 type Connected = Result<(SocketAddr, smol::Async<std::net::TcpStream>, Handshake, IpSlot), SocketAddr>;
@@ -101,6 +114,29 @@ pub struct SwarmContext {
     pub connections: Arc<AtomicUsize>,
     pub max_connections: Arc<AtomicUsize>,
     pub upload_slots: Arc<AtomicUsize>,
+    /// Caps on bytes of pieces requested and not yet received (changed in place by reload).
+    pub in_flight: Arc<InFlightLimits>,
+}
+
+/// `limits.max_in_flight_per_peer` and `limits.max_in_flight_per_torrent`.
+#[derive(Debug)]
+pub struct InFlightLimits {
+    pub per_peer: std::sync::atomic::AtomicU64,
+    pub per_torrent: std::sync::atomic::AtomicU64,
+}
+
+impl InFlightLimits {
+    pub fn new(per_peer: u64, per_torrent: u64) -> InFlightLimits {
+        InFlightLimits {
+            per_peer: std::sync::atomic::AtomicU64::new(per_peer),
+            per_torrent: std::sync::atomic::AtomicU64::new(per_torrent),
+        }
+    }
+
+    pub fn set(&self, per_peer: u64, per_torrent: u64) {
+        self.per_peer.store(per_peer, Ordering::Relaxed);
+        self.per_torrent.store(per_torrent, Ordering::Relaxed);
+    }
 }
 
 /// What the torrent must act on.
@@ -150,12 +186,30 @@ struct Received {
     digest: Option<[u8; 32]>,
 }
 
-struct Candidate {
-    node_id: NodeId,
-    status: PeerStatus,
-    next_attempt: Instant,
-    failures: u32,
-    connecting: bool,
+/// Why a connection is not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Us,
+    Banned,
+    /// The peer claims the node id of a peer connected from another address.
+    ClaimsIdOf(SocketAddr),
+    /// Already connected in the direction both ends agree on.
+    Duplicate,
+    NoRoom,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Us => write!(f, "it is this node"),
+            Refusal::Banned => write!(f, "its address is banned"),
+            Refusal::ClaimsIdOf(addr) => {
+                write!(f, "it claims the node id of {addr}, connected from another address")
+            }
+            Refusal::Duplicate => write!(f, "already connected in the direction both ends agree on"),
+            Refusal::NoRoom => write!(f, "no room for more peers"),
+        }
+    }
 }
 
 enum Wake {
@@ -177,9 +231,8 @@ pub struct Engine {
     picker: Picker,
     first_copies: Arc<FirstCopies>,
     peers: HashMap<PeerKey, Peer>,
-    candidates: HashMap<SocketAddr, Candidate>,
-    strikes: HashMap<NodeId, u32>,
-    banned: HashMap<NodeId, SocketAddr>,
+    candidates: Candidates,
+    bans: Bans,
     events: (async_channel::Sender<ConnEvent>, async_channel::Receiver<ConnEvent>),
     incoming: async_channel::Receiver<Incoming>,
     connected: (async_channel::Sender<Connected>, async_channel::Receiver<Connected>),
@@ -235,13 +288,12 @@ impl Engine {
             hashes,
             storage,
             peers: HashMap::new(),
-            candidates: HashMap::new(),
-            strikes: HashMap::new(),
-            banned: HashMap::new(),
-            events: async_channel::unbounded(),
+            candidates: Candidates::default(),
+            bans: Bans::default(),
+            events: async_channel::bounded(EVENT_QUEUE),
             incoming: in_rx,
-            connected: async_channel::unbounded(),
-            verified: async_channel::unbounded(),
+            connected: async_channel::bounded(64),
+            verified: async_channel::bounded(MAX_VERIFYING),
             verify_queue: VecDeque::new(),
             verifying: 0,
             pool: Arc::new(BufferPool::default()),
@@ -292,7 +344,7 @@ impl Engine {
                 status: if p.bits.is_complete() { "seeding".into() } else { "leeching".into() },
                 last_seen_secs: 0,
                 connected: true,
-                strikes: self.strikes.get(&p.conn.node_id).copied().unwrap_or(0),
+                strikes: self.bans.strikes(p.conn.addr.ip()),
                 banned: false,
                 downloaded: p.conn.stats.downloaded.load(Ordering::Relaxed),
                 uploaded: p.conn.stats.uploaded.load(Ordering::Relaxed),
@@ -308,14 +360,14 @@ impl Engine {
                 }),
             })
             .collect();
-        for (id, addr) in &self.banned {
+        for (_, banned) in self.bans.banned() {
             out.push(PeerInfo {
-                address: addr.to_string(),
-                node_id: id.to_hex(),
+                address: banned.addr.to_string(),
+                node_id: banned.node_id.to_hex(),
                 status: "banned".into(),
                 last_seen_secs: 0,
                 connected: false,
-                strikes: self.strikes.get(id).copied().unwrap_or(0),
+                strikes: banned.strikes,
                 banned: true,
                 downloaded: 0,
                 uploaded: 0,
@@ -329,22 +381,10 @@ impl Engine {
     pub fn add_candidates(&mut self, peers: Vec<PeerRecord>) {
         let now = Instant::now();
         for p in peers {
-            if p.id == self.ctx.node_id || self.banned.contains_key(&p.id) {
+            if p.id == self.ctx.node_id || self.bans.is_banned(p.addr.ip()) {
                 continue;
             }
-            if p.status == PeerStatus::Leaving {
-                self.candidates.remove(&p.addr);
-                continue;
-            }
-            let c = self.candidates.entry(p.addr).or_insert(Candidate {
-                node_id: p.id,
-                status: p.status,
-                next_attempt: now,
-                failures: 0,
-                connecting: false,
-            });
-            c.node_id = p.id;
-            c.status = p.status;
+            self.candidates.learn(&p, now);
         }
         self.connect_candidates(now);
     }
@@ -385,10 +425,12 @@ impl Engine {
                 Wake::Incoming(i) => self.on_incoming(i),
                 Wake::Connected(Ok((addr, stream, hs, slot))) => self.on_connected(addr, stream, hs, slot),
                 Wake::Connected(Err(addr)) => {
-                    if let Some(c) = self.candidates.get_mut(&addr) {
-                        c.connecting = false;
-                        c.failures += 1;
-                        c.next_attempt = Instant::now() + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
+                    if self.candidates.failed(&addr, Instant::now()) {
+                        debug!(
+                            "{}: {addr} failed {} connects in a row; forgotten until discovery names it again",
+                            self.name,
+                            super::candidates::MAX_CONNECT_FAILURES
+                        );
                     }
                 }
                 Wake::Verified(key, piece, result, buf) => {
@@ -436,28 +478,15 @@ impl Engine {
     }
 
     fn connect_candidates(&mut self, now: Instant) {
-        let seeding = self.seeding();
-        let connected: HashSet<NodeId> = self.peers.values().map(|p| p.conn.node_id).collect();
-        let mut due: Vec<SocketAddr> = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| {
-                let busy = c.connecting || c.next_attempt > now || connected.contains(&c.node_id);
-                // A seed has nothing to gain from another seed.
-                let pointless = seeding && c.status == PeerStatus::Seeding;
-                !(busy || pointless)
-            })
-            .map(|(a, _)| *a)
-            .collect();
+        let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.conn.addr).collect();
+        let mut due = self.candidates.due(now, self.seeding(), &connected);
         due.shuffle(&mut rand::rng());
         for addr in due {
             if !self.room() {
                 break;
             }
             let Some(slot) = self.ctx.registry.take_slot(addr.ip()) else { continue };
-            if let Some(c) = self.candidates.get_mut(&addr) {
-                c.connecting = true;
-            }
+            self.candidates.dialling(&addr);
             let tx = self.connected.0.clone();
             let hs = self.handshake();
             self.ctx
@@ -483,9 +512,7 @@ impl Engine {
         hs: Handshake,
         slot: IpSlot,
     ) {
-        if let Some(c) = self.candidates.get_mut(&addr) {
-            c.connecting = false;
-        }
+        self.candidates.connected(&addr);
         if hs.info_hash != self.info_hash {
             debug!("{}: {addr} answered for another swarm; closing", self.name);
             return;
@@ -498,8 +525,8 @@ impl Engine {
     /// may be lost when it is.
     fn on_incoming(&mut self, i: Incoming) {
         let addr = SocketAddr::new(i.remote.ip(), i.handshake.listen_port);
-        if i.handshake.node_id == self.ctx.node_id || self.banned.contains_key(&i.handshake.node_id) || !self.room() {
-            return;
+        if let Err(why) = self.admission(i.handshake.node_id, addr, false) {
+            return self.refused(addr, why);
         }
         // 76 bytes into a fresh connection's empty send buffer: a non-blocking write completes.
         let hs = crate::swarm::wire::encode_handshake(&self.handshake());
@@ -510,7 +537,47 @@ impl Engine {
         }
     }
 
-    /// Starts a connection, unless it is to ourselves, banned, or a duplicate that loses.
+    /// Whether a connection from or to `addr`, whose peer claims `node_id`, may start: `Ok`
+    /// with the connection it replaces, if any, or why not.
+    ///
+    /// Two connections between the same pair: keep the one opened by the lower node id, which
+    /// both ends decide the same way. Only between the same addresses: an id is only a claim,
+    /// and a claim alone never displaces an established connection.
+    fn admission(&self, node_id: NodeId, addr: SocketAddr, outgoing: bool) -> Result<Option<PeerKey>, Refusal> {
+        if node_id == self.ctx.node_id {
+            return Err(Refusal::Us);
+        }
+        if self.bans.is_banned(addr.ip()) {
+            return Err(Refusal::Banned);
+        }
+        let own = self.ctx.node_id;
+        let initiator = |out: bool, peer: NodeId| if out { own } else { peer };
+        let replaces = match self.peers.iter().find(|(_, p)| p.conn.node_id == node_id) {
+            None => None,
+            Some((_, existing)) if existing.conn.addr.ip() != addr.ip() => {
+                return Err(Refusal::ClaimsIdOf(existing.conn.addr));
+            }
+            Some((&key, existing)) => {
+                if initiator(outgoing, node_id) >= initiator(existing.conn.outgoing, node_id) {
+                    return Err(Refusal::Duplicate);
+                }
+                Some(key)
+            }
+        };
+        if replaces.is_none() && !self.room() {
+            return Err(Refusal::NoRoom);
+        }
+        Ok(replaces)
+    }
+
+    fn refused(&self, addr: SocketAddr, why: Refusal) {
+        match why {
+            Refusal::ClaimsIdOf(_) => info!("{}: {addr} refused: {why}", self.name),
+            _ => debug!("{}: {addr} refused: {why}", self.name),
+        }
+    }
+
+    /// Starts a connection, unless [`Engine::admission`] refuses it.
     fn admit(
         &mut self,
         stream: smol::Async<std::net::TcpStream>,
@@ -519,23 +586,10 @@ impl Engine {
         outgoing: bool,
         slot: IpSlot,
     ) {
-        if node_id == self.ctx.node_id || self.banned.contains_key(&node_id) {
-            return;
-        }
-        // Two connections between the same pair: keep the one opened by the lower node id,
-        // which both ends decide the same way.
-        let own = self.ctx.node_id;
-        let initiator = |out: bool, peer: NodeId| if out { own } else { peer };
-        if let Some((&key, existing)) = self.peers.iter().find(|(_, p)| p.conn.node_id == node_id) {
-            let new_init = initiator(outgoing, node_id);
-            let old_init = initiator(existing.conn.outgoing, node_id);
-            if new_init >= old_init {
-                return;
-            }
-            self.close(key, "replaced by a connection in the agreed direction");
-        }
-        if !self.room() {
-            return;
+        match self.admission(node_id, addr, outgoing) {
+            Err(why) => return self.refused(addr, why),
+            Ok(Some(key)) => self.close(key, "replaced by a connection in the agreed direction"),
+            Ok(None) => {}
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -575,9 +629,7 @@ impl Engine {
         self.picker.remove_peer(key, &p.bits);
         self.first_copies.forget(key);
         self.ctx.connections.fetch_sub(1, Ordering::SeqCst);
-        if let Some(c) = self.candidates.get_mut(&p.conn.addr) {
-            c.next_attempt = Instant::now() + Duration::from_secs(5);
-        }
+        self.candidates.closed(&p.conn.addr, Instant::now());
     }
 
     fn update_interest(&mut self, key: PeerKey) {
@@ -637,13 +689,14 @@ impl Engine {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.peer_interested = true;
                 }
-                self.choke(Instant::now(), false);
+                self.fill_free_slots(Instant::now());
             }
             ConnEvent::NotInterested(key) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.peer_interested = false;
-                    p.conn.set_choking(true);
-                    p.unchoked_at = None;
+                let Some(p) = self.peers.get_mut(&key) else { return };
+                p.peer_interested = false;
+                p.conn.set_choking(true);
+                if p.unchoked_at.take().is_some() {
+                    self.fill_free_slots(Instant::now());
                 }
             }
             ConnEvent::Released { key, piece } => {
@@ -686,6 +739,7 @@ impl Engine {
                     warn!("{}: {} broke the protocol: {reason}; disconnected", self.name, p.conn.addr);
                 }
                 self.close(key, &reason);
+                self.fill_free_slots(Instant::now());
             }
         }
     }
@@ -740,14 +794,28 @@ impl Engine {
                 self.picker.failed(piece);
                 let p = self.peers.get(&key)?;
                 let (node, addr) = (p.conn.node_id, p.conn.addr);
-                let strikes = self.strikes.entry(node).or_insert(0);
-                *strikes += 1;
-                warn!("{}: piece {piece} from {addr} failed verification (strike {strikes})", self.name);
-                if *strikes >= BAN_AFTER {
-                    warn!("{}: banning {addr} ({node}) after {strikes} bad pieces", self.name);
-                    self.banned.insert(node, addr);
-                    self.candidates.remove(&addr);
-                    self.close(key, "banned");
+                match self.bans.strike(addr, node) {
+                    Strike::Counted(n) => {
+                        warn!("{}: piece {piece} from {addr} failed verification (strike {n})", self.name)
+                    }
+                    Strike::Banned(n) => {
+                        warn!("{}: piece {piece} from {addr} failed verification (strike {n})", self.name);
+                        warn!(
+                            "{}: banning {} (claimed node id {node}) after {n} bad pieces",
+                            self.name,
+                            super::bans::BanKey::of(addr.ip())
+                        );
+                        self.candidates.forget(&addr);
+                        let same: Vec<PeerKey> = self
+                            .peers
+                            .iter()
+                            .filter(|(_, p)| self.bans.is_banned(p.conn.addr.ip()))
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for k in same {
+                            self.close(k, "banned");
+                        }
+                    }
                 }
                 None
             }
@@ -758,14 +826,16 @@ impl Engine {
         }
     }
 
-    /// Budget of bytes in flight for a peer ([`BUDGET_SECS`] of what it delivers), at least
-    /// two pieces so that the next is asked for while one arrives; one piece while snubbed.
+    /// Budget of bytes in flight for a peer ([`BUDGET_SECS`] of what it delivers, within
+    /// `limits.max_in_flight_per_peer`), two pieces if the cap allows so that the next is asked
+    /// for while one arrives, and always one; one piece while snubbed.
     fn budget(&self, p: &Peer) -> u64 {
         let piece = self.layout.piece_length();
         if p.snubbed_at.is_some() {
             return piece;
         }
-        ((p.down_rate * BUDGET_SECS) as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT).max(2 * piece)
+        let cap = self.ctx.in_flight.per_peer.load(Ordering::Relaxed);
+        ((p.down_rate * BUDGET_SECS) as u64).clamp(MIN_IN_FLIGHT.min(cap), cap).max((2 * piece).min(cap)).max(piece)
     }
 
     fn fill_requests(&mut self) {
@@ -774,6 +844,11 @@ impl Engine {
         if self.seeding() || backlog > MAX_VERIFY_BACKLOG {
             return;
         }
+        // Every piece buffer this torrent holds: in flight, queued for and being verified.
+        let torrent_cap = self.ctx.in_flight.per_torrent.load(Ordering::Relaxed);
+        let mut held = backlog
+            + self.verifying as u64 * self.layout.piece_length()
+            + self.peers.values().map(|p| p.in_flight).sum::<u64>();
         let now = Instant::now();
         let mut order: Vec<(bool, PeerKey)> = self
             .peers
@@ -801,8 +876,12 @@ impl Engine {
                     }
                     break;
                 };
-                self.picker.assign(piece, key);
                 let len = self.layout.piece_len(piece);
+                if held > 0 && held + len > torrent_cap {
+                    return;
+                }
+                held += len;
+                self.picker.assign(piece, key);
                 if let Some(p) = self.peers.get_mut(&key) {
                     if p.in_flight == 0 {
                         p.owed_since = now;
@@ -840,15 +919,24 @@ impl Engine {
         }
         self.down_rate = down;
         self.up_rate = up;
-        // Silent peers are gone; quiet ones hear a keep-alive.
-        let idle: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.conn.stats.last_frame()) > connection::IDLE_TIMEOUT)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in idle {
-            self.close(key, "nothing received for two minutes");
+        // Silent peers are gone; peers that do not read what we send them, or whose queues
+        // overflowed, are cut off; quiet ones hear a keep-alive.
+        let mut cut: Vec<(PeerKey, String)> = Vec::new();
+        for (key, p) in &self.peers {
+            let stats = &p.conn.stats;
+            if now.duration_since(stats.last_frame()) > connection::IDLE_TIMEOUT {
+                cut.push((*key, "nothing received for two minutes".into()));
+            } else if let Some(stalled) = stats.send_stalled_for(now).filter(|d| *d > connection::SEND_STALL) {
+                cut.push((*key, format!("has not read what we sent for {} s", stalled.as_secs())));
+            } else if stats.overflowed() {
+                cut.push((*key, format!("left {} KiB of our messages unread", connection::MAX_CONTROL_BYTES >> 10)));
+            }
+        }
+        for (key, why) in cut {
+            if let Some(p) = self.peers.get(&key) {
+                info!("{}: disconnecting {}: {why}", self.name, p.conn.addr);
+            }
+            self.close(key, &why);
         }
         if now.duration_since(self.last_keepalive) >= connection::KEEPALIVE_EVERY {
             self.last_keepalive = now;
@@ -878,6 +966,8 @@ impl Engine {
         if now.duration_since(self.last_rotation) >= ROTATE_EVERY {
             self.last_rotation = now;
             self.choke(now, true);
+        } else {
+            self.fill_free_slots(now);
         }
         self.connect_candidates(now);
     }
@@ -906,6 +996,22 @@ impl Engine {
         for p in self.peers.values() {
             let useful = p.bits.ones().filter(|&i| !have.get(i)).count();
             assert_eq!(p.useful, useful, "{}: useful count drifted for {}", self.name, p.conn.addr);
+        }
+    }
+
+    /// Unchokes interested peers while upload slots are free. O(peers),
+    /// whatever a peer sends: this is all an `interested` costs.
+    fn fill_free_slots(&mut self, now: Instant) {
+        let slots = self.ctx.upload_slots.load(Ordering::Relaxed).max(1);
+        let mut unchoked = self.peers.values().filter(|p| p.unchoked_at.is_some()).count();
+        while unchoked < slots {
+            let Some(p) = self.peers.values_mut().find(|p| p.peer_interested && p.unchoked_at.is_none()) else {
+                return;
+            };
+            debug!("{}: unchoking {}", self.name, p.conn.addr);
+            p.conn.set_choking(false);
+            p.unchoked_at = Some(now);
+            unchoked += 1;
         }
     }
 

@@ -3,11 +3,15 @@
 //! - [`wire`]: the peer wire codec (pure; `docs/PROTOCOL.md`, part 2).
 //! - [`picker`]: which piece to fetch from whom (pure).
 //! - [`first_copies`]: a seed sends each piece once while leechers can pass it on.
+//! - [`bans`]: strikes and bans, keyed by address (pure).
+//! - [`candidates`]: the bounded list of members to connect to (pure).
 //! - [`connection`]: one peer connection (reader and writer tasks).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
 //! - [`limiter`]: byte-rate limits.
 
+pub mod bans;
+pub mod candidates;
 pub mod connection;
 pub mod engine;
 pub mod first_copies;
@@ -16,4 +20,4 @@ pub mod listener;
 pub mod picker;
 pub mod wire;
 
-pub use engine::{Engine, EngineEvent, SwarmContext};
+pub use engine::{Engine, EngineEvent, InFlightLimits, SwarmContext};

@@ -454,9 +454,12 @@ pub enum Misbehaviour {
 }
 
 /// A peer speaking the real peer wire (and discovery, to announce itself), misbehaving on
-/// purpose. Its TCP and UDP ports are the same number, like a daemon's.
+/// purpose. Its TCP and UDP ports are the same number, like a daemon's. It listens on an
+/// address of its own in 127.0.2.0/24 (another "host" on lo): bans are per address, and a
+/// liar sharing 127.0.0.1 with the honest daemons would get them banned along with it.
 pub struct FakePeer {
     pub raw: RawNode,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Requests it has received.
@@ -468,10 +471,11 @@ impl FakePeer {
         use p2pd::swarm::wire::{self, Handshake, Message};
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let ip = std::net::Ipv4Addr::new(127, 0, 2, 1 + rand::random::<u8>() % 250);
         let (tcp, udp) = loop {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
             let port = tcp.local_addr().unwrap().port();
-            if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            if let Ok(udp) = std::net::UdpSocket::bind((ip, port)) {
                 break (tcp, udp);
             }
         };
@@ -542,11 +546,11 @@ impl FakePeer {
                 });
             }
         });
-        FakePeer { raw, port, stop, requests }
+        FakePeer { raw, ip, port, stop, requests }
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }
 

@@ -1,0 +1,194 @@
+//! Swarm members we may connect to: the addresses discovery told us about. Pure bookkeeping.
+//!
+//! Discovery passes on addresses that other nodes announced; nothing proves an address is a
+//! p2pd node until a handshake succeeds there. So the list is bounded and forgets what does
+//! not work:
+//! - at most [`MAX_CANDIDATES`] per torrent; a newcomer beyond that replaces the entry with
+//!   the most failed connects, or is dropped when none has failed;
+//! - a failed connect is retried after 10 s, 20 s, 40 s, then every 60 s, and after
+//!   [`MAX_CONNECT_FAILURES`] in a row the address is dropped, until discovery names it again;
+//! - a candidate whose address is already connected is not dialled (the address is the
+//!   identity: a node id is only what a peer claims).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::discovery::wire::{PeerRecord, PeerStatus};
+
+/// Most candidates kept per torrent (discovery keeps at most 512 members per swarm).
+pub const MAX_CANDIDATES: usize = 1024;
+/// Failed connects in a row after which a candidate is dropped.
+pub const MAX_CONNECT_FAILURES: u32 = 5;
+/// Before reconnecting to a peer whose connection closed.
+const AFTER_CLOSE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    status: PeerStatus,
+    next_attempt: Instant,
+    /// Failed connects in a row.
+    failures: u32,
+    connecting: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Candidates {
+    by_addr: HashMap<SocketAddr, Candidate>,
+}
+
+impl Candidates {
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+
+    /// A member discovery told us about (again: its failures are forgiven).
+    pub fn learn(&mut self, peer: &PeerRecord, now: Instant) {
+        if peer.status == PeerStatus::Leaving {
+            self.by_addr.remove(&peer.addr);
+            return;
+        }
+        if let Some(c) = self.by_addr.get_mut(&peer.addr) {
+            c.status = peer.status;
+            if c.failures > 0 && !c.connecting {
+                c.failures = 0;
+                c.next_attempt = now;
+            }
+            return;
+        }
+        if self.by_addr.len() >= MAX_CANDIDATES {
+            let worst =
+                self.by_addr.iter().filter(|(_, c)| c.failures > 0 && !c.connecting).max_by_key(|(_, c)| c.failures);
+            match worst.map(|(a, _)| *a) {
+                Some(addr) => self.by_addr.remove(&addr),
+                None => return,
+            };
+        }
+        self.by_addr
+            .insert(peer.addr, Candidate { status: peer.status, next_attempt: now, failures: 0, connecting: false });
+    }
+
+    pub fn forget(&mut self, addr: &SocketAddr) {
+        self.by_addr.remove(addr);
+    }
+
+    /// Candidates worth dialling now: not being dialled, not waiting out a back-off, not
+    /// connected already, and (when we seed) not seeds.
+    pub fn due(&self, now: Instant, seeding: bool, connected: &HashSet<SocketAddr>) -> Vec<SocketAddr> {
+        self.by_addr
+            .iter()
+            .filter(|(addr, c)| {
+                let busy = c.connecting || c.next_attempt > now || connected.contains(addr);
+                // A seed has nothing to gain from another seed.
+                let pointless = seeding && c.status == PeerStatus::Seeding;
+                !(busy || pointless)
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    pub fn dialling(&mut self, addr: &SocketAddr) {
+        if let Some(c) = self.by_addr.get_mut(addr) {
+            c.connecting = true;
+        }
+    }
+
+    /// A handshake succeeded.
+    pub fn connected(&mut self, addr: &SocketAddr) {
+        if let Some(c) = self.by_addr.get_mut(addr) {
+            c.connecting = false;
+            c.failures = 0;
+        }
+    }
+
+    /// A connect failed: back off, or drop the address after [`MAX_CONNECT_FAILURES`].
+    /// Returns whether it was dropped.
+    pub fn failed(&mut self, addr: &SocketAddr, now: Instant) -> bool {
+        let Some(c) = self.by_addr.get_mut(addr) else { return false };
+        c.connecting = false;
+        c.failures += 1;
+        if c.failures >= MAX_CONNECT_FAILURES {
+            self.by_addr.remove(addr);
+            return true;
+        }
+        c.next_attempt = now + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
+        false
+    }
+
+    /// A connection to it closed: wait a little before dialling again.
+    pub fn closed(&mut self, addr: &SocketAddr, now: Instant) {
+        if let Some(c) = self.by_addr.get_mut(addr) {
+            c.next_attempt = now + AFTER_CLOSE;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_id::NodeId;
+
+    fn peer(i: u32, status: PeerStatus) -> PeerRecord {
+        let ip = std::net::Ipv4Addr::from_bits(0x0a00_0000 + i);
+        PeerRecord { id: NodeId([0; 32]), addr: SocketAddr::new(ip.into(), 6690), status }
+    }
+
+    #[test]
+    fn failing_addresses_back_off_then_are_dropped_until_rediscovered() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let p = peer(1, PeerStatus::Seeding);
+        c.learn(&p, now);
+        assert_eq!(c.due(now, false, &HashSet::new()), vec![p.addr]);
+        c.dialling(&p.addr);
+        assert!(c.due(now, false, &HashSet::new()).is_empty(), "not dialled twice at once");
+        for i in 1..MAX_CONNECT_FAILURES {
+            assert!(!c.failed(&p.addr, now));
+            assert!(c.due(now, false, &HashSet::new()).is_empty(), "backing off after failure {i}");
+            assert!(!c.due(now + Duration::from_secs(61), false, &HashSet::new()).is_empty());
+            c.dialling(&p.addr);
+        }
+        assert!(c.failed(&p.addr, now), "dropped after {MAX_CONNECT_FAILURES} failures");
+        assert!(c.is_empty());
+        c.learn(&p, now);
+        assert_eq!(c.due(now, false, &HashSet::new()), vec![p.addr], "rediscovered");
+    }
+
+    #[test]
+    fn connected_addresses_and_seeds_when_seeding_are_not_dialled() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let (a, b) = (peer(1, PeerStatus::Leeching), peer(2, PeerStatus::Seeding));
+        c.learn(&a, now);
+        c.learn(&b, now);
+        assert_eq!(c.due(now, true, &HashSet::new()), vec![a.addr]);
+        assert!(c.due(now, true, &HashSet::from([a.addr])).is_empty());
+        c.learn(&PeerRecord { status: PeerStatus::Leaving, ..a }, now);
+        assert_eq!(c.len(), 1, "a leaving member is forgotten");
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_prefers_addresses_that_work() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        for i in 0..MAX_CANDIDATES as u32 {
+            c.learn(&peer(i, PeerStatus::Leeching), now);
+        }
+        // Full of untried addresses: a newcomer waits for room.
+        c.learn(&peer(5000, PeerStatus::Leeching), now);
+        assert_eq!(c.len(), MAX_CANDIDATES);
+        assert!(!c.by_addr.contains_key(&peer(5000, PeerStatus::Leeching).addr));
+        // One failed: the newcomer takes its place.
+        let bad = peer(7, PeerStatus::Leeching).addr;
+        c.dialling(&bad);
+        c.failed(&bad, now);
+        c.learn(&peer(5000, PeerStatus::Leeching), now);
+        assert_eq!(c.len(), MAX_CANDIDATES);
+        assert!(c.by_addr.contains_key(&peer(5000, PeerStatus::Leeching).addr));
+        assert!(!c.by_addr.contains_key(&bad));
+    }
+}
