@@ -162,6 +162,48 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_content_still_arrives() {
     assert!(leecher.log().contains("failed verification"));
 }
 
+/// Piece buffers are capped per torrent and per peer whatever the piece size: twelve peers
+/// that claim every 8 MiB piece and never answer are asked for at most
+/// `max_in_flight_per_torrent` in all, one piece each (a piece is larger than the per-peer
+/// cap), and the leecher's memory stays near that cap.
+#[test]
+fn bytes_in_flight_are_capped_per_torrent_and_per_peer() {
+    let mut leecher = Node::with_config("limits:\n  max_in_flight_per_peer: 1MiB\n  max_in_flight_per_torrent: 64MiB\n");
+    leecher.start();
+    let src = leecher.root.path().join("src/big.bin");
+    random_file(&src, 160 << 20, 9);
+    let desc = create_descriptor(&src, &leecher.root.path().join("big.desc"), &["--piece-size", "8M"]);
+    let hash = leecher.add(&desc);
+    let info_hash: InfoHash = hash.parse().unwrap();
+    leecher.wait_state(&hash, "leeching");
+    let baseline = rss_kib(leecher.pid());
+    let stallers: Vec<FakePeer> = (0..12).map(|_| FakePeer::start(info_hash, 20, Misbehaviour::Stall)).collect();
+    for s in &stallers {
+        s.raw.announce(&leecher.addr(), info_hash, PeerStatus::Seeding);
+    }
+    let requested = |p: &serde_json::Value| p["wire"]["requested_bytes"].as_u64().unwrap_or(0);
+    // Every staller connected, and as many pieces asked for as the torrent's cap allows.
+    let first = eventually(PATIENCE, "the stallers to be asked for 64 MiB", || {
+        let list = peers(&leecher, &hash);
+        let connected = list.iter().filter(|p| p["connected"] == true).count();
+        let total: u64 = list.iter().map(requested).sum();
+        (connected == stallers.len() && total == 64 << 20).then_some(list)
+    });
+    // A while later (the stall timeout moves pieces around), still within the caps.
+    for _ in 0..40 {
+        let list = peers(&leecher, &hash);
+        let total: u64 = list.iter().map(requested).sum();
+        assert!(total <= 64 << 20, "{total} bytes in flight, above the torrent's cap");
+        for p in &list {
+            assert!(requested(p) <= 8 << 20, "more than one piece from a peer: {p}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let grew = rss_kib(leecher.pid()).saturating_sub(baseline);
+    eprintln!("in flight: {:?}; leecher RSS +{grew} KiB", first.iter().map(requested).collect::<Vec<_>>());
+    assert!(grew < (64 << 10) + (32 << 10), "the leecher's RSS grew by {grew} KiB");
+}
+
 #[test]
 fn a_stalled_peer_does_not_stop_the_download() {
     // The seed's limit makes the download outlast the stall timeout (8 s) by several seconds.

@@ -559,3 +559,14 @@ impl Drop for FakePeer {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A process's resident set size, in KiB (0 if it is gone).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
