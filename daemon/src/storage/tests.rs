@@ -11,9 +11,20 @@ fn content(kind: ContentKind, files: &[(&str, u64)]) -> (Content, Vec<u8>) {
     h.update(&bytes);
     let files = files
         .iter()
-        .map(|(p, l)| FileEntry { path: if p.is_empty() { RelPath::root() } else { p.parse().unwrap() }, length: *l })
+        .map(|(p, l)| FileEntry::new(if p.is_empty() { RelPath::root() } else { p.parse().unwrap() }, *l))
         .collect();
-    (Content { kind, name: "c".into(), piece_length: PIECE, files, pieces: h.finish(), total_length: total }, bytes)
+    (
+        Content {
+            kind,
+            name: "c".into(),
+            piece_length: PIECE,
+            files,
+            empty_dirs: Vec::new(),
+            pieces: h.finish(),
+            total_length: total,
+        },
+        bytes,
+    )
 }
 
 fn write_all(s: &Storage, c: &Content, bytes: &[u8]) {
