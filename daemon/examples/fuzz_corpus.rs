@@ -4,6 +4,7 @@
 //! Run: `cargo run --example fuzz_corpus` (from the repository root).
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use p2pd::config::torrent_entry::{TorrentEntry, TorrentSettings};
@@ -83,8 +84,14 @@ fn descriptors() -> Vec<Descriptor> {
     std::fs::write(tree.join("a.txt"), b"hello").expect("temp file");
     std::fs::write(tree.join("empty"), b"").expect("temp file");
     std::fs::write(tree.join("sub").join("b.bin"), vec![1u8; 70_000]).expect("temp file");
+    // Format version 2: an executable file and an empty directory.
+    let tools = dir.join("tools");
+    std::fs::create_dir_all(tools.join("bin")).expect("temp dir");
+    std::fs::create_dir_all(tools.join("share").join("empty")).expect("temp dir");
+    std::fs::write(tools.join("bin").join("run"), b"#!/bin/sh\necho run\n").expect("temp file");
+    std::fs::set_permissions(tools.join("bin").join("run"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bootstrap = vec!["10.0.0.5:6690".parse::<NodeAddr>().expect("address")];
-    let made = [dir.join("one.bin"), tree]
+    let made = [dir.join("one.bin"), tree, tools]
         .iter()
         .map(|path: &PathBuf| {
             let plan = create::plan(path).expect("plan");

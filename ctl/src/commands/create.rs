@@ -1,6 +1,7 @@
 //! `p2pctl create PATH [-o OUT.desc] [--piece-size SIZE] [--bootstrap ADDR]...`
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -56,8 +57,16 @@ pub fn run(path: &Path, output: Option<PathBuf>, piece_size: Option<String>, boo
     } else {
         write_file(&output, yaml.as_bytes())?;
         let rate = plan.total_length as f64 / elapsed.max(1e-6) / (1 << 20) as f64;
+        let executable = desc.content.files.iter().filter(|f| f.executable).count();
+        let mut extras = String::new();
+        if executable > 0 {
+            extras.push_str(&format!(", {executable} executable"));
+        }
+        if !desc.content.empty_dirs.is_empty() {
+            extras.push_str(&format!(", {} empty directories", desc.content.empty_dirs.len()));
+        }
         println!(
-            "{}: {} ({}, {} files, {} pieces of {}), hashed at {rate:.0} MiB/s",
+            "{}: {} ({}, {} files{extras}, {} pieces of {}), hashed at {rate:.0} MiB/s",
             output.display(),
             desc.content.name,
             human_bytes(desc.content.total_length),
@@ -70,20 +79,26 @@ pub fn run(path: &Path, output: Option<PathBuf>, piece_size: Option<String>, boo
     Ok(Exit::Ok)
 }
 
-/// Writes via a temporary file and a rename, so a reader never sees half a descriptor.
+/// Writes via a temporary file and a rename, so a reader never sees half a descriptor. The
+/// temporary file is created exclusively (`O_EXCL`, a random name) in the output's directory:
+/// nothing planted under a guessable name there can redirect the write.
 fn write_file(path: &Path, bytes: &[u8]) -> CtlResult<()> {
     let err = |e: std::io::Error| CtlError::failed(format!("{}: {e}", path.display()));
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // 0644 before the umask, like any file a user creates (tempfile's default is 0600).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    // On failure the temporary file is removed when `tmp`, returned inside the error, drops.
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CtlError::failed(format!("{}: {e}", dir.display())))
 }

@@ -138,7 +138,8 @@ mod tests {
             kind: ContentKind::File,
             name: "f.bin".into(),
             piece_length: 16 << 10,
-            files: vec![FileEntry { path: RelPath::root(), length: 20_000 }],
+            files: vec![FileEntry::new(RelPath::root(), 20_000)],
+            empty_dirs: Vec::new(),
             pieces: h.finish(),
             total_length: 20_000,
         };

@@ -1,22 +1,32 @@
 //! Making a descriptor from files on disk (`p2pctl create`).
 //!
 //! Two steps so that a caller can show progress against a known total: [`plan`] walks the
-//! path (regular files only, sorted by name, symlinks refused) and [`hash_pieces`] reads the
-//! files in content order and hashes pieces across file boundaries. Reading runs on its own
-//! thread so that disk reads overlap hashing; hashing runs at SHA-256 speed.
+//! path and [`hash_pieces`] reads the files in content order and hashes pieces across file
+//! boundaries. Reading runs on its own thread so that disk reads overlap hashing; hashing runs
+//! at SHA-256 speed.
+//!
+//! What is described: regular files (with their length and whether the owner may execute
+//! them) and directories that hold nothing, walked in byte order of names. Symbolic links and
+//! special files (FIFOs, sockets, devices) are refused with the path named: a descriptor
+//! carries bytes, and a link or a device node has none that would mean the same on another
+//! machine.
 
-use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
 use super::{
-    Content, ContentKind, Descriptor, DescriptorError, FileEntry, MAX_FILES, MAX_PIECES, MAX_TOTAL_LENGTH, NodeAddr,
-    PieceHash, RelPath,
+    Content, ContentKind, Descriptor, DescriptorError, FileEntry, MAX_EMPTY_DIRECTORIES, MAX_FILES, MAX_PIECES,
+    MAX_TOTAL_LENGTH, NodeAddr, PieceHash, RelPath,
 };
 use crate::units::human_bytes;
+
+/// The permission bit that makes a file "executable" in a descriptor: the owner's, as git
+/// decides it.
+pub const EXECUTABLE_BIT: u32 = 0o100;
 
 /// A file to be described, with where it is on disk.
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub struct SourceFile {
     /// Its path in the descriptor.
     pub path: RelPath,
     pub length: u64,
+    /// Whether its owner may execute it ([`EXECUTABLE_BIT`]).
+    pub executable: bool,
 }
 
 /// What [`plan`] found at the path.
@@ -34,29 +46,33 @@ pub struct Plan {
     pub kind: ContentKind,
     pub name: String,
     pub files: Vec<SourceFile>,
+    /// Directories holding nothing at all, sorted like the files.
+    pub empty_dirs: Vec<RelPath>,
     pub total_length: u64,
 }
 
-/// Why a descriptor could not be made.
+/// Why a descriptor could not be made. Paths are shown with control characters escaped.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", shown(.path))]
     Io { path: PathBuf, source: io::Error },
-    #[error("{}: symbolic links are not supported; copy the file or describe its target", .0.display())]
+    #[error("{}: is a symbolic link; descriptors hold regular files and directories only (copy the target in its place, or describe the target)", shown(.0))]
     Symlink(PathBuf),
-    #[error("{}: not a regular file or directory", .0.display())]
-    NotRegular(PathBuf),
-    #[error("{}: file name is not valid UTF-8", .0.display())]
+    #[error("{}: is {what}; descriptors hold regular files and directories only (move it out of the tree)", shown(.path))]
+    Special { path: PathBuf, what: &'static str },
+    #[error("{}: file name is not valid UTF-8", shown(.0))]
     NotUtf8(PathBuf),
-    #[error("{}: {problem}", path.display())]
+    #[error("{}: {problem}", shown(.path))]
     BadName { path: PathBuf, problem: String },
-    #[error("{}: there is nothing to distribute (no bytes in any file)", .0.display())]
+    #[error("{}: there is nothing to distribute (no bytes in any file)", shown(.0))]
     Empty(PathBuf),
-    #[error("{}: more than {MAX_FILES} files", .0.display())]
+    #[error("{}: more than {MAX_FILES} files", shown(.0))]
     TooManyFiles(PathBuf),
-    #[error("{}: more than {} of content", .0.display(), human_bytes(MAX_TOTAL_LENGTH))]
+    #[error("{}: more than {MAX_EMPTY_DIRECTORIES} empty directories", shown(.0))]
+    TooManyEmptyDirs(PathBuf),
+    #[error("{}: more than {} of content", shown(.0), human_bytes(MAX_TOTAL_LENGTH))]
     TooLarge(PathBuf),
-    #[error("{}: the file changed while it was being hashed; try again", .0.display())]
+    #[error("{}: the file changed while it was being hashed; try again", shown(.0))]
     Changed(PathBuf),
     #[error("piece size {0}: {1}")]
     PieceLength(u64, String),
@@ -68,8 +84,33 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CreateError + '_ {
     move |source| CreateError::Io { path: path.to_path_buf(), source }
 }
 
+/// A path for a message: control characters escaped, so that a hostile file name cannot
+/// drive the terminal the message is printed on.
+fn shown(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// What a file type that is neither a regular file, a directory nor a symlink is, in words.
+fn special_kind(t: std::fs::FileType) -> &'static str {
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
+}
+
 /// Walks `path`: a regular file makes a single-file plan, a directory a plan of every regular
-/// file below it, sorted by path. Empty directories are not described.
+/// file and every empty directory below it, sorted by path. Refuses symlinks and special files.
 pub fn plan(path: &Path) -> Result<Plan, CreateError> {
     let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
     let name = path
@@ -84,15 +125,21 @@ pub fn plan(path: &Path) -> Result<Plan, CreateError> {
     if meta.file_type().is_symlink() {
         return Err(CreateError::Symlink(path.into()));
     }
+    let mut empty_dirs = Vec::new();
     let (kind, files) = if meta.is_file() {
-        let file = SourceFile { disk_path: path.into(), path: RelPath::root(), length: meta.len() };
+        let file = SourceFile {
+            disk_path: path.into(),
+            path: RelPath::root(),
+            length: meta.len(),
+            executable: meta.permissions().mode() & EXECUTABLE_BIT != 0,
+        };
         (ContentKind::File, vec![file])
     } else if meta.is_dir() {
         let mut files = Vec::new();
-        walk(path, &mut Vec::new(), &mut files)?;
+        walk(path, &mut Vec::new(), &mut files, &mut empty_dirs)?;
         (ContentKind::Directory, files)
     } else {
-        return Err(CreateError::NotRegular(path.into()));
+        return Err(CreateError::Special { path: path.into(), what: special_kind(meta.file_type()) });
     };
     let total_length = files.iter().map(|f| f.length).try_fold(0u64, u64::checked_add);
     let total_length = match total_length {
@@ -101,13 +148,26 @@ pub fn plan(path: &Path) -> Result<Plan, CreateError> {
         Some(t) => t,
         None => return Err(CreateError::TooLarge(path.into())),
     };
-    Ok(Plan { kind, name, files, total_length })
+    Ok(Plan { kind, name, files, empty_dirs, total_length })
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<(), CreateError> {
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<SourceFile>,
+    empty_dirs: &mut Vec<RelPath>,
+) -> Result<(), CreateError> {
     let mut entries =
         std::fs::read_dir(dir).map_err(io_err(dir))?.map(|e| e.map_err(io_err(dir))).collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|e| e.file_name());
+    if entries.is_empty() && !prefix.is_empty() {
+        if empty_dirs.len() >= MAX_EMPTY_DIRECTORIES {
+            return Err(CreateError::TooManyEmptyDirs(dir.into()));
+        }
+        let path = RelPath::from_components(prefix.clone())
+            .map_err(|problem| CreateError::BadName { path: dir.into(), problem })?;
+        empty_dirs.push(path);
+    }
     for entry in entries {
         let disk_path = entry.path();
         let name = entry.file_name().into_string().map_err(|_| CreateError::NotUtf8(disk_path.clone()))?;
@@ -116,17 +176,18 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Resu
         if file_type.is_symlink() {
             return Err(CreateError::Symlink(disk_path));
         } else if file_type.is_dir() {
-            walk(&disk_path, prefix, out)?;
+            walk(&disk_path, prefix, out, empty_dirs)?;
         } else if file_type.is_file() {
             if out.len() >= MAX_FILES {
                 return Err(CreateError::TooManyFiles(disk_path));
             }
-            let length = entry.metadata().map_err(io_err(&disk_path))?.len();
+            let meta = entry.metadata().map_err(io_err(&disk_path))?;
             let path = RelPath::from_components(prefix.clone())
                 .map_err(|problem| CreateError::BadName { path: disk_path.clone(), problem })?;
-            out.push(SourceFile { disk_path, path, length });
+            let executable = meta.permissions().mode() & EXECUTABLE_BIT != 0;
+            out.push(SourceFile { disk_path, path, length: meta.len(), executable });
         } else {
-            return Err(CreateError::NotRegular(disk_path));
+            return Err(CreateError::Special { path: disk_path, what: special_kind(file_type) });
         }
         prefix.pop();
     }
@@ -253,7 +314,16 @@ fn read_one(
     full: &mpsc::SyncSender<Result<Vec<u8>, CreateError>>,
     empty: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), CreateError> {
-    let mut file = File::open(&f.disk_path).map_err(io_err(&f.disk_path))?;
+    // Not blocking and not following links: the plan saw a regular file here, but what is
+    // opened now may have been swapped for a FIFO (which would block) or a link.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&f.disk_path)
+        .map_err(io_err(&f.disk_path))?;
+    if !file.metadata().map_err(io_err(&f.disk_path))?.is_file() {
+        return Err(CreateError::Changed(f.disk_path.clone()));
+    }
     let mut left = f.length;
     while left > 0 {
         let Ok(mut buf) = empty.recv() else { return Ok(()) };
@@ -292,7 +362,12 @@ pub fn build(
         kind: plan.kind,
         name: plan.name.clone(),
         piece_length,
-        files: plan.files.iter().map(|f| FileEntry { path: f.path.clone(), length: f.length }).collect(),
+        files: plan
+            .files
+            .iter()
+            .map(|f| FileEntry { path: f.path.clone(), length: f.length, executable: f.executable })
+            .collect(),
+        empty_dirs: plan.empty_dirs.clone(),
         pieces,
         total_length: plan.total_length,
     };

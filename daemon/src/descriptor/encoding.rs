@@ -13,7 +13,16 @@
 //!                                   single file), u64
 //! piece_count                       u32
 //! piece_count × piece hash          32 bytes each
+//! then the attributes that are present, each once, in this order:
+//!   tag 1: executable files         u8 1, count u32, count × file index u32 (ascending)
+//!   tag 2: empty directories        u8 2, count u32, count × (path_len u16, path)
 //! ```
+//!
+//! The attributes were added in descriptor format version 2. Content that has neither (no
+//! executable file, no empty directory) encodes exactly as in version 1, so every descriptor
+//! written before them keeps its info hash. The encoding stays unambiguous: the version 1 part
+//! is self-delimiting (its counts give its length), so bytes after it can only be attributes,
+//! and each attribute is tagged and self-delimiting.
 //!
 //! Only validated [`Content`] is encoded, so every length fits its field.
 
@@ -23,6 +32,10 @@ use super::{Content, ContentKind, InfoHash};
 
 /// Domain-separation prefix; a new encoding gets a new prefix.
 pub const MAGIC: &[u8; 15] = b"p2pd/content/v1";
+/// Tag of the executable-files attribute.
+pub const TAG_EXECUTABLE: u8 = 1;
+/// Tag of the empty-directories attribute.
+pub const TAG_EMPTY_DIRS: u8 = 2;
 
 /// The canonical bytes of `content`.
 pub fn canonical_bytes(content: &Content) -> Vec<u8> {
@@ -42,6 +55,23 @@ pub fn canonical_bytes(content: &Content) -> Vec<u8> {
     out.extend_from_slice(&(content.pieces.len() as u32).to_be_bytes());
     for piece in &content.pieces {
         out.extend_from_slice(&piece.0);
+    }
+
+    let executable: Vec<u32> =
+        content.files.iter().enumerate().filter(|(_, f)| f.executable).map(|(i, _)| i as u32).collect();
+    if !executable.is_empty() {
+        out.push(TAG_EXECUTABLE);
+        out.extend_from_slice(&(executable.len() as u32).to_be_bytes());
+        for index in executable {
+            out.extend_from_slice(&index.to_be_bytes());
+        }
+    }
+    if !content.empty_dirs.is_empty() {
+        out.push(TAG_EMPTY_DIRS);
+        out.extend_from_slice(&(content.empty_dirs.len() as u32).to_be_bytes());
+        for dir in &content.empty_dirs {
+            put_str(&mut out, &dir.to_string());
+        }
     }
     out
 }

@@ -1,15 +1,22 @@
 //! Descriptors (`.desc` files): what a swarm distributes and where to start looking for it.
 //!
 //! A descriptor is YAML (see `docs/DESCRIPTOR.md`). It names the content — one file, or a
-//! directory tree of files — with every file's path and length, the piece length and the
-//! SHA-256 of every piece, and lists bootstrap nodes. The **info hash** is SHA-256 over a
-//! canonical binary encoding of the content only ([`encoding`]); bootstrap nodes are not part
-//! of it, so descriptors differing only in bootstrap nodes join the same swarm.
+//! directory tree of files and empty directories — with every file's path, length and
+//! executable bit, the piece length and the SHA-256 of every piece, and lists bootstrap nodes.
+//! The **info hash** is SHA-256 over a canonical binary encoding of the content only
+//! ([`encoding`]); bootstrap nodes are not part of it, so descriptors differing only in
+//! bootstrap nodes join the same swarm.
+//!
+//! Format versions: version 1 describes bytes only; version 2 adds executable bits and empty
+//! directories. A descriptor is written with the lowest version that can express its content,
+//! so content without either stays a version 1 descriptor, byte for byte as before, and keeps
+//! its info hash (the canonical encoding appends the new attributes only when there are any).
 //!
 //! Invariants of a [`Descriptor`] (checked by [`Descriptor::from_document`], which every
 //! descriptor passes through, whatever its source):
 //! - every path is relative, made of non-empty components that are neither `.` nor `..`, hold
-//!   no NUL or `/`, and no path is listed twice or lies inside another listed file;
+//!   no `/` and no control character, and no path is listed twice or lies inside another
+//!   listed file; a listed empty directory holds no other listed path;
 //! - the piece length is a power of two in [`MIN_PIECE_LENGTH`]..=[`MAX_PIECE_LENGTH`], the
 //!   total length is non-zero and at most [`MAX_TOTAL_LENGTH`], and there is exactly one hash
 //!   per piece (at most [`MAX_PIECES`]);
@@ -29,8 +36,11 @@ pub use path::RelPath;
 use crate::units::human_bytes;
 use crate::yaml::{self, YamlError, YamlLimits};
 
-/// The descriptor format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest descriptor format version this build reads and writes. Version 2 added
+/// executable bits and empty directories; versions 1 and 2 are read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Largest descriptor file accepted, in bytes.
 pub const MAX_DESCRIPTOR_BYTES: usize = 16 << 20;
 /// Smallest piece length.
@@ -41,14 +51,20 @@ pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
 pub const MAX_PIECES: usize = 1 << 17;
 /// Most files in one directory descriptor.
 pub const MAX_FILES: usize = 1 << 16;
+/// Most empty directories in one directory descriptor.
+pub const MAX_EMPTY_DIRECTORIES: usize = 1 << 16;
 /// Largest content: as many pieces of the largest size as allowed.
 pub const MAX_TOTAL_LENGTH: u64 = MAX_PIECES as u64 * MAX_PIECE_LENGTH;
 /// Most bootstrap addresses in one descriptor.
 pub const MAX_BOOTSTRAP: usize = 64;
 
-/// YAML limits for descriptors and for torrent files that embed one.
-pub const DESCRIPTOR_YAML_LIMITS: YamlLimits =
-    YamlLimits { max_bytes: MAX_DESCRIPTOR_BYTES, max_nodes: MAX_PIECES + 4 * MAX_FILES + MAX_BOOTSTRAP + 64 };
+/// YAML limits for descriptors and for torrent files that embed one: room for the largest
+/// valid descriptor (a file entry is a mapping of up to three keys and values, an empty
+/// directory one scalar).
+pub const DESCRIPTOR_YAML_LIMITS: YamlLimits = YamlLimits {
+    max_bytes: MAX_DESCRIPTOR_BYTES,
+    max_nodes: MAX_PIECES + 7 * MAX_FILES + MAX_EMPTY_DIRECTORIES + MAX_BOOTSTRAP + 64,
+};
 
 /// A 32-byte SHA-256 value printed as 64 lowercase hex digits.
 macro_rules! hash_newtype {
@@ -154,9 +170,15 @@ pub struct ContentDocument {
     /// Length of the single file; absent for a directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
+    /// Whether the single file is executable (version 2); absent means not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable: bool,
     /// Files of a directory, in content order; absent for a single file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileDocument>>,
+    /// Empty directories of a directory, `/`-separated (version 2); absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directories: Vec<String>,
     /// SHA-256 of every piece, 64 hex digits each.
     pub pieces: Vec<String>,
 }
@@ -169,6 +191,13 @@ pub struct FileDocument {
     pub path: String,
     /// Length in bytes (may be zero).
     pub length: u64,
+    /// Whether the file is executable (version 2); absent means not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A malformed descriptor: one line naming the field and the problem.
@@ -201,6 +230,15 @@ pub struct FileEntry {
     pub path: RelPath,
     /// Length in bytes.
     pub length: u64,
+    /// Published executable: the downloader sets the execute bits where the read bits are set.
+    pub executable: bool,
+}
+
+impl FileEntry {
+    /// A non-executable file.
+    pub fn new(path: RelPath, length: u64) -> FileEntry {
+        FileEntry { path, length, executable: false }
+    }
 }
 
 /// The validated content description — everything the info hash covers.
@@ -212,6 +250,10 @@ pub struct Content {
     pub piece_length: u64,
     /// Files in content order; pieces run across file boundaries in this order.
     pub files: Vec<FileEntry>,
+    /// Directories that hold no listed file or directory, in descriptor order (directories
+    /// that hold something exist because of it and are not listed). Always empty for a
+    /// single file.
+    pub empty_dirs: Vec<RelPath>,
     pub pieces: Vec<PieceHash>,
     /// Sum of all file lengths.
     pub total_length: u64,
@@ -232,6 +274,11 @@ impl Content {
     /// Computes the info hash over the canonical encoding.
     pub fn info_hash(&self) -> InfoHash {
         encoding::info_hash(self)
+    }
+
+    /// The oldest format version that can describe this content.
+    pub fn format_version(&self) -> u32 {
+        if self.files.iter().any(|f| f.executable) || !self.empty_dirs.is_empty() { 2 } else { 1 }
     }
 }
 
@@ -325,16 +372,26 @@ impl Descriptor {
 
     /// Validates a parsed document; see the module invariants.
     pub fn from_document(doc: &DescriptorDocument) -> Result<Descriptor, DescriptorError> {
-        if doc.p2pd_descriptor != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&doc.p2pd_descriptor) {
             return Err(invalid(
                 "p2pd_descriptor",
                 format!(
-                    "unsupported format version {} (this p2pd reads version {FORMAT_VERSION})",
+                    "unsupported format version {} (this p2pd reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
                     doc.p2pd_descriptor
                 ),
             ));
         }
         let content = validate_content(&doc.content)?;
+        if content.format_version() > doc.p2pd_descriptor {
+            return Err(invalid(
+                "p2pd_descriptor",
+                format!(
+                    "is {}, but `executable` and `directories` need version {}",
+                    doc.p2pd_descriptor,
+                    content.format_version()
+                ),
+            ));
+        }
         if doc.bootstrap.len() > MAX_BOOTSTRAP {
             return Err(invalid(
                 "bootstrap",
@@ -361,22 +418,30 @@ impl Descriptor {
     /// The YAML shape of this descriptor.
     pub fn to_document(&self) -> DescriptorDocument {
         let c = &self.content;
-        let (length, files) = match c.kind {
-            ContentKind::File => (Some(c.total_length), None),
+        let (length, executable, files) = match c.kind {
+            ContentKind::File => (Some(c.total_length), c.files.first().is_some_and(|f| f.executable), None),
             ContentKind::Directory => (
                 None,
-                Some(c.files.iter().map(|f| FileDocument { path: f.path.to_string(), length: f.length }).collect()),
+                false,
+                Some(
+                    c.files
+                        .iter()
+                        .map(|f| FileDocument { path: f.path.to_string(), length: f.length, executable: f.executable })
+                        .collect(),
+                ),
             ),
         };
         DescriptorDocument {
-            p2pd_descriptor: FORMAT_VERSION,
+            p2pd_descriptor: c.format_version(),
             info_hash: self.info_hash.to_hex(),
             bootstrap: self.bootstrap.iter().map(|a| a.to_string()).collect(),
             content: ContentDocument {
                 name: c.name.clone(),
                 piece_length: c.piece_length,
                 length,
+                executable,
                 files,
+                directories: c.empty_dirs.iter().map(|d| d.to_string()).collect(),
                 pieces: c.pieces.iter().map(|p| p.to_hex()).collect(),
             },
         }
@@ -397,7 +462,8 @@ impl Descriptor {
 }
 
 fn validate_content(doc: &ContentDocument) -> Result<Content, DescriptorError> {
-    path::validate_component(&doc.name).map_err(|p| invalid("content.name", p))?;
+    path::validate_component(&doc.name)
+        .map_err(|p| invalid("content.name", format!("`{}` {p}", path::shown(&doc.name))))?;
 
     let pl = doc.piece_length;
     if pl == 0 {
@@ -413,6 +479,18 @@ fn validate_content(doc: &ContentDocument) -> Result<Content, DescriptorError> {
         return Err(invalid("content.piece_length", format!("{pl} is not a power of two")));
     }
 
+    if doc.files.is_none() && !doc.directories.is_empty() {
+        return Err(invalid(
+            "content.directories",
+            "only a directory (`files`) can hold directories; a single file (`length`) cannot",
+        ));
+    }
+    if doc.files.is_some() && doc.executable {
+        return Err(invalid(
+            "content.executable",
+            "is for a single file (`length`); mark each entry of `files` with `executable: true` instead",
+        ));
+    }
     let (kind, files) = match (&doc.length, &doc.files) {
         (Some(_), Some(_)) => {
             return Err(invalid("content", "has both `length` (a single file) and `files` (a directory); keep one"));
@@ -430,10 +508,11 @@ fn validate_content(doc: &ContentDocument) -> Result<Content, DescriptorError> {
                     format!("{length} is larger than the maximum of {}", human_bytes(MAX_TOTAL_LENGTH)),
                 ));
             }
-            (ContentKind::File, vec![FileEntry { path: RelPath::root(), length: *length }])
+            (ContentKind::File, vec![FileEntry { path: RelPath::root(), length: *length, executable: doc.executable }])
         }
         (None, Some(list)) => (ContentKind::Directory, validate_files(list)?),
     };
+    let empty_dirs = validate_empty_dirs(&doc.directories, &files)?;
 
     let total_length = files.iter().map(|f| f.length).sum::<u64>();
     if total_length == 0 {
@@ -475,7 +554,7 @@ fn validate_content(doc: &ContentDocument) -> Result<Content, DescriptorError> {
         .map(|(i, h)| h.parse::<PieceHash>().map_err(|e| invalid(format!("content.pieces[{i}]"), e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
 
-    Ok(Content { kind, name: doc.name.clone(), piece_length: pl, files, pieces, total_length })
+    Ok(Content { kind, name: doc.name.clone(), piece_length: pl, files, empty_dirs, pieces, total_length })
 }
 
 fn validate_files(list: &[FileDocument]) -> Result<Vec<FileEntry>, DescriptorError> {
@@ -496,7 +575,7 @@ fn validate_files(list: &[FileDocument]) -> Result<Vec<FileEntry>, DescriptorErr
                 format!("total length exceeds the maximum of {}", human_bytes(MAX_TOTAL_LENGTH)),
             ));
         }
-        files.push(FileEntry { path, length: f.length });
+        files.push(FileEntry { path, length: f.length, executable: f.executable });
     }
     // Duplicates and files nested under other files, found by sorting paths: a path that equals
     // or lies below its predecessor in component order conflicts with it.
@@ -520,6 +599,75 @@ fn validate_files(list: &[FileDocument]) -> Result<Vec<FileEntry>, DescriptorErr
         }
     }
     Ok(files)
+}
+
+/// Validates `content.directories` against the files: each is a valid path, listed once, and
+/// empty — no listed file or directory lies inside it, and it lies inside no listed file.
+fn validate_empty_dirs(list: &[String], files: &[FileEntry]) -> Result<Vec<RelPath>, DescriptorError> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    if list.len() > MAX_EMPTY_DIRECTORIES {
+        return Err(invalid(
+            "content.directories",
+            format!("{} directories listed, at most {MAX_EMPTY_DIRECTORIES} are allowed", list.len()),
+        ));
+    }
+    let dirs = list
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.parse::<RelPath>().map_err(|p| invalid(format!("content.directories[{i}]"), p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // As for files: sorted by components, a path that equals or lies below its predecessor
+    // conflicts with it (everything below a path sorts right after it).
+    #[derive(Clone, Copy)]
+    enum Entry {
+        File(usize),
+        Dir(usize),
+    }
+    let field = |e: Entry| match e {
+        Entry::File(i) => format!("content.files[{i}].path"),
+        Entry::Dir(i) => format!("content.directories[{i}]"),
+    };
+    let path = |e: Entry| match e {
+        Entry::File(i) => &files[i].path,
+        Entry::Dir(i) => &dirs[i],
+    };
+    let mut all: Vec<Entry> = (0..files.len()).map(Entry::File).chain((0..dirs.len()).map(Entry::Dir)).collect();
+    all.sort_by(|&a, &b| path(a).components().cmp(path(b).components()));
+    for pair in all.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let (pa, pb) = (path(a), path(b));
+        match (a, b) {
+            (Entry::File(_), Entry::File(_)) => {} // checked with the files
+            _ if pa == pb => {
+                // Report on the directory entry (the later one if both are directories).
+                let (this, other) = match (a, b) {
+                    (Entry::Dir(x), Entry::Dir(y)) => (Entry::Dir(x.max(y)), Entry::Dir(x.min(y))),
+                    (Entry::Dir(_), other) => (a, other),
+                    (other, _) => (b, other),
+                };
+                return Err(invalid(field(this), format!("`{pb}` is listed twice (also {})", field(other))));
+            }
+            _ if pb.starts_with(pa) => {
+                let problem = match a {
+                    Entry::File(_) => format!("`{pb}` is inside `{pa}`, which is a file ({})", field(a)),
+                    Entry::Dir(_) => {
+                        return Err(invalid(
+                            field(a),
+                            format!(
+                                "`{pa}` is listed as an empty directory but holds `{pb}` ({}); list only empty directories",
+                                field(b)
+                            ),
+                        ));
+                    }
+                };
+                return Err(invalid(field(b), problem));
+            }
+            _ => {}
+        }
+    }
+    Ok(dirs)
 }
 
 /// The piece length `p2pctl create` picks when none is given: the power of two that makes

@@ -1,8 +1,10 @@
 //! Relative paths inside content: the only paths a descriptor can name.
 //!
 //! A [`RelPath`] can only be built through validation, so holding one proves it has no
-//! absolute prefix, no `.`/`..`, no empty component and no NUL. Storage still opens each
-//! component without following symlinks; this type is the first of two fences.
+//! absolute prefix, no `.`/`..`, no empty component and no control character (NUL included).
+//! Storage still opens each component without following symlinks; this type is the first of
+//! two fences. Control characters are refused so that a name from a descriptor can be printed
+//! to a terminal or a log as it is: it cannot move the cursor, recolour or forge a line.
 
 use std::fmt;
 use std::str::FromStr;
@@ -74,7 +76,9 @@ impl FromStr for RelPath {
     }
 }
 
-/// Checks one path component (also used for the content name).
+/// Checks one path component (also used for the content name). Control characters are the
+/// Unicode `Cc` category: C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F), which some
+/// terminals also obey.
 pub fn validate_component(c: &str) -> Result<(), String> {
     if c.is_empty() {
         return Err("has an empty component".into());
@@ -91,6 +95,9 @@ pub fn validate_component(c: &str) -> Result<(), String> {
     if c.contains('/') {
         return Err(format!("`{}` contains `/`", shown(c)));
     }
+    if let Some(ch) = c.chars().find(|ch| ch.is_control()) {
+        return Err(format!("contains the control character U+{:04X}", ch as u32));
+    }
     if c.len() > MAX_COMPONENT_BYTES {
         return Err(format!("has a component of {} bytes, more than {MAX_COMPONENT_BYTES}", c.len()));
     }
@@ -98,7 +105,7 @@ pub fn validate_component(c: &str) -> Result<(), String> {
 }
 
 /// Paths in messages: control characters escaped, long ones shortened.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     let escaped: String = s.escape_debug().collect();
     if escaped.chars().count() > 80 { format!("{}…", escaped.chars().take(80).collect::<String>()) } else { escaped }
 }
@@ -125,9 +132,21 @@ mod tests {
             ("./a", "`.`"),
             ("a\0b", "NUL"),
             ("", "empty"),
+            ("a/b\x1b[31mred", "`a/b\\u{1b}[31mred` contains the control character U+001B"),
+            ("line\nbreak", "`line\\nbreak` contains the control character U+000A"),
+            ("tab\there", "U+0009"),
+            ("del\x7f", "U+007F"),
+            ("csi\u{9b}", "U+009B"),
         ] {
             let e = path.parse::<RelPath>().unwrap_err();
             assert!(e.contains(needle), "{path:?}: {e}");
+            assert!(!e.chars().any(char::is_control), "the message itself is printable: {e:?}");
         }
+    }
+
+    #[test]
+    fn accepts_printable_unicode() {
+        let p: RelPath = "données/naïve ☃/日本.bin".parse().unwrap();
+        assert_eq!(p.components().len(), 3);
     }
 }

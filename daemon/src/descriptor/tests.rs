@@ -12,7 +12,8 @@ fn sample() -> (Descriptor, Vec<u8>) {
         kind: ContentKind::Directory,
         name: "data".into(),
         piece_length: 16 << 10,
-        files: lens.iter().map(|(p, l)| FileEntry { path: p.parse().unwrap(), length: *l }).collect(),
+        files: lens.iter().map(|(p, l)| FileEntry::new(p.parse().unwrap(), *l)).collect(),
+        empty_dirs: Vec::new(),
         pieces: hasher.finish(),
         total_length: 70_000,
     };
@@ -22,6 +23,15 @@ fn sample() -> (Descriptor, Vec<u8>) {
 
 fn sample_doc() -> DescriptorDocument {
     sample().0.to_document()
+}
+
+/// [`sample`] with `a` executable and two empty directories (a version 2 descriptor).
+fn sample_v2() -> Descriptor {
+    let (mut d, _) = sample();
+    d.content.files[0].executable = true;
+    d.content.empty_dirs = vec!["d/g".parse().unwrap(), "h".parse().unwrap()];
+    d.info_hash = d.content.info_hash();
+    d
 }
 
 /// Re-hashes a tampered document so that only the intended defect remains.
@@ -36,6 +46,71 @@ fn yaml_round_trip() {
     let (d, _) = sample();
     let text = d.to_yaml();
     assert_eq!(Descriptor::parse(&text).unwrap(), d);
+}
+
+#[test]
+fn yaml_round_trip_with_executable_files_and_empty_directories() {
+    let d = sample_v2();
+    let text = d.to_yaml();
+    assert!(text.contains("p2pd_descriptor: 2\n"), "{text}");
+    assert!(text.contains("  - path: a\n    length: 40000\n    executable: true\n"), "{text}");
+    assert!(text.contains("  directories:\n  - d/g\n  - h\n"), "{text}");
+    assert_eq!(Descriptor::parse(&text).unwrap(), d);
+
+    let mut single = d.clone();
+    single.content.kind = ContentKind::File;
+    single.content.files = vec![FileEntry { path: RelPath::root(), length: 70_000, executable: true }];
+    single.content.empty_dirs.clear();
+    single.info_hash = single.content.info_hash();
+    let text = single.to_yaml();
+    assert!(text.contains("  length: 70000\n  executable: true\n"), "{text}");
+    assert_eq!(Descriptor::parse(&text).unwrap(), single);
+}
+
+/// Descriptors written before executable bits and empty directories existed keep their info
+/// hash: absent attributes add nothing to the encoding, and such content is still written as
+/// version 1, byte for byte.
+#[test]
+fn content_without_attributes_is_version_1_and_keeps_its_encoding() {
+    let (d, _) = sample();
+    assert_eq!(d.content.format_version(), 1);
+    assert!(d.to_yaml().contains("p2pd_descriptor: 1\n"));
+    assert!(!d.to_yaml().contains("executable") && !d.to_yaml().contains("directories"));
+    // `executable: false` and `directories: []` written out are the same as absent.
+    let mut text = d.to_yaml().replace("    length: 40000\n", "    length: 40000\n    executable: false\n");
+    text = text.replace("  pieces:\n", "  directories: []\n  pieces:\n");
+    assert_eq!(Descriptor::parse(&text).unwrap().info_hash, d.info_hash);
+}
+
+#[test]
+fn attributes_are_covered_by_the_info_hash() {
+    let (d, _) = sample();
+    let v2 = sample_v2();
+    assert_ne!(d.content.info_hash(), v2.content.info_hash());
+    let mut other = v2.content.clone();
+    other.files[0].executable = false;
+    other.files[2].executable = true;
+    assert_ne!(other.info_hash(), v2.content.info_hash(), "which file is executable matters");
+    let mut other = v2.content.clone();
+    other.empty_dirs.pop();
+    assert_ne!(other.info_hash(), v2.content.info_hash(), "each empty directory matters");
+    // Tampering with either in the YAML is caught.
+    let text = v2.to_yaml().replacen("    executable: true\n", "", 1);
+    let e = Descriptor::parse(&text).unwrap_err().to_string();
+    assert!(e.starts_with("info_hash: does not match the content"), "{e}");
+    let text = v2.to_yaml().replacen("  - h\n", "  - i\n", 1);
+    let e = Descriptor::parse(&text).unwrap_err().to_string();
+    assert!(e.starts_with("info_hash: does not match the content"), "{e}");
+}
+
+#[test]
+fn version_1_cannot_carry_attributes() {
+    let text = sample_v2().to_yaml().replace("p2pd_descriptor: 2", "p2pd_descriptor: 1");
+    let e = Descriptor::parse(&text).unwrap_err().to_string();
+    assert_eq!(e, "p2pd_descriptor: is 1, but `executable` and `directories` need version 2");
+    // A version 2 descriptor without attributes is fine (it could have been version 1).
+    let text = sample().0.to_yaml().replace("p2pd_descriptor: 1", "p2pd_descriptor: 2");
+    assert_eq!(Descriptor::parse(&text).unwrap().info_hash, sample().0.info_hash);
 }
 
 #[test]
@@ -54,7 +129,8 @@ fn info_hash_is_known_value_of_canonical_encoding() {
         kind: ContentKind::File,
         name: "x".into(),
         piece_length: 16 << 10,
-        files: vec![FileEntry { path: RelPath::root(), length: 1 }],
+        files: vec![FileEntry::new(RelPath::root(), 1)],
+        empty_dirs: Vec::new(),
         pieces: vec![PieceHash([0xab; 32])],
         total_length: 1,
     };
@@ -68,6 +144,36 @@ fn info_hash_is_known_value_of_canonical_encoding() {
     expected.extend(1u64.to_be_bytes());
     expected.extend(1u32.to_be_bytes());
     expected.extend([0xab; 32]);
+    assert_eq!(bytes, expected);
+
+    // Attributes are appended, tagged, after the version 1 bytes.
+    let mut attributed = content.clone();
+    attributed.kind = ContentKind::Directory;
+    attributed.files = vec![
+        FileEntry { path: "e".parse().unwrap(), length: 0, executable: true },
+        FileEntry { path: "f".parse().unwrap(), length: 1, executable: false },
+        FileEntry { path: "g".parse().unwrap(), length: 0, executable: true },
+    ];
+    attributed.empty_dirs = vec!["d/x".parse().unwrap()];
+    let bytes = encoding::canonical_bytes(&attributed);
+    let mut expected = b"p2pd/content/v1".to_vec();
+    expected.push(1);
+    expected.extend([0, 1, b'x']);
+    expected.extend((16u64 << 10).to_be_bytes());
+    expected.extend(3u32.to_be_bytes());
+    for (name, len) in [(b'e', 0u64), (b'f', 1), (b'g', 0)] {
+        expected.extend([0, 1, name]);
+        expected.extend(len.to_be_bytes());
+    }
+    expected.extend(1u32.to_be_bytes());
+    expected.extend([0xab; 32]);
+    expected.push(1); // executable files
+    expected.extend(2u32.to_be_bytes());
+    expected.extend(0u32.to_be_bytes());
+    expected.extend(2u32.to_be_bytes());
+    expected.push(2); // empty directories
+    expected.extend(1u32.to_be_bytes());
+    expected.extend([0, 3, b'd', b'/', b'x']);
     assert_eq!(bytes, expected);
 }
 
@@ -127,7 +233,71 @@ fn malformed_descriptors_name_the_field() {
             |d| d.content.files.as_mut().unwrap()[2].path = "a/x".into(),
             "content.files[2].path: `a/x` is inside `a`",
         ),
-        ("bad name", |d| d.content.name = "..".into(), "content.name: contains a `..` component"),
+        ("bad name", |d| d.content.name = "..".into(), "content.name: `..` contains a `..` component"),
+        (
+            "control character in name",
+            |d| d.content.name = "da\x1b]0;owned\x07ta".into(),
+            "content.name: `da\\u{1b}]0;owned\\u{7}ta` contains the control character U+001B",
+        ),
+        (
+            "control character in path",
+            |d| d.content.files.as_mut().unwrap()[1].path = "d/e\rfake".into(),
+            "content.files[1].path: `d/e\\rfake` contains the control character U+000D",
+        ),
+        (
+            "DEL in path",
+            |d| d.content.files.as_mut().unwrap()[1].path = "d/\x7f".into(),
+            "content.files[1].path: `d/\\u{7f}` contains the control character U+007F",
+        ),
+        (
+            "directories for a single file",
+            |d| {
+                d.content.files = None;
+                d.content.length = Some(70_000);
+                d.content.directories = vec!["x".into()];
+            },
+            "content.directories: only a directory (`files`) can hold directories",
+        ),
+        (
+            "executable on a directory",
+            |d| d.content.executable = true,
+            "content.executable: is for a single file (`length`)",
+        ),
+        (
+            "directory holding a file",
+            |d| d.content.directories = vec!["d".into()],
+            "content.directories[0]: `d` is listed as an empty directory but holds `d/e` (content.files[1].path)",
+        ),
+        (
+            "directory holding a directory",
+            |d| d.content.directories = vec!["x/y".into(), "x".into()],
+            "content.directories[1]: `x` is listed as an empty directory but holds `x/y` (content.directories[0])",
+        ),
+        (
+            "directory that is a file",
+            |d| d.content.directories = vec!["d/f".into()],
+            "content.directories[0]: `d/f` is listed twice (also content.files[2].path)",
+        ),
+        (
+            "directory inside a file",
+            |d| d.content.directories = vec!["a/x".into()],
+            "content.directories[0]: `a/x` is inside `a`, which is a file (content.files[0].path)",
+        ),
+        (
+            "directory listed twice",
+            |d| d.content.directories = vec!["x".into(), "y".into(), "x".into()],
+            "content.directories[2]: `x` is listed twice (also content.directories[0])",
+        ),
+        (
+            "directory escaping",
+            |d| d.content.directories = vec!["../x".into()],
+            "content.directories[0]: `../x` contains a `..` component",
+        ),
+        (
+            "directory with a control character",
+            |d| d.content.directories = vec!["x\u{9b}31m".into()],
+            "content.directories[0]: `x\\u{9b}31m` contains the control character U+009B",
+        ),
         (
             "zero length",
             |d| {
@@ -222,11 +392,72 @@ fn node_addresses() {
     assert!("1.2.3.4:0".parse::<NodeAddr>().is_err());
 }
 
+/// The largest valid descriptor fits the YAML node budget: every file executable, as many
+/// empty directories as allowed.
+#[test]
+fn the_yaml_budget_fits_the_largest_attributes() {
+    let content = Content {
+        kind: ContentKind::Directory,
+        name: "big".into(),
+        piece_length: MIN_PIECE_LENGTH,
+        files: (0..MAX_FILES)
+            .map(|i| FileEntry { path: format!("f{i:x}").parse().unwrap(), length: 1, executable: true })
+            .collect(),
+        empty_dirs: (0..MAX_EMPTY_DIRECTORIES).map(|i| format!("d{i:x}").parse().unwrap()).collect(),
+        pieces: vec![PieceHash([7; 32]); MAX_FILES.div_ceil(MIN_PIECE_LENGTH as usize)],
+        total_length: MAX_FILES as u64,
+    };
+    let d = Descriptor { info_hash: content.info_hash(), content, bootstrap: vec![] };
+    assert_eq!(Descriptor::parse(&d.to_yaml()).unwrap().info_hash, d.info_hash);
+    let mut doc = d.to_document();
+    doc.content.directories.push("one-more".into());
+    let e = validate_content(&doc.content).unwrap_err().to_string();
+    assert!(e.starts_with("content.directories: 65537 directories listed, at most 65536"), "{e}");
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// A directory of files `f0..` (some executable) and empty directories `e0..`, with
+    /// matching piece hashes.
+    fn attributed() -> impl Strategy<Value = Content> {
+        (proptest::collection::vec((0u64..40_000, any::<bool>()), 1..8), 0usize..4).prop_map(|(files, dirs)| {
+            let total: u64 = files.iter().map(|f| f.0).sum::<u64>().max(1);
+            let mut files: Vec<FileEntry> = files
+                .iter()
+                .enumerate()
+                .map(|(i, &(length, executable))| FileEntry {
+                    path: format!("f{i}").parse().unwrap(),
+                    length,
+                    executable,
+                })
+                .collect();
+            files[0].length += total - files.iter().map(|f| f.length).sum::<u64>();
+            Content {
+                kind: ContentKind::Directory,
+                name: "p".into(),
+                piece_length: 16 << 10,
+                files,
+                empty_dirs: (0..dirs).map(|i| format!("e{i}/x").parse().unwrap()).collect(),
+                pieces: vec![PieceHash([1; 32]); total.div_ceil(16 << 10) as usize],
+                total_length: total,
+            }
+        })
+    }
+
     proptest! {
+        /// Any content with any attributes survives YAML and keeps its info hash; the version
+        /// written is the lowest that can carry it.
+        #[test]
+        fn attributed_content_round_trips(content in attributed()) {
+            let d = Descriptor { info_hash: content.info_hash(), content, bootstrap: vec![] };
+            let parsed = Descriptor::parse(&d.to_yaml()).unwrap();
+            prop_assert_eq!(&parsed, &d);
+            let uses = d.content.files.iter().any(|f| f.executable) || !d.content.empty_dirs.is_empty();
+            prop_assert_eq!(d.to_document().p2pd_descriptor, if uses { 2 } else { 1 });
+        }
+
         /// Any byte string split into any chunks hashes to the same pieces.
         #[test]
         fn piece_hasher_is_chunking_independent(data in proptest::collection::vec(any::<u8>(), 0..100_000), cut in 1usize..70_000) {

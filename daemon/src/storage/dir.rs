@@ -6,6 +6,11 @@
 //! directory swapped for one mid-run — makes the open fail (`ELOOP`/`ENOTDIR`) instead of
 //! leading outside. Combined with [`RelPath`](crate::descriptor::RelPath) validation (no
 //! `..`, no absolute paths) nothing a descriptor says can write outside the data directory.
+//!
+//! Only regular files are opened as content. A FIFO, socket or device node at a content path is
+//! refused by its type before it is opened (opening a FIFO blocks until a writer appears;
+//! opening a device runs its driver), and the open itself is non-blocking and checked again
+//! with `fstat`, in case the name was swapped in between.
 
 use std::fs::File;
 use std::io;
@@ -13,8 +18,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
-use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl, openat, renameat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// What a name in a directory is (never following symlinks).
@@ -37,6 +42,34 @@ pub enum Access {
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
+}
+
+/// A content path that holds something other than a regular file. Carried inside an
+/// [`io::Error`]; the caller's context names the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("is {what}, not a regular file; p2pd reads and writes only regular files in a data directory (move it away)")]
+pub struct NotRegularFile {
+    /// The file type, in words ("a FIFO (named pipe)").
+    pub what: &'static str,
+}
+
+/// The file type in `st_mode`, in words, or `None` for a regular file.
+fn non_regular(st_mode: libc::mode_t) -> Option<&'static str> {
+    let kind = SFlag::from_bits_truncate(st_mode) & SFlag::S_IFMT;
+    Some(match kind {
+        k if k == SFlag::S_IFREG => return None,
+        k if k == SFlag::S_IFDIR => "a directory",
+        k if k == SFlag::S_IFLNK => "a symbolic link",
+        k if k == SFlag::S_IFIFO => "a FIFO (named pipe)",
+        k if k == SFlag::S_IFSOCK => "a socket",
+        k if k == SFlag::S_IFCHR => "a character device",
+        k if k == SFlag::S_IFBLK => "a block device",
+        _ => "a special file",
+    })
+}
+
+fn not_regular(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile { what })
 }
 
 /// An open directory that descriptor paths are resolved against.
@@ -108,9 +141,20 @@ impl Dir {
         Ok(dir)
     }
 
-    /// Opens the regular file `name` in this directory (no symlinks).
+    /// Opens the regular file `name` in this directory (no symlinks); anything else at `name`
+    /// is refused with a [`NotRegularFile`] error, without blocking.
     pub fn open_file(&self, name: &str, access: Access) -> io::Result<File> {
-        let mut flags = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // Look before opening. A symlink is left to `O_NOFOLLOW` (and `symlink_hint`).
+        match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => match non_regular(st.st_mode) {
+                Some(what) if (st.st_mode & libc::S_IFMT) != libc::S_IFLNK => return Err(not_regular(what)),
+                _ => {}
+            },
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(errno(e)),
+        }
+        // Non-blocking in case a FIFO was put there since; cleared again below.
+        let mut flags = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         flags |= match access {
             Access::Read => OFlag::O_RDONLY,
             Access::ReadWrite => OFlag::O_RDWR,
@@ -118,14 +162,12 @@ impl Dir {
         };
         let fd = openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(0o644))
             .map_err(|e| symlink_hint(e, &self.path.join(name)))?;
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", self.path.join(name).display()),
-            ));
+        if let Some(what) = non_regular(fstat(fd.as_fd()).map_err(errno)?.st_mode) {
+            return Err(not_regular(what));
         }
-        Ok(file)
+        let status = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(errno)?);
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(status & !OFlag::O_NONBLOCK)).map_err(errno)?;
+        Ok(File::from(fd))
     }
 
     /// Renames `from` to `to` inside this directory and makes it durable. Fails if `to` exists
@@ -197,6 +239,37 @@ mod tests {
         let e = root.open_file("flink", Access::Create).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+    }
+
+    /// Regression: a FIFO at a content path made `open` block until a writer appeared.
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let data = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&data.path().join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(data.path().join("sock")).unwrap();
+        std::fs::create_dir(data.path().join("dir")).unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        for (name, what) in [("fifo", "a FIFO (named pipe)"), ("sock", "a socket"), ("dir", "a directory")] {
+            for access in [Access::Read, Access::ReadWrite, Access::Create] {
+                let e = root.open_file(name, access).unwrap_err();
+                let inner = e.get_ref().and_then(|i| i.downcast_ref::<NotRegularFile>());
+                assert_eq!(inner, Some(&NotRegularFile { what }), "{name} {access:?}: {e}");
+            }
+        }
+        drop(listener);
+        // A character device, if this system lets us see one (it always has /dev/null).
+        let dev = Dir::open(Path::new("/dev"), false).unwrap();
+        let e = dev.open_file("null", Access::Read).unwrap_err();
+        assert!(e.to_string().starts_with("is a character device, not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn opened_files_are_blocking_again() {
+        let data = tempfile::tempdir().unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        let f = root.open_file("f", Access::Create).unwrap();
+        let fl = OFlag::from_bits_truncate(fcntl(f.as_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(!fl.contains(OFlag::O_NONBLOCK), "{fl:?}");
     }
 
     #[test]

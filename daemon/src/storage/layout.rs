@@ -118,8 +118,9 @@ mod tests {
             files: lengths
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| FileEntry { path: format!("f{i}").parse().unwrap(), length: l })
+                .map(|(i, &l)| FileEntry::new(format!("f{i}").parse().unwrap(), l))
                 .collect(),
+            empty_dirs: Vec::new(),
             pieces: vec![PieceHash([0; 32]); total.div_ceil(piece) as usize],
             total_length: total,
         };

@@ -9,6 +9,14 @@
 //!   moved back to the partial name before anything is written to it.
 //! - Files are preallocated to their full length before a download writes to them, after a
 //!   free-space check; pieces are written in place with positioned writes.
+//! - Content arrives as it was published: before the rename to the final name, [`Storage::
+//!   finish`] cuts every file to its described length, gives executable files their execute
+//!   bits (and takes them from the others), and creates empty files and empty directories. So
+//!   when the final name appears, everything under it is complete, modes included. Content
+//!   that was already under its final name is only cut to length: extra bytes past a file's
+//!   described end are never part of content reported as verified.
+//! - Only regular files are opened as content files; a FIFO, socket or device there is an
+//!   error naming the path, found without blocking ([`dir::NotRegularFile`]).
 //! - Nothing here decides whether a piece is valid: callers hash and verify. [`Storage::
 //!   sync`] makes written data durable; a caller records a piece as verified only after that.
 //!
@@ -19,7 +27,7 @@ pub mod layout;
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -29,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::descriptor::{Content, ContentKind, PieceHash};
 use crate::units::human_bytes;
+pub use dir::NotRegularFile;
 use dir::{Access, Dir, EntryKind};
 pub use layout::{Layout, Span};
 
@@ -105,7 +114,34 @@ pub struct Storage {
     /// Per file: path components below the root (empty for a single file) and length.
     files: Vec<(Vec<String>, u64)>,
     layout: Layout,
+    /// What is applied on completion besides the bytes.
+    published: Published,
     inner: Mutex<Inner>,
+}
+
+/// The parts of the content that are not bytes: applied by [`Storage::finish`].
+#[derive(Debug)]
+struct Published {
+    /// Per file (same order as `Storage::files`): whether it is executable.
+    executable: Vec<bool>,
+    /// Empty directories, as components below the root.
+    empty_dirs: Vec<Vec<String>>,
+}
+
+impl Published {
+    fn of(content: &Content) -> Published {
+        Published {
+            executable: content.files.iter().map(|f| f.executable).collect(),
+            empty_dirs: content.empty_dirs.iter().map(|d| d.components().to_vec()).collect(),
+        }
+    }
+}
+
+/// The permission bits a file of the content gets: execute bits where the read bits are set if
+/// it is executable, none otherwise; set-id and sticky bits never.
+pub fn published_mode(mode: u32, executable: bool) -> u32 {
+    let rw = mode & 0o666;
+    if executable { rw | ((rw & 0o444) >> 2) } else { rw }
 }
 
 #[derive(Debug)]
@@ -164,6 +200,7 @@ impl Storage {
             name: content.name.clone(),
             files,
             layout: Layout::new(content),
+            published: Published::of(content),
             inner: Mutex::new(Inner { placement, open, open_count: 0 }),
         })
     }
@@ -365,21 +402,112 @@ impl Storage {
             let path = || self.display_path(Placement::Partial, i);
             let file = self.file(i, Access::Create).map_err(|e| io_ctx(path())(e))?;
             let file = file.ok_or_else(|| io_ctx(path())(io::Error::other("file vanished")))?;
+            let found = file.metadata().map_err(io_ctx(path()))?.len();
+            if found > *length {
+                // Bytes past the described end are not content; cut them before anything is
+                // written.
+                file.set_len(*length).map_err(io_ctx(path()))?;
+                log::warn!(
+                    "{}: was {found} bytes, {} more than the descriptor describes; cut to {length} bytes",
+                    path(),
+                    found - length
+                );
+            }
             if *length > 0 && stats[i] < *length {
                 preallocate(&file, *length).map_err(io_ctx(path()))?;
+            }
+        }
+        // Made now, not only on completion, so that a name in the way is reported at once.
+        self.create_empty_dirs()?;
+        Ok(())
+    }
+
+    /// Cuts every file longer than described to its described length, durably. Files of
+    /// content under the final name are opened writable only if they need cutting, so that
+    /// content on a read-only filesystem can still be seeded when it is exact.
+    fn truncate_to_described(&self) -> Result<(), StorageError> {
+        let placement = self.placement();
+        for (i, (_, length)) in self.files.iter().enumerate() {
+            let path = || self.display_path(placement, i);
+            let Some(file) = self.file(i, Access::Read).map_err(|e| io_ctx(path())(e))? else { continue };
+            let found = file.metadata().map_err(io_ctx(path()))?.len();
+            if found <= *length {
+                continue;
+            }
+            let file = self.file(i, Access::ReadWrite).map_err(|e| io_ctx(path())(e))?;
+            let file = file.ok_or_else(|| io_ctx(path())(io::Error::other("file vanished")))?;
+            file.set_len(*length).and_then(|()| file.sync_all()).map_err(io_ctx(format!(
+                "{} is {found} bytes, longer than the {length} described; cutting it",
+                path()
+            )))?;
+            log::warn!(
+                "{}: was {found} bytes, {} more than the descriptor describes; cut to {length} bytes",
+                path(),
+                found - length
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates the content's empty directories under the partial root (those that exist are
+    /// kept), each made durable in its parent.
+    fn create_empty_dirs(&self) -> Result<(), StorageError> {
+        if self.published.empty_dirs.is_empty() {
+            return Ok(());
+        }
+        let root_name = self.root_name(Placement::Partial);
+        let root_path = self.data_dir.path().join(&root_name);
+        let root = self.data_dir.subdir(&root_name, true).map_err(io_ctx(root_path.display().to_string()))?;
+        for comps in &self.published.empty_dirs {
+            let shown = comps.iter().fold(root_path.clone(), |p, c| p.join(c)).display().to_string();
+            let Some((last, parents)) = comps.split_last() else { continue };
+            let parent = root.descend(parents, true).map_err(io_ctx(shown.clone()))?;
+            let existed = parent.entry_kind(last).map_err(io_ctx(shown.clone()))? == Some(EntryKind::Dir);
+            parent.subdir(last, true).map_err(io_ctx(shown.clone()))?;
+            if !existed {
+                parent.sync().map_err(io_ctx(shown))?;
             }
         }
         Ok(())
     }
 
-    /// Once every piece is verified: makes the data durable and renames the partial root to
-    /// the final name. Fails (changing nothing) if something else took the final name.
+    /// Under the partial root: creates empty files and directories, and sets every file's
+    /// permission bits to [`published_mode`]. A file whose mode changes is fsynced.
+    fn apply_published(&self) -> Result<(), StorageError> {
+        // Look at what is on disk now, not through descriptors opened earlier (an empty file
+        // removed since would otherwise look present).
+        self.forget_open_files();
+        for (i, (_, length)) in self.files.iter().enumerate() {
+            let path = || self.display_path(Placement::Partial, i);
+            // Every other file holds verified bytes and exists; an empty one may have been
+            // removed since it was created.
+            let access = if *length == 0 { Access::Create } else { Access::Read };
+            let file = self.file(i, access).map_err(|e| io_ctx(path())(e))?;
+            let file = file.ok_or_else(|| io_ctx(path())(io::Error::other("file vanished")))?;
+            let mode = file.metadata().map_err(io_ctx(path()))?.permissions().mode() & 0o7777;
+            let wanted = published_mode(mode, self.published.executable[i]);
+            if wanted != mode {
+                file.set_permissions(std::fs::Permissions::from_mode(wanted))
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_ctx(format!("{}: setting mode {wanted:o}", path())))?;
+            }
+        }
+        self.create_empty_dirs()
+    }
+
+    /// Once every piece is verified: makes the data durable, cuts files to their described
+    /// length, applies modes, empty files and empty directories, and renames the partial root
+    /// to the final name. Fails (renaming nothing) if something else took the final name.
+    /// Content already under its final name is only cut to length.
     pub fn finish(&self) -> Result<(), StorageError> {
         if self.placement() == Placement::Final {
+            self.truncate_to_described()?;
+            self.close_writable_files();
             return Ok(());
         }
-        // Files that were never written to (e.g. empty ones) still exist from preparation.
         self.sync()?;
+        self.truncate_to_described()?;
+        self.apply_published()?;
         let (from, to) = (self.root_name(Placement::Partial), self.root_name(Placement::Final));
         if self
             .data_dir
@@ -398,7 +526,23 @@ impl Storage {
             self.data_dir.path().join(&to).display()
         )))?;
         self.lock().placement = Placement::Final;
+        self.close_writable_files();
         Ok(())
+    }
+
+    /// Closes the files held open for writing (they are reopened read-only when read).
+    /// Complete content is only read; and a file open for writing anywhere cannot be executed
+    /// (`ETXTBSY`), so a published tool would not run while p2pd seeds it.
+    fn close_writable_files(&self) {
+        let mut inner = self.lock();
+        let mut closed = 0;
+        for slot in inner.open.iter_mut() {
+            if slot.as_ref().is_some_and(|(_, writable)| *writable) {
+                *slot = None;
+                closed += 1;
+            }
+        }
+        inner.open_count -= closed;
     }
 
     /// Size and modification time of every file (`None` for a missing one).

@@ -11,9 +11,20 @@ fn content(kind: ContentKind, files: &[(&str, u64)]) -> (Content, Vec<u8>) {
     h.update(&bytes);
     let files = files
         .iter()
-        .map(|(p, l)| FileEntry { path: if p.is_empty() { RelPath::root() } else { p.parse().unwrap() }, length: *l })
+        .map(|(p, l)| FileEntry::new(if p.is_empty() { RelPath::root() } else { p.parse().unwrap() }, *l))
         .collect();
-    (Content { kind, name: "c".into(), piece_length: PIECE, files, pieces: h.finish(), total_length: total }, bytes)
+    (
+        Content {
+            kind,
+            name: "c".into(),
+            piece_length: PIECE,
+            files,
+            empty_dirs: Vec::new(),
+            pieces: h.finish(),
+            total_length: total,
+        },
+        bytes,
+    )
 }
 
 fn write_all(s: &Storage, c: &Content, bytes: &[u8]) {
@@ -114,4 +125,122 @@ fn delete_data_removes_only_the_content() {
     assert!(!dir.path().join("c/x/y").exists());
     assert!(dir.path().join("c/x/operator-notes.txt").exists(), "files not in the descriptor are kept");
     assert!(dir.path().join("unrelated").exists());
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn published_modes() {
+    assert_eq!(published_mode(0o644, true), 0o755);
+    assert_eq!(published_mode(0o600, true), 0o700);
+    assert_eq!(published_mode(0o640, true), 0o750);
+    assert_eq!(published_mode(0o755, false), 0o644);
+    assert_eq!(published_mode(0o4755, true), 0o755, "set-id bits are never given");
+    assert_eq!(published_mode(0o1777, false), 0o666);
+}
+
+/// Regression (issue 11): a published executable arrived 0644, and empty directories were lost.
+#[test]
+fn finish_applies_modes_empty_files_and_dirs_before_the_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, bytes) =
+        content(ContentKind::Directory, &[("bin/tool", 40_000), ("doc/readme", 30_000), ("etc/empty.conf", 0)]);
+    c.files[0].executable = true;
+    c.empty_dirs = vec!["share/empty".parse().unwrap(), "var/log/p2pd".parse().unwrap()];
+    let s = Storage::open(dir.path(), &c).unwrap();
+    s.prepare_download().unwrap();
+    assert!(dir.path().join("c.part/share/empty").is_dir(), "empty directories are made with the files");
+    write_all(&s, &c, &bytes);
+    // Whatever happened to the partial tree meanwhile, the published attributes win.
+    set_mode(&dir.path().join("c.part/doc/readme"), 0o4755);
+    std::fs::remove_file(dir.path().join("c.part/etc/empty.conf")).unwrap();
+    std::fs::remove_dir(dir.path().join("c.part/var/log/p2pd")).unwrap();
+    s.finish().unwrap();
+
+    let tool = mode(&dir.path().join("c/bin/tool"));
+    assert!(tool & 0o100 != 0 && tool & 0o111 == (tool & 0o444) >> 2, "tool is {tool:o}");
+    assert_eq!(mode(&dir.path().join("c/doc/readme")), 0o644);
+    assert_eq!(std::fs::metadata(dir.path().join("c/etc/empty.conf")).unwrap().len(), 0);
+    assert!(dir.path().join("c/share/empty").is_dir());
+    assert!(dir.path().join("c/var/log/p2pd").is_dir());
+    assert_eq!(std::fs::read_dir(dir.path().join("c/share/empty")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_single_executable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, bytes) = content(ContentKind::File, &[("", 20_000)]);
+    c.files[0].executable = true;
+    let s = Storage::open(dir.path(), &c).unwrap();
+    s.prepare_download().unwrap();
+    write_all(&s, &c, &bytes);
+    s.finish().unwrap();
+    assert!(mode(&dir.path().join("c")) & 0o100 != 0);
+}
+
+/// Regression (issue 11): bytes past a file's described end survived as "verified".
+#[test]
+fn longer_files_are_cut_to_their_described_length() {
+    // Under the partial name: cut when the download is prepared.
+    let dir = tempfile::tempdir().unwrap();
+    let (c, bytes) = content(ContentKind::Directory, &[("a", 40_000), ("b", 30_000)]);
+    std::fs::create_dir(dir.path().join("c.part")).unwrap();
+    std::fs::write(dir.path().join("c.part/a"), [&bytes[..40_000], b"trailing junk"].concat()).unwrap();
+    let s = Storage::open(dir.path(), &c).unwrap();
+    s.prepare_download().unwrap();
+    assert_eq!(std::fs::metadata(dir.path().join("c.part/a")).unwrap().len(), 40_000);
+    write_all(&s, &c, &bytes);
+    // Appended to after that: cut again on completion.
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(dir.path().join("c.part/b")).unwrap().write_all(b"more").unwrap();
+    s.finish().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("c/a")).unwrap(), &bytes[..40_000]);
+    assert_eq!(std::fs::read(dir.path().join("c/b")).unwrap(), &bytes[40_000..]);
+
+    // Under the final name (complete content found there): cut by finish, which is what a
+    // torrent calls once every piece checks.
+    let dir = tempfile::tempdir().unwrap();
+    let (c, bytes) = content(ContentKind::File, &[("", 50_000)]);
+    std::fs::write(dir.path().join("c"), [&bytes[..], &[0u8; 5000][..]].concat()).unwrap();
+    let s = Storage::open(dir.path(), &c).unwrap();
+    assert_eq!(s.placement(), Placement::Final);
+    let mut buf = Vec::new();
+    assert!((0..c.piece_count()).all(|i| s.check_piece(i, &c.pieces[i], &mut buf).unwrap()));
+    s.finish().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), bytes);
+}
+
+/// Regression (issue 11): a FIFO at a content path made `open` block until a writer came.
+#[test]
+fn special_files_at_content_paths_are_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = content(ContentKind::Directory, &[("a", 40_000), ("sub/b", 30_000)]);
+    std::fs::create_dir_all(dir.path().join("c.part/sub")).unwrap();
+    let fifo = dir.path().join("c.part/sub/b");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let s = Arc::new(Storage::open(dir.path(), &c).unwrap());
+    // Run where a hang is noticed instead of blocking the test run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = s.clone();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let read = s2.read_piece(3, &mut buf).map(|_| ());
+        let prepare = s2.prepare_download();
+        let _ = tx.send((read, prepare));
+    });
+    let (read, prepare) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("storage blocked on a FIFO");
+    for e in [read.unwrap_err(), prepare.unwrap_err()] {
+        let text = e.to_string();
+        assert!(text.starts_with(&format!("{}: is a FIFO (named pipe)", fifo.display())), "{text}");
+        assert!(!e.may_pass());
+    }
+    assert_eq!(s.stamps()[1], None, "a FIFO has no stamp");
 }

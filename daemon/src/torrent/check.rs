@@ -81,15 +81,14 @@ mod tests {
 
     fn layout() -> Layout {
         // two files of 3 pieces each (piece 16 KiB)
-        let files = vec![
-            FileEntry { path: "a".parse().unwrap(), length: 48 << 10 },
-            FileEntry { path: "b".parse().unwrap(), length: 48 << 10 },
-        ];
+        let files =
+            vec![FileEntry::new("a".parse().unwrap(), 48 << 10), FileEntry::new("b".parse().unwrap(), 48 << 10)];
         Layout::new(&Content {
             kind: ContentKind::Directory,
             name: "x".into(),
             piece_length: 16 << 10,
             files,
+            empty_dirs: Vec::new(),
             pieces: vec![PieceHash([0; 32]); 6],
             total_length: 96 << 10,
         })
