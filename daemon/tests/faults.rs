@@ -23,9 +23,17 @@ fn seed_content(seed: &Node, source: &Path, extra: &[&str]) -> (std::path::PathB
     (desc, hash)
 }
 
-/// Temporary files an interrupted atomic write left anywhere under `dir`.
+/// Temporary files of atomic writes anywhere under `dir`.
 fn temporaries(dir: &Path) -> Vec<String> {
     tree(dir).into_iter().filter(|p| p.contains(".p2pd-tmp.")).collect()
+}
+
+/// Of the temporaries an interrupted write left (`stale`, listed before the restart), those
+/// still there. Only those: the restarted daemon may be in the middle of a save of its own
+/// (its temporary has a new random name), which is no leak — asserting "none at all" made
+/// this test fail about one run in four.
+fn left_behind(stale: &[String], dir: &Path) -> Vec<String> {
+    temporaries(dir).into_iter().filter(|t| stale.contains(t)).collect()
 }
 
 fn state_warnings(node: &Node) -> Vec<String> {
@@ -75,12 +83,13 @@ fn a_crash_at_each_step_of_a_save_leaves_the_old_or_the_new_file() {
         let saved = std::fs::read(node.state().join("node.state")).ok();
         assert_eq!(saved.is_some(), step == "rename" || step == "fsync_dir", "{step}: node.state");
         node.env.clear();
+        let stale = temporaries(node.root.path());
         node.start();
         assert!(state_warnings(&node).is_empty(), "{step}: {:?}", state_warnings(&node));
         if let Some(saved) = saved {
             assert_eq!(std::fs::read(node.state().join("node.state")).unwrap(), saved, "the identity was kept");
         }
-        assert!(temporaries(node.root.path()).is_empty(), "{step}: {:?}", temporaries(node.root.path()));
+        assert!(left_behind(&stale, node.root.path()).is_empty(), "{step}: {:?}", temporaries(node.root.path()));
         node.stop();
 
         // A torrent file, written by `add` before it is acknowledged.
@@ -90,10 +99,11 @@ fn a_crash_at_each_step_of_a_save_leaves_the_old_or_the_new_file() {
         assert_ne!(node.ctl(&["add", desc.to_str().unwrap()]).code, 0, "{step}: add cannot be acknowledged");
         expect_abort(&mut node, step);
         node.env.clear();
+        let stale = temporaries(node.root.path());
         node.start();
         let kept = node.torrent(&hash).is_some();
         assert_eq!(kept, step == "rename" || step == "fsync_dir", "{step}: the torrent file is old or new");
-        assert!(temporaries(node.root.path()).is_empty(), "{step}: {:?}", temporaries(node.root.path()));
+        assert!(left_behind(&stale, node.root.path()).is_empty(), "{step}: {:?}", temporaries(node.root.path()));
         if !kept {
             node.add(&desc);
         }
@@ -118,10 +128,12 @@ fn a_crash_at_each_step_of_a_save_leaves_the_old_or_the_new_file() {
             }
             expect_abort(&mut node, step);
             node.env.clear();
+            let stale = temporaries(node.root.path());
             node.start();
             let warnings = state_warnings(&node);
             assert!(warnings.is_empty(), "{step} {file}: {warnings:?}\nstate before: {before:?}");
-            assert!(temporaries(node.root.path()).is_empty(), "{step} {file}: {:?}", temporaries(node.root.path()));
+            let left = left_behind(&stale, node.root.path());
+            assert!(left.is_empty(), "{step} {file}: {left:?}");
             node.wait_state(&hash, "seeding");
             assert!(
                 common::peers(&node, &hash).iter().any(|p| p["address"] == seed.addr()),
@@ -162,18 +174,21 @@ fn sigkill_at_random_moments_during_one_download() {
         leecher.kill();
         kills += 1;
         assert!(!leecher.data().join("k.bin").exists(), "nothing under the final name before completion");
+        let stale = temporaries(&leecher.state());
         leecher.start();
         // Once checked, every piece reported verified before the kill is verified again.
         let after = eventually(PATIENCE, "the restart check", || {
             leecher.torrent(&hash).filter(|t| t["state"] != "checking").map(|t| t["pieces_done"].as_u64().unwrap())
         });
         assert!(after >= reported, "kill {kills}: {reported} pieces were reported, {after} after restart");
-        assert!(temporaries(&leecher.state()).is_empty(), "{:?}", temporaries(&leecher.state()));
+        assert!(left_behind(&stale, &leecher.state()).is_empty(), "{:?}", temporaries(&leecher.state()));
         assert!(Instant::now() < deadline, "no completion after {kills} kills");
     }
     assert!(kills >= 5, "only {kills} kills happened before completion");
     assert_eq!(std::fs::read(leecher.data().join("k.bin")).unwrap(), bytes);
-    assert!(temporaries(leecher.root.path()).is_empty());
+    // Stopped cleanly (a running daemon may be mid-save), nothing temporary is left.
+    assert_eq!(leecher.stop(), 0);
+    assert!(temporaries(leecher.root.path()).is_empty(), "{:?}", temporaries(leecher.root.path()));
     let sent = eventually(PATIENCE, "the seed's counters", || {
         let a = seed.torrent(&hash)?["uploaded"].as_u64()?;
         std::thread::sleep(Duration::from_millis(1200));
