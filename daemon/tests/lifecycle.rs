@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -215,4 +216,32 @@ fn daemon_mode_detaches_and_logs_to_syslog() {
     };
     eventually(PATIENCE, "the daemon to exit", || (!alive()).then_some(()));
     assert!(!node.socket().exists());
+}
+
+/// CPU time a process has used (user + system), in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// A node with nothing to do stays idle, and stops on SIGTERM. Its discovery loop once spun at
+/// full CPU from 30 s (`SAVE_EVERY`) after its last save — a past deadline fired at once,
+/// every time round, and the loop never yielded — starving its executor thread so that even
+/// SIGTERM could not stop it.
+#[test]
+fn a_quiet_node_stays_idle_and_stops_on_sigterm() {
+    let mut node = Node::new();
+    node.start();
+    // Quiet past the first save and the interval after it.
+    std::thread::sleep(p2pd::discovery::service::SAVE_EVERY * 2 + Duration::from_secs(2));
+    let before = cpu_ticks(node.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    let used = cpu_ticks(node.pid()) - before;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+    assert!(used < hz / 2, "a node with nothing to do used {used} ticks of CPU ({hz}/s) in 4 s");
+    assert_eq!(node.stop(), 0, "SIGTERM stops it");
 }

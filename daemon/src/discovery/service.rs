@@ -288,7 +288,14 @@ impl Service {
             if self.dirty && now.duration_since(self.last_save) >= SAVE_EVERY {
                 self.save(now).await;
             }
-            let deadline = self.node.next_deadline().min(next_publish).min(self.last_save + SAVE_EVERY);
+            // The next save is due only when there is something to save: a deadline in the past
+            // would fire at once, every time round, and the loop would spin without ever
+            // yielding — a quiet node did that 30 s after its last save, at full CPU, starving
+            // the executor thread so that even SIGTERM could not stop it.
+            let mut deadline = self.node.next_deadline().min(next_publish);
+            if self.dirty {
+                deadline = deadline.min(self.last_save + SAVE_EVERY);
+            }
             let wake = future::or(
                 async { Wake::Datagram(self.socket.recv_from(&mut buf).await) },
                 future::or(async { Wake::Command(commands.recv().await.ok()) }, async {
