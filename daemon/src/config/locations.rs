@@ -27,6 +27,9 @@ pub struct Locations {
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where clients other than root may put content (`data_roots`, default `[data_dir]`),
+    /// absolute and normalized; symbolic links in them are resolved when a path is checked.
+    pub data_roots: Vec<PathBuf>,
     pub control_socket: PathBuf,
 }
 
@@ -142,7 +145,11 @@ impl Locations {
             config.data_dir.as_ref().map(relative_to_config).unwrap_or_else(|| env.default_data_dir(&state_dir));
         let control_socket =
             config.control_socket.as_ref().map(relative_to_config).unwrap_or_else(|| env.default_socket(&state_dir));
-        Locations { config_dir: config_dir.to_path_buf(), state_dir, data_dir, control_socket }
+        let data_roots = match &config.data_roots {
+            Some(roots) => roots.iter().map(relative_to_config).collect(),
+            None => vec![data_dir.clone()],
+        };
+        Locations { config_dir: config_dir.to_path_buf(), state_dir, data_dir, data_roots, control_socket }
     }
 }
 
@@ -206,5 +213,9 @@ mod tests {
         let l = Locations::resolve(Path::new("/cfg"), &config, &Environment::default());
         assert_eq!(l.state_dir, PathBuf::from("/cfg/state"));
         assert_eq!(l.data_dir, PathBuf::from("/srv/data"));
+        assert_eq!(l.data_roots, vec![PathBuf::from("/srv/data")], "data_roots default to data_dir");
+        let config = Config { data_roots: Some(vec!["/srv/a".into(), "b".into()]), ..Default::default() };
+        let l = Locations::resolve(Path::new("/cfg"), &config, &Environment::default());
+        assert_eq!(l.data_roots, vec![PathBuf::from("/srv/a"), PathBuf::from("/cfg/b")]);
     }
 }

@@ -19,6 +19,7 @@ use crate::control::server;
 use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, InfoHash};
 use crate::state::atomic::TEMP_MARKER;
 use crate::torrent::StopMode;
+use crate::units::ByteSize;
 use crate::yaml;
 
 /// One file of `torrents/` as read from disk.
@@ -131,16 +132,46 @@ impl Supervisor {
                 }
             }
         }
-        if new.data_dir != old.data_dir {
+        if new.data_dir != old.data_dir || new.data_roots != old.data_roots {
             let env = crate::config::locations::Environment::current();
             let resolved = crate::config::Locations::resolve(&self.locations.config_dir, &new, &env);
-            report.applied.push(format!(
-                "data_dir: {} → {} (torrents without their own data_dir use it)",
-                self.locations.data_dir.display(),
-                resolved.data_dir.display()
-            ));
-            self.locations.data_dir = resolved.data_dir;
+            if resolved.data_dir != self.locations.data_dir {
+                report.applied.push(format!(
+                    "data_dir: {} → {} (torrents without their own data_dir use it)",
+                    self.locations.data_dir.display(),
+                    resolved.data_dir.display()
+                ));
+                self.locations.data_dir = resolved.data_dir;
+            }
+            if resolved.data_roots != self.locations.data_roots {
+                let show = |roots: &[std::path::PathBuf]| {
+                    roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                };
+                report.applied.push(format!(
+                    "data_roots: [{}] → [{}]",
+                    show(&self.locations.data_roots),
+                    show(&resolved.data_roots)
+                ));
+                self.locations.data_roots = resolved.data_roots;
+            }
         }
+        // The in-flight caps are read when the engines start.
+        let mut restart_only_size = |key: &str, old: ByteSize, new: &mut ByteSize| {
+            if *new != old {
+                report.needs_restart.push(format!("limits.{key}: {old} → {new} (restart p2pd to apply)"));
+                *new = old;
+            }
+        };
+        restart_only_size(
+            "max_in_flight_per_peer",
+            old.limits.max_in_flight_per_peer,
+            &mut new.limits.max_in_flight_per_peer,
+        );
+        restart_only_size(
+            "max_in_flight_per_torrent",
+            old.limits.max_in_flight_per_torrent,
+            &mut new.limits.max_in_flight_per_torrent,
+        );
         if new.limits != old.limits {
             let sw = &self.ctx.swarm;
             sw.upload.set(new.limits.upload_rate);
