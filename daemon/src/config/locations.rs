@@ -135,6 +135,41 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// `path` (absolute) as the kernel will reach it: symbolic links and `..` resolved in the part
+/// that exists (canonicalized), `.` and `..` removed lexically from the part that does not (it
+/// holds no links yet). Used to compare where content goes, and to check it against
+/// `data_roots`: `/srv/data/link/x` with `link → /etc` is `/etc/x`.
+pub fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not an absolute path", path.display()),
+        ));
+    }
+    let components: Vec<Component> = path.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..existing].iter().collect();
+        match std::fs::canonicalize(&prefix) {
+            Ok(mut resolved) => {
+                for c in &components[existing..] {
+                    match c {
+                        Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        Component::Normal(name) => resolved.push(name),
+                        Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                    }
+                }
+                return Ok(resolved);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(normalize(path))
+}
+
 impl Locations {
     /// Resolves every location for `config` loaded from `config_dir`.
     pub fn resolve(config_dir: &Path, config: &Config, env: &Environment) -> Locations {
@@ -204,6 +239,20 @@ mod tests {
         let config = Config { state_dir: Some("../state".into()), ..Default::default() };
         let l = Locations::resolve(Path::new("/srv/p2pd/cfg"), &config, &Environment::default());
         assert_eq!(l.state_dir, PathBuf::from("/srv/p2pd/state"));
+    }
+
+    #[test]
+    fn resolve_follows_links_where_they_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(base.join("data")).unwrap();
+        std::os::unix::fs::symlink("/etc", base.join("data/link")).unwrap();
+        assert_eq!(resolve(&base.join("data/new/sub")).unwrap(), base.join("data/new/sub"));
+        assert_eq!(resolve(&base.join("data/link/x")).unwrap(), PathBuf::from("/etc/x"));
+        assert_eq!(resolve(&base.join("data/link/../y")).unwrap(), PathBuf::from("/y"));
+        assert_eq!(resolve(&base.join("data/new/../../etc")).unwrap(), base.join("etc"));
+        assert_eq!(resolve(&base.join("data/./z")).unwrap(), base.join("data/z"));
+        assert!(resolve(Path::new("relative")).is_err());
     }
 
     #[test]

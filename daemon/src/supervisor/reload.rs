@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::content::TorrentLabel;
 use super::{FileRecord, Supervisor};
 use crate::config::torrent_entry::TorrentEntry;
 use crate::config::{Config, TORRENTS_DIR};
@@ -206,7 +207,9 @@ impl Supervisor {
                 && let Some(hash) = record.running
             {
                 let torrent = self.torrents.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
-                let _ = self.stop_torrent(&hash, StopMode::Forget).await;
+                if let Err(e) = self.forget_torrent(&hash).await {
+                    report.rejected.push(format!("stopping {torrent}: {e}"));
+                }
                 report.applied.push(format!("stopped {torrent} ({}): torrents/{name} was removed", short(&hash)));
             }
         }
@@ -261,13 +264,28 @@ impl Supervisor {
             );
             return;
         }
+        // A new torrent may not take a content path another one uses (the one running keeps it).
+        let path = if previous == Some(hash) {
+            None
+        } else {
+            let path = self.content_path(&entry.settings, &entry.descriptor).await;
+            let label = TorrentLabel { name: entry.descriptor.content.name.clone(), info_hash: hash };
+            if let Err(e) = self.path_in_use(&path, label, previous) {
+                self.reject(name, fingerprint, format!("torrents/{name}: {e}"), report);
+                return;
+            }
+            Some(path)
+        };
         let record = FileRecord { fingerprint, settings: Some(entry.settings.clone()), running: previous, error: None };
         self.files.insert(name.to_string(), record);
-        match previous {
-            Some(old) if old == hash => self.refresh_settings(name, report).await,
-            Some(old) => {
-                let _ = self.stop_torrent(&old, StopMode::Forget).await;
-                self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings);
+        match (previous, path) {
+            (Some(old), _) if old == hash => self.refresh_settings(name, report).await,
+            (_, None) => {}
+            (Some(old), Some(path)) => {
+                if let Err(e) = self.forget_torrent(&old).await {
+                    report.rejected.push(format!("stopping {}: {e}", short(&old)));
+                }
+                self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings, path);
                 report.applied.push(format!(
                     "torrents/{name} now names {} ({}); stopped {}",
                     entry.descriptor.content.name,
@@ -275,14 +293,14 @@ impl Supervisor {
                     short(&old)
                 ));
             }
-            None => {
+            (None, Some(path)) => {
                 let descriptor: Arc<Descriptor> = Arc::new(entry.descriptor);
                 report.applied.push(format!(
                     "started {} ({}) from torrents/{name}",
                     descriptor.content.name,
                     short(&hash)
                 ));
-                self.start_torrent(name, descriptor, &entry.settings);
+                self.start_torrent(name, descriptor, &entry.settings, path);
             }
         }
     }
@@ -301,11 +319,19 @@ impl Supervisor {
         let torrent = handle.shared.name.clone();
         if current.data_dir != wanted.data_dir {
             let descriptor = handle.spec.descriptor.clone();
+            let path = self.content_path(&settings, &descriptor).await;
+            let label = TorrentLabel { name: torrent.clone(), info_hash: hash };
+            if let Err(e) = self.path_in_use(&path, label, Some(hash)) {
+                report
+                    .rejected
+                    .push(format!("torrents/{name}: {e} ({torrent} keeps running in {})", current.data_dir.display()));
+                return;
+            }
             let _ = self.stop_torrent(&hash, StopMode::Suspend).await;
             if let Some(r) = self.files.get_mut(name) {
                 r.running = None;
             }
-            self.start_torrent(name, descriptor, &settings);
+            self.start_torrent(name, descriptor, &settings, path);
             report.applied.push(format!(
                 "{torrent}: data directory {} → {} (restarted)",
                 current.data_dir.display(),
