@@ -156,6 +156,41 @@ fn torrent_files_naming_one_path_keep_the_first() {
     node.wait_state(&b, "leeching");
 }
 
+/// Editing a torrent file to move its content onto another torrent's path is refused; the
+/// torrent keeps running where it was.
+#[test]
+fn moving_onto_another_torrents_path_is_refused() {
+    let mut node = Node::new();
+    node.start();
+    let src = node.root.path().join("src");
+    random_file(&src.join("a/tc"), 100_000, 15);
+    random_file(&src.join("b/tc"), 120_000, 16);
+    let da = create_descriptor(&src.join("a/tc"), &node.root.path().join("a.desc"), &[]);
+    let db = create_descriptor(&src.join("b/tc"), &node.root.path().join("b.desc"), &[]);
+    let other = node.root.path().join("other");
+    let a = node.add(&da);
+    let b = node.ctl_ok(&["add", db.to_str().unwrap(), "--data", other.to_str().unwrap()]).trim().to_string();
+    node.wait_state(&b, "leeching");
+    let file = node.torrents().join(format!("{b}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let moved = text.replace(other.to_str().unwrap(), node.data().to_str().unwrap());
+    assert_ne!(text, moved);
+    std::fs::write(&file, moved).unwrap();
+    let r = node.ctl(&["reload"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let expected = format!(
+        "torrents/{b}.yaml: content path {} of tc ({}) is already used by tc ({}) (torrents/{a}.yaml); remove that \
+         torrent first, or add this one with --data DIR elsewhere (tc keeps running in {})",
+        node.data().join("tc").display(),
+        short(&b),
+        short(&a),
+        other.display()
+    );
+    assert!(r.stdout.contains(&expected), "{}", r.stdout);
+    assert_eq!(node.torrent(&b).unwrap()["data_dir"], other.to_str().unwrap());
+    assert_eq!(node.torrent(&a).unwrap()["data_dir"], node.data().to_str().unwrap());
+}
+
 fn torrent_file(desc: &Path) -> String {
     let body: String = std::fs::read_to_string(desc)
         .unwrap()

@@ -353,6 +353,61 @@ mod tests {
         assert_eq!(claims.load(&h2).unwrap().how, ClaimKind::Created);
     }
 
+    /// A torrent from before claims: its resume state's stamps vouch for its `.part`, as long
+    /// as the files are exactly as it recorded them.
+    #[test]
+    fn a_resume_state_that_matches_the_files_vouches_for_them() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let c = content("tc", &[5u8; 40_000]);
+        std::fs::write(data.path().join("tc.part"), [5u8; 20_000]).unwrap();
+        let s = Storage::open(data.path(), &c).unwrap();
+        let stamps = s.stamps();
+        let (h1, h2) = (InfoHash([12; 32]), InfoHash([13; 32]));
+        let other = vec![Some(FileStamp { length: 20_000, mtime_ns: 1 })];
+        assert!(matches!(s.claim(&claims, h1, 1, Some(&other)), Err(StorageError::Foreign(_))));
+        s.claim(&claims, h2, 1, Some(&stamps)).unwrap();
+        assert_eq!(claims.load(&h2).unwrap().how, ClaimKind::Recorded);
+    }
+
+    /// `delete_data` removes regular files at the layout's paths where the content is now, and
+    /// nothing else: not a link or a FIFO put at a layout path, not a `NAME.part` beside it.
+    #[test]
+    fn deletion_removes_only_regular_files_of_the_layout() {
+        let data = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let (a, b) = (vec![1u8; 20_000], vec![2u8; 10_000]);
+        let mut h = PieceHasher::new(16 << 10);
+        h.update(&a);
+        h.update(&b);
+        let c = Content {
+            kind: ContentKind::Directory,
+            name: "d".into(),
+            piece_length: 16 << 10,
+            files: vec![
+                FileEntry { path: "a".parse().unwrap(), length: 20_000 },
+                FileEntry { path: "sub/b".parse().unwrap(), length: 10_000 },
+                FileEntry { path: "sub/f".parse().unwrap(), length: 0 },
+            ],
+            pieces: h.finish(),
+            total_length: 30_000,
+        };
+        std::fs::create_dir_all(data.path().join("d/sub")).unwrap();
+        std::fs::write(data.path().join("d/a"), &a).unwrap();
+        std::fs::write(outside.path().join("target"), b"outside").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("target"), data.path().join("d/sub/b")).unwrap();
+        nix::unistd::mkfifo(&data.path().join("d/sub/f"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(data.path().join("d.part"), b"someone else's").unwrap();
+        let s = Storage::open(data.path(), &c).unwrap();
+        s.delete_data().unwrap();
+        assert!(!data.path().join("d/a").exists());
+        assert!(data.path().join("d/sub/b").symlink_metadata().unwrap().file_type().is_symlink());
+        assert!(data.path().join("d/sub/f").exists());
+        assert_eq!(std::fs::read(outside.path().join("target")).unwrap(), b"outside");
+        assert_eq!(std::fs::read(data.path().join("d.part")).unwrap(), b"someone else's");
+    }
+
     #[test]
     fn deletion_needs_a_claim() {
         let state = tempfile::tempdir().unwrap();
