@@ -200,9 +200,14 @@ impl Storage {
         };
         let claim = Claim::new(info_hash, data_dir, &self.name, how)
             .map_err(|source| StorageError::Io { context: format!("data directory {}", data_dir.display()), source })?;
-        claims
-            .save(&claim)
-            .map_err(|e| StorageError::Io { context: "recording the content's owner".into(), source: e.source })
+        claims.save(&claim).map_err(|e| StorageError::Io {
+            context: format!(
+                "{} (recording that this torrent owns {})",
+                e.path.display(),
+                data_dir.join(&self.name).display()
+            ),
+            source: e.source,
+        })
     }
 
     /// Where anything (of any kind) is at the content's final or partial name, final first.

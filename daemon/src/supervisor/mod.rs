@@ -298,14 +298,16 @@ impl Supervisor {
         handle.stop(how).await
     }
 
-    /// Stops a torrent that is no longer managed: its state and its claim on the content go;
-    /// the content stays.
-    async fn forget_torrent(&mut self, hash: &InfoHash) -> Result<(), String> {
-        let stopped = self.stop_torrent(hash, StopMode::Forget).await;
-        let claims = self.claims.clone();
-        let hash = *hash;
-        let forgotten = smol::unblock(move || claims.remove(&hash)).await.map_err(|e| e.to_string());
-        stopped.and(forgotten)
+    /// Stops a torrent that is no longer managed: its state and its claim on the content go
+    /// (problems are logged; the torrent is gone either way); the content stays.
+    async fn forget_torrent(&mut self, hash: &InfoHash) {
+        if let Err(e) = self.stop_torrent(hash, StopMode::Forget).await {
+            warn!("{e}");
+        }
+        let (claims, hash) = (self.claims.clone(), *hash);
+        if let Err(e) = smol::unblock(move || claims.remove(&hash)).await {
+            warn!("cannot forget which content {hash} owned: {e}");
+        }
     }
 
     async fn add(&mut self, request: AddRequest) -> Result<Response, AddError> {
@@ -463,15 +465,10 @@ impl Supervisor {
             }
         })
         .await;
-        let (data_deleted, data_kept) = match &deletion {
-            Ok(Some(Deletion::Deleted)) => (true, None),
-            Ok(Some(Deletion::Kept(why))) => (false, Some(why.clone())),
-            _ => (false, None),
-        };
-        let what = match (&deletion, delete_data) {
-            (Ok(Some(Deletion::Deleted)), _) => ", data deleted".to_string(),
-            (Ok(Some(Deletion::Kept(why))), _) => format!(", {why}"),
-            _ => String::new(),
+        let (data_deleted, data_kept, what) = match &deletion {
+            Ok(Some(Deletion::Deleted)) => (true, None, ", data deleted".to_string()),
+            Ok(Some(Deletion::Kept(why))) => (false, Some(why.clone()), format!(", {why}")),
+            _ => (false, None, String::new()),
         };
         info!("{}: removed ({hash}){what}", torrent.name);
         let result = stopped.and(deletion.map(|_| ()).map_err(|e| format!("{}: deleting data: {e}", torrent.name)));

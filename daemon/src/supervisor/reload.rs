@@ -207,9 +207,7 @@ impl Supervisor {
                 && let Some(hash) = record.running
             {
                 let torrent = self.torrents.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
-                if let Err(e) = self.forget_torrent(&hash).await {
-                    report.rejected.push(format!("stopping {torrent}: {e}"));
-                }
+                self.forget_torrent(&hash).await;
                 report.applied.push(format!("stopped {torrent} ({}): torrents/{name} was removed", short(&hash)));
             }
         }
@@ -282,9 +280,7 @@ impl Supervisor {
             (Some(old), _) if old == hash => self.refresh_settings(name, report).await,
             (_, None) => {}
             (Some(old), Some(path)) => {
-                if let Err(e) = self.forget_torrent(&old).await {
-                    report.rejected.push(format!("stopping {}: {e}", short(&old)));
-                }
+                self.forget_torrent(&old).await;
                 self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings, path);
                 report.applied.push(format!(
                     "torrents/{name} now names {} ({}); stopped {}",
