@@ -415,3 +415,33 @@ fn group_members_may_add_only_inside_data_roots() {
     let r = member(&["add", &d(4), "--data", extra.join("b").to_str().unwrap()]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// A crash at each step of saving a claim (made before the first byte of content is written):
+/// after a restart the torrent carries on, with no temporary file and no warning left.
+#[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs `--features p2pd/fault-injection`")]
+fn a_crash_while_claiming_loses_nothing() {
+    for step in ["write_tmp", "fsync_file", "rename", "fsync_dir"] {
+        let mut node = Node::new();
+        random_file(&node.root.path().join("f.bin"), 100_000, 51);
+        let desc = create_descriptor(&node.root.path().join("f.bin"), &node.root.path().join("f.desc"), &[]);
+        node.env = vec![("P2PD_FAULT".into(), format!("abort_after:{step}:/claims/"))];
+        node.start();
+        let hash = hash_of(&desc);
+        // The torrent starts (and claims) while `add` is answered: the answer may be lost.
+        node.ctl(&["add", desc.to_str().unwrap()]);
+        let child = node.child.as_mut().unwrap();
+        let status = eventually(PATIENCE, "the abort", || child.try_wait().unwrap());
+        node.child = None;
+        assert!(node.log().contains(&format!("fault injection: aborting after {step}")), "{step}: {status}");
+        assert!(!node.data().join("f.bin.part").exists(), "{step}: nothing written before the claim is durable");
+        node.env.clear();
+        node.start();
+        node.wait_state(&hash, "leeching");
+        assert!(node.data().join("f.bin.part").exists());
+        let temporaries: Vec<String> =
+            tree(node.root.path()).into_iter().filter(|p| p.contains(".p2pd-tmp.")).collect();
+        assert!(temporaries.is_empty(), "{step}: {temporaries:?}");
+        assert!(node.status()["node"]["state_warnings"].as_array().unwrap().is_empty(), "{step}");
+    }
+}

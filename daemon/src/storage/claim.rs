@@ -144,6 +144,11 @@ impl Claims {
             .map_err(|source| ClaimError { path, source })
     }
 
+    /// Deletes the temporary files an interrupted save left (at start-up).
+    pub fn remove_stale_temporaries(&self) -> io::Result<usize> {
+        atomic::remove_stale_temporaries(&self.dir)
+    }
+
     /// Forgets the claim of `hash` (durably; none is fine).
     pub fn remove(&self, hash: &InfoHash) -> Result<(), ClaimError> {
         let path = self.path(hash);

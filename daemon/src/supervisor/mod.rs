@@ -171,6 +171,11 @@ impl Supervisor {
             Ok(n) => info!("removed {n} temporary files left in {} by a crash", self.torrents_dir().display()),
             Err(e) => warn!("cannot clean temporary files in {}: {e}", self.torrents_dir().display()),
         }
+        match self.claims.remove_stale_temporaries() {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} temporary claim files left by a crash"),
+            Err(e) => warn!("cannot clean temporary claim files: {e}"),
+        }
         let mut report = ReloadReport::default();
         self.sync_torrents(&mut report).await;
         for line in &report.rejected {
