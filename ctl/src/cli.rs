@@ -48,18 +48,27 @@ pub enum Command {
         bootstrap: Vec<String>,
     },
     /// Add a torrent from a descriptor; prints its info hash
+    ///
+    /// Content already at DIR/NAME is seeded if every piece of it verifies; anything else
+    /// there is left untouched and the torrent shows an error, unless --adopt is given.
     Add {
         /// The descriptor file
         descriptor: PathBuf,
-        /// Directory to keep the content in [default: the daemon's data_dir]
+        /// Directory to keep the content in [default: the daemon's data_dir]; a user other
+        /// than root may only name one inside the daemon's data_roots
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Take over what is already at DIR/NAME even if it does not verify: missing and
+        /// differing pieces are downloaded over it (also for a torrent already added)
+        #[arg(long)]
+        adopt: bool,
     },
     /// Stop managing a torrent
     Remove {
         /// Info hash, a unique prefix of it, or the torrent's name
         id: String,
-        /// Also delete the torrent's files
+        /// Also delete the torrent's files: only the files of its layout, and only if the
+        /// torrent created, verified or adopted them
         #[arg(long)]
         delete_data: bool,
     },

@@ -40,7 +40,7 @@ fn run(cli: Cli) -> CtlResult {
         Command::Create { path, output, piece_size, bootstrap } => {
             commands::create::run(&path, output, piece_size, bootstrap)
         }
-        Command::Add { descriptor, data } => commands::add::run(&client()?, &descriptor, data),
+        Command::Add { descriptor, data, adopt } => commands::add::run(&client()?, &descriptor, data, adopt),
         Command::Remove { id, delete_data } => commands::remove::run(&client()?, id, delete_data),
         Command::Status { id, json } => commands::status::run(&client()?, id, json),
         Command::List { json } => commands::status::list(&client()?, json),

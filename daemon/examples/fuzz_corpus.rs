@@ -118,7 +118,15 @@ fn descriptor_and_config(descriptors: &[Descriptor]) {
 
 fn control(descriptors: &[Descriptor]) {
     let requests = vec![
-        ("add", Request::Add { descriptor: descriptors[0].to_yaml(), source: "x.desc".into(), data_dir: None }),
+        (
+            "add",
+            Request::Add {
+                descriptor: descriptors[0].to_yaml(),
+                source: "x.desc".into(),
+                data_dir: None,
+                adopt: false,
+            },
+        ),
         ("remove", Request::Remove { id: "abc".into(), delete_data: true }),
     ];
     for (name, request) in requests {

@@ -149,3 +149,107 @@ fn reload_storm() {
     node.ctl(&["reload"]);
     assert!(fds() <= before + 2, "file descriptors leaked: {before} → {}", fds());
 }
+
+/// Every duration, size and count in the config has an upper bound. A value above it keeps
+/// p2pd from starting (one line naming the file, line, key and range; before bounds, a huge
+/// lookup timeout started fine and panicked on the first lookup), and `p2pctl reload`
+/// rejects it with the same line while the running configuration stays in force.
+#[test]
+fn values_above_their_bound_are_rejected_with_file_and_line() {
+    // Start-up: refused before anything runs.
+    let mut node = Node::with_config("discovery:\n  lookup_timeout_secs: 18446744073709551615\n");
+    node.spawn();
+    let child = node.child.as_mut().unwrap();
+    let status = eventually(PATIENCE, "p2pd to refuse its config and exit", || child.try_wait().unwrap());
+    node.child = None;
+    assert_eq!(status.code(), Some(1), "{}", node.log());
+    let cfg = node.cfg().join("p2pd.yaml");
+    let expected = format!(
+        "p2pd: {}: line 7, column 24: discovery.lookup_timeout_secs: 18446744073709551615 is above the maximum; \
+         allowed: 1 to 3600 seconds",
+        cfg.display()
+    );
+    assert!(node.log().lines().any(|l| l == expected), "expected `{expected}` in:\n{}", node.log());
+    // The same from --check-config.
+    let check = std::process::Command::new(p2pd_bin())
+        .arg("--config-dir")
+        .arg(node.cfg())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains(&expected["p2pd: ".len()..]));
+
+    // Reload of a running daemon: each bounded section rejected with its line; nothing applied.
+    node.write_config("");
+    node.start();
+    for (extra, line, key_and_range) in [
+        ("limits:\n  max_peers: 10001\n", 7, "limits.max_peers: 10001 is above the maximum; allowed: 1 to 10000"),
+        (
+            "limits:\n  upload_rate: 100Gbit\n",
+            7,
+            "limits.upload_rate: 12500 MB/s is above the maximum; allowed: 1 kB/s to 4 GB/s, or unlimited",
+        ),
+        (
+            "limits:\n  max_in_flight_per_peer: 2GiB\n",
+            7,
+            "limits.max_in_flight_per_peer: 2147483648 (2 GiB) is above the maximum; allowed: 256 KiB to 1 GiB",
+        ),
+        (
+            "discovery:\n  k: 8\n  peer_ttl_secs: 604801\n",
+            8,
+            "discovery.peer_ttl_secs: 604801 is above the maximum; allowed: 10 to 604800 seconds",
+        ),
+        ("discovery:\n  rpc_timeout_ms: 60001\n", 7, "discovery.rpc_timeout_ms: 60001 is above the maximum"),
+    ] {
+        node.write_config(extra);
+        let r = node.ctl(&["reload"]);
+        assert_eq!(r.code, 1, "{extra}: {r:?}");
+        let prefix = format!("{}: line {line}, column ", cfg.display());
+        let rejected =
+            r.stdout.lines().find(|l| l.contains(&prefix)).unwrap_or_else(|| panic!("{extra}: {}", r.stdout));
+        assert!(rejected.contains(key_and_range), "{rejected}");
+        assert!(rejected.ends_with("; keeping the previous configuration"), "{rejected}");
+    }
+    assert_eq!(node.status()["node"]["listen"], node.addr(), "the daemon runs on");
+
+    // A torrent file's settings are bounded too.
+    random_file(&node.root.path().join("t.bin"), 30_000, 41);
+    let desc = create_descriptor(&node.root.path().join("t.bin"), &node.root.path().join("t.desc"), &[]);
+    node.write_config("");
+    node.ctl_ok(&["reload"]);
+    std::fs::create_dir_all(node.torrents()).unwrap();
+    std::fs::write(node.torrents().join("t.yaml"), torrent_file(&desc, "max_peers: 20000\n")).unwrap();
+    let r = node.ctl(&["reload"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("torrents/t.yaml: line 1, column 12: max_peers: 20000 is above the maximum; allowed: 1 to 10000"),
+        "{}",
+        r.stdout
+    );
+    assert!(node.status()["torrents"].as_array().unwrap().is_empty());
+}
+
+/// The in-flight caps are read, bounded and reported; the engines size their buffers when
+/// they start, so a change waits for a restart.
+#[test]
+fn in_flight_limits_need_a_restart() {
+    let mut node = Node::new();
+    node.start();
+    node.write_config("limits:\n  max_in_flight_per_peer: 8MiB\n  max_in_flight_per_torrent: 1GiB\n");
+    let r = node.ctl(&["reload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("limits.max_in_flight_per_peer: 64 MiB → 8 MiB (restart p2pd to apply)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("limits.max_in_flight_per_torrent: 256 MiB → 1 GiB (restart p2pd to apply)"),
+        "{}",
+        r.stdout
+    );
+    // Still pending (not applied) on the next reload.
+    assert!(node.ctl_ok(&["reload"]).contains("max_in_flight_per_peer: 64 MiB → 8 MiB"));
+    // A fresh start takes them without complaint.
+    assert_eq!(node.stop(), 0);
+    node.start();
+    assert_eq!(node.ctl_ok(&["reload"]).trim(), "nothing changed");
+}

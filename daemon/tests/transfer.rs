@@ -127,11 +127,12 @@ fn a_leecher_with_half_the_pieces_fetches_only_the_rest() {
     let bytes = random_file(&src, 8 << 20, 5);
     let (desc, hash) = start_seed(&seed, &src, &["--piece-size", "256K"]);
     let mut leecher = Node::new();
-    // The first half of the content, at the final name, as if copied by hand.
+    // The first half of the content, at the final name, as if copied by hand; a partial copy
+    // is the torrent's only when the operator says so (docs/CONTROL.md, content paths).
     std::fs::create_dir_all(leecher.data()).unwrap();
     std::fs::write(leecher.data().join("half.bin"), &bytes[..4 << 20]).unwrap();
     leecher.start();
-    leecher.add(&desc);
+    leecher.ctl_ok(&["add", desc.to_str().unwrap(), "--adopt"]);
     wait_complete(&leecher, &hash);
     assert_eq!(std::fs::read(leecher.data().join("half.bin")).unwrap(), bytes);
     let downloaded = leecher.torrent(&hash).unwrap()["downloaded"].as_u64().unwrap();

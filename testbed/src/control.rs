@@ -108,5 +108,6 @@ pub fn add_request(descriptor: &str, source: &Path) -> EncodedRequest {
         descriptor: descriptor.to_string(),
         source: source.display().to_string(),
         data_dir: None,
+        adopt: false,
     })
 }

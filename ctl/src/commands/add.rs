@@ -1,4 +1,4 @@
-//! `p2pctl add FILE.desc [--data DIR]`: prints the info hash on stdout.
+//! `p2pctl add FILE.desc [--data DIR] [--adopt]`: prints the info hash on stdout.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use p2pd::descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 use crate::client::Client;
 use crate::exit::{CtlError, CtlResult, Exit};
 
-pub fn run(client: &Client, file: &Path, data: Option<PathBuf>) -> CtlResult {
+pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool) -> CtlResult {
     let text = p2pd::yaml::read_bounded(file, MAX_DESCRIPTOR_BYTES)
         .map_err(|e| CtlError::failed(format!("{}: {e}", file.display())))?;
     // Check locally first: a clear message without bothering the daemon (which checks again).
@@ -17,13 +17,24 @@ pub fn run(client: &Client, file: &Path, data: Option<PathBuf>) -> CtlResult {
         Some(d) => Some(std::path::absolute(&d).map_err(|e| CtlError::failed(format!("--data {}: {e}", d.display())))?),
         None => None,
     };
-    let response = client.call(Request::Add { descriptor: text, source: file.display().to_string(), data_dir })?;
+    let response =
+        client.call(Request::Add { descriptor: text, source: file.display().to_string(), data_dir, adopt })?;
     let Response::Added(added) = response else {
         return Err(CtlError::failed("unexpected answer from p2pd"));
     };
     println!("{}", added.info_hash);
-    if added.already_present {
+    let content = added.data_dir.join(&added.name);
+    if added.already_present && added.adopted {
+        eprintln!("{} is already added; it now owns {} and checks it again", added.name, content.display());
+    } else if added.already_present {
         eprintln!("{} is already added (data in {})", added.name, added.data_dir.display());
+    } else if added.adopted {
+        eprintln!(
+            "added {}: adopting {} (checked, then completed in place), recorded in {}",
+            added.name,
+            content.display(),
+            added.file.display()
+        );
     } else {
         eprintln!("added {}: data in {}, recorded in {}", added.name, added.data_dir.display(), added.file.display());
     }

@@ -10,6 +10,9 @@ pub fn run(client: &Client, id: String, delete_data: bool) -> CtlResult {
         return Err(CtlError::failed("unexpected answer from p2pd"));
     };
     let data = if r.data_deleted { " and deleted its data" } else { "" };
-    println!("removed {} ({}){data}", r.name, &r.info_hash[..12]);
+    println!("removed {} ({}){data}", r.name, r.info_hash.get(..12).unwrap_or(&r.info_hash));
+    if let Some(kept) = r.data_kept {
+        eprintln!("p2pctl: {kept}");
+    }
     Ok(Exit::Ok)
 }

@@ -27,6 +27,9 @@ pub struct Locations {
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where clients other than root may put content (`data_roots`, default `[data_dir]`),
+    /// absolute and normalized; symbolic links in them are resolved when a path is checked.
+    pub data_roots: Vec<PathBuf>,
     pub control_socket: PathBuf,
 }
 
@@ -132,6 +135,41 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// `path` (absolute) as the kernel will reach it: symbolic links and `..` resolved in the part
+/// that exists (canonicalized), `.` and `..` removed lexically from the part that does not (it
+/// holds no links yet). Used to compare where content goes, and to check it against
+/// `data_roots`: `/srv/data/link/x` with `link → /etc` is `/etc/x`.
+pub fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not an absolute path", path.display()),
+        ));
+    }
+    let components: Vec<Component> = path.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..existing].iter().collect();
+        match std::fs::canonicalize(&prefix) {
+            Ok(mut resolved) => {
+                for c in &components[existing..] {
+                    match c {
+                        Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        Component::Normal(name) => resolved.push(name),
+                        Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                    }
+                }
+                return Ok(resolved);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(normalize(path))
+}
+
 impl Locations {
     /// Resolves every location for `config` loaded from `config_dir`.
     pub fn resolve(config_dir: &Path, config: &Config, env: &Environment) -> Locations {
@@ -142,7 +180,11 @@ impl Locations {
             config.data_dir.as_ref().map(relative_to_config).unwrap_or_else(|| env.default_data_dir(&state_dir));
         let control_socket =
             config.control_socket.as_ref().map(relative_to_config).unwrap_or_else(|| env.default_socket(&state_dir));
-        Locations { config_dir: config_dir.to_path_buf(), state_dir, data_dir, control_socket }
+        let data_roots = match &config.data_roots {
+            Some(roots) => roots.iter().map(relative_to_config).collect(),
+            None => vec![data_dir.clone()],
+        };
+        Locations { config_dir: config_dir.to_path_buf(), state_dir, data_dir, data_roots, control_socket }
     }
 }
 
@@ -200,11 +242,29 @@ mod tests {
     }
 
     #[test]
+    fn resolve_follows_links_where_they_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(base.join("data")).unwrap();
+        std::os::unix::fs::symlink("/etc", base.join("data/link")).unwrap();
+        assert_eq!(resolve(&base.join("data/new/sub")).unwrap(), base.join("data/new/sub"));
+        assert_eq!(resolve(&base.join("data/link/x")).unwrap(), PathBuf::from("/etc/x"));
+        assert_eq!(resolve(&base.join("data/link/../y")).unwrap(), PathBuf::from("/y"));
+        assert_eq!(resolve(&base.join("data/new/../../etc")).unwrap(), base.join("etc"));
+        assert_eq!(resolve(&base.join("data/./z")).unwrap(), base.join("data/z"));
+        assert!(resolve(Path::new("relative")).is_err());
+    }
+
+    #[test]
     fn config_keys_win_and_relative_paths_follow_the_config_dir() {
         let config =
             Config { state_dir: Some("state".into()), data_dir: Some("/srv/data".into()), ..Default::default() };
         let l = Locations::resolve(Path::new("/cfg"), &config, &Environment::default());
         assert_eq!(l.state_dir, PathBuf::from("/cfg/state"));
         assert_eq!(l.data_dir, PathBuf::from("/srv/data"));
+        assert_eq!(l.data_roots, vec![PathBuf::from("/srv/data")], "data_roots default to data_dir");
+        let config = Config { data_roots: Some(vec!["/srv/a".into(), "b".into()]), ..Default::default() };
+        let l = Locations::resolve(Path::new("/cfg"), &config, &Environment::default());
+        assert_eq!(l.data_roots, vec![PathBuf::from("/srv/a"), PathBuf::from("/cfg/b")]);
     }
 }

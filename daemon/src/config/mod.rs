@@ -6,6 +6,7 @@
 //! `p2pd.yaml`; it never writes it. It writes `torrents/*.yaml` only for `p2pctl add` and
 //! `p2pctl remove`.
 
+pub mod bounds;
 pub mod locations;
 pub mod torrent_entry;
 
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::descriptor::NodeAddr;
-use crate::units::ByteRate;
+use crate::units::{ByteRate, ByteSize};
 use crate::yaml::{self, ReadError, YamlError, YamlLimits};
 
 pub use locations::Locations;
@@ -26,6 +27,8 @@ pub const CONFIG_FILE: &str = "p2pd.yaml";
 pub const TORRENTS_DIR: &str = "torrents";
 /// Default UDP RPC and TCP peer port.
 pub const DEFAULT_PORT: u16 = 6690;
+/// Most entries of `data_roots`.
+pub const MAX_DATA_ROOTS: usize = 64;
 
 /// Log verbosity, lowest to highest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
@@ -71,6 +74,9 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Where added content goes unless `p2pctl add --data` says otherwise.
     pub data_dir: Option<PathBuf>,
+    /// Directories inside which a client other than root may put content with `p2pctl add
+    /// --data`. Default: `[data_dir]`.
+    pub data_roots: Option<Vec<PathBuf>>,
     /// The control socket p2pctl talks to.
     pub control_socket: Option<PathBuf>,
     /// Members of this group may use the control socket (besides root and the daemon's user).
@@ -94,6 +100,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             state_dir: None,
             data_dir: None,
+            data_roots: None,
             control_socket: None,
             control_group: None,
             log_level: LogLevel::Info,
@@ -110,17 +117,30 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Total download rate of all torrents.
+    #[serde(deserialize_with = "bounds::byte_rate::<bounds::DownloadRate, _>")]
     pub download_rate: ByteRate,
     /// Total upload rate of all torrents.
+    #[serde(deserialize_with = "bounds::byte_rate::<bounds::UploadRate, _>")]
     pub upload_rate: ByteRate,
     /// Most peer connections in total.
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxPeers, _, _>")]
     pub max_peers: u32,
     /// Most peer connections per torrent.
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxPeersPerTorrent, _, _>")]
     pub max_peers_per_torrent: u32,
     /// Peers a torrent uploads to at the same time.
+    #[serde(deserialize_with = "bounds::number::<bounds::UploadSlots, _, _>")]
     pub upload_slots: u32,
     /// Most peer connections with one IP address (in and out, all torrents).
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxConnectionsPerIp, _, _>")]
     pub max_connections_per_ip: u32,
+    /// Bytes of pieces requested from one peer and not yet received: caps the memory a
+    /// download holds in piece buffers for one peer, independently of piece size.
+    #[serde(deserialize_with = "bounds::byte_size::<bounds::MaxInFlightPerPeer, _>")]
+    pub max_in_flight_per_peer: ByteSize,
+    /// The same over all peers of one torrent.
+    #[serde(deserialize_with = "bounds::byte_size::<bounds::MaxInFlightPerTorrent, _>")]
+    pub max_in_flight_per_torrent: ByteSize,
 }
 
 impl Default for Limits {
@@ -132,6 +152,8 @@ impl Default for Limits {
             max_peers_per_torrent: 50,
             upload_slots: 32,
             max_connections_per_ip: 32,
+            max_in_flight_per_peer: ByteSize(64 << 20),
+            max_in_flight_per_torrent: ByteSize(256 << 20),
         }
     }
 }
@@ -141,26 +163,37 @@ impl Default for Limits {
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoverySettings {
     /// Routing bucket size, and how many nodes closest to an info hash keep its swarm.
+    #[serde(deserialize_with = "bounds::number::<bounds::K, _, _>")]
     pub k: u32,
     /// Most hops a get_peers request travels.
+    #[serde(deserialize_with = "bounds::number::<bounds::HopLimit, _, _>")]
     pub hop_limit: u8,
     /// First timeout of a request, in milliseconds; doubled on each retry.
+    #[serde(deserialize_with = "bounds::number::<bounds::RpcTimeoutMs, _, _>")]
     pub rpc_timeout_ms: u64,
     /// Sends of one request before its target counts as not answering (1 + retries).
+    #[serde(deserialize_with = "bounds::number::<bounds::RpcAttempts, _, _>")]
     pub rpc_attempts: u32,
     /// A lookup gives up after this many seconds.
+    #[serde(deserialize_with = "bounds::number::<bounds::LookupTimeoutSecs, _, _>")]
     pub lookup_timeout_secs: u64,
     /// Peer table entries expire unless refreshed within this many seconds.
+    #[serde(deserialize_with = "bounds::number::<bounds::PeerTtlSecs, _, _>")]
     pub peer_ttl_secs: u64,
     /// Swarm members re-announce this often (seconds).
+    #[serde(deserialize_with = "bounds::number::<bounds::AnnounceIntervalSecs, _, _>")]
     pub announce_interval_secs: u64,
     /// Most members kept per swarm.
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxPeersPerSwarm, _, _>")]
     pub max_peers_per_swarm: u32,
     /// Most swarms kept for others (as one of the nodes closest to their info hash).
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxStoredSwarms, _, _>")]
     pub max_stored_swarms: u32,
     /// Most routing-table entries (and entries per swarm) sharing one IP address.
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxNodesPerIp, _, _>")]
     pub max_nodes_per_ip: u32,
     /// Datagrams per second accepted from one source IP (bursts of twice that).
+    #[serde(deserialize_with = "bounds::number::<bounds::RateLimit, _, _>")]
     pub rate_limit: u32,
 }
 
@@ -244,43 +277,18 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ParseError> {
+        // Every number was checked against its bound (`bounds`) while it was read.
         let bad = |field, problem: &str| Err(ParseError::Invalid { field, problem: problem.to_string() });
-        if self.limits.max_peers == 0 {
-            return bad("limits.max_peers", "must be at least 1");
-        }
-        if self.limits.max_peers_per_torrent == 0 {
-            return bad("limits.max_peers_per_torrent", "must be at least 1");
-        }
-        if self.limits.upload_slots == 0 {
-            return bad("limits.upload_slots", "must be at least 1");
-        }
-        if self.limits.max_connections_per_ip == 0 {
-            return bad("limits.max_connections_per_ip", "must be at least 1");
-        }
-        let d = &self.discovery;
-        if !(1..=64).contains(&d.k) {
-            return bad("discovery.k", "must be between 1 and 64");
-        }
-        if d.hop_limit == 0 {
-            return bad("discovery.hop_limit", "must be at least 1");
-        }
-        if !(10..=60_000).contains(&d.rpc_timeout_ms) {
-            return bad("discovery.rpc_timeout_ms", "must be between 10 and 60000");
-        }
-        if !(1..=10).contains(&d.rpc_attempts) {
-            return bad("discovery.rpc_attempts", "must be between 1 and 10");
-        }
-        if d.lookup_timeout_secs == 0 || d.peer_ttl_secs == 0 || d.announce_interval_secs == 0 {
-            return bad(
-                "discovery",
-                "lookup_timeout_secs, peer_ttl_secs and announce_interval_secs must be at least 1",
-            );
-        }
-        if d.max_peers_per_swarm == 0 || d.max_nodes_per_ip == 0 || d.rate_limit == 0 {
-            return bad("discovery", "max_peers_per_swarm, max_nodes_per_ip and rate_limit must be at least 1");
-        }
         if self.bootstrap.len() > crate::descriptor::MAX_BOOTSTRAP {
             return bad("bootstrap", "too many addresses (at most 64)");
+        }
+        if let Some(roots) = &self.data_roots {
+            if roots.len() > MAX_DATA_ROOTS {
+                return bad("data_roots", "too many directories (at most 64)");
+            }
+            if roots.iter().any(|p| p.as_os_str().is_empty()) {
+                return bad("data_roots", "must not contain an empty path");
+            }
         }
         if let Some(group) = &self.control_group
             && (group.is_empty() || group.contains(['\0', ':', '\n']))
@@ -365,9 +373,137 @@ mod tests {
     #[test]
     fn invalid_values_are_named() {
         let e = Config::parse("limits:\n  max_peers: 0\n").unwrap_err().to_string();
-        assert_eq!(e, "limits.max_peers: must be at least 1");
+        assert_eq!(e, "line 2, column 14: limits.max_peers: 0 is below the minimum; allowed: 1 to 10000");
         let e = Config::parse("log_level: loud\n").unwrap_err().to_string();
         assert!(e.starts_with("line 1, column 12:"), "{e}");
+    }
+
+    /// `section.leaf: value` as a YAML document (the value on line 2).
+    fn document(key: &str, value: &str) -> String {
+        let (section, leaf) = key.split_once('.').unwrap();
+        format!("{section}:\n  {leaf}: {value}\n")
+    }
+
+    /// Every bounded key: its maximum and minimum are accepted, one above the maximum and one
+    /// below the minimum are refused with the line, the key and the range.
+    #[test]
+    fn every_bound_is_enforced_with_line_key_and_range() {
+        for bound in bounds::CONFIG {
+            let range = bound.range();
+            for ok in [bound.min, bound.max] {
+                Config::parse(&document(bound.key, &ok.to_string()))
+                    .unwrap_or_else(|e| panic!("{}: {ok}: {e}", bound.key));
+            }
+            let above = (bound.max as u128 + 1).to_string();
+            let e = Config::parse(&document(bound.key, &above)).unwrap_err().to_string();
+            assert!(e.starts_with("line 2, column "), "{}: {e}", bound.key);
+            assert!(
+                e.ends_with(&format!(
+                    "{}: {} is above the maximum; allowed: {range}",
+                    bound.key,
+                    bound_shown(bound, &above)
+                )),
+                "{e}"
+            );
+            let huge = Config::parse(&document(bound.key, "184467440737095516150000")).unwrap_err().to_string();
+            assert!(huge.starts_with("line 2") && huge.contains("above the maximum"), "{}: {huge}", bound.key);
+            if bound.min > 0 {
+                let below = (bound.min - 1).to_string();
+                let e = Config::parse(&document(bound.key, &below)).unwrap_err().to_string();
+                assert!(e.starts_with("line 2") && e.contains("below the minimum") && e.contains(&range), "{e}");
+            }
+            let e = Config::parse(&document(bound.key, "-5")).unwrap_err().to_string();
+            assert!(e.starts_with("line 2") && e.contains(bound.key), "{}: {e}", bound.key);
+        }
+    }
+
+    fn bound_shown(bound: &bounds::Bound, value: &str) -> String {
+        match bound.unit {
+            bounds::Unit::Bytes => {
+                let v: u64 = value.parse().unwrap();
+                format!("{v} ({})", crate::units::human_bytes(v))
+            }
+            bounds::Unit::Rate => format!("{value} B/s"),
+            _ => value.to_string(),
+        }
+    }
+
+    /// No number in `p2pd.yaml` escapes the bound tables.
+    #[test]
+    fn every_number_has_a_bound() {
+        let serialized = serde_json::to_value(Config::default()).unwrap();
+        let mut numbers = Vec::new();
+        for (key, value) in serialized.as_object().unwrap() {
+            match value {
+                serde_json::Value::Number(_) => numbers.push(key.clone()),
+                serde_json::Value::Object(section) => numbers
+                    .extend(section.iter().filter(|(_, v)| v.is_number()).map(|(leaf, _)| format!("{key}.{leaf}"))),
+                _ => {}
+            }
+        }
+        let bounded: Vec<&str> = bounds::CONFIG.iter().map(|b| b.key).collect();
+        for key in &numbers {
+            assert!(bounded.contains(&key.as_str()), "{key} has no bound in config/bounds.rs");
+        }
+        assert_eq!(numbers.len(), bounded.len(), "{numbers:?} vs {bounded:?}");
+    }
+
+    /// `config/p2pd.yaml` states each key's range on the key's line, exactly as errors do.
+    #[test]
+    fn every_bound_is_documented_beside_its_key() {
+        let text = include_str!("../../../config/p2pd.yaml");
+        for bound in bounds::CONFIG {
+            let leaf = bound.key.rsplit('.').next().unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{leaf}:")))
+                .unwrap_or_else(|| panic!("config/p2pd.yaml has no line for {}", bound.key));
+            assert!(
+                line.contains(&format!("# {}", bound.range())),
+                "{}: `{line}` lacks `# {}`",
+                bound.key,
+                bound.range()
+            );
+        }
+        for bound in bounds::TORRENT {
+            assert!(
+                text.contains(&format!("#   {}: {}", bound.key, bound.range())),
+                "config/p2pd.yaml does not document torrents/*.yaml `{}`",
+                bound.key
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "log_level: info\ndiscovery:\n  peer_ttl_secs: 99999999999\n")
+            .unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        let expected = format!(
+            "{}: line 3, column 18: discovery.peer_ttl_secs: 99999999999 is above the maximum; allowed: 10 to 604800 seconds",
+            dir.path().join(CONFIG_FILE).display()
+        );
+        assert_eq!(e, expected);
+    }
+
+    #[test]
+    fn in_flight_limits_parse_with_units() {
+        let c = Config::parse("limits:\n  max_in_flight_per_peer: 1MiB\n  max_in_flight_per_torrent: 1G\n").unwrap();
+        assert_eq!(c.limits.max_in_flight_per_peer, ByteSize(1 << 20));
+        assert_eq!(c.limits.max_in_flight_per_torrent, ByteSize(1 << 30));
+        assert_eq!(Config::default().limits.max_in_flight_per_peer, ByteSize(64 << 20));
+        assert_eq!(Config::default().limits.max_in_flight_per_torrent, ByteSize(256 << 20));
+        let e = Config::parse("limits:\n  max_in_flight_per_torrent: 32MiB\n").unwrap_err().to_string();
+        assert!(e.contains("below the minimum; allowed: 64 MiB to 16 GiB"), "{e}");
+    }
+
+    #[test]
+    fn data_roots_are_checked() {
+        let c = Config::parse("data_roots: [/srv/a, /srv/b]\n").unwrap();
+        assert_eq!(c.data_roots, Some(vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]));
+        let many = format!("data_roots: [{}]\n", vec!["/x"; 65].join(", "));
+        assert!(Config::parse(&many).unwrap_err().to_string().starts_with("data_roots: too many"));
     }
 
     #[test]

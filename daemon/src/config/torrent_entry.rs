@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
 use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, DescriptorDocument, DescriptorError, InfoHash};
 use crate::units::ByteRate;
 use crate::yaml::{self, YamlError};
@@ -40,11 +41,23 @@ pub struct TorrentEntryDocument {
     pub data_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_byte_rate::<bounds::TorrentDownloadRate, _>"
+    )]
     pub download_rate: Option<ByteRate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_byte_rate::<bounds::TorrentUploadRate, _>"
+    )]
     pub upload_rate: Option<ByteRate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_number::<bounds::TorrentMaxPeers, _, _>"
+    )]
     pub max_peers: Option<u32>,
     pub descriptor: DescriptorDocument,
 }
@@ -82,9 +95,6 @@ impl TorrentEntry {
             upload_rate: document.upload_rate,
             max_peers: document.max_peers,
         };
-        if settings.max_peers == Some(0) {
-            return Err(TorrentEntryError::Invalid { field: "max_peers", problem: "must be at least 1".into() });
-        }
         if let Some(dir) = &settings.data_dir
             && !dir.is_absolute()
         {
@@ -164,6 +174,28 @@ mod tests {
         let text = entry().to_yaml().replace("data_dir:", "bogus_key: 1\ndata_dir:");
         let err = TorrentEntry::parse(&text).unwrap_err().to_string();
         assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_bound_is_enforced_with_line_key_and_range() {
+        let mut plain = entry();
+        plain.settings.upload_rate = None;
+        let base = plain.to_yaml();
+        let line = base.lines().position(|l| l.starts_with("data_dir:")).unwrap() + 1;
+        for bound in bounds::TORRENT {
+            let with = |value: &str| base.replacen("data_dir:", &format!("{}: {value}\ndata_dir:", bound.key), 1);
+            let parsed = TorrentEntry::parse(&with(&bound.max.to_string())).unwrap();
+            assert!(parsed.settings != plain.settings, "{} was read", bound.key);
+            let e = TorrentEntry::parse(&with(&(bound.max + 1).to_string())).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("line {line}, column ")), "{}: {e}", bound.key);
+            assert!(e.contains(&format!("{}: ", bound.key)) && e.contains("is above the maximum"), "{e}");
+            assert!(e.ends_with(&format!("allowed: {}", bound.range())), "{e}");
+            let e = TorrentEntry::parse(&with(&(bound.min - 1).to_string())).unwrap_err().to_string();
+            assert!(e.contains("below the minimum"), "{}: {e}", bound.key);
+        }
+        // null means "not set", as an absent key does.
+        let e = TorrentEntry::parse(&base.replacen("data_dir:", "max_peers: null\ndata_dir:", 1)).unwrap();
+        assert_eq!(e.settings.max_peers, None);
     }
 
     #[test]

@@ -5,6 +5,22 @@
 
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 
+/// Who is at the other end of a control connection, as the kernel says (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+
+impl Credentials {
+    /// Root and the daemon's own user may have content put anywhere (the daemon can write
+    /// nowhere they could not already); anyone else only inside `data_roots`.
+    pub fn may_use_any_directory(&self) -> bool {
+        self.uid == 0 || Uid::from_raw(self.uid) == Uid::effective()
+    }
+}
+
 /// The admission rule in force.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {

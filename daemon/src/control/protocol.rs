@@ -41,6 +41,11 @@ pub enum Request {
         source: String,
         /// Absolute data directory; default: the daemon's `data_dir`.
         data_dir: Option<PathBuf>,
+        /// Take over whatever is at the content path even if it does not verify (`--adopt`).
+        /// Absent (old clients) means false; sent only when true, so older daemons still
+        /// accept an `add` without it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        adopt: bool,
     },
     /// Stop managing a torrent; optionally delete its data.
     Remove { id: String, delete_data: bool },
@@ -118,6 +123,10 @@ pub struct AddedReport {
     /// The torrent file that records it.
     pub file: PathBuf,
     pub data_dir: PathBuf,
+    /// `--adopt` made the torrent the owner of what is at its content path (which is now
+    /// checked again). Absent from older daemons.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +134,9 @@ pub struct RemovedReport {
     pub info_hash: String,
     pub name: String,
     pub data_deleted: bool,
+    /// With `delete_data`: why nothing was deleted (the content was never this torrent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_kept: Option<String>,
 }
 
 /// The outcome of a reload, one line per item.
@@ -448,7 +460,8 @@ mod tests {
     #[test]
     fn request_round_trip() {
         let requests = [
-            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: Some("/d".into()) },
+            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: Some("/d".into()), adopt: false },
+            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: None, adopt: true },
             Request::Remove { id: "ab".into(), delete_data: true },
             Request::Status { id: None },
             Request::Peers { id: "x".into() },
@@ -465,6 +478,23 @@ mod tests {
     fn oversized_header_is_rejected_before_reading() {
         let header = (u32::MAX).to_be_bytes();
         assert!(matches!(decode_header(header, MAX_REQUEST_BYTES), Err(FrameError::TooLarge { .. })));
+    }
+
+    /// `adopt` is new: requests from older clients (without it) still decode, and a request
+    /// without adoption looks exactly as before (older daemons reject unknown fields).
+    #[test]
+    fn add_without_adopt_is_the_old_request() {
+        let old = br#"{"version":1,"request":{"type":"add","descriptor":"x","source":"a.desc","data_dir":null}}"#;
+        let Request::Add { adopt, .. } = decode_request(old).unwrap() else { panic!("not an add") };
+        assert!(!adopt);
+        let new = Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: None, adopt: false };
+        let frame = encode_frame(&RequestEnvelope { version: PROTOCOL_VERSION, request: new });
+        assert_eq!(body(&frame), &old[..]);
+        let old_reply = br#"{"type":"removed","info_hash":"ab","name":"x","data_deleted":true}"#;
+        assert!(matches!(
+            decode_response(old_reply).unwrap(),
+            Response::Removed(RemovedReport { data_kept: None, .. })
+        ));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use nix::unistd::Gid;
 use smol::Async;
 use smol::lock::Semaphore;
 
+use super::access::Credentials;
 use super::protocol::{self, ErrorKind, ErrorReply, FrameError, HEADER_BYTES, MAX_REQUEST_BYTES, Request, Response};
 use crate::shared::DaemonShared;
 
@@ -34,9 +35,11 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 256;
 
-/// A request for the supervisor, with where to send the answer.
+/// A request for the supervisor, with who sent it and where to send the answer.
 pub struct ControlCall {
     pub request: Request,
+    /// The client's credentials (some requests depend on who asks: `add --data`).
+    pub client: Credentials,
     pub reply: async_channel::Sender<Response>,
 }
 
@@ -182,7 +185,8 @@ async fn handle_client(
         }
     };
     debug!("control socket: pid {} uid {}: {}", creds.pid(), creds.uid(), request_name(&request));
-    let response = dispatch(request, shared, supervisor).await;
+    let client = Credentials { uid: creds.uid(), gid: creds.gid(), pid: creds.pid() };
+    let response = dispatch(request, client, shared, supervisor).await;
     if with_timeout(RESPONSE_TIMEOUT, write_response(&mut stream, &response)).await.is_err() {
         debug!("control socket: client did not read its response");
     }
@@ -201,6 +205,7 @@ fn request_name(r: &Request) -> &'static str {
 
 async fn dispatch(
     request: Request,
+    client: Credentials,
     shared: &DaemonShared,
     supervisor: &async_channel::Sender<ControlCall>,
 ) -> Response {
@@ -213,7 +218,7 @@ async fn dispatch(
             let (tx, rx) = async_channel::bounded(1);
             let failed =
                 |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });
-            if supervisor.send(ControlCall { request, reply: tx }).await.is_err() {
+            if supervisor.send(ControlCall { request, client, reply: tx }).await.is_err() {
                 return failed("p2pd is shutting down");
             }
             rx.recv().await.unwrap_or_else(|_| failed("p2pd is shutting down"))

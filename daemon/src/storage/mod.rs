@@ -22,6 +22,7 @@
 //!
 //! All methods block on disk I/O; async callers run them on the blocking pool.
 
+pub mod claim;
 pub mod dir;
 pub mod layout;
 
@@ -63,6 +64,9 @@ pub enum StorageError {
     NoSpace { dir: String, needed: String, available: String },
     #[error("{0}")]
     Conflict(String),
+    /// Something that is not this torrent's is at its path (see [`claim`]).
+    #[error(transparent)]
+    Foreign(claim::ForeignContent),
 }
 
 impl StorageError {
@@ -79,7 +83,7 @@ impl StorageError {
                         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::ReadOnlyFilesystem
                     )
             }
-            StorageError::Conflict(_) => false,
+            StorageError::Conflict(_) | StorageError::Foreign(_) => false,
         }
     }
 }
@@ -574,43 +578,46 @@ impl Storage {
         false
     }
 
-    /// Deletes the content's files (at either name) and the directories that become empty;
-    /// nothing else. Symlinks are removed as links, never followed.
+    /// Deletes the content's files where the content is now (final name, else partial): the
+    /// regular files at the layout's paths, then the directories that became empty. Nothing
+    /// else: other files in its directories stay, and so do symbolic links and special files
+    /// at the layout's paths (p2pd never creates those). Callers delete only content the
+    /// torrent owns ([`claim::delete_owned`]).
     pub fn delete_data(&self) -> Result<(), StorageError> {
         self.forget_open_files();
-        for placement in [Placement::Final, Placement::Partial] {
-            let root = self.root_name(placement);
-            let ctx = || self.data_dir.path().join(&root).display().to_string();
-            match self.kind {
-                ContentKind::File => {
-                    if self.data_dir.entry_kind(&root).map_err(io_ctx(ctx()))? == Some(EntryKind::File) {
-                        self.data_dir.remove_file(&root).map_err(io_ctx(ctx()))?;
+        let root = self.root_name(self.placement());
+        let ctx = || self.data_dir.path().join(&root).display().to_string();
+        match self.kind {
+            ContentKind::File => {
+                if claim::is_regular_file(&self.data_dir, &root).map_err(io_ctx(ctx()))? {
+                    self.data_dir.remove_file(&root).map_err(io_ctx(ctx()))?;
+                }
+            }
+            ContentKind::Directory => {
+                if self.data_dir.entry_kind(&root).map_err(io_ctx(ctx()))? != Some(EntryKind::Dir) {
+                    return Ok(());
+                }
+                let root_dir = self.data_dir.subdir(&root, false).map_err(io_ctx(ctx()))?;
+                for (comps, _) in &self.files {
+                    let Some((last, parents)) = comps.split_last() else { continue };
+                    if let Ok(d) = root_dir.descend(parents, false)
+                        && claim::is_regular_file(&d, last).map_err(io_ctx(ctx()))?
+                    {
+                        d.remove_file(last).map_err(io_ctx(ctx()))?;
                     }
                 }
-                ContentKind::Directory => {
-                    if self.data_dir.entry_kind(&root).map_err(io_ctx(ctx()))? != Some(EntryKind::Dir) {
-                        continue;
+                // Remove now-empty directories, deepest first.
+                let mut dirs: Vec<&[String]> =
+                    self.files.iter().flat_map(|(c, _)| (1..c.len()).map(move |n| &c[..n])).collect();
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+                dirs.dedup();
+                for d in dirs {
+                    let Some((last, parents)) = d.split_last() else { continue };
+                    if let Ok(parent) = root_dir.descend(parents, false) {
+                        parent.remove_empty_dir(last).map_err(io_ctx(ctx()))?;
                     }
-                    let root_dir = self.data_dir.subdir(&root, false).map_err(io_ctx(ctx()))?;
-                    for (comps, _) in &self.files {
-                        let Some((last, parents)) = comps.split_last() else { continue };
-                        if let Ok(d) = root_dir.descend(parents, false) {
-                            d.remove_file(last).map_err(io_ctx(ctx()))?;
-                        }
-                    }
-                    // Remove now-empty directories, deepest first.
-                    let mut dirs: Vec<&[String]> =
-                        self.files.iter().flat_map(|(c, _)| (1..c.len()).map(move |n| &c[..n])).collect();
-                    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
-                    dirs.dedup();
-                    for d in dirs {
-                        let Some((last, parents)) = d.split_last() else { continue };
-                        if let Ok(parent) = root_dir.descend(parents, false) {
-                            parent.remove_empty_dir(last).map_err(io_ctx(ctx()))?;
-                        }
-                    }
-                    self.data_dir.remove_empty_dir(&root).map_err(io_ctx(ctx()))?;
                 }
+                self.data_dir.remove_empty_dir(&root).map_err(io_ctx(ctx()))?;
             }
         }
         self.data_dir.sync().map_err(io_ctx(self.data_dir.path().display().to_string()))

@@ -8,12 +8,17 @@
 //!
 //! Invariants:
 //! - A torrent runs iff a file in `torrents/` that currently or last parsed validly names it,
-//!   and no other file claimed its info hash first (by file name order at start-up).
+//!   and no other file claimed its info hash or its content path first (by file name order
+//!   at start-up; running torrents keep theirs on reload). See [`content`] for the rules on
+//!   content paths and on which data directories a client may choose.
+//! - Content is deleted only where the torrent owns it (`storage::claim`); a torrent's claim
+//!   is forgotten when the torrent stops being managed.
 //! - `add` replies only after the torrent file is durably written; `remove` only after it is
 //!   durably deleted. Either survives SIGKILL right after the reply.
 //! - An invalid file never stops a running torrent: its previous state is kept and the
 //!   problem reported.
 
+pub mod content;
 mod reload;
 
 pub use reload::scan_torrent_files;
@@ -27,16 +32,19 @@ use sha2::{Digest, Sha256};
 
 use crate::config::torrent_entry::{TorrentEntry, TorrentSettings};
 use crate::config::{Config, Locations, TORRENTS_DIR};
+use crate::control::access::Credentials;
 use crate::control::protocol::{
     AddedReport, ErrorKind, ErrorReply, ReloadReport, RemovedReport, Request, Response, TorrentRef,
 };
 use crate::control::server::ControlCall;
-use crate::descriptor::{Descriptor, InfoHash};
+use crate::descriptor::{Descriptor, DescriptorError, InfoHash};
 use crate::service::notify;
 use crate::shared::DaemonShared;
 use crate::state::atomic;
+use crate::storage::claim::{self, Claim, ClaimError, ClaimKind, Claims, Deletion};
 use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle, TorrentSpec};
 use crate::units::ByteRate;
+use content::{ContentPath, DataDirRefused, PathInUse, TorrentLabel};
 
 /// What the supervisor reacts to.
 pub enum Event {
@@ -69,8 +77,59 @@ pub struct Supervisor {
     ctx: TorrentContext,
     shared: Arc<DaemonShared>,
     torrents: BTreeMap<InfoHash, TorrentHandle>,
+    /// Where each running torrent keeps its content (for the one-path-one-torrent rule).
+    paths: BTreeMap<InfoHash, ContentPath>,
+    /// Which content each torrent owns (`STATE/claims/`).
+    claims: Claims,
     /// Every file seen in `torrents/`, by file name.
     files: BTreeMap<String, FileRecord>,
+}
+
+/// Why `add` was refused.
+#[derive(Debug, thiserror::Error)]
+enum AddError {
+    #[error("{source_name}: {error}")]
+    Descriptor { source_name: String, error: DescriptorError },
+    #[error("data directory `{}` must be absolute", .0.display())]
+    RelativeDataDir(PathBuf),
+    #[error(transparent)]
+    DataDir(#[from] DataDirRefused),
+    #[error(transparent)]
+    PathInUse(#[from] Box<PathInUse>),
+    #[error("torrents/{file} already exists and is not in effect ({why}); fix or remove it first")]
+    FileNotInEffect { file: String, why: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot record the adoption of {}: {source}", path.display())]
+    Adopt { path: PathBuf, source: ClaimError },
+}
+
+impl AddError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AddError::Descriptor { .. } | AddError::RelativeDataDir(_) => ErrorKind::Invalid,
+            AddError::DataDir(_) => ErrorKind::Refused,
+            AddError::PathInUse(_)
+            | AddError::FileNotInEffect { .. }
+            | AddError::Write { .. }
+            | AddError::Adopt { .. } => ErrorKind::Failed,
+        }
+    }
+}
+
+impl From<AddError> for Response {
+    fn from(e: AddError) -> Response {
+        failed(e.kind(), e.to_string())
+    }
+}
+
+/// What `add` was asked to do.
+struct AddRequest {
+    descriptor: String,
+    source: String,
+    data_dir: Option<PathBuf>,
+    adopt: bool,
+    client: Credentials,
 }
 
 fn failed(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -85,7 +144,18 @@ impl Supervisor {
         ctx: TorrentContext,
         shared: Arc<DaemonShared>,
     ) -> Supervisor {
-        Supervisor { locations, config, verbosity, ctx, shared, torrents: BTreeMap::new(), files: BTreeMap::new() }
+        let claims = Claims::new(ctx.state.root());
+        Supervisor {
+            locations,
+            config,
+            verbosity,
+            ctx,
+            shared,
+            torrents: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            claims,
+            files: BTreeMap::new(),
+        }
     }
 
     fn torrents_dir(&self) -> PathBuf {
@@ -101,6 +171,11 @@ impl Supervisor {
             Ok(n) => info!("removed {n} temporary files left in {} by a crash", self.torrents_dir().display()),
             Err(e) => warn!("cannot clean temporary files in {}: {e}", self.torrents_dir().display()),
         }
+        match self.claims.remove_stale_temporaries() {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} temporary claim files left by a crash"),
+            Err(e) => warn!("cannot clean temporary claim files: {e}"),
+        }
         let mut report = ReloadReport::default();
         self.sync_torrents(&mut report).await;
         for line in &report.rejected {
@@ -114,7 +189,7 @@ impl Supervisor {
         while let Ok(event) = events.recv().await {
             match event {
                 Event::Control(call) => {
-                    let response = self.handle(call.request).await;
+                    let response = self.handle(call.request, call.client).await;
                     let _ = call.reply.send(response).await;
                 }
                 Event::Reload => {
@@ -127,9 +202,12 @@ impl Supervisor {
         self.shutdown().await;
     }
 
-    async fn handle(&mut self, request: Request) -> Response {
+    async fn handle(&mut self, request: Request, client: Credentials) -> Response {
         match request {
-            Request::Add { descriptor, source, data_dir } => self.add(&descriptor, &source, data_dir).await,
+            Request::Add { descriptor, source, data_dir, adopt } => {
+                let request = AddRequest { descriptor, source, data_dir, adopt, client };
+                self.add(request).await.unwrap_or_else(Response::from)
+            }
             Request::Remove { id, delete_data } => self.remove(&id, delete_data).await,
             Request::Reload => {
                 let report = self.reload_notifying().await;
@@ -164,12 +242,50 @@ impl Supervisor {
         }
     }
 
-    fn start_torrent(&mut self, file: &str, descriptor: Arc<Descriptor>, settings: &TorrentSettings) {
+    /// Where `settings` put `descriptor`'s content (resolving links on the blocking pool).
+    async fn content_path(&self, settings: &TorrentSettings, descriptor: &Descriptor) -> ContentPath {
+        let (dir, name) = (self.effective(settings).data_dir, descriptor.content.name.clone());
+        smol::unblock(move || ContentPath::resolve(&dir, &name)).await
+    }
+
+    /// The running torrent (other than `except`) whose content path meets `path`.
+    fn path_in_use(
+        &self,
+        path: &ContentPath,
+        new: TorrentLabel,
+        except: Option<InfoHash>,
+    ) -> Result<(), Box<PathInUse>> {
+        let Some((hash, theirs)) = self
+            .paths
+            .iter()
+            .filter(|(h, _)| Some(**h) != except && **h != new.info_hash)
+            .find_map(|(h, p)| path.overlap(p).map(|theirs| (*h, theirs)))
+        else {
+            return Ok(());
+        };
+        let handle = self.torrents.get(&hash);
+        Err(Box::new(PathInUse {
+            path: path.complete.clone(),
+            new,
+            existing: TorrentLabel { name: handle.map(|h| h.shared.name.clone()).unwrap_or_default(), info_hash: hash },
+            existing_path: theirs.to_path_buf(),
+            existing_file: handle.map(|h| h.spec.file.clone()).unwrap_or_default(),
+        }))
+    }
+
+    fn start_torrent(
+        &mut self,
+        file: &str,
+        descriptor: Arc<Descriptor>,
+        settings: &TorrentSettings,
+        path: ContentPath,
+    ) {
         let spec = TorrentSpec { descriptor, settings: self.effective(settings), file: file.to_string() };
         let handle = TorrentHandle::start(spec, self.ctx.clone());
         let hash = handle.info_hash();
         self.shared.publish(handle.shared.clone());
         self.torrents.insert(hash, handle);
+        self.paths.insert(hash, path);
         if let Some(record) = self.files.get_mut(file) {
             record.running = Some(hash);
         }
@@ -177,6 +293,7 @@ impl Supervisor {
 
     async fn stop_torrent(&mut self, hash: &InfoHash, how: StopMode) -> Result<(), String> {
         let Some(handle) = self.torrents.remove(hash) else { return Ok(()) };
+        self.paths.remove(hash);
         self.shared.withdraw(hash);
         for record in self.files.values_mut() {
             if record.running == Some(*hash) {
@@ -186,36 +303,69 @@ impl Supervisor {
         handle.stop(how).await
     }
 
-    async fn add(&mut self, text: &str, source: &str, data_dir: Option<PathBuf>) -> Response {
-        let descriptor = match Descriptor::parse(text) {
-            Ok(d) => d,
-            Err(e) => return failed(ErrorKind::Invalid, format!("{source}: {e}")),
-        };
+    /// Stops a torrent that is no longer managed: its state and its claim on the content go
+    /// (problems are logged; the torrent is gone either way); the content stays.
+    async fn forget_torrent(&mut self, hash: &InfoHash) {
+        if let Err(e) = self.stop_torrent(hash, StopMode::Forget).await {
+            warn!("{e}");
+        }
+        let (claims, hash) = (self.claims.clone(), *hash);
+        if let Err(e) = smol::unblock(move || claims.remove(&hash)).await {
+            warn!("cannot forget which content {hash} owned: {e}");
+        }
+    }
+
+    async fn add(&mut self, request: AddRequest) -> Result<Response, AddError> {
+        let AddRequest { descriptor: text, source, data_dir, adopt, client } = request;
+        let descriptor =
+            Descriptor::parse(&text).map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
         let hash = descriptor.info_hash;
+        let label = TorrentLabel { name: descriptor.content.name.clone(), info_hash: hash };
         if let Some(existing) = self.torrents.get(&hash) {
-            return Response::Added(AddedReport {
+            let (data_dir, name) = (existing.spec.settings.data_dir.clone(), descriptor.content.name.clone());
+            let adopted = adopt && self.adopt_running(hash, &data_dir, &name).await?;
+            if adopted {
+                info!("{label}: adopted what is at {}; checking it again", data_dir.join(&name).display());
+                if let Some(h) = self.torrents.get(&hash) {
+                    h.verify();
+                }
+            }
+            let existing = self.torrents.get(&hash).map(|h| h.spec.file.clone()).unwrap_or_default();
+            return Ok(Response::Added(AddedReport {
                 info_hash: hash.to_hex(),
-                name: descriptor.content.name.clone(),
+                name,
                 already_present: true,
-                file: self.torrents_dir().join(&existing.spec.file),
-                data_dir: existing.spec.settings.data_dir.clone(),
-            });
+                file: self.torrents_dir().join(existing),
+                data_dir,
+                adopted,
+            }));
         }
-        let data_dir = data_dir.unwrap_or_else(|| self.locations.data_dir.clone());
-        if !data_dir.is_absolute() {
-            return failed(ErrorKind::Invalid, format!("data directory `{}` must be absolute", data_dir.display()));
-        }
+        let data_dir = match data_dir {
+            None => self.locations.data_dir.clone(),
+            Some(d) if !d.is_absolute() => return Err(AddError::RelativeDataDir(d)),
+            Some(d) if client.may_use_any_directory() => d,
+            Some(d) => {
+                let roots = self.locations.data_roots.clone();
+                let checked = smol::unblock(move || content::check_data_dir(&d, &roots)).await;
+                if let Err(e) = &checked {
+                    info!("add {label} from uid {} (pid {}) refused: {e}", client.uid, client.pid);
+                }
+                checked?
+            }
+        };
         let entry = TorrentEntry {
             settings: TorrentSettings { data_dir: Some(data_dir.clone()), ..Default::default() },
             descriptor,
         };
+        let path = self.content_path(&entry.settings, &entry.descriptor).await;
+        self.path_in_use(&path, label.clone(), None)?;
         let file = entry.file_name();
         if let Some(record) = self.files.get(&file) {
             let why = record.error.clone().unwrap_or_else(|| "it names another torrent".into());
-            return failed(
-                ErrorKind::Failed,
-                format!("torrents/{file} already exists and is not in effect ({why}); fix or remove it first"),
-            );
+            return Err(AddError::FileNotInEffect { file, why });
+        }
+        if adopt {
+            self.save_adoption(hash, &data_dir, &entry.descriptor.content.name).await?;
         }
         let yaml = entry.to_yaml();
         let dir = self.torrents_dir();
@@ -228,8 +378,12 @@ impl Supervisor {
             })
             .await
         };
-        if let Err(e) = written {
-            return failed(ErrorKind::Failed, format!("cannot write {}: {e}", target.display()));
+        if let Err(source) = written {
+            if adopt {
+                let claims = self.claims.clone();
+                let _ = smol::unblock(move || claims.remove(&hash)).await;
+            }
+            return Err(AddError::Write { path: target, source });
         }
         self.files.insert(
             file.clone(),
@@ -241,9 +395,42 @@ impl Supervisor {
             },
         );
         let name = entry.descriptor.content.name.clone();
-        info!("{name}: added from {source} ({hash}), data in {}", data_dir.display());
-        self.start_torrent(&file, Arc::new(entry.descriptor), &entry.settings);
-        Response::Added(AddedReport { info_hash: hash.to_hex(), name, already_present: false, file: target, data_dir })
+        let adopting = if adopt { ", adopting what is there" } else { "" };
+        info!("{name}: added from {source} ({hash}), data in {}{adopting}", data_dir.display());
+        self.start_torrent(&file, Arc::new(entry.descriptor), &entry.settings, path);
+        Ok(Response::Added(AddedReport {
+            info_hash: hash.to_hex(),
+            name,
+            already_present: false,
+            file: target,
+            data_dir,
+            adopted: adopt,
+        }))
+    }
+
+    /// Records that torrent `hash` owns whatever is at `name` in `data_dir` (`--adopt`).
+    async fn save_adoption(&self, hash: InfoHash, data_dir: &std::path::Path, name: &str) -> Result<(), AddError> {
+        let (claims, dir, name) = (self.claims.clone(), data_dir.to_path_buf(), name.to_string());
+        let path = data_dir.join(&name);
+        smol::unblock(move || {
+            let claim = Claim::new(hash, &dir, &name, ClaimKind::Adopted)
+                .map_err(|source| ClaimError { path: dir.clone(), source })?;
+            claims.save(&claim)
+        })
+        .await
+        .map_err(|source| AddError::Adopt { path, source })
+    }
+
+    /// `add --adopt` of a torrent already running: adopts its content path unless it owns it
+    /// already; returns whether it adopted.
+    async fn adopt_running(&self, hash: InfoHash, data_dir: &std::path::Path, name: &str) -> Result<bool, AddError> {
+        let (claims, dir, n) = (self.claims.clone(), data_dir.to_path_buf(), name.to_string());
+        let owned = smol::unblock(move || claims.load(&hash).is_some_and(|c| c.covers(&dir, &n))).await;
+        if owned {
+            return Ok(false);
+        }
+        self.save_adoption(hash, data_dir, name).await?;
+        Ok(true)
     }
 
     async fn remove(&mut self, id: &str, delete_data: bool) -> Response {
@@ -252,7 +439,7 @@ impl Supervisor {
             Err(e) => return Response::Error(e),
         };
         let hash = torrent.info_hash;
-        let Some(file) = self.torrents.get(&hash).map(|h| h.spec.file.clone()) else {
+        let Some((file, spec)) = self.torrents.get(&hash).map(|h| (h.spec.file.clone(), h.spec.clone())) else {
             return failed(ErrorKind::NotFound, format!("no torrent matches `{id}`"));
         };
         let path = self.torrents_dir().join(&file);
@@ -267,14 +454,35 @@ impl Supervisor {
             );
         }
         self.files.remove(&file);
-        let how = if delete_data { StopMode::DeleteData } else { StopMode::Forget };
-        let result = self.stop_torrent(&hash, how).await;
-        info!("{}: removed ({hash}){}", torrent.name, if delete_data { ", data deleted" } else { "" });
+        // Stopped first, so that nothing writes while the content is deleted; deleted only
+        // where the torrent owns it.
+        let stopped = self.stop_torrent(&hash, StopMode::Forget).await;
+        let claims = self.claims.clone();
+        let deletion = smol::unblock(move || {
+            let (dir, content) = (&spec.settings.data_dir, &spec.descriptor.content);
+            if delete_data {
+                claim::delete_owned(&claims, hash, dir, content).map(Some)
+            } else {
+                claims.remove(&hash).map(|()| None).map_err(|e| crate::storage::StorageError::Io {
+                    context: e.path.display().to_string(),
+                    source: e.source,
+                })
+            }
+        })
+        .await;
+        let (data_deleted, data_kept, what) = match &deletion {
+            Ok(Some(Deletion::Deleted)) => (true, None, ", data deleted".to_string()),
+            Ok(Some(Deletion::Kept(why))) => (false, Some(why.clone()), format!(", {why}")),
+            _ => (false, None, String::new()),
+        };
+        info!("{}: removed ({hash}){what}", torrent.name);
+        let result = stopped.and(deletion.map(|_| ()).map_err(|e| format!("{}: deleting data: {e}", torrent.name)));
         match result {
             Ok(()) => Response::Removed(RemovedReport {
                 info_hash: hash.to_hex(),
                 name: torrent.name.clone(),
-                data_deleted: delete_data,
+                data_deleted,
+                data_kept,
             }),
             Err(e) => failed(ErrorKind::Failed, format!("removed, but: {e}")),
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::content::TorrentLabel;
 use super::{FileRecord, Supervisor};
 use crate::config::torrent_entry::TorrentEntry;
 use crate::config::{Config, TORRENTS_DIR};
@@ -19,6 +20,7 @@ use crate::control::server;
 use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, InfoHash};
 use crate::state::atomic::TEMP_MARKER;
 use crate::torrent::StopMode;
+use crate::units::ByteSize;
 use crate::yaml;
 
 /// One file of `torrents/` as read from disk.
@@ -131,16 +133,46 @@ impl Supervisor {
                 }
             }
         }
-        if new.data_dir != old.data_dir {
+        if new.data_dir != old.data_dir || new.data_roots != old.data_roots {
             let env = crate::config::locations::Environment::current();
             let resolved = crate::config::Locations::resolve(&self.locations.config_dir, &new, &env);
-            report.applied.push(format!(
-                "data_dir: {} → {} (torrents without their own data_dir use it)",
-                self.locations.data_dir.display(),
-                resolved.data_dir.display()
-            ));
-            self.locations.data_dir = resolved.data_dir;
+            if resolved.data_dir != self.locations.data_dir {
+                report.applied.push(format!(
+                    "data_dir: {} → {} (torrents without their own data_dir use it)",
+                    self.locations.data_dir.display(),
+                    resolved.data_dir.display()
+                ));
+                self.locations.data_dir = resolved.data_dir;
+            }
+            if resolved.data_roots != self.locations.data_roots {
+                let show = |roots: &[std::path::PathBuf]| {
+                    roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                };
+                report.applied.push(format!(
+                    "data_roots: [{}] → [{}]",
+                    show(&self.locations.data_roots),
+                    show(&resolved.data_roots)
+                ));
+                self.locations.data_roots = resolved.data_roots;
+            }
         }
+        // The in-flight caps are read when the engines start.
+        let mut restart_only_size = |key: &str, old: ByteSize, new: &mut ByteSize| {
+            if *new != old {
+                report.needs_restart.push(format!("limits.{key}: {old} → {new} (restart p2pd to apply)"));
+                *new = old;
+            }
+        };
+        restart_only_size(
+            "max_in_flight_per_peer",
+            old.limits.max_in_flight_per_peer,
+            &mut new.limits.max_in_flight_per_peer,
+        );
+        restart_only_size(
+            "max_in_flight_per_torrent",
+            old.limits.max_in_flight_per_torrent,
+            &mut new.limits.max_in_flight_per_torrent,
+        );
         if new.limits != old.limits {
             let sw = &self.ctx.swarm;
             sw.upload.set(new.limits.upload_rate);
@@ -175,7 +207,7 @@ impl Supervisor {
                 && let Some(hash) = record.running
             {
                 let torrent = self.torrents.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
-                let _ = self.stop_torrent(&hash, StopMode::Forget).await;
+                self.forget_torrent(&hash).await;
                 report.applied.push(format!("stopped {torrent} ({}): torrents/{name} was removed", short(&hash)));
             }
         }
@@ -230,13 +262,26 @@ impl Supervisor {
             );
             return;
         }
+        // A new torrent may not take a content path another one uses (the one running keeps it).
+        let path = if previous == Some(hash) {
+            None
+        } else {
+            let path = self.content_path(&entry.settings, &entry.descriptor).await;
+            let label = TorrentLabel { name: entry.descriptor.content.name.clone(), info_hash: hash };
+            if let Err(e) = self.path_in_use(&path, label, previous) {
+                self.reject(name, fingerprint, format!("torrents/{name}: {e}"), report);
+                return;
+            }
+            Some(path)
+        };
         let record = FileRecord { fingerprint, settings: Some(entry.settings.clone()), running: previous, error: None };
         self.files.insert(name.to_string(), record);
-        match previous {
-            Some(old) if old == hash => self.refresh_settings(name, report).await,
-            Some(old) => {
-                let _ = self.stop_torrent(&old, StopMode::Forget).await;
-                self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings);
+        match (previous, path) {
+            (Some(old), _) if old == hash => self.refresh_settings(name, report).await,
+            (_, None) => {}
+            (Some(old), Some(path)) => {
+                self.forget_torrent(&old).await;
+                self.start_torrent(name, Arc::new(entry.descriptor.clone()), &entry.settings, path);
                 report.applied.push(format!(
                     "torrents/{name} now names {} ({}); stopped {}",
                     entry.descriptor.content.name,
@@ -244,14 +289,14 @@ impl Supervisor {
                     short(&old)
                 ));
             }
-            None => {
+            (None, Some(path)) => {
                 let descriptor: Arc<Descriptor> = Arc::new(entry.descriptor);
                 report.applied.push(format!(
                     "started {} ({}) from torrents/{name}",
                     descriptor.content.name,
                     short(&hash)
                 ));
-                self.start_torrent(name, descriptor, &entry.settings);
+                self.start_torrent(name, descriptor, &entry.settings, path);
             }
         }
     }
@@ -270,11 +315,19 @@ impl Supervisor {
         let torrent = handle.shared.name.clone();
         if current.data_dir != wanted.data_dir {
             let descriptor = handle.spec.descriptor.clone();
+            let path = self.content_path(&settings, &descriptor).await;
+            let label = TorrentLabel { name: torrent.clone(), info_hash: hash };
+            if let Err(e) = self.path_in_use(&path, label, Some(hash)) {
+                report
+                    .rejected
+                    .push(format!("torrents/{name}: {e} ({torrent} keeps running in {})", current.data_dir.display()));
+                return;
+            }
             let _ = self.stop_torrent(&hash, StopMode::Suspend).await;
             if let Some(r) = self.files.get_mut(name) {
                 r.running = None;
             }
-            self.start_torrent(name, descriptor, &settings);
+            self.start_torrent(name, descriptor, &settings, path);
             report.applied.push(format!(
                 "{torrent}: data directory {} → {} (restarted)",
                 current.data_dir.display(),

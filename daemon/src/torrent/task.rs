@@ -21,6 +21,7 @@ use crate::bitfield::Bitfield;
 use crate::control::protocol::TorrentState;
 use crate::discovery::wire::{PeerRecord, PeerStatus};
 use crate::state::{Loaded, StateKind};
+use crate::storage::claim::Claims;
 use crate::storage::{Storage, StorageError};
 use crate::swarm::limiter::RateLimit;
 use crate::swarm::{Engine, EngineEvent};
@@ -215,6 +216,16 @@ impl Torrent {
             .await
         };
         self.run_check(commands, &storage, plan, full_check).await?;
+
+        // Nothing at the content path is renamed or written unless this torrent owns it
+        // (storage/claim.rs): what is there and does not verify completely is left alone.
+        let owned = {
+            let (s, claims, hash) =
+                (storage.clone(), Claims::new(self.ctx.state.root()), self.spec.descriptor.info_hash);
+            let (verified, recorded) = (self.have.count(), resume.map(|r| r.stamps));
+            smol::unblock(move || s.claim(&claims, hash, verified, recorded.as_deref())).await
+        };
+        owned.map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
 
         if self.have.is_complete() {
             let s = storage.clone();
