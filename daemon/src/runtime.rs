@@ -195,8 +195,10 @@ async fn serve(
         connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         max_connections: Arc::new(std::sync::atomic::AtomicUsize::new(config.limits.max_peers as usize)),
         upload_slots: Arc::new(std::sync::atomic::AtomicUsize::new(config.limits.upload_slots as usize)),
-        // TODO(issue 11): from limits.max_in_flight_per_peer / _per_torrent once they land.
-        in_flight: Arc::new(swarm::InFlightLimits::new(64 << 20, 256 << 20)),
+        in_flight: Arc::new(swarm::InFlightLimits::new(
+            config.limits.max_in_flight_per_peer.0,
+            config.limits.max_in_flight_per_torrent.0,
+        )),
     };
     let peer_port = executor.spawn(swarm::listener::serve(Async::new(sockets.tcp)?, registry, executor.clone()));
     let ctx = TorrentContext {

@@ -64,7 +64,6 @@ fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
-
 #[test]
 fn hostile_peers_do_not_stop_an_honest_transfer() {
     let mut seed = Node::with_config("limits:\n  upload_rate: 8MiB\n");

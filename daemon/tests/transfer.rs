@@ -169,7 +169,8 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_content_still_arrives() {
 /// cap), and the leecher's memory stays near that cap.
 #[test]
 fn bytes_in_flight_are_capped_per_torrent_and_per_peer() {
-    let mut leecher = Node::with_config("limits:\n  max_in_flight_per_peer: 1MiB\n  max_in_flight_per_torrent: 64MiB\n");
+    let mut leecher =
+        Node::with_config("limits:\n  max_in_flight_per_peer: 1MiB\n  max_in_flight_per_torrent: 64MiB\n");
     leecher.start();
     let src = leecher.root.path().join("src/big.bin");
     random_file(&src, 160 << 20, 9);

@@ -85,7 +85,9 @@ bounded_keys! { CONFIG:
     MaxPeersPerTorrent = "limits.max_peers_per_torrent", Count, 1, MAX_PEERS;
     UploadSlots = "limits.upload_slots", Count, 1, 1_000;
     MaxConnectionsPerIp = "limits.max_connections_per_ip", Count, 1, 1_000;
-    MaxInFlightPerPeer = "limits.max_in_flight_per_peer", Bytes, 256 * KIB, GIB;
+    // At most what a peer lets one connection queue (`swarm::connection::MAX_QUEUED_UPLOADS`
+    // 128 KiB blocks): more would get our connections closed.
+    MaxInFlightPerPeer = "limits.max_in_flight_per_peer", Bytes, 256 * KIB, 256 * MIB;
     MaxInFlightPerTorrent = "limits.max_in_flight_per_torrent", Bytes, 64 * MIB, 16 * GIB;
     K = "discovery.k", Count, 1, 64;
     HopLimit = "discovery.hop_limit", Count, 1, 64;
@@ -350,11 +352,11 @@ mod tests {
     fn sizes_and_rates_take_units() {
         let b = MaxInFlightPerPeer::BOUND;
         assert_eq!(size(&b, Raw::Text("64MiB".into())), Ok(ByteSize(64 << 20)));
-        assert_eq!(size(&b, Raw::Int(1 << 30)), Ok(ByteSize(1 << 30)));
+        assert_eq!(size(&b, Raw::Int(1 << 28)), Ok(ByteSize(1 << 28)));
         let e = size(&b, Raw::Text("2GiB".into())).unwrap_err().to_string();
         assert_eq!(
             e,
-            "limits.max_in_flight_per_peer: 2147483648 (2 GiB) is above the maximum; allowed: 256 KiB to 1 GiB"
+            "limits.max_in_flight_per_peer: 2147483648 (2 GiB) is above the maximum; allowed: 256 KiB to 256 MiB"
         );
         let e = size(&b, Raw::Text("100 parsecs".into())).unwrap_err().to_string();
         assert!(e.starts_with("limits.max_in_flight_per_peer: `100 parsecs` is not a valid size"), "{e}");

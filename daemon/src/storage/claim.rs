@@ -284,9 +284,10 @@ mod tests {
             kind: ContentKind::File,
             name: name.into(),
             piece_length: 16 << 10,
-            files: vec![FileEntry { path: RelPath::root(), length: bytes.len() as u64 }],
+            files: vec![FileEntry::new(RelPath::root(), bytes.len() as u64)],
             pieces: h.finish(),
             total_length: bytes.len() as u64,
+            empty_dirs: Vec::new(),
         }
     }
 
@@ -396,12 +397,13 @@ mod tests {
             name: "d".into(),
             piece_length: 16 << 10,
             files: vec![
-                FileEntry { path: "a".parse().unwrap(), length: 20_000 },
-                FileEntry { path: "sub/b".parse().unwrap(), length: 10_000 },
-                FileEntry { path: "sub/f".parse().unwrap(), length: 0 },
+                FileEntry::new("a".parse().unwrap(), 20_000),
+                FileEntry::new("sub/b".parse().unwrap(), 10_000),
+                FileEntry::new("sub/f".parse().unwrap(), 0),
             ],
             pieces: h.finish(),
             total_length: 30_000,
+            empty_dirs: Vec::new(),
         };
         std::fs::create_dir_all(data.path().join("d/sub")).unwrap();
         std::fs::write(data.path().join("d/a"), &a).unwrap();

@@ -20,7 +20,6 @@ use crate::control::server;
 use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, InfoHash};
 use crate::state::atomic::TEMP_MARKER;
 use crate::torrent::StopMode;
-use crate::units::ByteSize;
 use crate::yaml;
 
 /// One file of `torrents/` as read from disk.
@@ -156,23 +155,6 @@ impl Supervisor {
                 self.locations.data_roots = resolved.data_roots;
             }
         }
-        // The in-flight caps are read when the engines start.
-        let mut restart_only_size = |key: &str, old: ByteSize, new: &mut ByteSize| {
-            if *new != old {
-                report.needs_restart.push(format!("limits.{key}: {old} → {new} (restart p2pd to apply)"));
-                *new = old;
-            }
-        };
-        restart_only_size(
-            "max_in_flight_per_peer",
-            old.limits.max_in_flight_per_peer,
-            &mut new.limits.max_in_flight_per_peer,
-        );
-        restart_only_size(
-            "max_in_flight_per_torrent",
-            old.limits.max_in_flight_per_torrent,
-            &mut new.limits.max_in_flight_per_torrent,
-        );
         if new.limits != old.limits {
             let sw = &self.ctx.swarm;
             sw.upload.set(new.limits.upload_rate);
@@ -180,6 +162,7 @@ impl Supervisor {
             sw.max_connections.store(new.limits.max_peers as usize, std::sync::atomic::Ordering::SeqCst);
             sw.upload_slots.store(new.limits.upload_slots as usize, std::sync::atomic::Ordering::SeqCst);
             sw.registry.set_max_per_ip(new.limits.max_connections_per_ip as usize);
+            sw.in_flight.set(new.limits.max_in_flight_per_peer.0, new.limits.max_in_flight_per_torrent.0);
             report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
         }
         if new.bootstrap != old.bootstrap {
@@ -382,6 +365,15 @@ fn describe_limits(old: &Config, new: &Config) -> String {
     }
     if o.max_connections_per_ip != n.max_connections_per_ip {
         parts.push(format!("max_connections_per_ip {} → {}", o.max_connections_per_ip, n.max_connections_per_ip));
+    }
+    if o.max_in_flight_per_peer != n.max_in_flight_per_peer {
+        parts.push(format!("max_in_flight_per_peer {} → {}", o.max_in_flight_per_peer, n.max_in_flight_per_peer));
+    }
+    if o.max_in_flight_per_torrent != n.max_in_flight_per_torrent {
+        parts.push(format!(
+            "max_in_flight_per_torrent {} → {}",
+            o.max_in_flight_per_torrent, n.max_in_flight_per_torrent
+        ));
     }
     parts.join(", ")
 }
