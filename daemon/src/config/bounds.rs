@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn ranges_read_well() {
         assert_eq!(K::BOUND.range(), "1 to 64");
-        assert_eq!(MaxInFlightPerPeer::BOUND.range(), "256 KiB to 1 GiB");
+        assert_eq!(MaxInFlightPerPeer::BOUND.range(), "256 KiB to 256 MiB");
         assert_eq!(PeerTtlSecs::BOUND.range(), "10 to 604800 seconds");
         assert_eq!(UploadRate::BOUND.range(), "1 kB/s to 4 GB/s, or unlimited");
     }

@@ -606,9 +606,12 @@ impl Storage {
                         d.remove_file(last).map_err(io_ctx(ctx()))?;
                     }
                 }
-                // Remove now-empty directories, deepest first.
-                let mut dirs: Vec<&[String]> =
-                    self.files.iter().flat_map(|(c, _)| (1..c.len()).map(move |n| &c[..n])).collect();
+                // Remove now-empty directories, deepest first: the files' parents, and the empty
+                // directories the descriptor lists (and theirs). A directory with anything else
+                // in it stays.
+                let files = self.files.iter().flat_map(|(c, _)| (1..c.len()).map(move |n| &c[..n]));
+                let listed = self.published.empty_dirs.iter().flat_map(|c| (1..=c.len()).map(move |n| &c[..n]));
+                let mut dirs: Vec<&[String]> = files.chain(listed).collect();
                 dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
                 dirs.dedup();
                 for d in dirs {
