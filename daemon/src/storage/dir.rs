@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl, openat, renameat};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, RenameFlags, fcntl, openat, renameat, renameat2};
 use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
@@ -172,8 +172,20 @@ impl Dir {
 
     /// Renames `from` to `to` inside this directory and makes it durable. Fails if `to` exists
     /// and is a non-empty directory; replaces a file.
+    /// Renames `from` to `to`, never replacing what is at `to` (`AlreadyExists` then): what
+    /// is there may be an operator's. Where the filesystem cannot say so atomically
+    /// (`RENAME_NOREPLACE` unsupported), `to` is checked first.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(errno)?;
+        match renameat2(self.fd.as_fd(), from, self.fd.as_fd(), to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => {}
+            Err(Errno::EINVAL | Errno::ENOSYS) => {
+                if self.entry_kind(to)?.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{to} already exists")));
+                }
+                renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(errno)?;
+            }
+            Err(e) => return Err(errno(e)),
+        }
         self.sync()
     }
 
@@ -225,6 +237,20 @@ fn symlink_hint(e: Errno, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rename_never_replaces_what_is_there() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("x.part"), b"ours").unwrap();
+        std::fs::write(data.path().join("x"), b"the operator's").unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        let e = root.rename("x.part", "x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(data.path().join("x")).unwrap(), b"the operator's");
+        std::fs::remove_file(data.path().join("x")).unwrap();
+        root.rename("x.part", "x").unwrap();
+        assert_eq!(std::fs::read(data.path().join("x")).unwrap(), b"ours");
+    }
 
     #[test]
     fn planted_symlinks_are_never_followed() {

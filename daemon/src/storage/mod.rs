@@ -376,11 +376,24 @@ impl Storage {
         if self.placement() == Placement::Final {
             self.forget_open_files();
             let (from, to) = (self.root_name(Placement::Final), self.root_name(Placement::Partial));
-            self.data_dir.rename(&from, &to).map_err(io_ctx(format!(
-                "moving incomplete {} to {}",
-                self.data_dir.path().join(&from).display(),
-                self.data_dir.path().join(&to).display()
-            )))?;
+            match self.data_dir.rename(&from, &to) {
+                Ok(()) => {}
+                // Never over something this torrent did not write.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StorageError::Conflict(format!(
+                        "cannot move incomplete {} aside: {} already exists; move it away",
+                        self.data_dir.path().join(&from).display(),
+                        self.data_dir.path().join(&to).display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(io_ctx(format!(
+                        "moving incomplete {} to {}",
+                        self.data_dir.path().join(&from).display(),
+                        self.data_dir.path().join(&to).display()
+                    ))(e));
+                }
+            }
             self.lock().placement = Placement::Partial;
         }
         let mut needed: u64 = 0;

@@ -76,9 +76,8 @@ pub enum StopMode {
     /// The daemon is stopping: save state for the next start.
     Suspend,
     /// The torrent is no longer managed: delete its resume and peer state, keep the data.
+    /// (Deleting the data is the supervisor's, and only for content the torrent owns.)
     Forget,
-    /// As `Forget`, and delete the content too.
-    DeleteData,
 }
 
 /// The part of a torrent's state that others may read.

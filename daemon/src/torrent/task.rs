@@ -599,24 +599,10 @@ impl Torrent {
         if self.swarm.take().is_some() {
             self.ctx.discovery.leave(hash).await;
         }
-        if how != StopMode::Suspend {
-            let storage = match self.storage.clone() {
-                Some(s) => Some(s),
-                None if how == StopMode::DeleteData => {
-                    let content = self.spec.descriptor.content.clone();
-                    let dir = self.spec.settings.data_dir.clone();
-                    smol::unblock(move || Storage::open(&dir, &content)).await.ok().map(Arc::new)
-                }
-                None => None,
-            };
+        if how == StopMode::Forget {
             let state = self.ctx.state.clone();
             let name = self.shared.name.clone();
             return smol::unblock(move || {
-                if how == StopMode::DeleteData
-                    && let Some(s) = storage
-                {
-                    s.delete_data().map_err(|e| format!("{name}: deleting data: {e}"))?;
-                }
                 // (Peer tables belong to discovery, which drops ours once we left.)
                 state.remove(StateKind::Resume, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))
             })
