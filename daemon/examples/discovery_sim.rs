@@ -123,6 +123,7 @@ fn main() {
          timeout 250 ms, doubling, 4 sends per request; 2 s per attempt; 30 s per lookup.\n\n",
         args.members
     ));
+    let mut stores = String::new();
     out.push_str("| nodes | strategy | loss | dead | lookups | success | messages median (p90) | 2·log2(N) | hops median (p90) | time median (p99) |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for &n in &args.nodes {
@@ -145,6 +146,23 @@ fn main() {
         }
         let table: f64 = base.nodes.iter().map(|x| x.routing().len() as f64).sum::<f64>() / n as f64;
         eprintln!("{n} nodes formed in {:.1}s (mean routing table {table:.0} nodes)", started.elapsed().as_secs_f64());
+        // Who stores the swarm for others: a node stores announces only for swarms it is among
+        // the k closest to (by its own table), so the storers should be the k closest by id.
+        let key = |i: usize| p2pd::discovery::key::distance(&base.nodes[i].id().0, &hash.0);
+        let mut by_distance: Vec<usize> = (0..n).filter(|i| !members.contains(i)).collect();
+        by_distance.sort_by_key(|&i| key(i));
+        let storers: Vec<usize> =
+            by_distance.iter().copied().filter(|&i| base.nodes[i].swarms().knows(&hash)).collect();
+        let k = config.k;
+        let closest_storing = by_distance.iter().take(k).filter(|i| storers.contains(i)).count();
+        let line = format!(
+            "{n} nodes: {} non-members store the swarm; {closest_storing} of the {k} non-members closest to it do; \
+             the farthest storer is number {} by distance.\n\n",
+            storers.len(),
+            storers.last().and_then(|s| by_distance.iter().position(|i| i == s)).map_or(0, |p| p + 1),
+        );
+        eprint!("{line}");
+        stores.push_str(&line);
         let bound = 2.0 * (n as f64).log2();
         let scenarios = [(0.0, 0.0), (0.1, 0.0), (0.3, 0.0), (0.0, 0.2), (0.1, 0.2), (0.3, 0.2)];
         for strategy in [Forwarding::Greedy, Forwarding::Flood] {
@@ -182,6 +200,8 @@ fn main() {
             }
         }
     }
+    out.push('\n');
+    out.push_str(&stores);
     println!("{out}");
     if let Some(path) = args.out {
         if let Err(e) = std::fs::write(&path, &out) {

@@ -22,10 +22,25 @@
 //! - Joining a swarm: look up its peers, ping each and announce ourselves (`announce`, idle
 //!   first), then announce every status change; also announce to the `k` nodes closest to the
 //!   info hash, so that lookups from anywhere converge on a node that knows the swarm.
+//! - Storing: a node stores an announce only for a swarm it is a member of, or for one it is
+//!   among the `k` closest to by its own routing table (`Node::among_closest`); creating a
+//!   stored swarm spends the source host's budget ([`NEW_SWARM_BURST`], [`NEW_SWARM_RATE`]).
+//!   An accepted announce, either way (theirs stored by us, ours answered by them), is what
+//!   tells a member's torrent about another member ([`Event::Peers`]); a member list from a
+//!   lookup answer is only a list of addresses to announce to.
+//! - Our own lookups keep [`RESERVED_FOR_OWN`] of the [`MAX_PENDING`] request slots: forwards
+//!   for others take at most [`MAX_PENDING_FORWARDS`].
 //!
-//! Invariant (anti-amplification): every datagram sent to an address that has not proven it
-//! receives traffic there is sent in answer to a datagram received from (or naming) it, and is
-//! no larger than that datagram. [`Node::send_unvalidated`] enforces it.
+//! Invariants (anti-amplification):
+//! - Every answer sent to an address that has not proven it receives traffic there is sent in
+//!   answer to a datagram received from (or naming) it, and is no larger than that datagram.
+//!   [`Node::send_unvalidated`] enforces it.
+//! - A request to an address that never proved it receives there (only named in a `nodes` or
+//!   `peers` answer, or the source of a `found`) is sent once, never retried, until it
+//!   answers (`Reach::Named`). Such requests on the word of a `nodes` or `peers` answer are
+//!   paid from the byte credit of its sender: never more bytes than it sent this node
+//!   (`Node::affordable`). A `found` sender is asked only once per path the lookup opened
+//!   (`Lookup::named_holders`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -36,7 +51,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::key::{Key, distance, key_of_hash, key_of_node};
-use super::ratelimit::SourceLimiter;
+use super::ratelimit::{ByteCredit, HostLimiter, SourceLimiter};
 use super::routing::{Insert, RoutingTable};
 use super::swarms::{SwarmStore, Upsert};
 use super::tokens::TokenIssuer;
@@ -88,6 +103,12 @@ pub struct DiscoveryConfig {
     /// Per-source packet rate limit (packets/s) and burst.
     pub rate_limit: f64,
     pub rate_burst: f64,
+    /// Stored swarms one source host may create: per second, and in a burst.
+    pub new_swarm_rate: f64,
+    pub new_swarm_burst: f64,
+    /// Requests in flight at most, and how many of them forwards for others may hold.
+    pub max_pending: usize,
+    pub max_pending_forwards: usize,
     pub forwarding: Forwarding,
     /// How long handled request ids are remembered.
     pub seen_ttl: Duration,
@@ -118,6 +139,10 @@ impl Default for DiscoveryConfig {
             max_peers_per_ip: 16,
             rate_limit: 500.0,
             rate_burst: 1000.0,
+            new_swarm_rate: NEW_SWARM_RATE,
+            new_swarm_burst: NEW_SWARM_BURST,
+            max_pending: MAX_PENDING,
+            max_pending_forwards: MAX_PENDING_FORWARDS,
             forwarding: Forwarding::Greedy,
             seen_ttl: Duration::from_secs(120),
             max_seen: 1 << 16,
@@ -180,15 +205,37 @@ pub struct Counters {
     pub forwarded: u64,
     /// Datagrams not sent because they would have exceeded the anti-amplification budget.
     pub amplification_suppressed: u64,
+    /// Announces answered but not stored: for a swarm this node is neither a member of nor
+    /// among the `k` closest to.
+    pub announces_not_stored: u64,
+    /// Announces not stored because their source host created stored swarms too fast.
+    pub new_swarms_limited: u64,
+    /// Requests for others (get_peers, forward) dropped unanswered because forwards held
+    /// every slot they may take ([`MAX_PENDING_FORWARDS`]).
+    pub forwards_refused: u64,
 }
 
 /// A request that needs the receiver's token.
 #[derive(Debug, Clone)]
 enum Need {
-    FindNode { lookup: u64, target: Key },
-    GetPeers { lookup: u64, request_id: u64, info_hash: InfoHash, hop_limit: u8 },
+    FindNode {
+        lookup: u64,
+        target: Key,
+    },
+    GetPeers {
+        lookup: u64,
+        request_id: u64,
+        info_hash: InfoHash,
+        hop_limit: u8,
+    },
     Forward(ForwardJob),
-    Announce { info_hash: InfoHash, status: PeerStatus },
+    /// Our `status` in a swarm; `listed`: the status a lookup answer gave the receiver, which
+    /// it is recorded with once it answers (it is not in our table yet).
+    Announce {
+        info_hash: InfoHash,
+        status: PeerStatus,
+        listed: Option<PeerStatus>,
+    },
 }
 
 /// A get_peers this node is forwarding for someone else.
@@ -218,6 +265,39 @@ enum Purpose {
     Need { need: Need, retried: bool },
 }
 
+impl Purpose {
+    /// Whether the request is sent on another node's behalf (a forward, or the ping that
+    /// fetches a token for one): those may hold at most [`MAX_PENDING_FORWARDS`] slots.
+    fn for_others(&self) -> bool {
+        matches!(
+            self,
+            Purpose::Need { need: Need::Forward(_), .. } | Purpose::Ping { then: Some(After::Need(Need::Forward(_))) }
+        )
+    }
+}
+
+/// What became of a request to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Sent,
+    /// No next hop left to try: the path ends here.
+    NoneLeft,
+    /// No request slot free for others ([`MAX_PENDING_FORWARDS`]).
+    Busy,
+}
+
+/// Whether an address proved that it receives traffic there, which decides how often a
+/// request may be sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// It did, or the operator gave it: in the routing table, answered us, presented our
+    /// token, a bootstrap node, or remembered from an earlier run. Retried as configured.
+    Proven,
+    /// Only named by another node (a `nodes` or `peers` answer): one datagram, no retry,
+    /// unless [`Node::validated`] finds it proven after all.
+    Named,
+}
+
 #[derive(Debug, Clone)]
 enum After {
     Need(Need),
@@ -230,6 +310,8 @@ struct Pending {
     to: SocketAddr,
     bytes: Vec<u8>,
     attempts: u32,
+    /// Sends allowed in all: `rpc_attempts`, or 1 to an address never validated.
+    max_attempts: u32,
     timeout: Duration,
     deadline: Instant,
     purpose: Purpose,
@@ -259,6 +341,12 @@ struct Lookup {
     open_paths: usize,
     /// Holders already asked directly.
     holders: HashSet<SocketAddr>,
+    /// `found` senders never validated that this attempt may still ask directly: one per path
+    /// opened (each path is one request to a validated first hop, and an honest path sends
+    /// one `found`), so a node on the path cannot aim this node's requests at many addresses.
+    named_holders: usize,
+    /// Attempts started early because a holder asked once did not answer.
+    holder_reattempts: u32,
     hops: Option<u8>,
     /// Join the swarm with this status once peers are known.
     join: Option<PeerStatus>,
@@ -302,9 +390,17 @@ pub struct Node {
     swarms: SwarmStore,
     issuer: TokenIssuer,
     limiter: SourceLimiter,
-    /// Tokens others gave us, with when we got them.
+    /// Each source host's budget for creating stored swarms.
+    new_swarms: HostLimiter,
+    /// Bytes each source sent us (within the rate limit), which pay for the requests to
+    /// addresses only it named ([`Node::affordable`]).
+    credit: ByteCredit,
+    /// Tokens others gave us in answer to our requests (so each proves its address), with
+    /// when we got them.
     tokens: HashMap<SocketAddr, (Token, Instant)>,
     pending: HashMap<u32, Pending>,
+    /// How many of `pending` are for others ([`Purpose::for_others`]).
+    pending_for_others: usize,
     lookups: HashMap<u64, Lookup>,
     /// Request id of every attempt → its lookup.
     request_ids: HashMap<u64, u64>,
@@ -336,7 +432,24 @@ const FOLLOW_UP_LOOKUPS: [Duration; 2] = [Duration::from_secs(2), Duration::from
 /// accepts it for at least one rotation period).
 const TOKEN_REUSE: Duration = Duration::from_secs(4 * 60);
 const MAX_TOKENS_KEPT: usize = 1 << 14;
-const MAX_PENDING: usize = 1 << 14;
+/// Requests in flight (each with its retries) at most.
+pub const MAX_PENDING: usize = 1 << 14;
+/// Of those, the most that requests sent for others (forwards) may hold: the rest,
+/// [`RESERVED_FOR_OWN`], stays free for this node's own lookups, announces and pings however
+/// many forwards others ask of it.
+pub const MAX_PENDING_FORWARDS: usize = MAX_PENDING - RESERVED_FOR_OWN;
+/// Request slots forwards for others can never take.
+pub const RESERVED_FOR_OWN: usize = 1 << 12;
+/// How many times a lookup starts a new attempt at once when a holder it could ask only once
+/// did not answer (as many as the retries a validated holder gets); later ones wait for
+/// `path_timeout`.
+const HOLDER_REATTEMPTS: u32 = 3;
+/// Most bytes of credit a source address banks (see `Node::affordable`): 25 requests' worth.
+pub const MAX_CREDIT: usize = 4 * wire::MAX_DATAGRAM;
+/// Stored swarms one source host (IPv4 address, IPv6 /64) may create: a burst of this many...
+pub const NEW_SWARM_BURST: f64 = 64.0;
+/// ... then one every 10 s.
+pub const NEW_SWARM_RATE: f64 = 0.1;
 
 impl Node {
     pub fn new(id: NodeId, config: DiscoveryConfig, seed: u64, now: Instant) -> Node {
@@ -347,10 +460,13 @@ impl Node {
             routing: RoutingTable::new(&id, config.k, config.max_nodes_per_ip),
             swarms: SwarmStore::new(config.max_peers_per_swarm, config.max_peers_per_ip, config.max_stored_swarms),
             limiter: SourceLimiter::new(config.rate_limit, config.rate_burst),
+            new_swarms: HostLimiter::new(config.new_swarm_rate, config.new_swarm_burst),
+            credit: ByteCredit::new(MAX_CREDIT),
             issuer,
             rng,
             tokens: HashMap::new(),
             pending: HashMap::new(),
+            pending_for_others: 0,
             lookups: HashMap::new(),
             request_ids: HashMap::new(),
             node_lookups: HashMap::new(),
@@ -408,8 +524,11 @@ impl Node {
             swarms: self.swarms.clone(),
             issuer: self.issuer.clone(),
             limiter: self.limiter.clone(),
+            new_swarms: self.new_swarms.clone(),
+            credit: self.credit.clone(),
             tokens: self.tokens.clone(),
             pending: self.pending.clone(),
+            pending_for_others: self.pending_for_others,
             lookups: self.lookups.clone(),
             request_ids: self.request_ids.clone(),
             node_lookups: self.node_lookups.clone(),
@@ -434,7 +553,8 @@ impl Node {
         }
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| canonical(n.addr)).collect();
         for addr in addrs {
-            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+            let attempts = self.config.rpc_attempts;
+            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) }, attempts);
         }
     }
 
@@ -487,7 +607,8 @@ impl Node {
             if !self.bootstrap.contains(&addr) {
                 self.bootstrap.push(addr);
             }
-            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+            let attempts = self.config.rpc_attempts;
+            self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) }, attempts);
         }
     }
 
@@ -548,8 +669,10 @@ impl Node {
             .get(&info_hash)
             .map(|s| s.peers.values().filter(|p| p.id != self.id).map(|p| p.addr).collect())
             .unwrap_or_default();
+        // Every entry was validated: it announced itself with our token, or answered our
+        // announce (or was, in an earlier run).
         for addr in targets {
-            self.with_token(now, addr, Need::Announce { info_hash, status });
+            self.with_token(now, addr, Need::Announce { info_hash, status, listed: None }, Reach::Proven);
         }
     }
 
@@ -564,10 +687,18 @@ impl Node {
         self.outbox.push(Transmit { to, bytes });
     }
 
-    fn send_request(&mut self, now: Instant, to: SocketAddr, body: Body, purpose: Purpose) {
-        if self.pending.len() >= MAX_PENDING {
+    /// Sends a request, at most `max_attempts` times in all (the first send and retries after
+    /// timeouts); false if it was not sent for want of a free slot.
+    fn send_request(&mut self, now: Instant, to: SocketAddr, body: Body, purpose: Purpose, max_attempts: u32) -> bool {
+        let for_others = purpose.for_others();
+        if self.pending.len() >= self.config.max_pending
+            || (for_others && self.pending_for_others >= self.config.max_pending_forwards)
+        {
             debug!("discovery: too many requests in flight; dropping a {}", body.name());
-            return;
+            if for_others {
+                self.counters.forwards_refused += 1;
+            }
+            return false;
         }
         let mut txid: u32 = self.rng.random();
         while self.pending.contains_key(&txid) || txid == 0 {
@@ -576,7 +707,39 @@ impl Node {
         let bytes = self.packet(txid, body);
         self.push(to, bytes.clone());
         let timeout = self.config.rpc_timeout;
-        self.pending.insert(txid, Pending { to, bytes, attempts: 1, timeout, deadline: now + timeout, purpose });
+        let deadline = now + timeout;
+        self.pending.insert(txid, Pending { to, bytes, attempts: 1, max_attempts, timeout, deadline, purpose });
+        if for_others {
+            self.pending_for_others += 1;
+        }
+        true
+    }
+
+    /// Removes a request from those in flight.
+    fn take_pending(&mut self, txid: u32) -> Option<Pending> {
+        let p = self.pending.remove(&txid)?;
+        if p.purpose.for_others() {
+            self.pending_for_others -= 1;
+        }
+        Some(p)
+    }
+
+    /// Whether a request for others (a forward) may be taken on now.
+    fn forward_slot_free(&self) -> bool {
+        self.pending.len() < self.config.max_pending && self.pending_for_others < self.config.max_pending_forwards
+    }
+
+    /// Whether `addr` proved it receives traffic there: it is in the routing table (it
+    /// answered a request of ours there, or presented our token), or answered one of ours
+    /// lately (we hold a token it sent us in answer).
+    fn validated(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.routing.get_by_addr(addr).is_some() || self.fresh_token(addr, now).is_some()
+    }
+
+    /// Sends allowed for a request to `to`: one to an address only named by others and never
+    /// validated, the configured number otherwise.
+    fn attempts_for(&self, now: Instant, to: &SocketAddr, reach: Reach) -> u32 {
+        if reach == Reach::Proven || self.validated(to, now) { self.config.rpc_attempts } else { 1 }
     }
 
     /// Sends an answer to a validated address.
@@ -624,18 +787,22 @@ impl Node {
                 origin: job.origin,
                 token,
             },
-            Need::Announce { info_hash, status } => Body::Announce { info_hash: *info_hash, status: *status, token },
+            Need::Announce { info_hash, status, .. } => {
+                Body::Announce { info_hash: *info_hash, status: *status, token }
+            }
         }
     }
 
-    /// Sends a token-bearing request, pinging first for a token if we have none.
-    fn with_token(&mut self, now: Instant, to: SocketAddr, need: Need) {
+    /// Sends a token-bearing request, pinging first for a token if we have none; false if it
+    /// was not sent for want of a free slot.
+    fn with_token(&mut self, now: Instant, to: SocketAddr, need: Need, reach: Reach) -> bool {
+        let attempts = self.attempts_for(now, &to, reach);
         match self.fresh_token(&to, now) {
             Some(token) => {
                 let body = self.body_for(&need, token);
-                self.send_request(now, to, body, Purpose::Need { need, retried: false });
+                self.send_request(now, to, body, Purpose::Need { need, retried: false }, attempts)
             }
-            None => self.send_request(now, to, Body::Ping, Purpose::Ping { then: Some(After::Need(need)) }),
+            None => self.send_request(now, to, Body::Ping, Purpose::Ping { then: Some(After::Need(need)) }, attempts),
         }
     }
 
@@ -664,11 +831,14 @@ impl Node {
             self.counters.dropped_unsolicited += 1;
             return;
         }
+        // Whoever sent it (spoofed or not), only answers from that address to our requests can
+        // spend this: what we send on its word never exceeds what it sent.
+        self.credit.earn(&from, bytes.len());
         let handled = if packet.body.is_request() {
             self.handle_request(now, from, packet, bytes.len());
             true
         } else {
-            self.handle_answer(now, from, packet, bytes.len())
+            self.handle_answer(now, from, packet)
         };
         if handled {
             self.counters.handled += 1;
@@ -734,12 +904,18 @@ impl Node {
                     self.reply(from, txid, Body::Peers { request_id, info_hash, holder, peers });
                     return;
                 }
+                let hops_left = hop_limit.min(self.config.hop_limit);
+                if hops_left > 0 && !self.forward_slot_free() {
+                    // Busy forwarding for others: no answer (the origin retries, then asks
+                    // another first hop), and nothing remembered, so a retry is handled anew.
+                    self.counters.forwards_refused += 1;
+                    return;
+                }
                 if !self.mark_seen(now, request_id, from) {
                     self.counters.duplicates += 1;
                     self.reply(from, txid, Body::Forwarded { request_id });
                     return;
                 }
-                let hops_left = hop_limit.min(self.config.hop_limit);
                 let job = ForwardJob {
                     info_hash,
                     request_id,
@@ -751,10 +927,10 @@ impl Node {
                     origin_validated: true,
                     sideways: false,
                 };
-                if hops_left == 0 || !self.forward(now, job) {
-                    self.reply(from, txid, Body::NotFound { request_id, info_hash, hops: 0 });
-                } else {
-                    self.reply(from, txid, Body::Forwarded { request_id });
+                match if hops_left == 0 { Hop::NoneLeft } else { self.forward(now, job) } {
+                    Hop::Sent => self.reply(from, txid, Body::Forwarded { request_id }),
+                    Hop::NoneLeft => self.reply(from, txid, Body::NotFound { request_id, info_hash, hops: 0 }),
+                    Hop::Busy => {}
                 }
             }
             Body::Forward { info_hash, request_id, hops, hops_left, origin, token } => {
@@ -762,6 +938,12 @@ impl Node {
                     return self.refuse_token(now, from, txid, sender, len);
                 }
                 self.learn(now, sender, from);
+                if hops_left > 0 && !self.swarms.knows(&info_hash) && !self.forward_slot_free() {
+                    // Busy forwarding for others: no acknowledgement, so the previous hop
+                    // routes around this node.
+                    self.counters.forwards_refused += 1;
+                    return;
+                }
                 self.reply(from, txid, Body::Forwarded { request_id });
                 if origin.id == self.id || !self.mark_seen(now, request_id, origin.addr) {
                     self.counters.duplicates += 1;
@@ -785,7 +967,7 @@ impl Node {
                     origin_validated: false,
                     sideways: false,
                 };
-                if hops_left == 0 || !self.forward(now, job) {
+                if hops_left == 0 || self.forward(now, job) == Hop::NoneLeft {
                     let not_found = Body::NotFound { request_id, info_hash, hops };
                     self.send_unvalidated(origin.addr, 0, not_found, len);
                 }
@@ -796,26 +978,71 @@ impl Node {
                 }
                 self.learn(now, sender, from);
                 let record = PeerRecord { id: sender, addr: from, status };
+                let member = self.swarms.is_member(&info_hash);
                 if status == PeerStatus::Leaving {
                     self.swarms.remove_peer(&info_hash, &from);
                     debug!("discovery: {info_hash}: {from} left");
-                } else {
-                    match self.swarms.upsert(info_hash, record, now) {
-                        Upsert::New => debug!("discovery: {info_hash}: {from} joined as {}", status.as_str()),
-                        Upsert::StatusChanged(s) => debug!("discovery: {info_hash}: {from} is now {}", s.as_str()),
-                        Upsert::StaleIdle(s) => {
-                            debug!("discovery: {info_hash}: {from} is still {} (its join arrived late)", s.as_str())
-                        }
-                        Upsert::Refreshed | Upsert::Rejected => {}
+                    // The sender proved its address: its torrent-side record goes too.
+                    if member {
+                        self.events.push(Event::Peers { info_hash, peers: vec![record] });
                     }
+                } else if let Some(stored) = self.store_announce(now, info_hash, record)
+                    && member
+                {
+                    self.events.push(Event::Peers { info_hash, peers: vec![stored] });
                 }
-                if self.swarms.is_member(&info_hash) {
-                    self.events.push(Event::Peers { info_hash, peers: vec![record] });
-                }
+                // Answered whether stored or not: the announcer has nothing to retry.
                 self.reply(from, txid, Body::Announced { info_hash });
             }
             _ => unreachable!("only requests reach handle_request"),
         }
+    }
+
+    /// Whether this node is among the `k` nodes closest to `info_hash` that its routing table
+    /// knows: fewer than `k` reachable nodes in it are closer. Those are the nodes announces
+    /// are sent to (the announcer's find_node converges on them) and where greedy get_peers
+    /// paths end.
+    fn among_closest(&self, info_hash: &InfoHash) -> bool {
+        let target = key_of_hash(info_hash);
+        let mine = distance(&key_of_node(&self.id), &target);
+        self.routing.closer_count(&target, &mine, self.config.k) < self.config.k
+    }
+
+    /// Stores a (validated) announce if this node should: for a swarm it is a member of, or one
+    /// it is among the closest to — a new stored swarm only within the source host's budget.
+    /// Returns the record as stored, or `None` if nothing was stored.
+    fn store_announce(&mut self, now: Instant, info_hash: InfoHash, record: PeerRecord) -> Option<PeerRecord> {
+        let from = record.addr;
+        if !self.swarms.is_member(&info_hash) {
+            if !self.among_closest(&info_hash) {
+                self.counters.announces_not_stored += 1;
+                trace!("discovery: {info_hash}: not storing {from}'s announce (not among the closest)");
+                return None;
+            }
+            if self.swarms.get(&info_hash).is_none() && !self.new_swarms.allow(from.ip(), now) {
+                self.counters.new_swarms_limited += 1;
+                debug!("discovery: {info_hash}: not storing {from}'s announce (its host creates swarms too fast)");
+                return None;
+            }
+        }
+        let status = record.status;
+        let stored = match self.swarms.upsert(info_hash, record, now) {
+            Upsert::New => {
+                debug!("discovery: {info_hash}: {from} joined as {}", status.as_str());
+                status
+            }
+            Upsert::StatusChanged(s) => {
+                debug!("discovery: {info_hash}: {from} is now {}", s.as_str());
+                s
+            }
+            Upsert::StaleIdle(s) => {
+                debug!("discovery: {info_hash}: {from} is still {} (its join arrived late)", s.as_str());
+                s
+            }
+            Upsert::Refreshed => status,
+            Upsert::Rejected => return None,
+        };
+        Some(PeerRecord { status: stored, ..record })
     }
 
     /// Records a handled request; false if it was seen before.
@@ -842,7 +1069,11 @@ impl Node {
     /// storers are this node's nearest neighbours in the keyspace, and its table may be missing
     /// the one that is closer still. The path stays a single path: no fan-out, so one request
     /// never makes more than one `found`/`not_found` reach the origin.
-    fn forward(&mut self, now: Instant, job: ForwardJob) -> bool {
+    fn forward(&mut self, now: Instant, job: ForwardJob) -> Hop {
+        if !self.forward_slot_free() {
+            self.counters.forwards_refused += 1;
+            return Hop::Busy;
+        }
         let target = key_of_hash(&job.info_hash);
         match self.config.forwarding {
             Forwarding::Greedy => {
@@ -862,14 +1093,14 @@ impl Node {
                                 job.hops_left = 1;
                                 *n
                             }
-                            _ => return false,
+                            _ => return Hop::NoneLeft,
                         }
                     }
                 };
                 job.tried.push(next.addr);
                 self.counters.forwarded += 1;
-                self.with_token(now, next.addr, Need::Forward(job));
-                true
+                // Next hops come from the routing table.
+                if self.with_token(now, next.addr, Need::Forward(job), Reach::Proven) { Hop::Sent } else { Hop::Busy }
             }
             Forwarding::Flood => {
                 let all: Vec<SocketAddr> = self
@@ -879,19 +1110,19 @@ impl Node {
                     .map(|e| e.addr)
                     .collect();
                 if all.is_empty() {
-                    return false;
+                    return Hop::NoneLeft;
                 }
                 for addr in all {
                     self.counters.forwarded += 1;
-                    self.with_token(now, addr, Need::Forward(job.clone()));
+                    self.with_token(now, addr, Need::Forward(job.clone()), Reach::Proven);
                 }
-                true
+                Hop::Sent
             }
         }
     }
 
-    /// Handles an answer of `len` bytes; false if nobody asked for it.
-    fn handle_answer(&mut self, now: Instant, from: SocketAddr, packet: Packet, len: usize) -> bool {
+    /// Handles an answer; false if nobody asked for it.
+    fn handle_answer(&mut self, now: Instant, from: SocketAddr, packet: Packet) -> bool {
         // `found` and `not_found` come from nodes the origin never asked: match by request id.
         match &packet.body {
             Body::Found { request_id, info_hash, hops, token } => {
@@ -908,7 +1139,7 @@ impl Node {
         if pending.to != from {
             return false;
         }
-        let Some(pending) = self.pending.remove(&packet.txid) else { return false };
+        let Some(pending) = self.take_pending(packet.txid) else { return false };
         // It answered, at the address we asked: a verified node.
         self.routing.insert_verified(packet.sender, from, now);
         self.routing.seen(&packet.sender, now);
@@ -918,7 +1149,16 @@ impl Node {
                 match then {
                     Some(After::Need(need)) => {
                         let body = self.body_for(&need, token);
-                        self.send_request(now, from, body, Purpose::Need { need, retried: false });
+                        let attempts = self.config.rpc_attempts;
+                        if !self.send_request(
+                            now,
+                            from,
+                            body,
+                            Purpose::Need { need: need.clone(), retried: false },
+                            attempts,
+                        ) {
+                            self.need_failed(now, from, need);
+                        }
                     }
                     Some(After::SelfLookup) => self.self_lookup(now),
                     None => {}
@@ -930,29 +1170,53 @@ impl Node {
                     self.need_failed(now, from, need);
                 } else {
                     let body = self.body_for(&need, token);
-                    self.send_request(now, from, body, Purpose::Need { need, retried: true });
+                    let attempts = self.config.rpc_attempts;
+                    self.send_request(now, from, body, Purpose::Need { need, retried: true }, attempts);
                 }
             }
             (Purpose::Need { need: Need::FindNode { lookup, .. }, .. }, Body::Nodes { nodes }) => {
-                self.on_nodes(now, lookup, from, nodes, len);
+                self.on_nodes(now, lookup, from, nodes);
             }
             (Purpose::Need { need: Need::GetPeers { lookup, .. }, .. }, body) => {
-                self.on_get_peers_answer(now, lookup, from, packet.sender, body, len);
+                self.on_get_peers_answer(now, lookup, from, packet.sender, body);
             }
             (Purpose::Need { need: Need::Forward(_), .. }, Body::Forwarded { .. }) => {}
-            (Purpose::Need { need: Need::Announce { info_hash, .. }, .. }, Body::Announced { .. }) => {
-                // A member that answers is alive: refresh it in our table.
-                if let Some(s) = self.swarms.get(&info_hash)
-                    && let Some(p) = s.peers.get(&from).copied()
-                {
-                    self.swarms.upsert(info_hash, PeerRecord { id: packet.sender, ..p.record() }, now);
-                }
+            (Purpose::Need { need: Need::Announce { info_hash, listed, .. }, .. }, Body::Announced { .. }) => {
+                self.on_announced(now, info_hash, from, packet.sender, listed);
             }
             (purpose, body) => {
                 debug!("discovery: unexpected {} from {from} for {purpose:?}", body.name());
             }
         }
         true
+    }
+
+    /// Our announce to `from` was answered: it is alive at that address. A member already in
+    /// our table is refreshed; one a lookup answer listed is recorded now, with the status it
+    /// was listed with. Either way the torrent hears of it.
+    fn on_announced(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        from: SocketAddr,
+        sender: NodeId,
+        listed: Option<PeerStatus>,
+    ) {
+        if !self.swarms.is_member(&info_hash) {
+            return;
+        }
+        let known = self.swarms.get(&info_hash).and_then(|s| s.peers.get(&from)).map(|p| p.status);
+        let Some(status) = known.or(listed) else { return };
+        let record = PeerRecord { id: sender, addr: from, status };
+        let stored = match self.swarms.upsert(info_hash, record, now) {
+            Upsert::New | Upsert::Refreshed => status,
+            Upsert::StatusChanged(s) | Upsert::StaleIdle(s) => s,
+            Upsert::Rejected => return,
+        };
+        if known.is_none() {
+            debug!("discovery: {info_hash}: {from} answered as a member listed {}", status.as_str());
+        }
+        self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
     }
 
     fn need_failed(&mut self, now: Instant, to: SocketAddr, need: Need) {
@@ -962,8 +1226,9 @@ impl Node {
             // Flooding never re-routes a failed hop: every neighbour was tried anyway.
             Need::Forward(_) if self.config.forwarding == Forwarding::Flood => {}
             Need::Forward(job) => {
-                // Replace the dead hop by the next closest.
-                if !self.forward(now, job.clone()) {
+                // Replace the dead hop by the next closest (when busy, the origin's own
+                // timers take over).
+                if self.forward(now, job.clone()) == Hop::NoneLeft {
                     let body = Body::NotFound { request_id: job.request_id, info_hash: job.info_hash, hops: job.hops };
                     if job.origin_validated {
                         self.reply(job.origin.addr, 0, body);
@@ -985,16 +1250,18 @@ impl Node {
     pub fn poll(&mut self, now: Instant) {
         let due: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(t, _)| *t).collect();
         for txid in due {
-            let Some(mut p) = self.pending.remove(&txid) else { continue };
-            if p.attempts < self.config.rpc_attempts {
+            if let Some(p) = self.pending.get_mut(&txid)
+                && p.attempts < p.max_attempts
+            {
                 p.attempts += 1;
                 p.timeout *= 2;
                 p.deadline = now + p.timeout;
+                let (to, bytes) = (p.to, p.bytes.clone());
                 self.counters.retries += 1;
-                self.push(p.to, p.bytes.clone());
-                self.pending.insert(txid, p);
+                self.push(to, bytes);
                 continue;
             }
+            let Some(p) = self.take_pending(txid) else { continue };
             self.counters.timeouts += 1;
             self.routing.failed(p.to);
             match p.purpose {
@@ -1044,13 +1311,14 @@ impl Node {
             }
         }
         let before = now.checked_sub(self.config.refresh_interval).unwrap_or(now);
+        let attempts = self.config.rpc_attempts;
         for e in self.routing.stale(before).into_iter().take(16) {
-            self.send_request(now, e.addr, Body::Ping, Purpose::Ping { then: None });
+            self.send_request(now, e.addr, Body::Ping, Purpose::Ping { then: None }, attempts);
         }
         if self.routing.is_empty() {
             let addrs = self.bootstrap.clone();
             for addr in addrs {
-                self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) });
+                self.send_request(now, addr, Body::Ping, Purpose::Ping { then: Some(After::SelfLookup) }, attempts);
             }
         }
     }
@@ -1089,6 +1357,8 @@ impl Node {
             not_found: HashSet::new(),
             open_paths: 0,
             holders: HashSet::new(),
+            named_holders: 0,
+            holder_reattempts: 0,
             hops: None,
             join,
             done: false,
@@ -1111,6 +1381,7 @@ impl Node {
         l.attempt_deadline = now + path_timeout;
         l.not_found.clear();
         l.holders.clear();
+        l.named_holders = 0;
         l.open_paths = 0;
         self.request_ids.insert(rid, key);
         let mut sent = 0;
@@ -1132,8 +1403,10 @@ impl Node {
                 continue;
             }
             l.open_paths += 1;
+            l.named_holders += 1;
             let need = Need::GetPeers { lookup: key, request_id: l.request_id, info_hash: l.info_hash, hop_limit };
-            self.with_token(now, addr, need);
+            // First hops come from the routing table and from the operator (descriptors).
+            self.with_token(now, addr, need, Reach::Proven);
             return true;
         }
         false
@@ -1162,6 +1435,7 @@ impl Node {
     }
 
     fn on_first_hop_failed(&mut self, now: Instant, key: u64, addr: SocketAddr) {
+        let named = !self.validated(&addr, now);
         let Some(l) = self.lookups.get_mut(&key) else { return };
         if l.done {
             return;
@@ -1170,6 +1444,14 @@ impl Node {
             l.dead.insert(addr);
         }
         l.open_paths = l.open_paths.saturating_sub(1);
+        if named && l.holders.contains(&addr) && l.holder_reattempts < HOLDER_REATTEMPTS {
+            // A holder asked once (never validated) did not answer: go through a path again at
+            // once rather than after `path_timeout`. Each attempt is a new request to a
+            // validated first hop, and pays for one more datagram to the holder.
+            l.holder_reattempts += 1;
+            self.new_attempt(now, key);
+            return;
+        }
         self.next_first_hop(now, key);
         self.check_lookup_exhausted(now, key);
     }
@@ -1179,15 +1461,7 @@ impl Node {
         (self.lookups.get(&key)?.info_hash == *info_hash).then_some(key)
     }
 
-    fn on_get_peers_answer(
-        &mut self,
-        now: Instant,
-        key: u64,
-        from: SocketAddr,
-        sender: NodeId,
-        body: Body,
-        len: usize,
-    ) {
+    fn on_get_peers_answer(&mut self, now: Instant, key: u64, from: SocketAddr, sender: NodeId, body: Body) {
         match body {
             Body::Peers { info_hash, holder, peers, .. } => {
                 let Some(l) = self.lookups.get_mut(&key) else { return };
@@ -1201,7 +1475,7 @@ impl Node {
                 if let Some(status) = holder {
                     records.insert(0, PeerRecord { id: sender, addr: from, status });
                 }
-                self.on_peers(now, key, records, len);
+                self.on_peers(now, key, from, records);
             }
             Body::Forwarded { .. } => {}
             Body::NotFound { request_id, .. } => {
@@ -1227,15 +1501,32 @@ impl Node {
         token: Token,
     ) -> bool {
         let Some(key) = self.lookup_of(request_id, &info_hash) else { return false };
+        let validated = self.validated(&from, now);
         let Some(l) = self.lookups.get_mut(&key) else { return false };
-        if l.done || !l.holders.insert(from) {
+        if l.done || l.holders.contains(&from) {
             return true;
         }
+        // A `found` can come from anywhere (its source is not proven): a holder never validated
+        // is asked once, and only as many of them as this attempt opened paths.
+        if !validated {
+            if l.named_holders == 0 {
+                self.counters.amplification_suppressed += 1;
+                return true;
+            }
+            l.named_holders -= 1;
+        }
+        l.holders.insert(from);
         l.hops = Some(l.hops.map_or(hops, |h| h.min(hops)));
         l.open_paths += 1;
         let rid = l.request_id;
-        self.store_token(from, token, now);
-        self.with_token(now, from, Need::GetPeers { lookup: key, request_id: rid, info_hash, hop_limit: 0 });
+        // The token is used for this request only: it proves nothing about `from`, so it is not
+        // kept with the tokens that do (see `validated`).
+        let need = Need::GetPeers { lookup: key, request_id: rid, info_hash, hop_limit: 0 };
+        let body = self.body_for(&need, token);
+        let attempts = if validated { self.config.rpc_attempts } else { 1 };
+        if !self.send_request(now, from, body, Purpose::Need { need, retried: false }, attempts) {
+            self.on_first_hop_failed(now, key, from);
+        }
         true
     }
 
@@ -1254,27 +1545,23 @@ impl Node {
         true
     }
 
-    /// Peers from an answer of `len` bytes: all are recorded; we announce ourselves to those
-    /// [`Node::affordable`] allows (the others learn of us through the swarm's storers, or
-    /// when we connect to them).
-    fn on_peers(&mut self, now: Instant, key: u64, peers: Vec<PeerRecord>, len: usize) {
+    /// Peers from an answer by `from`. Nothing is recorded yet, nor told to the torrent:
+    /// when joining, we announce ourselves to those [`Node::affordable`] allows, and each that
+    /// answers is recorded then ([`Node::on_announced`]). The others learn of us through the
+    /// swarm's storers, or a later lookup lists them again.
+    fn on_peers(&mut self, now: Instant, key: u64, from: SocketAddr, peers: Vec<PeerRecord>) {
         let Some(l) = self.lookups.get(&key) else { return };
         let info_hash = l.info_hash;
         let join = l.join;
-        if self.swarms.is_member(&info_hash) {
-            for p in &peers {
-                self.swarms.upsert(info_hash, *p, now);
-            }
-            if !peers.is_empty() {
-                self.events.push(Event::Peers { info_hash, peers: peers.clone() });
-            }
-        }
-        if let Some(status) = join {
+        if let Some(status) = join
+            && self.swarms.is_member(&info_hash)
+        {
             let status = self.swarms.get(&info_hash).and_then(|s| s.membership).unwrap_or(status);
             let live: Vec<PeerRecord> = peers.iter().filter(|p| p.status != PeerStatus::Leaving).copied().collect();
             let target = key_of_hash(&info_hash);
-            for p in self.affordable(now, live, len, |p| key_of_node(&p.id), &target, |p| p.addr) {
-                self.with_token(now, p.addr, Need::Announce { info_hash, status });
+            for p in self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr) {
+                let need = Need::Announce { info_hash, status, listed: Some(p.status) };
+                self.with_token(now, p.addr, need, Reach::Named);
             }
         }
         self.complete_lookup(now, key, peers);
@@ -1353,49 +1640,68 @@ impl Node {
         }
         l.in_flight += to_ask.len();
         let finished = l.in_flight == 0;
+        // Candidates from answers were only named; those from the routing table are validated.
         for n in to_ask {
-            self.with_token(now, n.addr, Need::FindNode { lookup: id, target });
+            self.with_token(now, n.addr, Need::FindNode { lookup: id, target }, Reach::Named);
         }
         if finished {
             self.finish_node_lookup(now, id);
         }
     }
 
-    /// Keeps the items of an answer of `len` bytes that this node may contact: all those it
-    /// already knows (routing table, or a fresh token), and, closest to `target` first, as many
-    /// unknown ones as the answer pays for — each costs a request of at least
-    /// `MIN_REQUEST_LEN` bytes to an address nobody has validated, so a forged list cannot turn
-    /// this node into an amplifier.
+    /// Keeps the items of an answer from `source` that this node may contact: all those it
+    /// has validated ([`Node::validated`]), and, closest to `target` first, as many others as
+    /// `source` pays for. Each costs one request of `MIN_REQUEST_LEN` bytes (sent once, never
+    /// retried, see [`Reach::Named`]), spent from the bytes `source` sent this node (the
+    /// answer included; [`ByteCredit`]). So a forged list never makes this node send victims
+    /// more bytes than its author sent, and a lone small answer (one record: 80 to 122
+    /// bytes) pays for nothing until its author has sent more. `keep` bytes of credit are left
+    /// unspent (see [`Node::on_nodes`]).
+    #[allow(clippy::too_many_arguments)]
     fn affordable<T>(
-        &self,
+        &mut self,
         now: Instant,
+        source: SocketAddr,
+        keep: usize,
         mut items: Vec<T>,
-        len: usize,
         key: impl Fn(&T) -> Key,
         target: &Key,
         addr: impl Fn(&T) -> SocketAddr,
     ) -> Vec<T> {
         items.sort_by_key(|i| distance(&key(i), target));
-        let mut budget = (len / wire::MIN_REQUEST_LEN).max(1);
-        items.retain(|i| {
-            let a = addr(i);
-            if self.routing.get_by_addr(&a).is_some() || self.fresh_token(&a, now).is_some() {
-                true
-            } else if budget > 0 {
-                budget -= 1;
-                true
-            } else {
-                false
-            }
-        });
+        let validated: Vec<bool> = items.iter().map(|i| self.validated(&addr(i), now)).collect();
+        let listed = items.len();
+        let mut validated = validated.into_iter();
+        items.retain(|_| validated.next().unwrap_or(false) || self.credit.spend(&source, wire::MIN_REQUEST_LEN, keep));
+        if items.len() < listed {
+            debug!(
+                "discovery: {} of {listed} addresses {source} listed not contacted (not paid for)",
+                listed - items.len()
+            );
+        }
         items
     }
 
-    /// Nodes from a find_node answer of `len` bytes (see [`Node::affordable`]).
-    fn on_nodes(&mut self, now: Instant, id: u64, from: SocketAddr, nodes: Vec<NodeRecord>, len: usize) {
+    /// Nodes from a find_node answer by `from` (see [`Node::affordable`]). While we also await
+    /// a swarm's members from `from`, one request's worth of its credit is kept for them: in a
+    /// small network both answers are small, and the members matter more.
+    fn on_nodes(&mut self, now: Instant, id: u64, from: SocketAddr, nodes: Vec<NodeRecord>) {
         let own = self.id;
-        let Some(target) = self.node_lookups.get(&id).map(|l| l.target) else { return };
-        let nodes = self.affordable(now, nodes, len, |n| key_of_node(&n.id), &target, |n| n.addr);
+        let Some(l) = self.node_lookups.get(&id) else { return };
+        let target = l.target;
+        // Only new candidates are worth paying for.
+        let mut nodes = nodes;
+        nodes.retain(|n| n.id != own && !l.candidates.iter().any(|(c, _)| c.id == n.id || c.addr == n.addr));
+        let members_awaited = self.pending.values().any(|p| {
+            p.to == from
+                && matches!(
+                    p.purpose,
+                    Purpose::Need { need: Need::GetPeers { .. }, .. }
+                        | Purpose::Ping { then: Some(After::Need(Need::GetPeers { .. })) }
+                )
+        });
+        let keep = if members_awaited { wire::MIN_REQUEST_LEN } else { 0 };
+        let nodes = self.affordable(now, from, keep, nodes, |n| key_of_node(&n.id), &target, |n| n.addr);
         let Some(l) = self.node_lookups.get_mut(&id) else { return };
         l.in_flight = l.in_flight.saturating_sub(1);
         for (n, state) in l.candidates.iter_mut() {
@@ -1404,7 +1710,7 @@ impl Node {
             }
         }
         for n in nodes {
-            if n.id != own && !l.candidates.iter().any(|(c, _)| c.id == n.id || c.addr == n.addr) {
+            if !l.candidates.iter().any(|(c, _)| c.id == n.id || c.addr == n.addr) {
                 l.candidates.push((n, Candidate::Fresh));
             }
         }
@@ -1463,7 +1769,7 @@ impl Node {
             .map(|(n, _)| n.addr)
             .collect();
         for addr in closest {
-            self.with_token(now, addr, Need::Announce { info_hash, status });
+            self.with_token(now, addr, Need::Announce { info_hash, status, listed: None }, Reach::Proven);
         }
     }
 }

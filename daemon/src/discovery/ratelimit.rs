@@ -1,13 +1,17 @@
-//! Per-source packet rate limiting with bounded memory.
+//! Per-source rate limiting with bounded memory.
 //!
-//! Two levels: each source address (IP and port) has a budget, and each IP a budget ten times
-//! larger, so several daemons on one host do not starve each other while one host rotating
-//! ports still hits a cap. Sources hash (with a random key, so an attacker cannot aim
-//! collisions) into fixed arrays of token buckets: memory does not grow with the number of
-//! sources, however many addresses an attacker spoofs. Two sources sharing a slot share its
-//! budget; with 4096 slots that is rare.
+//! [`SourceLimiter`] limits packets, on two levels: each source address (IP and port) has a
+//! budget, and each IP a budget ten times larger, so several daemons on one host do not starve
+//! each other while one host rotating ports still hits a cap. [`HostLimiter`] limits one kind of
+//! action (creating a stored swarm) per source host: an IPv4 address, or an IPv6 /64, the block
+//! one subscriber usually holds. [`ByteCredit`] counts the bytes each source address sent, so
+//! that what this node sends on a source's word never exceeds them.
+//!
+//! Sources hash (with a random key, so an attacker cannot aim collisions) into fixed arrays of
+//! token buckets: memory does not grow with the number of sources, however many addresses an
+//! attacker spoofs. Two sources sharing a slot share its budget; with 4096 slots that is rare.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 const SLOTS: usize = 4096;
@@ -71,6 +75,88 @@ impl SourceLimiter {
     }
 }
 
+/// Bytes received from each source address, less what was spent on its word, up to a cap, in
+/// fixed memory. Two sources sharing a slot share their credit: the bytes spent still never
+/// exceed the bytes received.
+#[derive(Debug, Clone)]
+pub struct ByteCredit {
+    /// Keyed SipHash with random keys, as in [`SourceLimiter`].
+    hasher: std::collections::hash_map::RandomState,
+    slots: Vec<usize>,
+    /// Most credit a slot holds, so that a long conversation does not bank a large burst.
+    cap: usize,
+}
+
+impl ByteCredit {
+    pub fn new(cap: usize) -> ByteCredit {
+        ByteCredit { hasher: std::collections::hash_map::RandomState::new(), slots: vec![0; SLOTS], cap }
+    }
+
+    fn slot(&self, addr: &SocketAddr) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(addr) % SLOTS as u64) as usize
+    }
+
+    /// `bytes` arrived from `addr`.
+    pub fn earn(&mut self, addr: &SocketAddr, bytes: usize) {
+        let i = self.slot(addr);
+        self.slots[i] = (self.slots[i] + bytes).min(self.cap);
+    }
+
+    /// Spends `bytes` of `addr`'s credit if it has that much and `keep` more; false (nothing
+    /// spent) if not.
+    pub fn spend(&mut self, addr: &SocketAddr, bytes: usize, keep: usize) -> bool {
+        let i = self.slot(addr);
+        if self.slots[i] < bytes + keep {
+            return false;
+        }
+        self.slots[i] -= bytes;
+        true
+    }
+}
+
+/// The host an address belongs to, as [`HostLimiter`] counts it: an IPv4 address (IPv4-mapped
+/// IPv6 addresses included), or the /64 of an IPv6 address.
+pub fn host_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// A budget of some action per source host (see [`host_of`]), in fixed memory.
+#[derive(Debug, Clone)]
+pub struct HostLimiter {
+    /// Keyed SipHash with random keys, as in [`SourceLimiter`].
+    hasher: std::collections::hash_map::RandomState,
+    buckets: Buckets,
+}
+
+impl HostLimiter {
+    /// `rate` actions per second per host, with bursts of `burst`.
+    pub fn new(rate: f64, burst: f64) -> HostLimiter {
+        HostLimiter { hasher: std::collections::hash_map::RandomState::new(), buckets: Buckets::new(rate, burst) }
+    }
+
+    /// Whether one more action by the host of `ip` at `now` is within its budget (and spends
+    /// it).
+    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(host_of(ip)) % SLOTS as u64) as usize;
+        if self.buckets.refill(i, now) < 1.0 {
+            return false;
+        }
+        self.buckets.slots[i].0 -= 1.0;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +179,35 @@ mod tests {
         let t = Instant::now();
         let allowed = (0..1000u16).filter(|p| l.allow(&SocketAddr::from(([10, 0, 0, 1], 2000 + p)), t)).count();
         assert_eq!(allowed, 100, "ten times one address's burst, no more");
+    }
+
+    #[test]
+    fn a_host_budget_covers_every_port_and_an_ipv6_slash_64() {
+        let mut l = HostLimiter::new(0.1, 4.0);
+        let t = Instant::now();
+        let v4 = |port: u16| SocketAddr::from(([10, 0, 0, 1], port)).ip();
+        assert_eq!((0..10u16).filter(|p| l.allow(v4(*p), t)).count(), 4, "the burst, whatever the port");
+        assert!(!l.allow(v4(1), t + Duration::from_secs(5)), "0.1/s: not yet");
+        assert!(l.allow(v4(1), t + Duration::from_secs(11)), "one more after 10 s");
+        let in_64 = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xabcd, 0, 0, last));
+        assert_eq!((0..10u16).filter(|i| l.allow(in_64(*i), t)).count(), 4, "one /64 is one host");
+        assert!(l.allow(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1)), t), "another /64");
+        let mapped = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0001));
+        assert_eq!(host_of(mapped), v4(0), "an IPv4-mapped address is its IPv4 host");
+    }
+
+    #[test]
+    fn credit_is_spent_only_as_far_as_it_was_earned_and_is_capped() {
+        let mut c = ByteCredit::new(1000);
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap());
+        c.earn(&a, 150);
+        assert!(!c.spend(&a, 192, 0), "150 bytes do not pay for 192");
+        c.earn(&a, 75);
+        assert!(!c.spend(&a, 192, 192), "225 bytes do not pay for 192 and keep 192");
+        assert!(c.spend(&a, 192, 0));
+        assert!(!c.spend(&a, 192, 0), "33 left");
+        assert!(!c.spend(&b, 1, 0), "another source has nothing");
+        c.earn(&b, 5000);
+        assert_eq!((0..10).filter(|_| c.spend(&b, 192, 0)).count(), 5, "capped at 1000 bytes");
     }
 }

@@ -187,6 +187,22 @@ impl RoutingTable {
         all
     }
 
+    /// How many reachable nodes are closer to `target` than `than` (a distance), counting no
+    /// further than `limit`. With `than` our own distance, this tells whether we are among the
+    /// `limit` nodes closest to `target` that we know of.
+    pub fn closer_count(&self, target: &Key, than: &Key, limit: usize) -> usize {
+        let mut n = 0;
+        for e in self.entries().filter(|e| e.reachable()) {
+            if distance(&key_of_node(&e.id), target) < *than {
+                n += 1;
+                if n >= limit {
+                    break;
+                }
+            }
+        }
+        n
+    }
+
     /// Every node in the table (reachable or not).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.nodes.iter())
@@ -268,6 +284,24 @@ mod tests {
             t.insert_verified(id_with_prefix(i.wrapping_mul(37) | 1, i), addr(9, 1000 + i as u16), now);
         }
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn closer_count_counts_reachable_nodes_closer_than_a_distance() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(&NodeId([0; 32]), 8, 16);
+        for (i, first) in [0x80u8, 0x40, 0x20, 0x10].iter().enumerate() {
+            t.insert_verified(id_with_prefix(*first, 1), addr(i as u8 + 1, 1), now);
+        }
+        let target = [0u8; 32];
+        let mut than = [0u8; 32];
+        than[0] = 0x30;
+        assert_eq!(t.closer_count(&target, &than, 8), 2, "0x10… and 0x20… are closer than 0x30…");
+        assert_eq!(t.closer_count(&target, &than, 1), 1, "stops at the limit");
+        for _ in 0..UNREACHABLE_AFTER {
+            t.failed(addr(4, 1));
+        }
+        assert_eq!(t.closer_count(&target, &than, 8), 1, "an unreachable node does not count");
     }
 
     #[test]

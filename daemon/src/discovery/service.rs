@@ -108,7 +108,8 @@ impl DiscoveryHandle {
         }
     }
 
-    /// Members of `info_hash` as they are learned (lookup answers, announces).
+    /// Members of `info_hash` as they are accepted (their announces stored, or ours answered):
+    /// those already known at once, then each as it comes.
     pub async fn subscribe(&self, info_hash: InfoHash) -> async_channel::Receiver<Vec<PeerRecord>> {
         let (tx, rx) = async_channel::bounded(64);
         let _ = self.commands.send(Command::Subscribe { info_hash, peers: tx }).await;

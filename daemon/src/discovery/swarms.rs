@@ -2,8 +2,11 @@
 //!
 //! A node keeps the table of every swarm it is a member of, and of swarms announced to it as
 //! one of the nodes closest to their info hash ("stored" swarms), so that lookups converge
-//! even when no member is near. Entries carry address, node id, announced status and
-//! last-seen time, and expire unless refreshed by a new announce.
+//! even when no member is near. Which announces are stored (the closest nodes, members, and a
+//! budget of new swarms per source host) is decided by the node before calling [`SwarmStore::upsert`];
+//! every entry is an address that proved itself (a token-bearing announce, or an answer to
+//! ours). Entries carry address, node id, announced status and last-seen time, and expire
+//! unless refreshed by a new announce.
 //!
 //! A member is `idle` from its join until it declares itself leeching or seeding; an `idle`
 //! record for a member (same node id) already known to be leeching or seeding refreshes it

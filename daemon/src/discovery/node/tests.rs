@@ -135,6 +135,376 @@ fn requests_are_retried_with_backoff_then_the_node_counts_a_miss() {
     assert_eq!(&gaps[..3], &[Duration::from_millis(250), Duration::from_millis(500), Duration::from_secs(1)]);
 }
 
+/// A node `n` knows: verified in its routing table, at `addr`.
+fn known(n: &mut Node, now: Instant, id: NodeId, addr: SocketAddr) {
+    assert_eq!(n.routing_mut().insert_verified(id, addr, now), Insert::Added);
+}
+
+/// An id whose first byte is `first` and last byte `last` (the rest zero).
+fn id(first: u8, last: u8) -> NodeId {
+    let mut b = [0u8; 32];
+    b[0] = first;
+    b[31] = last;
+    NodeId(b)
+}
+
+/// Announces `hash` to `n` from `addr` (fetching a token first); true if answered `announced`.
+fn announce(n: &mut Node, now: Instant, addr: SocketAddr, sender: NodeId, hash: InfoHash, status: PeerStatus) -> bool {
+    let token = token_for(n, now, addr, sender);
+    n.handle_datagram(now, addr, &request(sender, Body::Announce { info_hash: hash, status, token }));
+    answers(n).iter().any(|(to, p, _)| *to == addr && matches!(p.body, Body::Announced { .. }))
+}
+
+fn stored(n: &Node, hash: &InfoHash, addr: SocketAddr) -> Option<PeerStatus> {
+    n.swarms().get(hash).and_then(|s| s.peers.get(&addr)).map(|p| p.status)
+}
+
+/// Regression (issue 11): any token holder could make any node store any swarm.
+#[test]
+fn announces_are_stored_only_by_the_closest_nodes_or_members() {
+    let now = Instant::now();
+    let mut n = Node::new(id(0x80, 0), DiscoveryConfig::default(), 7, now);
+    // k nodes, all closer than us to the all-zero hash.
+    for i in 1..=8u8 {
+        known(&mut n, now, id(i, i), from(100 + i));
+    }
+    let far = InfoHash([0; 32]);
+    let near = InfoHash(id(0x80, 9).0);
+    let peer = NodeId([0x33; 32]);
+    assert!(announce(&mut n, now, from(1), peer, far, PeerStatus::Seeding), "answered all the same");
+    assert!(n.swarms().get(&far).is_none(), "not among the 8 closest: nothing stored");
+    assert_eq!(n.counters.announces_not_stored, 1);
+    assert!(announce(&mut n, now, from(1), peer, near, PeerStatus::Seeding));
+    assert_eq!(stored(&n, &near, from(1)), Some(PeerStatus::Seeding), "no known node is closer: stored");
+    // A member stores announces for its swarm wherever it lies.
+    n.join(now, far, PeerStatus::Seeding, &[]);
+    n.take_transmits();
+    assert!(announce(&mut n, now, from(1), peer, far, PeerStatus::Leeching));
+    assert_eq!(stored(&n, &far, from(1)), Some(PeerStatus::Leeching));
+    // With one closer node gone quiet, we are among the 8 closest again (the announcer, farther
+    // than us, takes its place in the bucket).
+    let peer = NodeId([0xff; 32]);
+    let mut m = Node::new(id(0x80, 0), DiscoveryConfig::default(), 8, now);
+    for i in 1..=8u8 {
+        known(&mut m, now, id(i, i), from(100 + i));
+    }
+    for _ in 0..crate::discovery::routing::UNREACHABLE_AFTER {
+        m.routing_mut().failed(from(101));
+    }
+    assert!(announce(&mut m, now, from(1), peer, far, PeerStatus::Seeding));
+    assert_eq!(stored(&m, &far, from(1)), Some(PeerStatus::Seeding));
+}
+
+#[test]
+fn new_swarms_per_source_host_are_rate_capped() {
+    let now = Instant::now();
+    let config = DiscoveryConfig { new_swarm_burst: 3.0, new_swarm_rate: 0.1, ..DiscoveryConfig::default() };
+    let mut n = Node::new(NodeId([1; 32]), config, 9, now);
+    let hash = |i: u8| InfoHash([i; 32]);
+    let port = |p: u16| SocketAddr::from(([10, 0, 0, 1], p));
+    // An empty routing table: this node is among the closest to everything.
+    for i in 0..10u8 {
+        announce(&mut n, now, port(1000 + i as u16), NodeId([0x40 + i; 32]), hash(10 + i), PeerStatus::Seeding);
+    }
+    assert_eq!(n.swarms().swarms().count(), 3, "a burst of 3 new swarms, whatever the port");
+    assert_eq!(n.counters.new_swarms_limited, 7);
+    // Existing swarms take more members from that host.
+    assert!(announce(&mut n, now, port(2000), NodeId([0x60; 32]), hash(10), PeerStatus::Idle));
+    assert_eq!(stored(&n, &hash(10), port(2000)), Some(PeerStatus::Idle));
+    // Another host has its own budget; the first gets one more after 10 s.
+    announce(&mut n, now, from(2), NodeId([0x61; 32]), hash(30), PeerStatus::Idle);
+    assert!(n.swarms().get(&hash(30)).is_some());
+    let later = now + Duration::from_secs(11);
+    announce(&mut n, later, port(1000), NodeId([0x40; 32]), hash(31), PeerStatus::Idle);
+    announce(&mut n, later, port(1000), NodeId([0x40; 32]), hash(32), PeerStatus::Idle);
+    assert!(n.swarms().get(&hash(31)).is_some() && n.swarms().get(&hash(32)).is_none());
+    // Our own swarms are never limited.
+    n.join(later, hash(40), PeerStatus::Seeding, &[]);
+    assert!(n.swarms().is_member(&hash(40)));
+}
+
+fn peer_events(n: &mut Node) -> Vec<PeerRecord> {
+    n.take_events()
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Peers { peers, .. } => peers,
+            Event::LookupDone(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Regression (issue 11): every announce to a member produced a peer event, stored or not, so
+/// a torrent heard of members beyond the per-IP cap.
+#[test]
+fn only_accepted_announces_tell_the_torrent() {
+    let now = Instant::now();
+    let config = DiscoveryConfig { max_peers_per_ip: 2, ..DiscoveryConfig::default() };
+    let mut n = Node::new(NodeId([1; 32]), config, 10, now);
+    let hash = InfoHash([5; 32]);
+    n.join(now, hash, PeerStatus::Seeding, &[]);
+    n.take_transmits();
+    n.take_events();
+    let port = |p: u16| SocketAddr::from(([10, 0, 0, 9], p));
+    for p in 0..4u16 {
+        announce(&mut n, now, port(3000 + p), NodeId([0x50 + p as u8; 32]), hash, PeerStatus::Leeching);
+    }
+    let told = peer_events(&mut n);
+    assert_eq!(told.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![port(3000), port(3001)], "the two stored");
+    // A late idle join is told as the status kept; a leaver is told (its record goes).
+    announce(&mut n, now, port(3000), NodeId([0x50; 32]), hash, PeerStatus::Idle);
+    announce(&mut n, now, port(3001), NodeId([0x51; 32]), hash, PeerStatus::Leaving);
+    let told = peer_events(&mut n);
+    assert_eq!(
+        told.iter().map(|p| (p.addr, p.status)).collect::<Vec<_>>(),
+        vec![(port(3000), PeerStatus::Leeching), (port(3001), PeerStatus::Leaving)]
+    );
+}
+
+/// Starts `n` on a lookup of `hash` (joining it) whose only first hop is `hop`, a validated
+/// node whose token `n` holds; returns the txid of the get_peers sent to it.
+fn lookup_through(n: &mut Node, now: Instant, hop: SocketAddr, hash: InfoHash) -> u32 {
+    known(n, now, NodeId([0x7f; 32]), hop);
+    n.tokens.insert(hop, ([9; 16], now));
+    n.join(now, hash, PeerStatus::Idle, &[]);
+    let out = answers(n);
+    out.iter()
+        .find_map(|(to, p, _)| (*to == hop && matches!(p.body, Body::GetPeers { .. })).then_some(p.txid))
+        .expect("a get_peers to the first hop")
+}
+
+/// Runs `n`'s timers for a minute and returns everything it sent.
+fn run_timers(n: &mut Node, start: Instant) -> Vec<(SocketAddr, Packet, usize)> {
+    let mut out = Vec::new();
+    let mut t = start;
+    while t < start + Duration::from_secs(60) {
+        t = n.next_deadline().max(t + Duration::from_millis(1));
+        n.poll(t);
+        out.extend(answers(n));
+    }
+    out
+}
+
+/// Regression (issue 11): addresses named in a `peers` answer were pinged with retries (and a
+/// one-address list still paid for one), up to ~8 bytes at the victim per byte of answer.
+#[test]
+fn a_peers_answer_pays_for_one_ping_per_192_bytes_never_retried() {
+    for listed in [1usize, 3, 20] {
+        let (mut n, now) = node(11);
+        let hop = from(1);
+        let hash = InfoHash([6; 32]);
+        let txid = lookup_through(&mut n, now, hop, hash);
+        let victims: Vec<PeerRecord> = (0..listed)
+            .map(|i| PeerRecord {
+                id: NodeId([0x90 + i as u8; 32]),
+                addr: SocketAddr::from(([10, 0, 9, i as u8], 7000)),
+                status: PeerStatus::Seeding,
+            })
+            .collect();
+        let answer = wire::encode(&Packet {
+            txid,
+            sender: NodeId([0x7f; 32]),
+            body: Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: victims.clone() },
+        });
+        n.handle_datagram(now, hop, &answer);
+        let mut sent = answers(&mut n);
+        sent.extend(run_timers(&mut n, now));
+        let to_victims: Vec<usize> =
+            sent.iter().filter(|(to, _, _)| victims.iter().any(|v| v.addr == *to)).map(|(_, _, len)| *len).collect();
+        assert_eq!(to_victims.len(), answer.len() / wire::MIN_REQUEST_LEN, "{listed} listed: {to_victims:?}");
+        assert!(to_victims.iter().sum::<usize>() <= answer.len(), "{listed} listed: more bytes out than in");
+        assert!(peer_events(&mut n).is_empty(), "nobody answered: the torrent hears of nobody");
+        assert!(n.swarms().get(&hash).is_none_or(|s| s.peers.is_empty()), "nor is anybody recorded");
+    }
+}
+
+/// Bytes its author sent before count too: a node that pinged us pays for the one member its
+/// small answer lists (and no more than the bytes it sent).
+#[test]
+fn small_lists_are_paid_for_by_what_their_author_sent_before() {
+    let (mut n, now) = node(16);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let txid = lookup_through(&mut n, now, hop, hash);
+    let ping = request(NodeId([0x7f; 32]), Body::Ping);
+    n.handle_datagram(now, hop, &ping);
+    answers(&mut n);
+    let victim = PeerRecord { id: NodeId([0x90; 32]), addr: from(90), status: PeerStatus::Seeding };
+    let answer = request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![victim] });
+    n.handle_datagram(now, hop, &answer);
+    let mut sent = answers(&mut n);
+    sent.extend(run_timers(&mut n, now));
+    let to_victim: Vec<usize> = sent.iter().filter(|(to, _, _)| *to == victim.addr).map(|(_, _, len)| *len).collect();
+    assert_eq!(to_victim, vec![wire::MIN_REQUEST_LEN], "one ping, never retried");
+    assert!(to_victim[0] <= ping.len() + answer.len());
+}
+
+/// A listed member that answers the ping is then announced to (with retries: it proved its
+/// address), recorded and told to the torrent once it answers the announce.
+#[test]
+fn a_listed_member_is_recorded_when_it_answers_our_announce() {
+    let (mut n, now) = node(12);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let txid = lookup_through(&mut n, now, hop, hash);
+    let member = PeerRecord { id: NodeId([0x91; 32]), addr: from(50), status: PeerStatus::Seeding };
+    let filler: Vec<PeerRecord> = (0..9)
+        .map(|i| PeerRecord { id: NodeId([0xa0 + i; 32]), addr: from(60 + i), status: PeerStatus::Idle })
+        .collect();
+    let peers = [vec![member], filler].concat();
+    let answer = request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers });
+    n.handle_datagram(now, hop, &answer);
+    let out = answers(&mut n);
+    let ping = out.iter().find(|(to, p, _)| *to == member.addr && matches!(p.body, Body::Ping)).expect("pinged");
+    n.handle_datagram(
+        now,
+        member.addr,
+        &wire::encode(&Packet {
+            txid: ping.1.txid,
+            sender: member.id,
+            body: Body::Pong { token: [3; 16], observed: from(99) },
+        }),
+    );
+    let out = answers(&mut n);
+    let ann = out.iter().find(|(to, p, _)| *to == member.addr && matches!(p.body, Body::Announce { .. })).unwrap();
+    assert!(peer_events(&mut n).is_empty(), "not before it answers the announce");
+    assert_eq!(n.pending[&ann.1.txid].max_attempts, n.config().rpc_attempts, "retried: it answered");
+    n.handle_datagram(
+        now,
+        member.addr,
+        &wire::encode(&Packet { txid: ann.1.txid, sender: member.id, body: Body::Announced { info_hash: hash } }),
+    );
+    assert_eq!(peer_events(&mut n), vec![member]);
+    assert_eq!(stored(&n, &hash, member.addr), Some(PeerStatus::Seeding));
+}
+
+/// An answer (no padding) from a validated first hop.
+fn request_free(txid: u32, body: Body) -> Vec<u8> {
+    wire::encode(&Packet { txid, sender: NodeId([0x7f; 32]), body })
+}
+
+/// Regression (issue 11): the same for `nodes` answers in a find_node lookup.
+#[test]
+fn a_nodes_answer_pays_for_one_ping_per_192_bytes_never_retried() {
+    for listed in [1usize, 16] {
+        let (mut n, now) = node(13);
+        let hop = from(1);
+        known(&mut n, now, NodeId([0x7f; 32]), hop);
+        n.tokens.insert(hop, ([9; 16], now));
+        n.start_node_lookup(now, [6; 32], NodeLookupPurpose::Refresh);
+        let txid = answers(&mut n)
+            .iter()
+            .find_map(|(to, p, _)| (*to == hop && matches!(p.body, Body::FindNode { .. })).then_some(p.txid))
+            .expect("a find_node to the only known node");
+        let victims: Vec<NodeRecord> = (0..listed)
+            .map(|i| NodeRecord {
+                id: NodeId([0x90 + i as u8; 32]),
+                addr: SocketAddr::from(([10, 0, 9, i as u8], 7000)),
+            })
+            .collect();
+        let answer = request_free(txid, Body::Nodes { nodes: victims.clone() });
+        n.handle_datagram(now, hop, &answer);
+        let mut sent = answers(&mut n);
+        sent.extend(run_timers(&mut n, now));
+        let to_victims: Vec<usize> =
+            sent.iter().filter(|(to, _, _)| victims.iter().any(|v| v.addr == *to)).map(|(_, _, len)| *len).collect();
+        assert_eq!(to_victims.len(), answer.len() / wire::MIN_REQUEST_LEN, "{listed} listed: {to_victims:?}");
+        assert!(to_victims.iter().sum::<usize>() <= answer.len(), "{listed} listed");
+    }
+}
+
+/// While a swarm's members are awaited from the same node, its `nodes` answer leaves one
+/// request's worth of credit for them: in a small network both answers are small.
+#[test]
+fn credit_is_kept_for_the_members_a_node_is_about_to_list() {
+    let (mut n, now) = node(17);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    known(&mut n, now, NodeId([0x7f; 32]), hop);
+    n.tokens.insert(hop, ([9; 16], now));
+    n.join(now, hash, PeerStatus::Idle, &[]);
+    let out = answers(&mut n);
+    let txid_of =
+        |want: fn(&Body) -> bool| out.iter().find_map(|(to, p, _)| (*to == hop && want(&p.body)).then_some(p.txid));
+    let find = txid_of(|b| matches!(b, Body::FindNode { .. })).expect("a find_node");
+    let get = txid_of(|b| matches!(b, Body::GetPeers { .. })).expect("a get_peers");
+    let node_victims: Vec<NodeRecord> = (0..9u8)
+        .map(|i| NodeRecord { id: NodeId([0x90 + i; 32]), addr: SocketAddr::from(([10, 0, 9, i], 7000)) })
+        .collect();
+    let nodes = request_free(find, Body::Nodes { nodes: node_victims });
+    assert!((2 * wire::MIN_REQUEST_LEN..3 * wire::MIN_REQUEST_LEN).contains(&nodes.len()));
+    n.handle_datagram(now, hop, &nodes);
+    let member = PeerRecord { id: NodeId([0x91; 32]), addr: from(50), status: PeerStatus::Seeding };
+    n.handle_datagram(
+        now,
+        hop,
+        &request_free(get, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] }),
+    );
+    let out = answers(&mut n);
+    let pinged = |a: SocketAddr| out.iter().any(|(to, p, _)| *to == a && matches!(p.body, Body::Ping));
+    assert!(pinged(member.addr), "the member is contacted");
+    assert_eq!(
+        out.iter().filter(|(to, _, _)| to.ip().to_string().starts_with("10.0.9.")).count(),
+        1,
+        "one of the nodes"
+    );
+}
+
+/// `found` proves nothing about its source: a node on the path sending many, from spoofed
+/// addresses, gets one direct request sent, once.
+#[test]
+fn founds_from_unvalidated_sources_are_followed_once_per_path() {
+    let (mut n, now) = node(14);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let txid = lookup_through(&mut n, now, hop, hash);
+    n.handle_datagram(now, hop, &request_free(txid, Body::Forwarded { request_id: 0 }));
+    let rid = n.lookups.values().next().unwrap().request_id;
+    for i in 0..10u8 {
+        let found = wire::encode(&Packet {
+            txid: 0,
+            sender: NodeId([0xb0 + i; 32]),
+            body: Body::Found { request_id: rid, info_hash: hash, hops: 2, token: [4; 16] },
+        });
+        n.handle_datagram(now, from(200 + i), &found);
+    }
+    let mut sent = answers(&mut n);
+    sent.extend(run_timers(&mut n, now + Duration::from_millis(10)));
+    let direct: Vec<_> = sent
+        .iter()
+        .filter(|(to, p, _)| {
+            to.ip() != hop.ip() && matches!(p.body, Body::GetPeers { request_id, .. } if request_id == rid)
+        })
+        .collect();
+    assert_eq!(direct.len(), 1, "{direct:?}");
+    assert_eq!(n.counters.amplification_suppressed, 9);
+}
+
+/// Regression (issue 11): forwards for others could take every request slot.
+#[test]
+fn forwards_cannot_take_the_slots_kept_for_our_own_lookups() {
+    let now = Instant::now();
+    let config = DiscoveryConfig { max_pending: 8, max_pending_forwards: 5, ..DiscoveryConfig::default() };
+    let mut n = Node::new(id(0x80, 0), config, 15, now);
+    // A next hop closer to the hash than us.
+    known(&mut n, now, id(0x01, 1), from(101));
+    let client = NodeId([0x42; 32]);
+    let token = token_for(&mut n, now, from(1), client);
+    let hash = InfoHash([0; 32]);
+    for rid in 0..8u64 {
+        let get = request(client, Body::GetPeers { info_hash: hash, request_id: rid, hop_limit: 4, token });
+        n.handle_datagram(now, from(1), &get);
+    }
+    let out = answers(&mut n);
+    let acked = out.iter().filter(|(to, p, _)| *to == from(1) && matches!(p.body, Body::Forwarded { .. })).count();
+    assert_eq!((acked, n.pending_requests()), (5, 5), "five forwards taken, then no answer: {out:?}");
+    assert_eq!(n.counters.forwards_refused, 3);
+    // Our own lookups still get slots.
+    n.lookup(now, InfoHash([9; 32]), &[]);
+    n.bootstrap(now, &[from(7)]);
+    assert_eq!(n.pending_requests(), 7);
+    assert!(answers(&mut n).iter().any(|(to, p, _)| *to == from(7) && matches!(p.body, Body::Ping)));
+}
+
 proptest! {
     /// Whatever arrives from an address that never proved it receives, nothing larger than the
     /// datagram received goes back to it; and the datagram accounting always closes.
