@@ -414,6 +414,8 @@ pub struct Node {
     next_announce: HashMap<InfoHash, Instant>,
     /// Second looks after a join ([`FOLLOW_UP_LOOKUPS`]), soonest first.
     follow_ups: VecDeque<(Instant, InfoHash)>,
+    /// Top-up lookups a join may still make ([`MAX_TOP_UPS`]).
+    top_ups: HashMap<InfoHash, u32>,
     next_maintenance: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
     next_refresh: Instant,
@@ -426,7 +428,20 @@ pub struct Node {
 /// at the same moment (a fleet-wide deploy) each find the swarm before the others announced;
 /// a second look finds them, so that the leechers form a mesh rather than a star around the
 /// seed.
-const FOLLOW_UP_LOOKUPS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
+/// Looks in the first second find members that joined a moment after us: each pays for first
+/// contacts with them (see [`MAX_TOP_UPS`]), which lists from a single look no longer do for
+/// a whole fresh swarm.
+const FOLLOW_UP_LOOKUPS: [Duration; 4] =
+    [Duration::from_millis(300), Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(8)];
+
+/// Lookups a join may repeat at once to pay for the members an answer named but its author's
+/// credit did not cover (see [`Node::affordable`]). A member list of 20 pays for about four
+/// first contacts; each repeat's answer pays for more, and members already being contacted
+/// are not paid twice, so a fresh swarm of 20 meshes in a few round trips instead of waiting
+/// for the follow-up lookups (a 16-host swarm that did took 2–4 × the minimum distribution
+/// time instead of 1.5 ×). The victim of a lying list still receives no more bytes than the
+/// liar sent: every answer pays only for what it bought.
+const MAX_TOP_UPS: u32 = 8;
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).
@@ -475,6 +490,7 @@ impl Node {
             bootstrap: Vec::new(),
             next_announce: HashMap::new(),
             follow_ups: VecDeque::new(),
+            top_ups: HashMap::new(),
             next_maintenance: now + config.maintenance_interval,
             next_refresh: now + config.refresh_interval,
             outbox: Vec::new(),
@@ -537,6 +553,7 @@ impl Node {
             bootstrap: self.bootstrap.clone(),
             next_announce: self.next_announce.clone(),
             follow_ups: self.follow_ups.clone(),
+            top_ups: self.top_ups.clone(),
             next_maintenance: self.next_maintenance,
             next_refresh: self.next_refresh,
             outbox: self.outbox.clone(),
@@ -626,6 +643,7 @@ impl Node {
         self.start_node_lookup(now, key_of_hash(&info_hash), NodeLookupPurpose::Announce(info_hash, status));
         self.next_announce.insert(info_hash, now + self.config.announce_interval);
         self.follow_ups.retain(|(_, h)| *h != info_hash);
+        self.top_ups.insert(info_hash, MAX_TOP_UPS);
         for after in FOLLOW_UP_LOOKUPS {
             self.follow_ups.push_back((now + after, info_hash));
         }
@@ -656,6 +674,7 @@ impl Node {
         self.announce_to_known(now, info_hash, PeerStatus::Leaving);
         self.swarms.set_membership(info_hash, None, now);
         self.next_announce.remove(&info_hash);
+        self.top_ups.remove(&info_hash);
     }
 
     /// Starts a get_peers lookup without joining (returns its request id).
@@ -1557,11 +1576,43 @@ impl Node {
             && self.swarms.is_member(&info_hash)
         {
             let status = self.swarms.get(&info_hash).and_then(|s| s.membership).unwrap_or(status);
-            let live: Vec<PeerRecord> = peers.iter().filter(|p| p.status != PeerStatus::Leaving).copied().collect();
-            let target = key_of_hash(&info_hash);
-            for p in self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr) {
+            // Members we are already announcing to are not paid for twice.
+            let contacting: HashSet<SocketAddr> = self
+                .pending
+                .values()
+                .filter(|p| match &p.purpose {
+                    Purpose::Need { need: Need::Announce { info_hash: h, .. }, .. }
+                    | Purpose::Ping { then: Some(After::Need(Need::Announce { info_hash: h, .. })) } => *h == info_hash,
+                    _ => false,
+                })
+                .map(|p| p.to)
+                .collect();
+            let live: Vec<PeerRecord> = peers
+                .iter()
+                .filter(|p| p.status != PeerStatus::Leaving && p.id != self.id && !contacting.contains(&p.addr))
+                .copied()
+                .collect();
+            let unvalidated = |node: &Node, list: &[PeerRecord]| {
+                list.iter().filter(|p| p.addr != from && !node.validated(&p.addr, now)).count()
+            };
+            let named = unvalidated(self, &live);
+            // Paid for closest to our own id first: nodes joining at once then spread their
+            // first contacts over the swarm instead of all picking the same members.
+            let target = key_of_node(&self.id);
+            let paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
+            let unpaid = named - unvalidated(self, &paid);
+            for p in paid {
                 let need = Need::Announce { info_hash, status, listed: Some(p.status) };
                 self.with_token(now, p.addr, need, Reach::Named);
+            }
+            // Members left unpaid: ask the same node again at once (our routing table may not
+            // know anyone yet); its next answer pays for more.
+            if unpaid > 0
+                && let Some(left) = self.top_ups.get_mut(&info_hash)
+                && *left > 0
+            {
+                *left -= 1;
+                self.start_lookup(now, info_hash, &[from], Some(status));
             }
         }
         self.complete_lookup(now, key, peers);
@@ -1669,7 +1720,8 @@ impl Node {
         addr: impl Fn(&T) -> SocketAddr,
     ) -> Vec<T> {
         items.sort_by_key(|i| distance(&key(i), target));
-        let validated: Vec<bool> = items.iter().map(|i| self.validated(&addr(i), now)).collect();
+        // The source itself has just answered us: it is validated by this very answer.
+        let validated: Vec<bool> = items.iter().map(|i| addr(i) == source || self.validated(&addr(i), now)).collect();
         let listed = items.len();
         let mut validated = validated.into_iter();
         items.retain(|_| validated.next().unwrap_or(false) || self.credit.spend(&source, wire::MIN_REQUEST_LEN, keep));

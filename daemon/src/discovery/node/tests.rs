@@ -317,6 +317,54 @@ fn a_peers_answer_pays_for_one_ping_per_192_bytes_never_retried() {
     }
 }
 
+/// A joiner whose first answer lists more members than that answer pays for asks the same
+/// node again at once, and each answer pays for more first contacts — never one member
+/// twice, never more bytes to the members than the answers brought, and at most
+/// `MAX_TOP_UPS` times. (Paying only from the first answer left a fresh 16-host swarm with
+/// most leechers knowing the seed alone for two seconds.)
+#[test]
+fn unpaid_members_are_paid_for_by_asking_again() {
+    let (mut n, now) = node(17);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let mut txid = lookup_through(&mut n, now, hop, hash);
+    let members: Vec<PeerRecord> = (0..20u8)
+        .map(|i| PeerRecord {
+            id: NodeId([0x90 + i; 32]),
+            addr: SocketAddr::from(([10, 0, 9, i], 7000)),
+            status: PeerStatus::Leeching,
+        })
+        .collect();
+    let (mut answered, mut contacted, mut asked_again) = (0usize, Vec::<SocketAddr>::new(), 0);
+    loop {
+        let answer = wire::encode(&Packet {
+            txid,
+            sender: NodeId([0x7f; 32]),
+            body: Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: members.clone() },
+        });
+        answered += answer.len();
+        n.handle_datagram(now, hop, &answer);
+        let out = answers(&mut n);
+        for (to, _, len) in &out {
+            if members.iter().any(|m| m.addr == *to) {
+                assert!(!contacted.contains(to), "{to} paid for twice");
+                contacted.push(*to);
+                assert_eq!(*len, wire::MIN_REQUEST_LEN);
+            }
+        }
+        match out.iter().find(|(to, p, _)| *to == hop && matches!(p.body, Body::GetPeers { .. })) {
+            Some((_, p, _)) => {
+                asked_again += 1;
+                txid = p.txid;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(contacted.len(), members.len(), "every member contacted after {asked_again} more asks");
+    assert!(asked_again <= MAX_TOP_UPS as usize);
+    assert!(contacted.len() * wire::MIN_REQUEST_LEN <= answered, "more bytes to members than the answers brought");
+}
+
 /// Bytes its author sent before count too: a node that pinged us pays for the one member its
 /// small answer lists (and no more than the bytes it sent).
 #[test]
