@@ -567,6 +567,10 @@ fn announces_for_far_hashes_are_not_stored_and_one_host_creates_few_swarms() {
     let asker = RawNode::bind("127.0.0.6");
     announcer.announce(&target, far, PeerStatus::Seeding);
     assert_eq!(members_known(&asker, &target, far, 1), None, "an announce for a far hash was stored");
+    // Counted (the published counters trail by up to half a second).
+    eventually(PATIENCE, "the far announce to be counted as not stored", || {
+        (rpc(&node)["announces_not_stored"].as_u64().unwrap() >= 1).then_some(())
+    });
     // Beside the node's own id it is among the closest: stored, and listed.
     let near = own;
     announcer.announce(&target, near, PeerStatus::Seeding);
@@ -588,6 +592,9 @@ fn announces_for_far_hashes_are_not_stored_and_one_host_creates_few_swarms() {
         flood[i % 2].announce(&target, *h, PeerStatus::Idle);
     }
     let allowed = 64 + started.elapsed().as_secs() as usize / 10 + 1;
+    eventually(PATIENCE, "announces over the host's budget to be counted", || {
+        (rpc(&node)["new_swarms_limited"].as_u64().unwrap() as usize >= nearby.len() - allowed).then_some(())
+    });
     assert_eq!(node.stop(), 0);
     let saved = |h: &InfoHash| node.state().join(format!("peers/{h}.state")).exists();
     assert!(!saved(&far), "the far swarm was written to disk");

@@ -245,6 +245,17 @@ pub struct RpcCounters {
     pub forwarded: u64,
     /// Answers not sent because they would have exceeded the anti-amplification budget.
     pub amplification_suppressed: u64,
+    /// Announces answered but not stored: for a swarm this node is neither a member of nor
+    /// among the `k` closest to.
+    #[serde(default)]
+    pub announces_not_stored: u64,
+    /// Announces not stored because their source host created stored swarms too fast.
+    #[serde(default)]
+    pub new_swarms_limited: u64,
+    /// Requests for others dropped because forwards held every slot they may take (the rest
+    /// is kept for this node's own lookups).
+    #[serde(default)]
+    pub forwards_refused: u64,
 }
 
 /// get_peers lookups since start-up; latencies over the most recent ones that found a swarm.

@@ -418,6 +418,9 @@ impl Service {
             duplicates: c.duplicates,
             forwarded: c.forwarded,
             amplification_suppressed: c.amplification_suppressed,
+            announces_not_stored: c.announces_not_stored,
+            new_swarms_limited: c.new_swarms_limited,
+            forwards_refused: c.forwards_refused,
         };
         let mut views = HashMap::new();
         for (hash, swarm) in self.node.swarms().swarms() {
