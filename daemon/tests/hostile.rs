@@ -407,10 +407,12 @@ fn lie(from: &str, target: SocketAddr, info_hash: InfoHash, claimed: NodeId, pie
 /// Identity is the address, not the node id a peer claims. A liar claiming the seed's id
 /// sends bad pieces: its address is banned, not the seed, which then delivers the content; the
 /// liar is still refused under a new id; and a third address claiming the seed's id while the
-/// seed is connected is refused without displacing it.
+/// seed is connected neither displaces it nor is refused for the claim (the first to claim an
+/// id must not lock its owner out): it is a peer of its own, and gets itself banned.
 #[test]
 fn bans_and_duplicates_go_by_address_not_by_claimed_id() {
-    let mut seed = Node::with_config("limits:\n  upload_rate: 2MiB\n");
+    // Slow enough that the seed is still sending when the third address arrives.
+    let mut seed = Node::with_config("limits:\n  upload_rate: 256KiB\n");
     seed.start();
     let seed_id = NodeId(hex::decode(seed.status()["node"]["node_id"].as_str().unwrap()).unwrap().try_into().unwrap());
     let src = seed.root.path().join("src/b.bin");
@@ -448,9 +450,21 @@ fn bans_and_duplicates_go_by_address_not_by_claimed_id() {
         peers(&leecher, &hash).into_iter().find(|p| p["node_id"] == seed_id.to_hex() && p["connected"] == true)
     });
     assert_eq!(seed_peer["banned"], false, "{seed_peer}");
-    // Another address claims the seed's id while it is connected: refused, and the seed stays.
-    assert_eq!(lie("127.0.0.21", target, info_hash, seed_id, pieces), None, "a claimed id displaced a live peer");
-    assert!(leecher.log().contains("claims the node id of"), "the refusal is logged");
+    // Another address claims the seed's id while it is connected: taken as a peer of its own,
+    // banned for its pieces; the seed's connection stays.
+    let log_before = leecher.log().len();
+    let sent = lie("127.0.0.21", target, info_hash, seed_id, pieces).expect("a claimed id is no reason to refuse");
+    assert!(sent >= 3, "the second liar was asked for pieces ({sent} blocks sent)");
+    assert!(leecher.log().contains("claims the node id of"), "the claim is logged");
+    eventually(PATIENCE, "the second liar's address to be banned", || {
+        peers(&leecher, &hash)
+            .into_iter()
+            .find(|p| p["banned"] == true && p["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.21:")))
+    });
+    let still = peers(&leecher, &hash).into_iter().find(|p| p["address"] == seed_peer["address"]).unwrap();
+    assert_eq!(still["connected"], true, "the seed was displaced: {still}");
+    let since = leecher.log()[log_before..].to_string();
+    assert!(!since.contains("replaced by a connection"), "a connection was replaced:\n{since}");
     leecher.wait_state(&hash, "seeding");
     assert_eq!(std::fs::read(leecher.data().join("b.bin")).unwrap(), bytes);
     let address = seed_peer["address"].as_str().unwrap().to_string();

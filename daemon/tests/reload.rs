@@ -231,8 +231,8 @@ fn values_above_their_bound_are_rejected_with_file_and_line() {
     assert!(node.status()["torrents"].as_array().unwrap().is_empty());
 }
 
-/// The in-flight caps are read, bounded and reported; the engines size their buffers when
-/// they start, so a change waits for a restart.
+/// The in-flight caps change in place on reload (the engines read them at every request they
+/// make), and the reply says so; `transfer.rs` shows the caps holding.
 #[test]
 fn in_flight_limits_apply_on_reload() {
     let mut node = Node::new();

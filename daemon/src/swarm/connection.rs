@@ -175,6 +175,12 @@ pub enum ConnEvent {
         key: PeerKey,
         piece: u32,
     },
+    /// The reader dropped this piece as the engine asked (its buffer is free), or had nothing
+    /// of it left.
+    Dropped {
+        key: PeerKey,
+        piece: u32,
+    },
     Closed {
         key: PeerKey,
         reason: String,
@@ -261,10 +267,12 @@ impl ReaderQueue {
 #[derive(Default)]
 pub struct BufferPool {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Set once the torrent is complete: nothing is downloaded any more, so nothing is kept.
+    closed: AtomicBool,
 }
 
-/// Buffers kept for reuse (at most this many bytes in all).
-const POOL_BYTES: usize = 128 << 20;
+/// Buffers kept for reuse while a torrent downloads (at most this many bytes in all).
+pub const POOL_BYTES: usize = 128 << 20;
 
 impl BufferPool {
     /// A zeroed buffer of `len` bytes.
@@ -282,11 +290,20 @@ impl BufferPool {
 
     /// Returns a buffer for reuse.
     pub fn give(&self, buf: Vec<u8>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let held: usize = free.iter().map(Vec::capacity).sum();
         if held + buf.capacity() <= POOL_BYTES {
             free.push(buf);
         }
+    }
+
+    /// Frees every buffer and keeps none from now on (the torrent completed).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        std::mem::take(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -554,7 +571,7 @@ enum Wake {
 impl Reader {
     async fn run(mut self) -> Result<(), End> {
         loop {
-            self.commands()?;
+            self.commands().await?;
             // Read at once while data is waiting; only an empty socket is worth a trip through
             // the reactor (a readiness wait costs a re-registration and a wake-up per frame).
             let mut header = [0u8; FRAME_HEADER];
@@ -588,11 +605,14 @@ impl Reader {
     }
 
     /// Carries out the engine's instructions.
-    fn commands(&mut self) -> Result<(), End> {
+    async fn commands(&mut self) -> Result<(), End> {
         for cmd in self.queue.take() {
             match cmd {
                 ReaderCmd::Fetch { piece, length } => self.fetch(piece, length)?,
-                ReaderCmd::Drop { piece } => self.drop_piece(piece)?,
+                ReaderCmd::Drop { piece } => {
+                    self.drop_piece(piece)?;
+                    self.event(ConnEvent::Dropped { key: self.key, piece }).await?;
+                }
             }
         }
         Ok(())
@@ -672,13 +692,14 @@ impl Reader {
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Cancel(r) => {
-                // Cancelled: the peer got the piece elsewhere or gave up on us for it.
+                // Cancelled: the peer got the piece elsewhere or gave up on us for it. A block
+                // already on its way keeps the piece's first copy this connection's.
                 let mut outbox = self.writer.lock();
-                if let Some(i) = outbox.uploads.iter().position(|q| *q == r) {
-                    outbox.uploads.remove(i);
-                }
+                let queued = outbox.uploads.iter().position(|q| *q == r).and_then(|i| outbox.uploads.remove(i));
                 drop(outbox);
-                self.ctx.first_copies.release(r.piece as usize, self.key);
+                if queued.is_some() {
+                    self.ctx.first_copies.release(r.piece as usize, self.key);
+                }
             }
             Message::Reject(r) => {
                 if self.downloads.remove(&r.piece).is_some() {
@@ -777,9 +798,6 @@ impl Reader {
         let piece = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         let offset = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         let len = body_len - 8;
-        for limit in &self.ctx.download {
-            limit.acquire(len).await;
-        }
         let expected = self.downloads.get(&piece).and_then(|d| {
             let block = (offset / BLOCK) as usize;
             let want = (d.data.len() as u32).saturating_sub(offset).min(BLOCK) as usize;
@@ -790,15 +808,14 @@ impl Reader {
             // Cancelled requests make this legitimate, so it is not a violation by itself.
             let mut sink = std::mem::take(&mut self.sink);
             sink.resize(len, 0);
-            let result = self.read_exact(&mut sink).await;
+            let result = read_limited(&self.stream, &self.ctx.download, &mut sink).await;
             self.sink = sink;
             return result;
         };
         let stream = self.stream.clone();
         let Some(d) = self.downloads.get_mut(&piece) else { return Ok(()) };
         let start = offset as usize;
-        let mut reader = &*stream;
-        reader.read_exact(&mut d.data[start..start + len]).await.map_err(closed)?;
+        read_limited(&stream, &self.ctx.download, &mut d.data[start..start + len]).await?;
         d.received[block] = true;
         d.missing -= 1;
         // Hash every block now contiguous with what was already hashed.
@@ -819,6 +836,27 @@ impl Reader {
         Ok(())
     }
 }
+
+/// Reads exactly `buf.len()` bytes within the download limits. Under a limit the bytes are
+/// taken [`RATE_CHUNK`] at a time, each after its tokens: waiting for a whole block's tokens
+/// first would leave the socket undrained for a block's worth of time — over
+/// [`SEND_STALL`] for a block at under 4.4 kB/s, after which the sending node cuts us off.
+async fn read_limited(stream: &Async<TcpStream>, limits: &[Arc<RateLimit>; 2], buf: &mut [u8]) -> Result<(), End> {
+    let mut reader = stream;
+    if limits.iter().all(|l| !l.is_limited()) {
+        return reader.read_exact(buf).await.map_err(closed);
+    }
+    for chunk in buf.chunks_mut(RATE_CHUNK) {
+        for limit in limits {
+            limit.acquire(chunk.len()).await;
+        }
+        reader.read_exact(chunk).await.map_err(closed)?;
+    }
+    Ok(())
+}
+
+/// Bytes read per download-limit grant.
+const RATE_CHUNK: usize = 16 << 10;
 
 /// The peer sends us requests (or we have frames for it) faster than it reads.
 fn not_reading() -> End {

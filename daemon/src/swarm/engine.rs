@@ -37,7 +37,9 @@
 //!   [`connection::SEND_STALL`] are closed at the next tick ([`super::connection`], "Bounds").
 //! - Identity: two connections claiming one node id are resolved by the agreed direction only
 //!   when they come from the same address; a connection claiming the id of a peer connected
-//!   from another address is refused, never allowed to displace it.
+//!   from another address is a peer of its own, never allowed to displace it.
+//! - Cancelled pieces ([`super::fetches`]) count against the caps until the reader confirms it
+//!   freed them; a peer stuck inside a frame that long ([`DROP_CONFIRM`]) is closed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -52,6 +54,7 @@ use rand::seq::SliceRandom;
 use super::bans::{Bans, Strike};
 use super::candidates::Candidates;
 use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
+use super::fetches::Fetches;
 use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
 use super::listener::{Incoming, IpSlot, Registry};
@@ -91,6 +94,11 @@ const BUDGET_SECS: f64 = 0.25;
 const MIN_IN_FLIGHT: u64 = 512 << 10;
 /// Events from a torrent's connections waiting for the engine; a reader waits for room.
 const EVENT_QUEUE: usize = 1024;
+/// A peer whose reader has not dropped the pieces we cancelled for this long is stuck inside a
+/// frame (a block it never finishes) and is closed: its buffers are freed with it. A block
+/// taking longer than this arrives at under 4.4 kB/s, which [`connection::SEND_STALL`] also
+/// treats as a dead link.
+const DROP_CONFIRM: Duration = connection::SEND_STALL;
 
 /// An outgoing connection set up (or the candidate that could not be reached).
 type Connected = Result<(SocketAddr, smol::Async<std::net::TcpStream>, Handshake, IpSlot), SocketAddr>;
@@ -155,9 +163,9 @@ struct Peer {
     am_interested: bool,
     /// Pieces it has that we lack.
     useful: usize,
-    /// Bytes of pieces we are fetching from it.
-    in_flight: u64,
-    /// When `in_flight` last rose from zero.
+    /// Pieces we asked it for, and those its reader has yet to drop.
+    fetches: Fetches,
+    /// When what it owes us last rose from zero.
     owed_since: Instant,
     /// When it last stalled, while it has not delivered since: asked for one piece at a time.
     snubbed_at: Option<Instant>,
@@ -191,8 +199,6 @@ struct Received {
 enum Refusal {
     Us,
     Banned,
-    /// The peer claims the node id of a peer connected from another address.
-    ClaimsIdOf(SocketAddr),
     /// Already connected in the direction both ends agree on.
     Duplicate,
     NoRoom,
@@ -203,9 +209,6 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Us => write!(f, "it is this node"),
             Refusal::Banned => write!(f, "its address is banned"),
-            Refusal::ClaimsIdOf(addr) => {
-                write!(f, "it claims the node id of {addr}, connected from another address")
-            }
             Refusal::Duplicate => write!(f, "already connected in the direction both ends agree on"),
             Refusal::NoRoom => write!(f, "no room for more peers"),
         }
@@ -353,7 +356,7 @@ impl Engine {
                     choked_by_peer: p.peer_choking,
                     peer_interested: p.peer_interested,
                     choking: p.conn.is_choking(),
-                    requested_bytes: p.in_flight,
+                    requested_bytes: p.fetches.asked_bytes(),
                     last_block_secs: (p.conn.stats.downloaded.load(Ordering::Relaxed) > 0)
                         .then(|| p.conn.stats.last_block().elapsed().as_secs()),
                     snubbed: p.snubbed_at.is_some(),
@@ -515,9 +518,13 @@ impl Engine {
         self.candidates.connected(&addr);
         if hs.info_hash != self.info_hash {
             debug!("{}: {addr} answered for another swarm; closing", self.name);
+            self.candidates.closed(&addr, Instant::now());
             return;
         }
-        self.admit(stream, hs.node_id, addr, true, slot);
+        if !self.admit(stream, hs.node_id, addr, true, slot) {
+            // Not dialled again at once (it would be every tick).
+            self.candidates.closed(&addr, Instant::now());
+        }
     }
 
     /// An incoming connection for this torrent. No await in here: [`Engine::next`] may be
@@ -532,7 +539,9 @@ impl Engine {
         let hs = crate::swarm::wire::encode_handshake(&self.handshake());
         use std::io::Write;
         match i.stream.get_ref().write(&hs) {
-            Ok(n) if n == hs.len() => self.admit(i.stream, i.handshake.node_id, addr, false, i.slot),
+            Ok(n) if n == hs.len() => {
+                self.admit(i.stream, i.handshake.node_id, addr, false, i.slot);
+            }
             _ => debug!("{}: {addr}: could not answer the handshake", self.name),
         }
     }
@@ -541,8 +550,10 @@ impl Engine {
     /// with the connection it replaces, if any, or why not.
     ///
     /// Two connections between the same pair: keep the one opened by the lower node id, which
-    /// both ends decide the same way. Only between the same addresses: an id is only a claim,
-    /// and a claim alone never displaces an established connection.
+    /// both ends decide the same way. Only between the same addresses: an id is only a claim.
+    /// A connection from another address claiming the id of a connected peer is a peer of its
+    /// own — it never displaces the established one, and is not refused either (the first to
+    /// connect under an id must not lock the real owner of that id out).
     fn admission(&self, node_id: NodeId, addr: SocketAddr, outgoing: bool) -> Result<Option<PeerKey>, Refusal> {
         if node_id == self.ctx.node_id {
             return Err(Refusal::Us);
@@ -552,11 +563,14 @@ impl Engine {
         }
         let own = self.ctx.node_id;
         let initiator = |out: bool, peer: NodeId| if out { own } else { peer };
-        let replaces = match self.peers.iter().find(|(_, p)| p.conn.node_id == node_id) {
+        let same = self.peers.iter().find(|(_, p)| p.conn.node_id == node_id && p.conn.addr.ip() == addr.ip());
+        if same.is_none()
+            && let Some(other) = self.peers.values().find(|p| p.conn.node_id == node_id)
+        {
+            info!("{}: {addr} claims the node id of {}, connected from another address", self.name, other.conn.addr);
+        }
+        let replaces = match same {
             None => None,
-            Some((_, existing)) if existing.conn.addr.ip() != addr.ip() => {
-                return Err(Refusal::ClaimsIdOf(existing.conn.addr));
-            }
             Some((&key, existing)) => {
                 if initiator(outgoing, node_id) >= initiator(existing.conn.outgoing, node_id) {
                     return Err(Refusal::Duplicate);
@@ -571,13 +585,10 @@ impl Engine {
     }
 
     fn refused(&self, addr: SocketAddr, why: Refusal) {
-        match why {
-            Refusal::ClaimsIdOf(_) => info!("{}: {addr} refused: {why}", self.name),
-            _ => debug!("{}: {addr} refused: {why}", self.name),
-        }
+        debug!("{}: {addr} refused: {why}", self.name);
     }
 
-    /// Starts a connection, unless [`Engine::admission`] refuses it.
+    /// Starts a connection, unless [`Engine::admission`] refuses it; returns whether it did.
     fn admit(
         &mut self,
         stream: smol::Async<std::net::TcpStream>,
@@ -585,9 +596,12 @@ impl Engine {
         addr: SocketAddr,
         outgoing: bool,
         slot: IpSlot,
-    ) {
+    ) -> bool {
         match self.admission(node_id, addr, outgoing) {
-            Err(why) => return self.refused(addr, why),
+            Err(why) => {
+                self.refused(addr, why);
+                return false;
+            }
             Ok(Some(key)) => self.close(key, "replaced by a connection in the agreed direction"),
             Ok(None) => {}
         }
@@ -605,7 +619,7 @@ impl Engine {
                 peer_interested: false,
                 am_interested: false,
                 useful: 0,
-                in_flight: 0,
+                fetches: Fetches::default(),
                 owed_since: Instant::now(),
                 snubbed_at: None,
                 down_rate: 0.0,
@@ -619,6 +633,7 @@ impl Engine {
                 _slot: slot,
             },
         );
+        true
     }
 
     fn close(&mut self, key: PeerKey, why: &str) {
@@ -700,24 +715,30 @@ impl Engine {
                 }
             }
             ConnEvent::Released { key, piece } => {
-                let len = self.layout.piece_len(piece as usize);
                 let window =
                     if self.peers.values().any(|p| !p.bits.is_complete()) { DECLINED_FOR } else { DECLINED_ALONE };
-                if let Some(p) = self.peers.get_mut(&key) {
-                    debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
-                    p.in_flight = p.in_flight.saturating_sub(len);
-                    p.declined.set(piece as usize);
-                    if p.declined_until.is_none() {
-                        p.declined_until = Some(Instant::now() + window);
-                        self.timer.set_at(self.next_wake());
-                    }
+                let Some(p) = self.peers.get_mut(&key) else { return };
+                // Released after we dropped it: the reader has freed it, nothing more.
+                if !p.fetches.done(piece, Instant::now()) {
+                    return;
+                }
+                debug!("{}: {} will not send piece {piece}", self.name, p.conn.addr);
+                p.declined.set(piece as usize);
+                if p.declined_until.is_none() {
+                    p.declined_until = Some(Instant::now() + window);
+                    self.timer.set_at(self.next_wake());
                 }
                 self.picker.release(piece as usize, key);
             }
-            ConnEvent::Piece { key, piece, data, digest } => {
-                let len = self.layout.piece_len(piece as usize);
+            ConnEvent::Dropped { key, piece } => {
                 if let Some(p) = self.peers.get_mut(&key) {
-                    p.in_flight = p.in_flight.saturating_sub(len);
+                    p.fetches.confirm_drop(piece, Instant::now());
+                }
+            }
+            ConnEvent::Piece { key, piece, data, digest } => {
+                let now = Instant::now();
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.fetches.done(piece, now);
                 }
                 // A second copy that crossed our cancel (endgame): one copy is verified, once.
                 if matches!(self.picker.state(piece as usize), PieceState::Verifying | PieceState::Have) {
@@ -726,8 +747,9 @@ impl Engine {
                     return;
                 }
                 for other in self.picker.verifying(piece as usize, key) {
-                    if let Some(p) = self.peers.get_mut(&other) {
-                        p.in_flight = p.in_flight.saturating_sub(len);
+                    if let Some(p) = self.peers.get_mut(&other)
+                        && p.fetches.drop_piece(piece, now)
+                    {
                         p.conn.drop_piece(piece);
                     }
                 }
@@ -848,7 +870,7 @@ impl Engine {
         let torrent_cap = self.ctx.in_flight.per_torrent.load(Ordering::Relaxed);
         let mut held = backlog
             + self.verifying as u64 * self.layout.piece_length()
-            + self.peers.values().map(|p| p.in_flight).sum::<u64>();
+            + self.peers.values().map(|p| p.fetches.held_bytes()).sum::<u64>();
         let now = Instant::now();
         let mut order: Vec<(bool, PeerKey)> = self
             .peers
@@ -861,7 +883,7 @@ impl Engine {
         for (_, key) in order {
             while let Some(p) = self.peers.get(&key) {
                 let generation = self.picker.generation();
-                if p.in_flight >= self.budget(p) || p.exhausted == Some(generation) {
+                if p.fetches.held_bytes() >= self.budget(p) || p.exhausted == Some(generation) {
                     break;
                 }
                 let declined = &p.declined;
@@ -883,10 +905,10 @@ impl Engine {
                 held += len;
                 self.picker.assign(piece, key);
                 if let Some(p) = self.peers.get_mut(&key) {
-                    if p.in_flight == 0 {
+                    if p.fetches.asked_bytes() == 0 {
                         p.owed_since = now;
                     }
-                    p.in_flight += len;
+                    p.fetches.ask(piece as u32, len);
                     p.conn.fetch(piece as u32, len as u32);
                 }
             }
@@ -913,7 +935,10 @@ impl Engine {
             if p.snubbed_at.is_some_and(|at| last_block > at || now.duration_since(at) >= STALL_AFTER * 4) {
                 p.snubbed_at = None;
             }
-            if p.in_flight > 0 && !p.peer_choking && now.duration_since(last_block.max(p.owed_since)) > STALL_AFTER {
+            if p.fetches.asked_bytes() > 0
+                && !p.peer_choking
+                && now.duration_since(last_block.max(p.owed_since)) > STALL_AFTER
+            {
                 stalled.push(*key);
             }
         }
@@ -930,6 +955,10 @@ impl Engine {
                 cut.push((*key, format!("has not read what we sent for {} s", stalled.as_secs())));
             } else if stats.overflowed() {
                 cut.push((*key, format!("left {} KiB of our messages unread", connection::MAX_CONTROL_BYTES >> 10)));
+            } else if p.fetches.dropping_since().is_some_and(|at| now.duration_since(at) > DROP_CONFIRM) {
+                // Its reader is stuck inside a frame: the pieces we dropped keep their buffers.
+                let mib = p.fetches.held_bytes() as f64 / (1 << 20) as f64;
+                cut.push((*key, format!("stopped inside a block, holding {mib:.1} MiB of pieces we cancelled")));
             }
         }
         for (key, why) in cut {
@@ -945,22 +974,21 @@ impl Engine {
             }
         }
         for key in stalled {
-            let pieces = self.picker.fetching(key);
-            if let Some(p) = self.peers.get_mut(&key) {
-                info!(
-                    "{}: {} stalled with {} pieces outstanding; fetching them elsewhere",
-                    self.name,
-                    p.conn.addr,
-                    pieces.len()
-                );
-                p.snubbed_at = Some(now);
-                p.in_flight = 0;
-                for &piece in &pieces {
-                    p.conn.drop_piece(piece as u32);
-                }
+            let Some(p) = self.peers.get_mut(&key) else { continue };
+            let pieces: Vec<u32> = p.fetches.asked().collect();
+            info!(
+                "{}: {} stalled with {} pieces outstanding; fetching them elsewhere",
+                self.name,
+                p.conn.addr,
+                pieces.len()
+            );
+            p.snubbed_at = Some(now);
+            for &piece in &pieces {
+                p.fetches.drop_piece(piece, now);
+                p.conn.drop_piece(piece);
             }
             for piece in pieces {
-                self.picker.release(piece, key);
+                self.picker.release(piece as usize, key);
             }
         }
         if now.duration_since(self.last_rotation) >= ROTATE_EVERY {
@@ -1058,9 +1086,11 @@ impl Engine {
         }
     }
 
-    /// The torrent completed: stop fetching, drop connections to other seeds.
+    /// The torrent completed: stop fetching, drop connections to other seeds, free the piece
+    /// buffers kept for reuse.
     pub fn on_complete(&mut self) {
         self.first_copies.set_active(true);
+        self.pool.close();
         let seeds: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.bits.is_complete()).map(|(k, _)| *k).collect();
         for k in seeds {
             self.close(k, "both seeding");

@@ -36,6 +36,11 @@ impl RateLimit {
         *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = limiter;
     }
 
+    /// Whether a rate is set.
+    pub fn is_limited(&self) -> bool {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Waits until `bytes` may pass.
     pub async fn acquire(&self, bytes: usize) {
         let limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -6,6 +6,7 @@
 //! - [`bans`]: strikes and bans, keyed by address (pure).
 //! - [`candidates`]: the bounded list of members to connect to (pure).
 //! - [`connection`]: one peer connection (reader and writer tasks).
+//! - [`fetches`]: the pieces asked of one peer, and the buffers they hold (pure).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
 //! - [`limiter`]: byte-rate limits.
@@ -14,6 +15,7 @@ pub mod bans;
 pub mod candidates;
 pub mod connection;
 pub mod engine;
+pub mod fetches;
 pub mod first_copies;
 pub mod limiter;
 pub mod listener;

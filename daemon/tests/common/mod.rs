@@ -451,6 +451,9 @@ pub enum Misbehaviour {
     Corrupt,
     /// Claims every piece, accepts requests, never answers them.
     Stall,
+    /// Claims every piece; answers its first request with a block header and a few bytes of
+    /// the block, then sends nothing more (its reader on the other side is stuck in a frame).
+    Stuck,
 }
 
 /// A peer speaking the real peer wire (and discovery, to announce itself), misbehaving on
@@ -532,6 +535,18 @@ impl FakePeer {
                                             data: vec![0x5a; r.length as usize],
                                         }),
                                         Misbehaviour::Stall => None,
+                                        Misbehaviour::Stuck => {
+                                            if requests3.load(Ordering::SeqCst) == 1 {
+                                                let mut frame = wire::encode(&Message::Block {
+                                                    piece: r.piece,
+                                                    offset: r.offset,
+                                                    data: vec![0x5a; r.length as usize],
+                                                });
+                                                frame.truncate(wire::FRAME_HEADER + 8 + 100);
+                                                let _ = s.write_all(&frame);
+                                            }
+                                            None
+                                        }
                                     }
                                 }
                                 _ => None,
