@@ -237,7 +237,8 @@ impl Outbox {
 struct WriterQueue {
     outbox: std::sync::Mutex<Outbox>,
     /// Holds one `()` when the writer should look at the outbox (a ring while one is pending
-    /// is a no-op). Closed when the engine's side is dropped.
+    /// is a no-op). Never closed (both ends live here): the tasks end when the engine drops
+    /// the [`Connection`], which cancels them.
     bell: (async_channel::Sender<()>, async_channel::Receiver<()>),
 }
 
