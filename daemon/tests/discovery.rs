@@ -544,13 +544,15 @@ fn announces_for_far_hashes_are_not_stored_and_one_host_creates_few_swarms() {
     let target = node.addr();
     let own: InfoHash = node.status()["node"]["node_id"].as_str().unwrap().parse().unwrap();
     // A hash far from the node, and 8 (k) nodes right beside it, which the node learns as they
-    // present its tokens: it now knows 8 nodes closer to that hash than itself.
+    // present its tokens: it now knows 8 nodes closer to that hash than itself, on 8 hosts
+    // (closer nodes count once per host: `node/tests.rs`,
+    // `one_host_beside_a_hash_cannot_stop_others_storing_it`).
     let mut far = own.0;
     far[0] ^= 0x80;
     let far = InfoHash(far);
     let neighbours: Vec<RawNode> = (0..8u8)
         .map(|i| {
-            let mut n = RawNode::bind("127.0.0.8");
+            let mut n = RawNode::bind(&format!("127.0.8.{}", i + 1));
             let mut id = far.0;
             id[31] ^= i + 1;
             n.id = p2pd::node_id::NodeId(id);

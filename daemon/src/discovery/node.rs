@@ -23,8 +23,9 @@
 //!   first), then announce every status change; also announce to the `k` nodes closest to the
 //!   info hash, so that lookups from anywhere converge on a node that knows the swarm.
 //! - Storing: a node stores an announce only for a swarm it is a member of, or for one it is
-//!   among the `k` closest to by its own routing table (`Node::among_closest`); creating a
-//!   stored swarm spends the source host's budget ([`NEW_SWARM_BURST`], [`NEW_SWARM_RATE`]).
+//!   among the `k` closest to by its own routing table, counting one node per host
+//!   (`Node::among_closest`); creating a stored swarm spends the source host's budget
+//!   ([`NEW_SWARM_BURST`], [`NEW_SWARM_RATE`]).
 //!   An accepted announce, either way (theirs stored by us, ours answered by them), is what
 //!   tells a member's torrent about another member ([`Event::Peers`]); a member list from a
 //!   lookup answer is only a list of addresses to announce to.
@@ -1018,7 +1019,8 @@ impl Node {
     }
 
     /// Whether this node is among the `k` nodes closest to `info_hash` that its routing table
-    /// knows: fewer than `k` reachable nodes in it are closer. Those are the nodes announces
+    /// knows: fewer than `k` hosts have a reachable node in it that is closer (one host counts
+    /// once, however many identities it placed beside the hash). Those are the nodes announces
     /// are sent to (the announcer's find_node converges on them) and where greedy get_peers
     /// paths end.
     fn among_closest(&self, info_hash: &InfoHash) -> bool {

@@ -195,6 +195,30 @@ fn announces_are_stored_only_by_the_closest_nodes_or_members() {
     assert_eq!(stored(&m, &far, from(1)), Some(PeerStatus::Seeding));
 }
 
+/// Regression (issue 11 review): eight identities beside a hash from one IP (the routing table
+/// allows 16 per IP) made every honest node believe itself too far from it to store its swarm.
+/// Closer nodes are counted one per host: an IPv4 address, or an IPv6 /64.
+#[test]
+fn one_host_beside_a_hash_cannot_stop_others_storing_it() {
+    let far = InfoHash([0; 32]);
+    let v4_ports: fn(u8) -> SocketAddr = |i| SocketAddr::from(([10, 0, 0, 100], 7000 + i as u16));
+    let v6_64: fn(u8) -> SocketAddr = |i| SocketAddr::from(([0x2001, 0xdb8, 0, 7, 0, 0, 0, i as u16], 6690));
+    let v4_hosts: fn(u8) -> SocketAddr = |i| from(100 + i);
+    for (what, closer, stores) in
+        [("one IPv4 address, 8 ports", v4_ports, true), ("one IPv6 /64", v6_64, true), ("8 hosts", v4_hosts, false)]
+    {
+        let now = Instant::now();
+        let mut n = Node::new(id(0x80, 0), DiscoveryConfig::default(), 18, now);
+        // 8 (k) identities, all closer than us to the all-zero hash.
+        for i in 1..=8u8 {
+            known(&mut n, now, id(i, i), closer(i));
+        }
+        assert!(announce(&mut n, now, from(1), NodeId([0x33; 32]), far, PeerStatus::Seeding), "{what}");
+        let expect = stores.then_some(PeerStatus::Seeding);
+        assert_eq!(stored(&n, &far, from(1)), expect, "closer nodes from {what}");
+    }
+}
+
 #[test]
 fn new_swarms_per_source_host_are_rate_capped() {
     let now = Instant::now();
