@@ -336,6 +336,104 @@ fn reflection_never_amplifies() {
     assert!(list.answers >= 3, "the joining node asked the attacker (the test measures something): {list:?}");
     assert!(list.victim_datagrams > 0, "some listed victims were contacted (the test measures something)");
     assert!(list.victim_bytes <= list.attacker_bytes, "amplification through lists: {list:?}");
+
+    // 4. Founds naming a victim: the joining node's only contact acknowledges nothing and
+    //    answers every `get_peers` with a `found` spoofed from the victim's address (root: raw
+    //    sockets). Regression (issue 11 review): each 97-byte found bought a 192-byte request to
+    //    the victim, and each unanswered one a new attempt, so another found.
+    if nix::unistd::geteuid().is_root() {
+        let found = founds_naming_a_victim();
+        eprintln!(
+            "reflection (founds naming a victim): attacker sent {} bytes ({} founds), the victim received {} bytes \
+             in {} datagrams, ratio {:.3}",
+            found.attacker_bytes,
+            found.answers,
+            found.victim_bytes,
+            found.victim_datagrams,
+            found.victim_bytes as f64 / found.attacker_bytes as f64
+        );
+        assert!(found.answers >= 3, "the joining node asked the attacker (the test measures something): {found:?}");
+        assert!(found.victim_bytes <= found.attacker_bytes, "amplification through founds: {found:?}");
+    } else {
+        assert!(std::env::var_os("P2PD_REQUIRE_ALL").is_none(), "the spoofed-found part needs root for raw sockets");
+        eprintln!("spoofed-found part skipped: needs root for raw sockets");
+    }
+}
+
+/// Part 4 of [`reflection_never_amplifies`]: a joining node whose descriptor names only the
+/// attacker, which answers every `get_peers` with a `found` from the victim's address.
+fn founds_naming_a_victim() -> ListAttack {
+    use p2pd::discovery::wire::{self, Packet};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let victim = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind victim");
+    victim.set_nonblocking(true).unwrap();
+    let victim_addr = victim.local_addr().unwrap();
+    let attacker = RawNode::bind("127.0.0.4");
+    attacker.socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let attacker_addr = attacker.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answering = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut bytes, mut founds) = (0usize, 0usize);
+            let mut answered = std::collections::HashSet::new();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = attacker.socket.recv_from(&mut buf) else { continue };
+                let Ok(p) = wire::decode(&buf[..n]) else { continue };
+                let body = match p.body {
+                    Body::Ping => Body::Pong { token: rand::random(), observed: from },
+                    Body::FindNode { .. } => Body::Nodes { nodes: Vec::new() },
+                    // One found per attempt (request id), the cheapest way to make the joiner
+                    // write to the victim; retries of the request go unanswered.
+                    Body::GetPeers { request_id, .. } if !answered.insert(request_id) => continue,
+                    Body::GetPeers { info_hash, request_id, hop_limit, .. } if hop_limit > 0 => {
+                        let found = wire::encode(&Packet {
+                            txid: 0,
+                            sender: p2pd::node_id::NodeId(rand::random()),
+                            body: Body::Found { request_id, info_hash, hops: 2, token: rand::random() },
+                        });
+                        spoof_udp(victim_addr, from, &found);
+                        bytes += found.len();
+                        founds += 1;
+                        continue;
+                    }
+                    Body::Announce { info_hash, .. } => Body::Announced { info_hash },
+                    _ => continue,
+                };
+                let out = wire::encode(&Packet { txid: p.txid, sender: attacker.id, body });
+                bytes += attacker.socket.send_to(&out, from).unwrap_or(0);
+            }
+            (bytes, founds)
+        })
+    };
+
+    let mut joiner = Node::new();
+    joiner.start();
+    let src = joiner.root.path().join("src/content.bin");
+    random_file(&src, 50_000, 41);
+    let desc =
+        create_descriptor(&src, &joiner.root.path().join("content.desc"), &["--bootstrap", &attacker_addr.to_string()]);
+    joiner.add(&desc);
+    // The join's lookup and its looks again (0.3 s, 1 s, 2 s), each attempt and early
+    // re-attempt meeting a found.
+    let (mut victim_bytes, mut victim_datagrams) = (0usize, 0usize);
+    let deadline = std::time::Instant::now() + Duration::from_secs(7);
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        match victim.recv(&mut buf) {
+            Ok(n) => {
+                victim_bytes += n;
+                victim_datagrams += 1;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (attacker_bytes, answers) = answering.join().expect("attacker thread");
+    ListAttack { attacker_bytes, answers, victim_bytes, victim_datagrams }
 }
 
 #[derive(Debug)]
@@ -544,13 +642,15 @@ fn announces_for_far_hashes_are_not_stored_and_one_host_creates_few_swarms() {
     let target = node.addr();
     let own: InfoHash = node.status()["node"]["node_id"].as_str().unwrap().parse().unwrap();
     // A hash far from the node, and 8 (k) nodes right beside it, which the node learns as they
-    // present its tokens: it now knows 8 nodes closer to that hash than itself.
+    // present its tokens: it now knows 8 nodes closer to that hash than itself, on 8 hosts
+    // (closer nodes count once per host: `node/tests.rs`,
+    // `one_host_beside_a_hash_cannot_stop_others_storing_it`).
     let mut far = own.0;
     far[0] ^= 0x80;
     let far = InfoHash(far);
     let neighbours: Vec<RawNode> = (0..8u8)
         .map(|i| {
-            let mut n = RawNode::bind("127.0.0.8");
+            let mut n = RawNode::bind(&format!("127.0.8.{}", i + 1));
             let mut id = far.0;
             id[31] ^= i + 1;
             n.id = p2pd::node_id::NodeId(id);

@@ -23,8 +23,9 @@
 //!   first), then announce every status change; also announce to the `k` nodes closest to the
 //!   info hash, so that lookups from anywhere converge on a node that knows the swarm.
 //! - Storing: a node stores an announce only for a swarm it is a member of, or for one it is
-//!   among the `k` closest to by its own routing table (`Node::among_closest`); creating a
-//!   stored swarm spends the source host's budget ([`NEW_SWARM_BURST`], [`NEW_SWARM_RATE`]).
+//!   among the `k` closest to by its own routing table, counting one node per host
+//!   (`Node::among_closest`); creating a stored swarm spends the source host's budget
+//!   ([`NEW_SWARM_BURST`], [`NEW_SWARM_RATE`]).
 //!   An accepted announce, either way (theirs stored by us, ours answered by them), is what
 //!   tells a member's torrent about another member ([`Event::Peers`]); a member list from a
 //!   lookup answer is only a list of addresses to announce to.
@@ -40,7 +41,11 @@
 //!   answers (`Reach::Named`). Such requests on the word of a `nodes` or `peers` answer are
 //!   paid from the byte credit of its sender: never more bytes than it sent this node
 //!   (`Node::affordable`). A `found` sender is asked only once per path the lookup opened
-//!   (`Lookup::named_holders`).
+//!   (`Lookup::named_holders`), paid from what came from its address and from the credit of
+//!   the first hop that carried the path (`Node::pay_for_holder`).
+//! - What others' answers can make a join do beyond its own schedule is bounded: at most
+//!   [`MAX_TOP_UPS`] requests to the nodes that answered, and [`HOLDER_REATTEMPTS`] early
+//!   attempts per lookup, each after a holder request that was paid for.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -345,12 +350,55 @@ struct Lookup {
     /// opened (each path is one request to a validated first hop, and an honest path sends
     /// one `found`), so a node on the path cannot aim this node's requests at many addresses.
     named_holders: usize,
+    /// First hops asked in this attempt: the paths a `found` may have come through, whose
+    /// credit pays for asking a holder never validated ([`Node::pay_for_holder`]).
+    asked: Vec<SocketAddr>,
     /// Attempts started early because a holder asked once did not answer.
     holder_reattempts: u32,
+    /// Hop limit of its requests: the configured one, or 0 for a top-up, which asks only the
+    /// node that answered (it knows the swarm) and never goes further.
+    hop_limit: u8,
+    /// A top-up ([`MAX_TOP_UPS`]): one attempt, to one node, then done.
+    top_up: bool,
     hops: Option<u8>,
     /// Join the swarm with this status once peers are known.
     join: Option<PeerStatus>,
     done: bool,
+}
+
+impl Lookup {
+    /// A lookup not started yet ([`Node::new_attempt`] starts it).
+    fn new(
+        now: Instant,
+        timeout: Duration,
+        info_hash: InfoHash,
+        candidates: Vec<SocketAddr>,
+        hop_limit: u8,
+        join: Option<PeerStatus>,
+    ) -> Lookup {
+        Lookup {
+            info_hash,
+            started: now,
+            deadline: now + timeout,
+            attempt_deadline: now,
+            request_id: 0,
+            attempts: 0,
+            candidates,
+            next: 0,
+            dead: HashSet::new(),
+            not_found: HashSet::new(),
+            open_paths: 0,
+            holders: HashSet::new(),
+            named_holders: 0,
+            asked: Vec::new(),
+            holder_reattempts: 0,
+            hop_limit,
+            top_up: false,
+            hops: None,
+            join,
+            done: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,13 +482,18 @@ pub struct Node {
 const FOLLOW_UP_LOOKUPS: [Duration; 4] =
     [Duration::from_millis(300), Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(8)];
 
-/// Lookups a join may repeat at once to pay for the members an answer named but its author's
-/// credit did not cover (see [`Node::affordable`]). A member list of 20 pays for about four
-/// first contacts; each repeat's answer pays for more, and members already being contacted
-/// are not paid twice, so a fresh swarm of 20 meshes in a few round trips instead of waiting
-/// for the follow-up lookups (a 16-host swarm that did took 2–4 × the minimum distribution
-/// time instead of 1.5 ×). The victim of a lying list still receives no more bytes than the
-/// liar sent: every answer pays only for what it bought.
+/// Top-ups a join may make: asking the node whose answer named members its author's credit
+/// did not cover (see [`Node::affordable`]) again at once, for more. A member list of 20 pays
+/// for about four first contacts; each repeat's answer pays for more, and members already being
+/// contacted are not paid twice, so a fresh swarm of 20 meshes in a few round trips instead of
+/// waiting for the follow-up lookups (a 16-host swarm that did took 2–4 × the minimum
+/// distribution time instead of 1.5 ×).
+///
+/// Answers come from others, so a top-up is kept cheap and bounded: one `get_peers` with hop
+/// limit 0 to the answering node alone (validated: it just answered), sent only after an answer
+/// that bought at least one first contact, at most this many per join. The victim of a lying
+/// list still receives no more bytes than the liar sent: every answer pays only for what it
+/// bought.
 const MAX_TOP_UPS: u32 = 8;
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
@@ -1018,7 +1071,8 @@ impl Node {
     }
 
     /// Whether this node is among the `k` nodes closest to `info_hash` that its routing table
-    /// knows: fewer than `k` reachable nodes in it are closer. Those are the nodes announces
+    /// knows: fewer than `k` hosts have a reachable node in it that is closer (one host counts
+    /// once, however many identities it placed beside the hash). Those are the nodes announces
     /// are sent to (the announcer's find_node converges on them) and where greedy get_peers
     /// paths end.
     fn among_closest(&self, info_hash: &InfoHash) -> bool {
@@ -1351,10 +1405,6 @@ impl Node {
         extra: &[SocketAddr],
         join: Option<PeerStatus>,
     ) -> u64 {
-        let mut key: u64 = self.rng.random();
-        while self.lookups.contains_key(&key) {
-            key = self.rng.random();
-        }
         let mut candidates: Vec<SocketAddr> =
             self.routing.closest(&key_of_hash(&info_hash), self.config.k).iter().map(|e| e.addr).collect();
         for &a in extra {
@@ -1363,28 +1413,28 @@ impl Node {
                 candidates.push(a);
             }
         }
-        let lookup = Lookup {
-            info_hash,
-            started: now,
-            deadline: now + self.config.lookup_timeout,
-            attempt_deadline: now,
-            request_id: 0,
-            attempts: 0,
-            candidates,
-            next: 0,
-            dead: HashSet::new(),
-            not_found: HashSet::new(),
-            open_paths: 0,
-            holders: HashSet::new(),
-            named_holders: 0,
-            holder_reattempts: 0,
-            hops: None,
-            join,
-            done: false,
-        };
+        let lookup = Lookup::new(now, self.config.lookup_timeout, info_hash, candidates, self.config.hop_limit, join);
+        self.run_lookup(now, lookup)
+    }
+
+    /// Starts `lookup`'s first attempt; returns its key.
+    fn run_lookup(&mut self, now: Instant, lookup: Lookup) -> u64 {
+        let mut key: u64 = self.rng.random();
+        while self.lookups.contains_key(&key) {
+            key = self.rng.random();
+        }
         self.lookups.insert(key, lookup);
         self.new_attempt(now, key);
         key
+    }
+
+    /// Asks `lister`, which has just answered a join's lookup with members (so it knows the
+    /// swarm, and proved its address), for more: one `get_peers` with hop limit 0, no further
+    /// attempt, no other node (see [`MAX_TOP_UPS`]).
+    fn start_top_up(&mut self, now: Instant, info_hash: InfoHash, lister: SocketAddr, status: PeerStatus) {
+        let timeout = self.config.lookup_timeout;
+        let lookup = Lookup { top_up: true, ..Lookup::new(now, timeout, info_hash, vec![lister], 0, Some(status)) };
+        self.run_lookup(now, lookup);
     }
 
     /// Starts an attempt: a new request id, sent to the next first hops.
@@ -1401,6 +1451,7 @@ impl Node {
         l.not_found.clear();
         l.holders.clear();
         l.named_holders = 0;
+        l.asked.clear();
         l.open_paths = 0;
         self.request_ids.insert(rid, key);
         let mut sent = 0;
@@ -1412,8 +1463,8 @@ impl Node {
 
     /// Asks the next live candidate of the current attempt; false if none is left.
     fn next_first_hop(&mut self, now: Instant, key: u64) -> bool {
-        let hop_limit = self.config.hop_limit;
         let Some(l) = self.lookups.get_mut(&key) else { return false };
+        let hop_limit = l.hop_limit;
         let n = l.candidates.len();
         for _ in 0..n {
             let addr = l.candidates[l.next % n];
@@ -1423,6 +1474,7 @@ impl Node {
             }
             l.open_paths += 1;
             l.named_holders += 1;
+            l.asked.push(addr);
             let need = Need::GetPeers { lookup: key, request_id: l.request_id, info_hash: l.info_hash, hop_limit };
             // First hops come from the routing table and from the operator (descriptors).
             self.with_token(now, addr, need, Reach::Proven);
@@ -1442,7 +1494,7 @@ impl Node {
         if left {
             return;
         }
-        if l.not_found.is_empty() && !l.candidates.is_empty() && now < l.deadline {
+        if l.not_found.is_empty() && !l.candidates.is_empty() && now < l.deadline && !l.top_up {
             // Every first hop looked dead; under heavy loss some were not. Try them all again.
             if let Some(l) = self.lookups.get_mut(&key) {
                 l.dead.clear();
@@ -1526,14 +1578,20 @@ impl Node {
             return true;
         }
         // A `found` can come from anywhere (its source is not proven): a holder never validated
-        // is asked once, and only as many of them as this attempt opened paths.
+        // is asked once, only as many of them as this attempt opened paths, and only as far as
+        // the bytes received pay for the request.
         if !validated {
-            if l.named_holders == 0 {
+            let asked = std::mem::take(&mut l.asked);
+            let payable = l.named_holders > 0 && self.pay_for_holder(from, &asked);
+            let Some(l) = self.lookups.get_mut(&key) else { return false };
+            l.asked = asked;
+            if !payable {
                 self.counters.amplification_suppressed += 1;
                 return true;
             }
             l.named_holders -= 1;
         }
+        let Some(l) = self.lookups.get_mut(&key) else { return false };
         l.holders.insert(from);
         l.hops = Some(l.hops.map_or(hops, |h| h.min(hops)));
         l.open_paths += 1;
@@ -1600,19 +1658,24 @@ impl Node {
             // first contacts over the swarm instead of all picking the same members.
             let target = key_of_node(&self.id);
             let paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
-            let unpaid = named - unvalidated(self, &paid);
+            let paid_named = unvalidated(self, &paid);
+            let unpaid = named - paid_named;
             for p in paid {
                 let need = Need::Announce { info_hash, status, listed: Some(p.status) };
                 self.with_token(now, p.addr, need, Reach::Named);
             }
-            // Members left unpaid: ask the same node again at once (our routing table may not
-            // know anyone yet); its next answer pays for more.
+            // Members left unpaid while this answer paid for some: ask the same node again at
+            // once (our routing table may not know anyone yet); its next answer pays for more.
+            // A top-up asks only that node, which just proved its address, and follows only an
+            // answer that bought a first contact (192 bytes of its author's credit), at most
+            // `MAX_TOP_UPS` times per join.
             if unpaid > 0
+                && paid_named > 0
                 && let Some(left) = self.top_ups.get_mut(&info_hash)
                 && *left > 0
             {
                 *left -= 1;
-                self.start_lookup(now, info_hash, &[from], Some(status));
+                self.start_top_up(now, info_hash, from, status);
             }
         }
         self.complete_lookup(now, key, peers);
@@ -1623,7 +1686,7 @@ impl Node {
         let keys: Vec<u64> = self.lookups.iter().filter(|(_, l)| !l.done).map(|(k, _)| *k).collect();
         for key in keys {
             let Some(l) = self.lookups.get(&key) else { continue };
-            if now >= l.deadline {
+            if now >= l.deadline || (l.top_up && now >= l.attempt_deadline) {
                 self.complete_lookup(now, key, Vec::new());
             } else if now >= l.attempt_deadline {
                 debug!("discovery: lookup {} attempt {} unanswered; trying again", l.info_hash, l.attempts);
@@ -1732,6 +1795,32 @@ impl Node {
             );
         }
         items
+    }
+
+    /// Pays for one request to `holder`, the never-validated source of a `found`: first from
+    /// the bytes that came from its address (the `found` itself included: a spoofer pays for
+    /// its own datagrams), the rest from the credit of a first hop of the attempt (`asked`),
+    /// the validated node that carried the path the `found` answers. Anyone able to send a
+    /// `found` for this request id is on such a path, which that first hop chose. So the bytes
+    /// sent to such holders never exceed the bytes received from them and from the first hops
+    /// together, whoever on the path spoofs; false (nothing spent) if they do not cover 192.
+    fn pay_for_holder(&mut self, holder: SocketAddr, asked: &[SocketAddr]) -> bool {
+        let own = self.credit.balance(&holder).min(wire::MIN_REQUEST_LEN);
+        let rest = wire::MIN_REQUEST_LEN - own;
+        let payer = match rest {
+            0 => None,
+            _ => match asked.iter().copied().find(|a| *a != holder && self.credit.balance(a) >= rest) {
+                Some(a) => Some(a),
+                None => return false,
+            },
+        };
+        if own > 0 {
+            self.credit.spend(&holder, own, 0);
+        }
+        if let Some(payer) = payer {
+            self.credit.spend(&payer, rest, 0);
+        }
+        true
     }
 
     /// Nodes from a find_node answer by `from` (see [`Node::affordable`]). While we also await

@@ -9,7 +9,8 @@
 //!
 //! Sources hash (with a random key, so an attacker cannot aim collisions) into fixed arrays of
 //! token buckets: memory does not grow with the number of sources, however many addresses an
-//! attacker spoofs. Two sources sharing a slot share its budget; with 4096 slots that is rare.
+//! attacker spoofs. Two sources sharing a slot of a limiter share its budget; with 4096 slots
+//! that is rare. [`ByteCredit`] tags its entries, so that credit never passes between sources.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -76,42 +77,97 @@ impl SourceLimiter {
 }
 
 /// Bytes received from each source address, less what was spent on its word, up to a cap, in
-/// fixed memory. Two sources sharing a slot share their credit: the bytes spent still never
-/// exceed the bytes received.
+/// fixed memory: [`CREDIT_SETS`] sets of [`CREDIT_WAYS`] entries, each tagged with the full
+/// 64-bit keyed hash of its address.
+///
+/// Credit never passes from one address to another: an address whose tag is not in its set has
+/// none, and earning places it in the set's entry with the least credit, which starts over from
+/// what it brought. So displacing a source's credit costs whoever does it the ways' worth of
+/// datagrams with more credit than that source, from addresses hashing into its set — which the
+/// random key keeps them from aiming at. (Two addresses sharing a tag, one chance in 2^64 per
+/// pair, would share credit.)
 #[derive(Debug, Clone)]
 pub struct ByteCredit {
     /// Keyed SipHash with random keys, as in [`SourceLimiter`].
     hasher: std::collections::hash_map::RandomState,
-    slots: Vec<usize>,
-    /// Most credit a slot holds, so that a long conversation does not bank a large burst.
+    /// `sets × CREDIT_WAYS` entries, set by set.
+    entries: Vec<CreditEntry>,
+    sets: usize,
+    /// Most credit an entry holds, so that a long conversation does not bank a large burst.
     cap: usize,
+}
+
+/// Sets of [`ByteCredit`] (4,096 entries in all).
+pub const CREDIT_SETS: usize = 1024;
+/// Entries per set.
+pub const CREDIT_WAYS: usize = 4;
+
+/// One address's credit.
+#[derive(Debug, Clone, Copy, Default)]
+struct CreditEntry {
+    /// The keyed hash of the address; meaningful only while `credit > 0`.
+    tag: u64,
+    credit: usize,
 }
 
 impl ByteCredit {
     pub fn new(cap: usize) -> ByteCredit {
-        ByteCredit { hasher: std::collections::hash_map::RandomState::new(), slots: vec![0; SLOTS], cap }
+        ByteCredit::with_sets(cap, CREDIT_SETS)
     }
 
-    fn slot(&self, addr: &SocketAddr) -> usize {
+    /// With `sets` sets: one makes every address share a set (tests).
+    fn with_sets(cap: usize, sets: usize) -> ByteCredit {
+        ByteCredit {
+            hasher: std::collections::hash_map::RandomState::new(),
+            entries: vec![CreditEntry::default(); sets * CREDIT_WAYS],
+            sets,
+            cap,
+        }
+    }
+
+    /// Where `addr`'s set starts in `entries`, and its tag.
+    fn locate(&self, addr: &SocketAddr) -> (usize, u64) {
         use std::hash::BuildHasher;
-        (self.hasher.hash_one(addr) % SLOTS as u64) as usize
+        let tag = self.hasher.hash_one(addr);
+        ((tag % self.sets as u64) as usize * CREDIT_WAYS, tag)
+    }
+
+    /// `addr`'s entry, if it has credit.
+    fn entry(&mut self, addr: &SocketAddr) -> Option<&mut CreditEntry> {
+        let (first, tag) = self.locate(addr);
+        self.entries[first..first + CREDIT_WAYS].iter_mut().find(|e| e.credit > 0 && e.tag == tag)
     }
 
     /// `bytes` arrived from `addr`.
     pub fn earn(&mut self, addr: &SocketAddr, bytes: usize) {
-        let i = self.slot(addr);
-        self.slots[i] = (self.slots[i] + bytes).min(self.cap);
+        let cap = self.cap;
+        if let Some(e) = self.entry(addr) {
+            e.credit = (e.credit + bytes).min(cap);
+            return;
+        }
+        // A newcomer takes the entry with the least credit.
+        let (first, tag) = self.locate(addr);
+        let set = &mut self.entries[first..first + CREDIT_WAYS];
+        if let Some(e) = set.iter_mut().min_by_key(|e| e.credit) {
+            *e = CreditEntry { tag, credit: bytes.min(cap) };
+        }
+    }
+
+    /// `addr`'s credit.
+    pub fn balance(&mut self, addr: &SocketAddr) -> usize {
+        self.entry(addr).map_or(0, |e| e.credit)
     }
 
     /// Spends `bytes` of `addr`'s credit if it has that much and `keep` more; false (nothing
     /// spent) if not.
     pub fn spend(&mut self, addr: &SocketAddr, bytes: usize, keep: usize) -> bool {
-        let i = self.slot(addr);
-        if self.slots[i] < bytes + keep {
-            return false;
+        match self.entry(addr) {
+            Some(e) if e.credit >= bytes + keep => {
+                e.credit -= bytes;
+                true
+            }
+            _ => false,
         }
-        self.slots[i] -= bytes;
-        true
     }
 }
 
@@ -209,5 +265,34 @@ mod tests {
         assert!(!c.spend(&b, 1, 0), "another source has nothing");
         c.earn(&b, 5000);
         assert_eq!((0..10).filter(|_| c.spend(&b, 192, 0)).count(), 5, "capped at 1000 bytes");
+        assert_eq!(c.balance(&b), 40);
+    }
+
+    /// Regression (issue 11 review): two addresses hashed into one slot shared its credit, so
+    /// a list's author could spend bytes that honest sources had sent.
+    #[test]
+    fn credit_never_passes_between_addresses_that_share_a_set() {
+        let mut c = ByteCredit::with_sets(4928, 1);
+        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 6690));
+        c.earn(&addr(1), 1000);
+        assert!(!c.spend(&addr(2), 192, 0), "another address in the set has nothing");
+        c.earn(&addr(2), 100);
+        assert!(!c.spend(&addr(2), 192, 0), "its own 100 bytes do not pay for 192");
+        assert_eq!((0..10).filter(|_| c.spend(&addr(1), 192, 0)).count(), 5, "the first keeps its own 1000");
+        // Newcomers take the entry with the least credit: however many small datagrams come
+        // from other addresses, a source with more credit than theirs keeps its credit.
+        c.earn(&addr(1), 3000);
+        for i in 10..200u8 {
+            c.earn(&addr(i), 192);
+        }
+        assert_eq!(c.balance(&addr(1)), 3040);
+        assert_eq!(c.balance(&addr(199)), 192, "the latest newcomer has what it sent");
+        // It goes only once every other entry of its set holds more.
+        for i in 2..=4u8 {
+            c.earn(&addr(i), 3100);
+        }
+        c.earn(&addr(5), 56);
+        assert_eq!(c.balance(&addr(1)), 0, "displaced by three sources of more credit and a newcomer");
+        assert_eq!(c.balance(&addr(5)), 56, "the newcomer starts from what it sent, nothing inherited");
     }
 }

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::key::{Key, common_prefix_len, distance, key_of_node};
+use super::ratelimit::host_of;
 use super::wire::NodeRecord;
 use crate::node_id::NodeId;
 
@@ -187,20 +188,24 @@ impl RoutingTable {
         all
     }
 
-    /// How many reachable nodes are closer to `target` than `than` (a distance), counting no
-    /// further than `limit`. With `than` our own distance, this tells whether we are among the
-    /// `limit` nodes closest to `target` that we know of.
+    /// How many hosts (an IPv4 address, or an IPv6 /64: [`host_of`]) have a reachable node
+    /// closer to `target` than `than` (a distance), counting no further than `limit`. With
+    /// `than` our own distance, this tells whether we are among the `limit` nodes closest to
+    /// `target` that we know of. Hosts, not nodes: ids are free to choose, so one host could
+    /// otherwise place `limit` identities beside a hash (`max_per_ip` allows 16) and make every
+    /// honest node believe itself too far to store that swarm.
     pub fn closer_count(&self, target: &Key, than: &Key, limit: usize) -> usize {
-        let mut n = 0;
+        let mut hosts: Vec<IpAddr> = Vec::with_capacity(limit);
         for e in self.entries().filter(|e| e.reachable()) {
-            if distance(&key_of_node(&e.id), target) < *than {
-                n += 1;
-                if n >= limit {
-                    break;
-                }
+            if hosts.len() >= limit {
+                break;
+            }
+            let host = host_of(e.addr.ip());
+            if distance(&key_of_node(&e.id), target) < *than && !hosts.contains(&host) {
+                hosts.push(host);
             }
         }
-        n
+        hosts.len()
     }
 
     /// Every node in the table (reachable or not).

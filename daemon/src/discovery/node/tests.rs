@@ -195,6 +195,30 @@ fn announces_are_stored_only_by_the_closest_nodes_or_members() {
     assert_eq!(stored(&m, &far, from(1)), Some(PeerStatus::Seeding));
 }
 
+/// Regression (issue 11 review): eight identities beside a hash from one IP (the routing table
+/// allows 16 per IP) made every honest node believe itself too far from it to store its swarm.
+/// Closer nodes are counted one per host: an IPv4 address, or an IPv6 /64.
+#[test]
+fn one_host_beside_a_hash_cannot_stop_others_storing_it() {
+    let far = InfoHash([0; 32]);
+    let v4_ports: fn(u8) -> SocketAddr = |i| SocketAddr::from(([10, 0, 0, 100], 7000 + i as u16));
+    let v6_64: fn(u8) -> SocketAddr = |i| SocketAddr::from(([0x2001, 0xdb8, 0, 7, 0, 0, 0, i as u16], 6690));
+    let v4_hosts: fn(u8) -> SocketAddr = |i| from(100 + i);
+    for (what, closer, stores) in
+        [("one IPv4 address, 8 ports", v4_ports, true), ("one IPv6 /64", v6_64, true), ("8 hosts", v4_hosts, false)]
+    {
+        let now = Instant::now();
+        let mut n = Node::new(id(0x80, 0), DiscoveryConfig::default(), 18, now);
+        // 8 (k) identities, all closer than us to the all-zero hash.
+        for i in 1..=8u8 {
+            known(&mut n, now, id(i, i), closer(i));
+        }
+        assert!(announce(&mut n, now, from(1), NodeId([0x33; 32]), far, PeerStatus::Seeding), "{what}");
+        let expect = stores.then_some(PeerStatus::Seeding);
+        assert_eq!(stored(&n, &far, from(1)), expect, "closer nodes from {what}");
+    }
+}
+
 #[test]
 fn new_swarms_per_source_host_are_rate_capped() {
     let now = Instant::now();
@@ -365,6 +389,47 @@ fn unpaid_members_are_paid_for_by_asking_again() {
     assert!(contacted.len() * wire::MIN_REQUEST_LEN <= answered, "more bytes to members than the answers brought");
 }
 
+/// Regression (issue 11 review): any answer leaving members unpaid made a join start a whole
+/// new lookup (through the nodes closest to the hash, with forwards and re-attempts), up to 8
+/// times, whether or not the answer had paid for anything. Now a top-up asks only the node that
+/// answered (hop limit 0: it knows the swarm), only after an answer that bought a first contact,
+/// at most `MAX_TOP_UPS` times per join.
+#[test]
+fn a_lister_makes_a_join_ask_again_only_itself_and_only_when_its_answer_paid() {
+    for (listed, top_ups) in [(1u8, 0usize), (20, MAX_TOP_UPS as usize)] {
+        let (mut n, now) = node(20);
+        let hop = from(1);
+        let hash = InfoHash([6; 32]);
+        let mut txid = lookup_through(&mut n, now, hop, hash);
+        let (mut answered, mut to_victims, mut asked_again) = (0usize, 0usize, 0usize);
+        for round in 0..20u8 {
+            // New victims every time, so that none is being contacted already.
+            let victims: Vec<PeerRecord> = (0..listed)
+                .map(|i| PeerRecord {
+                    id: NodeId([0x90 + i; 32]),
+                    addr: SocketAddr::from(([10, 0, 9 + round, i], 7000)),
+                    status: PeerStatus::Seeding,
+                })
+                .collect();
+            let answer =
+                request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: victims });
+            answered += answer.len();
+            n.handle_datagram(now, hop, &answer);
+            let out = answers(&mut n);
+            to_victims += out.iter().filter(|(to, _, _)| to.ip() != hop.ip()).map(|(_, _, len)| len).sum::<usize>();
+            let again: Vec<_> =
+                out.iter().filter(|(to, p, _)| *to == hop && matches!(p.body, Body::GetPeers { .. })).collect();
+            assert!(again.len() <= 1, "{listed} listed: {out:?}");
+            let Some((_, p, _)) = again.first() else { break };
+            assert!(matches!(p.body, Body::GetPeers { hop_limit: 0, .. }), "a top-up asks the lister only: {p:?}");
+            asked_again += 1;
+            txid = p.txid;
+        }
+        assert_eq!(asked_again, top_ups, "{listed} listed each time");
+        assert!(to_victims <= answered, "{listed} listed: {to_victims} bytes to victims for {answered} received");
+    }
+}
+
 /// Bytes its author sent before count too: a node that pinged us pays for the one member its
 /// small answer lists (and no more than the bytes it sent).
 #[test]
@@ -498,13 +563,15 @@ fn credit_is_kept_for_the_members_a_node_is_about_to_list() {
 }
 
 /// `found` proves nothing about its source: a node on the path sending many, from spoofed
-/// addresses, gets one direct request sent, once.
+/// addresses, gets one direct request sent, once (here the first hop has sent enough to pay
+/// for it: see `a_path_spoofing_founds_never_amplifies`).
 #[test]
 fn founds_from_unvalidated_sources_are_followed_once_per_path() {
     let (mut n, now) = node(14);
     let hop = from(1);
     let hash = InfoHash([6; 32]);
     let txid = lookup_through(&mut n, now, hop, hash);
+    n.handle_datagram(now, hop, &request(NodeId([0x7f; 32]), Body::Ping));
     n.handle_datagram(now, hop, &request_free(txid, Body::Forwarded { request_id: 0 }));
     let rid = n.lookups.values().next().unwrap().request_id;
     for i in 0..10u8 {
@@ -525,6 +592,67 @@ fn founds_from_unvalidated_sources_are_followed_once_per_path() {
         .collect();
     assert_eq!(direct.len(), 1, "{direct:?}");
     assert_eq!(n.counters.amplification_suppressed, 9);
+}
+
+/// Regression (issue 11 review): a `found` (97 bytes) spoofed from a victim's address by a node
+/// on the path bought a 192-byte `get_peers` to the victim, and each unanswered one an
+/// immediate new attempt through the path, so another `found`: up to 2 bytes at the victims
+/// per byte sent. The first hop here is the path as the origin sees it; it answers every
+/// attempt with one `found` (the cheapest way to make the origin write to victims), either
+/// acknowledging the attempt and naming a new victim each time, or silent and naming one.
+#[test]
+fn a_path_spoofing_founds_never_amplifies() {
+    for (what, acknowledge, victims) in
+        [("acknowledging, a new victim each time", true, 1000u32), ("silent, one victim", false, 1)]
+    {
+        let (mut n, now) = node(19);
+        let hop = from(1);
+        let hash = InfoHash([6; 32]);
+        known(&mut n, now, NodeId([0x7f; 32]), hop);
+        n.tokens.insert(hop, ([9; 16], now));
+        n.lookup(now, hash, &[]);
+        let victim = |i: u32| {
+            let i = i % victims;
+            SocketAddr::from(([10, 0, 9, i as u8], 7000 + (i >> 8) as u16))
+        };
+        let is_victim = |a: &SocketAddr| a.ip().to_string().starts_with("10.0.9.");
+        let (mut sent, mut victim_bytes, mut victim_datagrams, mut founds) = (0usize, 0usize, 0usize, 0u32);
+        let (mut answered_rid, mut txid) = (None, 0);
+        let mut t = now;
+        while t < now + Duration::from_secs(60) {
+            for (to, p, len) in answers(&mut n) {
+                if is_victim(&to) {
+                    victim_bytes += len;
+                    victim_datagrams += 1;
+                } else if to == hop && matches!(p.body, Body::GetPeers { .. }) {
+                    txid = p.txid;
+                }
+            }
+            // Each new attempt asks the first hop, and a victim "finds" the swarm.
+            let rid = n.lookups.values().find(|l| !l.done).map(|l| l.request_id);
+            if let Some(rid) = rid.filter(|r| answered_rid != Some(*r)) {
+                answered_rid = Some(rid);
+                if acknowledge {
+                    let ack = request_free(txid, Body::Forwarded { request_id: rid });
+                    n.handle_datagram(t, hop, &ack);
+                    sent += ack.len();
+                }
+                let found = request_free(0, Body::Found { request_id: rid, info_hash: hash, hops: 2, token: [4; 16] });
+                n.handle_datagram(t, victim(founds), &found);
+                sent += found.len();
+                founds += 1;
+                continue;
+            }
+            t = n.next_deadline().max(t + Duration::from_millis(1));
+            n.poll(t);
+        }
+        eprintln!(
+            "{what}: {founds} founds, {sent} bytes sent; {victim_bytes} at the victims in {victim_datagrams} datagrams"
+        );
+        assert!(founds >= 4, "{what}: the origin made several attempts through the path");
+        assert!(victim_datagrams >= 1, "{what}: some victims were asked (the test measures something)");
+        assert!(victim_bytes <= sent, "{what}: {victim_bytes} bytes to victims for {sent} bytes sent");
+    }
 }
 
 /// Regression (issue 11): forwards for others could take every request slot.
