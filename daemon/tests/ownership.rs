@@ -272,11 +272,13 @@ fn an_operators_file_at_the_content_path_is_left_alone() {
 }
 
 /// Regression (review of issue 11): with a torrent's download under `NAME.part`, an operator
-/// put their own `NAME` there meanwhile; the completed download could not be moved into place
-/// (right), but after that the torrent worked on — and `remove --delete-data` deleted — the
-/// operator's `NAME`, because whatever has the final name was taken for the torrent's content.
-/// Now the claim records which file or directory is the torrent's: it keeps to its `.part`, and
-/// only that is deleted. For a file and for a directory (an operator's directory of that name).
+/// put their own `NAME` there meanwhile, and `remove --delete-data` deleted the operator's
+/// `NAME` (whatever has the final name was taken for the torrent's content) and kept the
+/// torrent's `.part`. Realistic trigger: the completed download cannot be moved into place
+/// ("already exists"), and the operator then removes the torrent with its data. Now the claim
+/// records which file or directory is the torrent's: the torrent keeps to its `.part`, and
+/// only that is deleted. For a file, and for a directory (inside an operator's directory of the
+/// same name).
 #[test]
 fn an_operators_file_put_at_the_final_name_meanwhile_is_never_the_torrents() {
     let mut seed = Node::new();
@@ -290,32 +292,52 @@ fn an_operators_file_put_at_the_final_name_meanwhile_is_never_the_torrents() {
     let dtc = create_descriptor(&src.join("tc"), &seed.root.path().join("tc.desc"), &opts);
     let dtree = create_descriptor(&src.join("tree"), &seed.root.path().join("tree.desc"), &opts);
 
-    // The leecher starts both downloads while nobody has the content.
     let mut leecher = Node::new();
     leecher.start();
+    let data = leecher.data();
+    let operators = ["tc", "tree/a.bin", "tree/sub/b.bin"];
+    let put_operators_files = || {
+        std::fs::create_dir_all(data.join("tree/sub")).unwrap();
+        for p in operators {
+            std::fs::write(data.join(p), format!("the operator's {p}")).unwrap();
+        }
+    };
+    let assert_operators_files = |when: &str| {
+        for p in operators {
+            let found = std::fs::read_to_string(data.join(p)).unwrap_or_else(|e| panic!("{when}: {p}: {e}"));
+            assert_eq!(found, format!("the operator's {p}"), "{when}");
+        }
+    };
+    let remove_deleting_data = |leecher: &Node, hashes: [&str; 2], when: &str| {
+        for hash in hashes {
+            let r = leecher.ctl(&["remove", hash, "--delete-data"]);
+            assert_eq!(r.code, 0, "{when}: {r:?}");
+            assert!(r.stdout.contains("deleted its data"), "{when}: {r:?}");
+        }
+        assert!(!data.join("tc.part").exists() && !data.join("tree.part").exists(), "{when}: {:?}", tree(&data));
+        assert_operators_files(when);
+    };
+
+    // Downloads started while nobody has the content; the operator's files appear beside them.
     let (tc, tree_hash) = (leecher.add(&dtc), leecher.add(&dtree));
     leecher.wait_state(&tc, "leeching");
     leecher.wait_state(&tree_hash, "leeching");
-    let data = leecher.data();
     assert!(data.join("tc.part").is_file() && data.join("tree.part").is_dir());
+    put_operators_files();
+    remove_deleting_data(&leecher, [&tc, &tree_hash], "removed while downloading");
+
+    // The same after the completed downloads could not be moved into place.
+    for p in ["tc", "tree"] {
+        std::fs::rename(data.join(p), data.join(format!("{p}.kept"))).unwrap();
+    }
+    leecher.add(&dtc);
+    leecher.add(&dtree);
+    leecher.wait_state(&tc, "leeching");
+    leecher.wait_state(&tree_hash, "leeching");
     assert_eq!(leecher.stop(), 0);
-
-    // Meanwhile an operator puts their own `tc` and `tree` there.
-    std::fs::write(data.join("tc"), b"the operator's report").unwrap();
-    std::fs::create_dir_all(data.join("tree/sub")).unwrap();
-    std::fs::write(data.join("tree/a.bin"), b"the operator's a.bin").unwrap();
-    std::fs::write(data.join("tree/sub/b.bin"), b"the operator's b.bin").unwrap();
-    let operators = tree(&data).into_iter().filter(|p| p == "tc" || p.starts_with("tree/")).collect::<Vec<_>>();
-    let snapshot = |data: &Path| -> Vec<(String, Vec<u8>)> {
-        ["tc", "tree/a.bin", "tree/sub/b.bin"]
-            .iter()
-            .map(|p| (p.to_string(), std::fs::read(data.join(p)).unwrap()))
-            .collect()
-    };
-    let before = snapshot(&data);
-
-    // The content appears; the leecher downloads it into its `.part`s and cannot move them
-    // into place.
+    for p in ["tc", "tree"] {
+        std::fs::rename(data.join(format!("{p}.kept")), data.join(p)).unwrap();
+    }
     std::fs::create_dir_all(seed.data().join("tree/sub")).unwrap();
     std::fs::copy(src.join("tc"), seed.data().join("tc")).unwrap();
     std::fs::copy(src.join("tree/a.bin"), seed.data().join("tree/a.bin")).unwrap();
@@ -335,17 +357,8 @@ fn an_operators_file_put_at_the_final_name_meanwhile_is_never_the_torrents() {
         assert_eq!(t["pieces_done"], t["pieces_total"], "{t}");
     }
     assert_eq!(sha(&data.join("tc.part")), sha(&src.join("tc")));
-    assert_eq!(snapshot(&data), before, "the operator's files are untouched");
-
-    // remove --delete-data: the torrents' `.part`s go, the operator's files stay.
-    for hash in [&tc, &tree_hash] {
-        let r = leecher.ctl(&["remove", hash, "--delete-data"]);
-        assert_eq!(r.code, 0, "{r:?}");
-        assert!(r.stdout.contains("deleted its data"), "{r:?}");
-    }
-    assert!(!data.join("tc.part").exists() && !data.join("tree.part").exists());
-    assert_eq!(snapshot(&data), before, "the operator's files are untouched");
-    assert_eq!(tree(&data).into_iter().filter(|p| p == "tc" || p.starts_with("tree/")).collect::<Vec<_>>(), operators);
+    assert_operators_files("after the downloads completed");
+    remove_deleting_data(&leecher, [&tc, &tree_hash], "removed after the downloads completed");
 }
 
 /// Regression (review of issue 11): a claim outlived its torrent when `torrents/X.yaml` was
