@@ -1,7 +1,8 @@
 //! Content arrives as it was published (issue 11): executable bits, empty files and empty
 //! directories survive a transfer between real daemons; what lies in a data directory is
-//! refused when it is not a regular file (without blocking), and cut to its described length
-//! when it is longer.
+//! refused when it is not a regular file (without blocking); content found longer than
+//! described is left alone unless adopted, and cut to its described length once it is the
+//! torrent's.
 
 mod common;
 
@@ -136,7 +137,11 @@ fn a_fifo_at_a_content_path_is_an_error_naming_it_not_a_hang() {
 }
 
 /// Regression: a file longer than described passed the check ("verified") with the extra
-/// bytes still in it, and was seeded that way.
+/// bytes still in it, and was seeded that way. Then (review of issue 11) p2pd cut such a file
+/// although it was not the torrent's: verification hashes the described bytes only, so an
+/// operator's file that merely starts with them (a log appended to) lost its tail. Now content
+/// found longer than described is an error that names the file and leaves it whole; adopted (or
+/// once the torrent's own) it is cut to length before it is seeded.
 #[test]
 fn bytes_past_a_files_described_end_do_not_survive_verification() {
     let mut node = Node::new();
@@ -156,11 +161,39 @@ fn bytes_past_a_files_described_end_do_not_survive_verification() {
         std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(tail).unwrap();
     };
     append(&node.data().join("tree/a.bin"), &[0xee; 4096]);
-    // A complete download under its partial name whose file grew.
-    std::fs::write(node.data().join("single.bin.part"), [&single[..], &[0x11; 1000][..]].concat()).unwrap();
+    let a_longer = [&a[..], &[0xee; 4096][..]].concat();
+    // Complete content under its partial name whose file grew.
+    let single_longer = [&single[..], &[0x11; 1000][..]].concat();
+    std::fs::write(node.data().join("single.bin.part"), &single_longer).unwrap();
 
+    // Not the torrents' own: an error naming the file and saying what to do; nothing is cut.
     let tree_hash = node.add(&tree_desc);
     let single_hash = node.add(&single_desc);
+    for (hash, path, found, described) in [
+        (&tree_hash, node.data().join("tree/a.bin"), 104_096, 100_000),
+        (&single_hash, node.data().join("single.bin.part"), 71_000, 70_000),
+    ] {
+        let t = node.wait_state(hash, "error");
+        let error = t["error"].as_str().unwrap();
+        let expected = format!(
+            "{} is {found} bytes, longer than the {described} bytes the descriptor describes: the first \
+             {described} bytes match, but the file is not this torrent's content as it is, and p2pd leaves it \
+             untouched. Add the descriptor with --adopt to let p2pd cut it to {described} bytes and seed it, move \
+             it away and run `p2pctl verify {}`, or add it with --data DIR elsewhere",
+            path.display(),
+            &hash[..12]
+        );
+        assert_eq!(error, expected);
+    }
+    assert_holds(&node.data().join("tree/a.bin"), &a_longer);
+    assert_holds(&node.data().join("single.bin.part"), &single_longer);
+    assert!(!node.data().join("single.bin").exists());
+    assert!(!node.log().contains("more than the descriptor describes"), "{}", node.log());
+
+    // Adopted: cut to length, moved into place, seeded.
+    for desc in [&tree_desc, &single_desc] {
+        node.ctl_ok(&["add", desc.to_str().unwrap(), "--adopt"]);
+    }
     node.wait_state(&tree_hash, "seeding");
     node.wait_state(&single_hash, "seeding");
     assert_holds(&node.data().join("tree/a.bin"), &a);
@@ -169,7 +202,8 @@ fn bytes_past_a_files_described_end_do_not_survive_verification() {
     assert!(!node.data().join("single.bin.part").exists());
     assert!(node.log().contains("more than the descriptor describes; cut to 100000 bytes"), "{}", node.log());
 
-    // Grown again while seeding: a full verify cuts it again and keeps seeding.
+    // Grown again while seeding (the torrent's own now): a full verify cuts it again and keeps
+    // seeding.
     append(&node.data().join("tree/b.bin"), b"appended by someone");
     node.ctl_ok(&["verify", &tree_hash]);
     eventually(PATIENCE, "the verify to cut b.bin", || {

@@ -271,6 +271,232 @@ fn an_operators_file_at_the_content_path_is_left_alone() {
     assert!(node.data().join("tree/notes.txt").exists() && node.data().join("tree/sub/b.bin").exists());
 }
 
+/// Regression (review of issue 11): with a torrent's download under `NAME.part`, an operator
+/// put their own `NAME` there meanwhile, and `remove --delete-data` deleted the operator's
+/// `NAME` (whatever has the final name was taken for the torrent's content) and kept the
+/// torrent's `.part`. Realistic trigger: the completed download cannot be moved into place
+/// ("already exists"), and the operator then removes the torrent with its data. Now the claim
+/// records which file or directory is the torrent's: the torrent keeps to its `.part`, and
+/// only that is deleted. For a file, and for a directory (inside an operator's directory of the
+/// same name).
+#[test]
+fn an_operators_file_put_at_the_final_name_meanwhile_is_never_the_torrents() {
+    let mut seed = Node::new();
+    seed.start();
+    let src = seed.root.path().join("src");
+    random_file(&src.join("tc"), 300_000, 61);
+    random_file(&src.join("tree/a.bin"), 80_000, 62);
+    random_file(&src.join("tree/sub/b.bin"), 40_000, 63);
+    let opts = ["--piece-size", "16K", "--bootstrap", &seed.addr()].map(String::from);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let dtc = create_descriptor(&src.join("tc"), &seed.root.path().join("tc.desc"), &opts);
+    let dtree = create_descriptor(&src.join("tree"), &seed.root.path().join("tree.desc"), &opts);
+
+    let mut leecher = Node::new();
+    leecher.start();
+    let data = leecher.data();
+    let operators = ["tc", "tree/a.bin", "tree/sub/b.bin"];
+    let put_operators_files = || {
+        std::fs::create_dir_all(data.join("tree/sub")).unwrap();
+        for p in operators {
+            std::fs::write(data.join(p), format!("the operator's {p}")).unwrap();
+        }
+    };
+    let assert_operators_files = |when: &str| {
+        for p in operators {
+            let found = std::fs::read_to_string(data.join(p)).unwrap_or_else(|e| panic!("{when}: {p}: {e}"));
+            assert_eq!(found, format!("the operator's {p}"), "{when}");
+        }
+    };
+    let remove_deleting_data = |leecher: &Node, hashes: [&str; 2], when: &str| {
+        for hash in hashes {
+            let r = leecher.ctl(&["remove", hash, "--delete-data"]);
+            assert_eq!(r.code, 0, "{when}: {r:?}");
+            assert!(r.stdout.contains("deleted its data"), "{when}: {r:?}");
+        }
+        assert!(!data.join("tc.part").exists() && !data.join("tree.part").exists(), "{when}: {:?}", tree(&data));
+        assert_operators_files(when);
+    };
+
+    // Downloads started while nobody has the content; the operator's files appear beside them.
+    let (tc, tree_hash) = (leecher.add(&dtc), leecher.add(&dtree));
+    leecher.wait_state(&tc, "leeching");
+    leecher.wait_state(&tree_hash, "leeching");
+    assert!(data.join("tc.part").is_file() && data.join("tree.part").is_dir());
+    put_operators_files();
+    remove_deleting_data(&leecher, [&tc, &tree_hash], "removed while downloading");
+
+    // The same after the completed downloads could not be moved into place.
+    for p in ["tc", "tree"] {
+        std::fs::rename(data.join(p), data.join(format!("{p}.kept"))).unwrap();
+    }
+    leecher.add(&dtc);
+    leecher.add(&dtree);
+    leecher.wait_state(&tc, "leeching");
+    leecher.wait_state(&tree_hash, "leeching");
+    assert_eq!(leecher.stop(), 0);
+    for p in ["tc", "tree"] {
+        std::fs::rename(data.join(format!("{p}.kept")), data.join(p)).unwrap();
+    }
+    std::fs::create_dir_all(seed.data().join("tree/sub")).unwrap();
+    std::fs::copy(src.join("tc"), seed.data().join("tc")).unwrap();
+    std::fs::copy(src.join("tree/a.bin"), seed.data().join("tree/a.bin")).unwrap();
+    std::fs::copy(src.join("tree/sub/b.bin"), seed.data().join("tree/sub/b.bin")).unwrap();
+    seed.add(&dtc);
+    seed.add(&dtree);
+    seed.wait_state(&tc, "seeding");
+    seed.wait_state(&tree_hash, "seeding");
+    leecher.start();
+    for (hash, name) in [(&tc, "tc"), (&tree_hash, "tree")] {
+        let t = leecher.wait_state(hash, "error");
+        assert_eq!(
+            t["error"].as_str().unwrap(),
+            format!("cannot move the completed content into place: {} already exists", data.join(name).display()),
+            "{t}"
+        );
+        assert_eq!(t["pieces_done"], t["pieces_total"], "{t}");
+    }
+    assert_eq!(sha(&data.join("tc.part")), sha(&src.join("tc")));
+    assert_operators_files("after the downloads completed");
+    remove_deleting_data(&leecher, [&tc, &tree_hash], "removed after the downloads completed");
+}
+
+/// Regression (review of issue 11): a claim outlived its torrent when `torrents/X.yaml` was
+/// deleted while p2pd was stopped; added again later, X "owned" whatever an operator had put at
+/// its path since, renamed it to `.part` and overwrote it. Now claims no torrent file names are
+/// forgotten at start-up, and what is there is foreign to X.
+#[test]
+fn a_claim_outliving_its_torrent_file_is_forgotten_at_start_up() {
+    let mut node = Node::new();
+    node.start();
+    let src = node.root.path().join("src/tc");
+    random_file(&src, 200_000, 71);
+    let desc = create_descriptor(&src, &node.root.path().join("tc.desc"), &[]);
+    let hash = node.add(&desc);
+    node.wait_state(&hash, "leeching");
+    let claim = node.state().join(format!("claims/{hash}.state"));
+    assert!(claim.exists() && node.data().join("tc.part").exists());
+    assert_eq!(node.stop(), 0);
+
+    // The operator tidies up by hand, and later has a file of their own called `tc`.
+    std::fs::remove_file(node.torrents().join(format!("{hash}.yaml"))).unwrap();
+    std::fs::remove_file(node.data().join("tc.part")).unwrap();
+    let operators = node.data().join("tc");
+    random_file(&operators, 150_000, 72);
+    let before = sha(&operators);
+
+    node.start();
+    eventually(PATIENCE, "the claim to be forgotten", || (!claim.exists()).then_some(()));
+    let line = format!(
+        "forgot the claim of torrent {} on {}: no file in torrents/ names it",
+        short(&hash),
+        node.data().join("tc").display()
+    );
+    assert!(node.log().contains(&line), "{}", node.log());
+
+    let again = node.add(&desc);
+    let t = node.wait_state(&again, "error");
+    assert!(t["error"].as_str().unwrap().starts_with(&format!("{} is already there", operators.display())), "{t}");
+    let r = node.ctl(&["remove", &again, "--delete-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("never created, verified or adopted it"), "{r:?}");
+    assert_eq!(sha(&operators), before);
+    assert!(!node.data().join("tc.part").exists());
+}
+
+/// A claim covers the file or directory the torrent made or took over, not a name: content
+/// replaced while p2pd was stopped (the torrent file kept) is foreign to the torrent, neither
+/// written nor deleted.
+#[test]
+fn content_replaced_while_stopped_is_not_the_torrents() {
+    let mut node = Node::new();
+    node.start();
+    let src = node.root.path().join("src/tc");
+    random_file(&src, 200_000, 81);
+    let desc = create_descriptor(&src, &node.root.path().join("tc.desc"), &[]);
+    let hash = node.add(&desc);
+    node.wait_state(&hash, "leeching");
+    assert_eq!(node.stop(), 0);
+    std::fs::remove_file(node.data().join("tc.part")).unwrap();
+    let operators = node.data().join("tc");
+    random_file(&operators, 150_000, 82);
+    let before = sha(&operators);
+
+    node.start();
+    let t = node.wait_state(&hash, "error");
+    assert!(t["error"].as_str().unwrap().starts_with(&format!("{} is already there", operators.display())), "{t}");
+    let warning =
+        format!("{}: not the content this torrent created (moved away or replaced since", operators.display());
+    assert!(node.log().contains(&warning), "{}", node.log());
+    let r = node.ctl(&["remove", &hash, "--delete-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let kept =
+        format!("kept {}: not what this torrent created there (moved away or replaced since)", operators.display());
+    assert!(r.stderr.contains(&kept), "{r:?}");
+    assert_eq!(sha(&operators), before);
+    assert!(!node.data().join("tc.part").exists());
+}
+
+/// No torrent's content may be, contain or lie inside p2pd's state or configuration directory
+/// (for root too, and in torrent files): a torrent there could overwrite or delete p2pd's own
+/// claims, resume state or torrent files.
+#[test]
+fn content_may_not_meet_p2pds_own_directories() {
+    let mut node = Node::new();
+    node.start();
+    let src = node.root.path().join("src");
+    random_file(&src.join("f.bin"), 30_000, 91);
+    random_file(&src.join("state"), 30_000, 92);
+    let df = create_descriptor(&src.join("f.bin"), &node.root.path().join("f.desc"), &[]);
+    let dstate = create_descriptor(&src.join("state"), &node.root.path().join("state.desc"), &[]);
+    let (hf, hstate) = (hash_of(&df), hash_of(&dstate));
+    let refused = |desc: &Path, dir: &Path, expected: String| {
+        let r = node.ctl(&["add", desc.to_str().unwrap(), "--data", dir.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "--data {}: {r:?}", dir.display());
+        assert_eq!(r.stderr.trim(), format!("p2pctl: {expected}"));
+    };
+    let sentence = |path: &Path, who: &str, relation: &str, what: &str, dir: &Path| {
+        format!(
+            "content path {} of {who} {relation} p2pd's {what} {}; p2pd keeps content apart from its own files: use \
+             a data directory outside it",
+            path.display(),
+            dir.display()
+        )
+    };
+    let f = format!("f.bin ({})", short(&hf));
+    let (state, cfg) = (node.state(), node.cfg());
+    refused(&df, &state, sentence(&state.join("f.bin"), &f, "lies inside", "state directory", &state));
+    refused(
+        &df,
+        &state.join("claims"),
+        sentence(&state.join("claims/f.bin"), &f, "lies inside", "state directory", &state),
+    );
+    refused(
+        &df,
+        &cfg.join("torrents"),
+        sentence(&cfg.join("torrents/f.bin"), &f, "lies inside", "configuration directory", &cfg),
+    );
+    let st = format!("state ({})", short(&hstate));
+    refused(&dstate, node.root.path(), sentence(&state, &st, "is", "state directory", &state));
+    assert!(node.status()["torrents"].as_array().unwrap().is_empty());
+    assert!(!state.join("f.bin.part").exists() && !state.join("claims/f.bin.part").exists());
+
+    // A torrent file naming such a directory is rejected by reload.
+    std::fs::create_dir_all(node.torrents()).unwrap();
+    std::fs::write(node.torrents().join("f.yaml"), format!("data_dir: {}\n{}", state.display(), torrent_file(&df)))
+        .unwrap();
+    let r = node.ctl(&["reload"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let rejected =
+        format!("torrents/f.yaml: {}", sentence(&state.join("f.bin"), &f, "lies inside", "state directory", &state));
+    assert!(r.stdout.contains(&rejected), "{}", r.stdout);
+    assert!(node.torrent(&hf).is_none() && !state.join("f.bin.part").exists());
+
+    // Anywhere else, fine.
+    let h = node.ctl_ok(&["add", dstate.to_str().unwrap()]);
+    node.wait_state(h.trim(), "leeching");
+}
+
 /// A copy that verifies is seeded without asking; one that does not is taken over only with
 /// `--adopt` (fresh, or for a torrent already added), then completed from the swarm.
 #[test]
@@ -399,6 +625,25 @@ fn group_members_may_add_only_inside_data_roots() {
     assert_eq!(node.torrent(r.stdout.trim()).unwrap()["data_dir"], inside.to_str().unwrap());
     let r = member(&["add", &d(2)]);
     assert_eq!(r.code, 0, "{r:?}");
+    let h2 = r.stdout.trim().to_string();
+
+    // --adopt is for root and p2pd's own user only (adopted content is the torrent's to
+    // overwrite and delete): refused for a new torrent, and for one already added (before: a
+    // member could adopt any file in the roots, then `remove --delete-data` it).
+    let nobody = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(65534)).ok().flatten();
+    let who = nobody.map(|u| format!("user {} (uid 65534)", u.name)).unwrap_or_else(|| "uid 65534".into());
+    let h0 = hash_of(&descs[0]);
+    for (desc, hash) in [(d(0), &h0), (d(2), &h2)] {
+        let r = member(&["add", &desc, "--adopt"]);
+        assert_eq!(r.code, 4, "{r:?}");
+        let expected = format!(
+            "p2pctl: --adopt from {who} refused: only root and p2pd's own user (root) may adopt content, since \
+             adopted content becomes the torrent's to overwrite, cut and delete"
+        );
+        assert!(r.stderr.starts_with(&expected), "expected `{expected}`, got {r:?}");
+        assert_eq!(node.torrent(hash).is_some(), *hash == h2);
+    }
+    assert!(!node.log().contains("adopted what is at"), "{}", node.log());
 
     // Root may use any directory.
     let elsewhere = node.root.path().join("elsewhere");

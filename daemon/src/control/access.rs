@@ -19,6 +19,12 @@ impl Credentials {
     pub fn may_use_any_directory(&self) -> bool {
         self.uid == 0 || Uid::from_raw(self.uid) == Uid::effective()
     }
+
+    /// Only root and the daemon's own user may `add --adopt`: adopted content becomes the
+    /// torrent's to overwrite, cut and delete, whoever it belonged to.
+    pub fn may_adopt(&self) -> bool {
+        self.may_use_any_directory()
+    }
 }
 
 /// The admission rule in force.

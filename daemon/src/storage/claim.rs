@@ -5,40 +5,62 @@
 //! happened, and a [`Claim`] saying so is durable (`STATE/claims/<info hash>.state`, written
 //! atomically *before* the first byte is written there):
 //! - **created**: nothing was at either name when the torrent first prepared to write;
-//! - **verified**: every piece of what was there matched the descriptor;
-//! - **adopted**: the operator said so (`p2pctl add --adopt`);
+//! - **verified**: every piece of what was there matched the descriptor, and no file was longer
+//!   than described (verification hashes the described bytes only: an operator's file that
+//!   merely starts with them is not this torrent's content, see [`LongerThanDescribed`]);
+//! - **adopted**: the operator said so (`p2pctl add --adopt`, which only root and p2pd's own
+//!   user may ask for);
 //! - **recorded**: the torrent's own resume state, from before claims existed, describes the
 //!   files exactly as they are (same sizes and modification times).
 //!
-//! Without a claim, p2pd never renames, writes or deletes anything at that path: content that
-//! is there and does not verify completely is reported ([`ForeignContent`]) and left alone.
-//! A claim names the data directory it was made in (symbolic links resolved), so moving a
-//! torrent to another directory does not carry it along.
+//! A claim is on one content *root* (the file or directory at `NAME` or `NAME.part`), not on a
+//! name: once the root exists, the claim records its identity ([`EntryId`]: inode number with
+//! birth time, or device; the renames between `NAME.part` and `NAME` keep it). A claim covers
+//! what is on disk only while the data directory is the one it was made in (symbolic links
+//! resolved) and the root found there is the one it recorded. Anything else — the root deleted
+//! and something new put there, an operator's file at the other name — is looked at like
+//! content found for the first time (verified, or left alone). A claim that records no root
+//! yet (made before the torrent created its root, or by `add --adopt`) covers nothing on disk,
+//! except an empty root (a crash came between creating it and recording it: nothing to lose)
+//! and, for an adopted claim, whatever is there (the operator said so).
 //!
-//! The torrent task makes claims ([`Storage::claim`]) between checking and writing; the
-//! supervisor makes the `adopted` ones and removes claims when a torrent stops being managed.
-//! Both write whole files atomically; a claim is only ever replaced by one for the same path.
+//! Without a claim that covers it, p2pd never renames, writes, cuts or deletes anything at that
+//! path: content that is there and does not verify completely is reported
+//! ([`ForeignContent`]) and left alone. [`delete_owned`] deletes only the root whose identity
+//! the claim recorded, under whichever name it is now; when in doubt it deletes nothing and
+//! says why.
+//!
+//! Who writes claims, each time replacing the whole file atomically: the torrent task
+//! ([`Storage::claim`]) between checking and writing — a new claim, or one replacing a claim
+//! that no longer covers what is there (the torrent moved to another data directory, its root
+//! gone or replaced), or the same claim with the identity of the root it just created or
+//! found adopted; the supervisor writes `adopted` claims (replacing any claim of that torrent),
+//! removes a torrent's claim when it stops being managed, and at start-up removes the claims
+//! no torrent file names ([`Claims::retain`]).
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use log::warn;
+use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::dir::{Dir, EntryKind};
+use super::dir::{Access, Dir, EntryId, EntryKind};
 use super::{FileStamp, Placement, Storage, StorageError};
 use crate::config::locations::resolve;
-use crate::descriptor::{Content, InfoHash};
+use crate::descriptor::{Content, ContentKind, InfoHash};
 use crate::state::{atomic, format};
 
 /// Directory of claims inside the state directory.
 pub const CLAIMS_DIR: &str = "claims";
-/// Version of the claim body.
+/// Version of the claim body. Claims written before roots were recorded have no `root`.
 pub const CLAIM_VERSION: u32 = 1;
 /// Tag of claim files in their state header.
 const CLAIM_TAG: &str = "claim";
 /// Largest claim file read (a claim is a few hundred bytes).
 const MAX_CLAIM_BYTES: u64 = 64 << 10;
+/// Suffix of claim files.
+const CLAIM_SUFFIX: &str = ".state";
 
 /// How a torrent came to own its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +70,18 @@ pub enum ClaimKind {
     Verified,
     Adopted,
     Recorded,
+}
+
+impl ClaimKind {
+    /// The verb, for messages: "this torrent created …".
+    fn verb(self) -> &'static str {
+        match self {
+            ClaimKind::Created => "created",
+            ClaimKind::Verified => "verified",
+            ClaimKind::Adopted => "adopted",
+            ClaimKind::Recorded => "downloaded",
+        }
+    }
 }
 
 /// A torrent's durable claim on `DATA_DIR/NAME`.
@@ -60,15 +94,26 @@ pub struct Claim {
     /// The content's name in it (the partial name is `NAME.part`).
     pub name: String,
     pub how: ClaimKind,
+    /// The content root this claim is on, once it exists (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<EntryId>,
 }
 
 impl Claim {
-    /// A claim by `info_hash` on `name` in `data_dir` (resolved here).
+    /// A claim by `info_hash` on `name` in `data_dir` (resolved here), recording no root yet.
     pub fn new(info_hash: InfoHash, data_dir: &Path, name: &str, how: ClaimKind) -> io::Result<Claim> {
-        Ok(Claim { version: CLAIM_VERSION, info_hash, data_dir: resolve(data_dir)?, name: name.to_string(), how })
+        Ok(Claim {
+            version: CLAIM_VERSION,
+            info_hash,
+            data_dir: resolve(data_dir)?,
+            name: name.to_string(),
+            how,
+            root: None,
+        })
     }
 
-    /// Whether this claim is on `name` in `data_dir`.
+    /// Whether this claim is on `name` in `data_dir` (whatever is there now: see
+    /// [`Claims::owns`]).
     pub fn covers(&self, data_dir: &Path, name: &str) -> bool {
         self.name == name && resolve(data_dir).is_ok_and(|d| d == self.data_dir)
     }
@@ -94,7 +139,7 @@ impl Claims {
     }
 
     fn path(&self, hash: &InfoHash) -> PathBuf {
-        self.dir.join(format!("{hash}.state"))
+        self.dir.join(format!("{hash}{CLAIM_SUFFIX}"))
     }
 
     /// The claim of `hash`, if any. An unreadable claim file is moved aside (logged) and
@@ -154,6 +199,52 @@ impl Claims {
         let path = self.path(hash);
         atomic::remove_durably(&path).map_err(|source| ClaimError { path, source })
     }
+
+    /// Whether the claim of `hash` covers `name` in `data_dir` *and* what is there now (at
+    /// either name) is the root it recorded. Blocks on the filesystem.
+    pub fn owns(&self, hash: &InfoHash, data_dir: &Path, name: &str) -> bool {
+        let Some(root) = self.load(hash).filter(|c| c.covers(data_dir, name)).and_then(|c| c.root) else {
+            return false;
+        };
+        let Ok(dir) = Dir::open(data_dir, false) else { return false };
+        AtNames::read(&dir, name).is_ok_and(|found| !found.holding(&root).is_empty())
+    }
+
+    /// Removes every claim whose info hash is not in `keep`, durably, and returns what each
+    /// one was on (if it could be read). At start-up, `keep` is every info hash a torrent file
+    /// names: a claim outlives its torrent when `torrents/X.yaml` is deleted while p2pd is
+    /// stopped, and would otherwise "own" whatever is put at that path later. Files in the
+    /// directory that are not claims (quarantined ones, for instance) are left alone.
+    pub fn retain(&self, keep: &BTreeSet<InfoHash>) -> Result<Vec<(InfoHash, Option<PathBuf>)>, ClaimError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ClaimError { path: self.dir.clone(), source }),
+        };
+        let mut forgotten = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ClaimError { path: self.dir.clone(), source })?;
+            let Some(hash) = entry.file_name().to_str().and_then(claim_file_hash) else { continue };
+            if keep.contains(&hash) {
+                continue;
+            }
+            let on = self.load(&hash).map(|c| c.data_dir.join(c.name));
+            self.remove(&hash)?;
+            forgotten.push((hash, on));
+        }
+        forgotten.sort_by_key(|(h, _)| *h);
+        Ok(forgotten)
+    }
+}
+
+/// The info hash a claim file is named after (`<64 hex digits>.state`), if it is one.
+fn claim_file_hash(name: &str) -> Option<InfoHash> {
+    let hex = name.strip_suffix(CLAIM_SUFFIX)?;
+    let mut bytes = [0u8; 32];
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| hex::decode_to_slice(hex, &mut bytes).ok())
+        .flatten()
+        .map(|()| InfoHash(bytes))
 }
 
 /// Content at a torrent's path that the torrent does not own and that did not verify.
@@ -173,10 +264,93 @@ pub struct ForeignContent {
     pub total: usize,
 }
 
+/// Content at a torrent's path that the torrent does not own, whose every piece verifies, but
+/// with a file longer than the descriptor says: its first bytes are the published ones and the
+/// rest is someone's (a log appended to, say). Cutting it would lose those bytes, so it is not
+/// taken without `--adopt`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is {found} bytes, longer than the {described} bytes the descriptor describes: the first \
+     {described} bytes match, but the file is not this torrent's content as it is, and p2pd \
+     leaves it untouched. Add the descriptor with --adopt to let p2pd cut it to {described} bytes \
+     and seed it, move it away and run `p2pctl verify {id}`, or add it with --data DIR elsewhere",
+    path.display()
+)]
+pub struct LongerThanDescribed {
+    /// The first file found longer than described.
+    pub path: PathBuf,
+    /// The torrent's info hash (a unique prefix), for the command to run.
+    pub id: String,
+    pub found: u64,
+    pub described: u64,
+}
+
+/// The identities of what is at a content's final and partial names.
+#[derive(Debug, Clone, Copy, Default)]
+struct AtNames {
+    complete: Option<EntryId>,
+    partial: Option<EntryId>,
+}
+
+impl AtNames {
+    fn read(dir: &Dir, name: &str) -> Result<AtNames, StorageError> {
+        let id = |n: &str| {
+            dir.entry_id(n)
+                .map_err(|source| StorageError::Io { context: dir.path().join(n).display().to_string(), source })
+        };
+        Ok(AtNames { complete: id(name)?, partial: id(&format!("{name}{}", super::PARTIAL_SUFFIX))? })
+    }
+
+    fn get(&self, placement: Placement) -> Option<EntryId> {
+        match placement {
+            Placement::Final => self.complete,
+            Placement::Partial => self.partial,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.complete.is_none() && self.partial.is_none()
+    }
+
+    /// The names that hold `root` (two only if an operator hard-linked them).
+    fn holding(&self, root: &EntryId) -> Vec<Placement> {
+        [Placement::Final, Placement::Partial]
+            .into_iter()
+            .filter(|p| self.get(*p).is_some_and(|id| id.same_as(root)))
+            .collect()
+    }
+}
+
+/// Opens a torrent's storage where its claim says its own content root is — under the partial
+/// name if that is where the recorded root is, even with something else at the final name (an
+/// operator's file put there before the download could be moved into place) — or, without
+/// such a claim, as [`Storage::open`] does. Blocks on disk I/O.
+pub fn open_owned(
+    claims: &Claims,
+    info_hash: InfoHash,
+    data_dir: &Path,
+    content: &Content,
+) -> Result<Storage, StorageError> {
+    let root = claims.load(&info_hash).filter(|c| c.covers(data_dir, &content.name)).and_then(|c| c.root);
+    let at = root.and_then(|root| {
+        let dir = Dir::open(data_dir, false).ok()?;
+        match AtNames::read(&dir, &content.name).ok()?.holding(&root)[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    });
+    match at {
+        Some(placement) => Storage::open_at(data_dir, content, placement),
+        None => Storage::open(data_dir, content),
+    }
+}
+
 impl Storage {
     /// Makes sure this torrent owns its content path before anything is written there (see
     /// the module doc). `verified` is how many pieces the check found valid; `recorded` the
-    /// file stamps of the torrent's resume state, if it has one. Blocks on disk I/O.
+    /// file stamps of the torrent's resume state, if it has one. When nothing is there, creates
+    /// the (empty) content root under the partial name and records its identity. Blocks on
+    /// disk I/O.
     pub fn claim(
         &self,
         claims: &Claims,
@@ -185,18 +359,55 @@ impl Storage {
         recorded: Option<&[Option<FileStamp>]>,
     ) -> Result<(), StorageError> {
         let data_dir = self.data_dir.path();
-        if claims.load(&info_hash).is_some_and(|c| c.covers(data_dir, &self.name)) {
-            return Ok(());
+        let placement = self.placement();
+        let names = AtNames::read(&self.data_dir, &self.name)?;
+        let here = names.get(placement);
+        let shown = data_dir.join(self.root_name(placement));
+        if let Some(previous) = claims.load(&info_hash).filter(|c| c.covers(data_dir, &self.name)) {
+            let empty = || {
+                self.data_dir
+                    .is_empty_entry(&self.root_name(placement))
+                    .map_err(|source| StorageError::Io { context: shown.display().to_string(), source })
+            };
+            match (previous.root, here) {
+                (Some(root), Some(id)) if root.same_as(&id) => return Ok(()),
+                // Claimed, root not made yet (or a crash came before it was recorded).
+                (None, None) => return self.create_root(claims, previous),
+                (None, Some(id)) if previous.how == ClaimKind::Adopted => {
+                    return self.save_claim(claims, &Claim { root: Some(id), ..previous });
+                }
+                (None, Some(id))
+                    if previous.how == ClaimKind::Created && placement == Placement::Partial && empty()? =>
+                {
+                    return self.save_claim(claims, &Claim { root: Some(id), ..previous });
+                }
+                (Some(_), None) => info!(
+                    "{}: the content this torrent {} is gone; it starts afresh",
+                    data_dir.join(&self.name).display(),
+                    previous.how.verb()
+                ),
+                (_, Some(_)) => warn!(
+                    "{}: not the content this torrent {} (moved away or replaced since, or never recorded); \
+                     looking at it as content found there",
+                    shown.display(),
+                    previous.how.verb()
+                ),
+            }
         }
         let total = self.layout.piece_count();
+        let id = || info_hash.to_hex()[..12].to_string();
         let how = if verified == total {
+            if let Some((path, found, described)) = self.longer_than_described()? {
+                return Err(StorageError::TooLong(LongerThanDescribed { path, id: id(), found, described }));
+            }
             ClaimKind::Verified
         } else if recorded.is_some_and(|r| r.iter().any(Option::is_some) && r == self.stamps().as_slice()) {
             ClaimKind::Recorded
-        } else if let Some(found) = self.found()? {
+        } else if !names.is_empty() {
+            let found = if names.complete.is_some() { Placement::Final } else { Placement::Partial };
             return Err(StorageError::Foreign(ForeignContent {
                 path: data_dir.join(self.root_name(found)),
-                id: info_hash.to_hex()[..12].to_string(),
+                id: id(),
                 matched: verified,
                 total,
             }));
@@ -205,26 +416,54 @@ impl Storage {
         };
         let claim = Claim::new(info_hash, data_dir, &self.name, how)
             .map_err(|source| StorageError::Io { context: format!("data directory {}", data_dir.display()), source })?;
-        claims.save(&claim).map_err(|e| StorageError::Io {
+        match here {
+            Some(id) => self.save_claim(claims, &Claim { root: Some(id), ..claim }),
+            None => {
+                self.save_claim(claims, &claim)?;
+                self.create_root(claims, claim)
+            }
+        }
+    }
+
+    /// Records `claim` (errors name the claim file and the content).
+    fn save_claim(&self, claims: &Claims, claim: &Claim) -> Result<(), StorageError> {
+        claims.save(claim).map_err(|e| StorageError::Io {
             context: format!(
                 "{} (recording that this torrent owns {})",
                 e.path.display(),
-                data_dir.join(&self.name).display()
+                self.data_dir.path().join(&self.name).display()
             ),
             source: e.source,
         })
     }
 
-    /// Where anything (of any kind) is at the content's final or partial name, final first.
-    fn found(&self) -> Result<Option<Placement>, StorageError> {
-        for placement in [Placement::Final, Placement::Partial] {
-            let name = self.root_name(placement);
-            let kind = self.data_dir.entry_kind(&name).map_err(|source| StorageError::Io {
-                context: self.data_dir.path().join(&name).display().to_string(),
-                source,
-            })?;
-            if kind.is_some() {
-                return Ok(Some(placement));
+    /// Creates the empty content root under the partial name (a file or a directory; one there
+    /// already is kept), durably, and records its identity in `claim`. Called only with a
+    /// durable claim and nothing at either name.
+    fn create_root(&self, claims: &Claims, claim: Claim) -> Result<(), StorageError> {
+        let name = self.root_name(Placement::Partial);
+        let path = self.data_dir.path().join(&name);
+        let created = match self.kind {
+            ContentKind::File => self.data_dir.open_file(&name, Access::Create).map(drop),
+            ContentKind::Directory => self.data_dir.subdir(&name, true).map(drop),
+        };
+        let id = created
+            .and_then(|()| self.data_dir.sync())
+            .and_then(|()| self.data_dir.entry_id(&name))
+            .and_then(|id| id.ok_or_else(|| io::Error::other("vanished right after it was created")))
+            .map_err(|source| StorageError::Io { context: path.display().to_string(), source })?;
+        self.save_claim(claims, &Claim { root: Some(id), ..claim })
+    }
+
+    /// The first file longer than described: its path, its length and the described one.
+    fn longer_than_described(&self) -> Result<Option<(PathBuf, u64, u64)>, StorageError> {
+        let placement = self.placement();
+        for (i, (_, length)) in self.files.iter().enumerate() {
+            let path = || self.display_path(placement, i);
+            let Some(file) = self.file(i, Access::Read).map_err(|e| super::io_ctx(path())(e))? else { continue };
+            let found = file.metadata().map_err(super::io_ctx(path()))?.len();
+            if found > *length {
+                return Ok(Some((PathBuf::from(path()), found, *length)));
             }
         }
         Ok(None)
@@ -241,29 +480,71 @@ pub enum Deletion {
 }
 
 /// Deletes the content of torrent `info_hash` in `data_dir` if, and only if, the torrent owns
-/// it (a claim covers it); then, in any case, forgets the claim. Blocks on disk I/O.
+/// it: a claim covers the path and recorded a root, and exactly one of the two names holds that
+/// root now (that one is deleted, whatever is at the other). Otherwise deletes nothing and says
+/// why. Then, in any case, forgets the claim. Blocks on disk I/O.
 pub fn delete_owned(
     claims: &Claims,
     info_hash: InfoHash,
     data_dir: &Path,
     content: &Content,
 ) -> Result<Deletion, StorageError> {
-    let owned = claims.load(&info_hash).is_some_and(|c| c.covers(data_dir, &content.name));
-    let result = if !owned {
-        Ok(Deletion::Kept(format!(
-            "kept {}: this torrent never created, verified or adopted it",
-            data_dir.join(&content.name).display()
-        )))
-    } else if !data_dir.is_dir() {
-        Ok(Deletion::Kept(format!("{} does not exist", data_dir.display())))
-    } else {
-        Storage::open(data_dir, content).and_then(|s| s.delete_data()).map(|()| Deletion::Deleted)
-    };
+    let result = deletion(claims.load(&info_hash), data_dir, content);
     claims.remove(&info_hash).map_err(|e| StorageError::Io {
         context: format!("forgetting the owner of {}", content.name),
         source: e.source,
     })?;
     result
+}
+
+fn deletion(claim: Option<Claim>, data_dir: &Path, content: &Content) -> Result<Deletion, StorageError> {
+    let path = data_dir.join(&content.name);
+    let Some(claim) = claim.filter(|c| c.covers(data_dir, &content.name)) else {
+        return Ok(Deletion::Kept(format!(
+            "kept {}: this torrent never created, verified or adopted it",
+            path.display()
+        )));
+    };
+    if !data_dir.is_dir() {
+        return Ok(Deletion::Kept(format!("{} does not exist", data_dir.display())));
+    }
+    let dir = Dir::open(data_dir, false)
+        .map_err(|source| StorageError::Io { context: format!("data directory {}", data_dir.display()), source })?;
+    let names = AtNames::read(&dir, &content.name)?;
+    if names.is_empty() {
+        return Ok(Deletion::Deleted);
+    }
+    let partial = data_dir.join(format!("{}{}", content.name, super::PARTIAL_SUFFIX));
+    let there = || {
+        [(names.complete, &path), (names.partial, &partial)]
+            .into_iter()
+            .filter(|(id, _)| id.is_some())
+            .map(|(_, p)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let Some(root) = claim.root else {
+        return Ok(Deletion::Kept(format!(
+            "kept {}: p2pd has no record of which file or directory there is this torrent's (it {} the \
+             path but had not recorded its content yet); delete it by hand if it is not someone else's",
+            there(),
+            claim.how.verb()
+        )));
+    };
+    match names.holding(&root)[..] {
+        [placement] => {
+            Storage::open_at(data_dir, content, placement).and_then(|s| s.delete_data()).map(|()| Deletion::Deleted)
+        }
+        [] => Ok(Deletion::Kept(format!(
+            "kept {}: not what this torrent {} there (moved away or replaced since)",
+            there(),
+            claim.how.verb()
+        ))),
+        _ => Ok(Deletion::Kept(format!(
+            "kept {}: both names lead to this torrent's content (hard links); p2pd deletes one unambiguous copy only",
+            there()
+        ))),
+    }
 }
 
 /// Whether a regular file (the only kind p2pd writes) is at `name` in `dir`.
@@ -421,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn deletion_needs_a_claim() {
+    fn deletion_needs_a_claim_with_the_root_it_is_on() {
         let state = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
         let claims = Claims::new(state.path());
@@ -432,9 +713,196 @@ mod tests {
         let kept = delete_owned(&claims, h, data.path(), &c).unwrap();
         assert!(matches!(kept, Deletion::Kept(ref why) if why.contains("never created, verified or adopted")));
         assert!(data.path().join("f.bin").exists());
+        // A claim that records no root: which copy is the torrent's is not known.
         claims.save(&Claim::new(h, data.path(), "f.bin", ClaimKind::Verified).unwrap()).unwrap();
+        let kept = delete_owned(&claims, h, data.path(), &c).unwrap();
+        assert!(matches!(kept, Deletion::Kept(ref why) if why.contains("no record of which")), "{kept:?}");
+        assert!(data.path().join("f.bin").exists());
+        let root = Dir::open(data.path(), false).unwrap().entry_id("f.bin").unwrap();
+        claims.save(&Claim { root, ..Claim::new(h, data.path(), "f.bin", ClaimKind::Verified).unwrap() }).unwrap();
         assert_eq!(delete_owned(&claims, h, data.path(), &c).unwrap(), Deletion::Deleted);
         assert!(!data.path().join("f.bin").exists());
         assert_eq!(claims.load(&h), None, "the claim goes with the content");
+    }
+
+    fn tree_content() -> (Content, Vec<u8>) {
+        let bytes = vec![6u8; 30_000];
+        let mut h = PieceHasher::new(16 << 10);
+        h.update(&bytes);
+        let content = Content {
+            kind: ContentKind::Directory,
+            name: "tree".into(),
+            piece_length: 16 << 10,
+            files: vec![FileEntry::new("a.bin".parse().unwrap(), 30_000)],
+            pieces: h.finish(),
+            total_length: 30_000,
+            empty_dirs: Vec::new(),
+        };
+        (content, bytes)
+    }
+
+    /// Regression (review of issue 11): with the torrent's download under `NAME.part` and an
+    /// operator's file put at `NAME` meanwhile (so that `finish` fails with "already exists"),
+    /// `remove --delete-data` deleted the operator's `NAME` — the final name wins when both
+    /// are there — and kept the torrent's `.part`. The same inside an operator's directory.
+    #[test]
+    fn deletion_takes_the_torrents_root_not_what_is_at_the_final_name() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let c = content("tc", &[3u8; 40_000]);
+        let (tree, _) = tree_content();
+        let (h, ht) = (InfoHash([1; 32]), InfoHash([2; 32]));
+        for (content, hash) in [(&c, h), (&tree, ht)] {
+            let s = Storage::open(data.path(), content).unwrap();
+            s.claim(&claims, hash, 0, None).unwrap();
+            s.prepare_download().unwrap();
+            assert_eq!(claims.load(&hash).unwrap().how, ClaimKind::Created);
+        }
+        assert!(data.path().join("tc.part").is_file() && data.path().join("tree.part/a.bin").is_file());
+        std::fs::write(data.path().join("tc"), b"the operator's report").unwrap();
+        std::fs::create_dir(data.path().join("tree")).unwrap();
+        std::fs::write(data.path().join("tree/a.bin"), b"the operator's a.bin").unwrap();
+
+        // Reopened (a restart, a verify), the torrent keeps to its own root.
+        let s = open_owned(&claims, h, data.path(), &c).unwrap();
+        assert_eq!(s.placement(), Placement::Partial);
+        s.claim(&claims, h, 0, None).unwrap();
+        let e = s.finish().unwrap_err().to_string();
+        assert!(e.contains("cannot move the completed content into place"), "{e}");
+
+        assert_eq!(delete_owned(&claims, h, data.path(), &c).unwrap(), Deletion::Deleted);
+        assert_eq!(delete_owned(&claims, ht, data.path(), &tree).unwrap(), Deletion::Deleted);
+        assert_eq!(std::fs::read(data.path().join("tc")).unwrap(), b"the operator's report");
+        assert_eq!(std::fs::read(data.path().join("tree/a.bin")).unwrap(), b"the operator's a.bin");
+        assert!(!data.path().join("tc.part").exists() && !data.path().join("tree.part").exists());
+    }
+
+    /// A claim whose root was replaced (deleted, and something new put there) owns nothing:
+    /// the new thing is foreign to the torrent, is not written, and is not deleted.
+    #[test]
+    fn a_replaced_root_is_foreign_again() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let c = content("tc", &[3u8; 40_000]);
+        let h = InfoHash([3; 32]);
+        let s = Storage::open(data.path(), &c).unwrap();
+        s.claim(&claims, h, 0, None).unwrap();
+        s.prepare_download().unwrap();
+        assert!(claims.owns(&h, data.path(), "tc"));
+        // Held open so that the new file cannot reuse the inode number.
+        let _old = std::fs::File::open(data.path().join("tc.part")).unwrap();
+        std::fs::remove_file(data.path().join("tc.part")).unwrap();
+        std::fs::write(data.path().join("tc"), b"the operator's own tc").unwrap();
+        assert!(!claims.owns(&h, data.path(), "tc"));
+
+        let s = open_owned(&claims, h, data.path(), &c).unwrap();
+        assert_eq!(s.placement(), Placement::Final);
+        let e = s.claim(&claims, h, 0, None).unwrap_err();
+        assert!(matches!(e, StorageError::Foreign(_)), "{e}");
+        let kept = delete_owned(&claims, h, data.path(), &c).unwrap();
+        assert!(matches!(kept, Deletion::Kept(ref why) if why.contains("moved away or replaced since")), "{kept:?}");
+        assert_eq!(std::fs::read(data.path().join("tc")).unwrap(), b"the operator's own tc");
+
+        // Gone without a replacement: the torrent starts afresh, with a new root.
+        let s = Storage::open(data.path(), &c).unwrap();
+        claims
+            .save(&Claim {
+                root: Some(EntryId { dev: 0, ino: 1, born_ns: None }),
+                ..Claim::new(h, data.path(), "tc", ClaimKind::Created).unwrap()
+            })
+            .unwrap();
+        std::fs::remove_file(data.path().join("tc")).unwrap();
+        s.claim(&claims, h, 0, None).unwrap();
+        assert!(claims.owns(&h, data.path(), "tc") && data.path().join("tc.part").is_file());
+    }
+
+    /// A crash between creating the root and recording it leaves a claim without a root and
+    /// an empty root: that is the torrent's (nothing to lose). Anything more is not.
+    #[test]
+    fn a_claim_without_a_root_covers_an_empty_root_or_an_adopted_one() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let (tree, _) = tree_content();
+        let c = content("tc", &[3u8; 40_000]);
+        let (h, ht) = (InfoHash([4; 32]), InfoHash([5; 32]));
+        std::fs::write(data.path().join("tc.part"), b"").unwrap();
+        std::fs::create_dir(data.path().join("tree.part")).unwrap();
+        for (hash, name) in [(h, "tc"), (ht, "tree")] {
+            claims.save(&Claim::new(hash, data.path(), name, ClaimKind::Created).unwrap()).unwrap();
+        }
+        Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap();
+        Storage::open(data.path(), &tree).unwrap().claim(&claims, ht, 0, None).unwrap();
+        assert!(claims.owns(&h, data.path(), "tc") && claims.owns(&ht, data.path(), "tree"));
+
+        std::fs::write(data.path().join("tc.part"), b"not empty").unwrap();
+        claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Created).unwrap()).unwrap();
+        let e = Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap_err();
+        assert!(matches!(e, StorageError::Foreign(_)), "{e}");
+        // Adopted: whatever is there, as the operator said.
+        claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Adopted).unwrap()).unwrap();
+        Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap();
+        assert!(claims.owns(&h, data.path(), "tc"));
+        assert_eq!(std::fs::read(data.path().join("tc.part")).unwrap(), b"not empty");
+    }
+
+    /// Regression (review of issue 11): a file whose described bytes all verify but that goes
+    /// on (an operator's log that starts with the published bytes) was claimed as "verified",
+    /// and then cut. Without a claim, it is left alone; adopted, it is the torrent's to cut.
+    #[test]
+    fn a_longer_file_is_not_verified_content() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let bytes = vec![3u8; 40_000];
+        let c = content("tc", &bytes);
+        let h = InfoHash([6; 32]);
+        let longer = [&bytes[..], b"and the operator's log"].concat();
+        std::fs::write(data.path().join("tc"), &longer).unwrap();
+        let s = Storage::open(data.path(), &c).unwrap();
+        let e = s.claim(&claims, h, 3, None).unwrap_err();
+        let message = e.to_string();
+        let path = data.path().join("tc");
+        assert!(
+            message.starts_with(&format!(
+                "{} is 40022 bytes, longer than the 40000 bytes the descriptor describes",
+                path.display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("--adopt to let p2pd cut it to 40000 bytes"), "{message}");
+        assert!(matches!(e, StorageError::TooLong(_)) && !e.may_pass());
+        assert_eq!(claims.load(&h), None);
+        assert_eq!(std::fs::read(&path).unwrap(), longer);
+
+        claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Adopted).unwrap()).unwrap();
+        s.claim(&claims, h, 3, None).unwrap();
+        s.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn claims_no_torrent_names_are_forgotten() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        assert_eq!(claims.retain(&BTreeSet::new()).unwrap(), vec![], "no claims directory yet");
+        let (a, b) = (InfoHash([20; 32]), InfoHash([21; 32]));
+        for (h, name) in [(a, "a"), (b, "b")] {
+            claims.save(&Claim::new(h, data.path(), name, ClaimKind::Created).unwrap()).unwrap();
+        }
+        let dir = state.path().join(CLAIMS_DIR);
+        std::fs::write(dir.join("notes.txt"), b"an operator's").unwrap();
+        std::fs::write(dir.join(format!("{}.state.corrupt-1", InfoHash([22; 32]))), b"evidence").unwrap();
+        let resolved = std::fs::canonicalize(data.path()).unwrap();
+        assert_eq!(claims.retain(&BTreeSet::from([a])).unwrap(), vec![(b, Some(resolved.join("b")))]);
+        assert!(claims.load(&a).is_some() && claims.load(&b).is_none());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "only the claim of b went");
+        assert_eq!(claim_file_hash(&format!("{a}.state")), Some(a));
+        for name in ["x.state", "AB.state", &format!("{a}.state.corrupt-1"), &format!("{a}")] {
+            assert_eq!(claim_file_hash(name), None, "{name}");
+        }
     }
 }

@@ -31,6 +31,36 @@ pub enum EntryKind {
     Other,
 }
 
+/// What tells one file or directory from another on disk, whatever its name: a rename keeps it,
+/// a replacement (delete and create again) does not. Recorded in a torrent's claim
+/// ([`claim`](super::claim)) so that it deletes or rewrites only the content root it made or
+/// took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryId {
+    /// `st_dev`: the filesystem.
+    pub dev: u64,
+    /// `st_ino`: the inode in it.
+    pub ino: u64,
+    /// Birth time (ns since the epoch), where the filesystem reports one (`statx`). Tells a new
+    /// file from an old one that had the same inode number before it was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_ns: Option<i128>,
+}
+
+impl EntryId {
+    /// Whether `self` and `other` are the same entry. With a birth time on both sides the
+    /// filesystem's device number is not compared: it is not stable across reboots on every
+    /// filesystem (btrfs subvolumes, dynamically numbered NVMe partitions), while an inode
+    /// number together with its birth time is.
+    pub fn same_as(&self, other: &EntryId) -> bool {
+        self.ino == other.ino
+            && match (self.born_ns, other.born_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.dev == other.dev,
+            }
+    }
+}
+
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -113,6 +143,55 @@ impl Dir {
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(errno(e)),
         }
+    }
+
+    /// The identity of the entry `name` directly in this directory (not following a symbolic
+    /// link: a link's own identity), or `None` if absent. Never opens the entry for reading, so
+    /// a FIFO there does not block.
+    pub fn entry_id(&self, name: &str) -> io::Result<Option<EntryId>> {
+        use std::os::unix::fs::MetadataExt;
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        };
+        // std asks `statx` for the birth time where the kernel has it.
+        let meta = File::from(fd).metadata()?;
+        let born_ns = meta.created().ok().and_then(|t| {
+            let ns = |d: std::time::Duration| d.as_nanos() as i128;
+            match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => Some(ns(d)),
+                Err(e) => Some(-ns(e.duration())),
+            }
+        });
+        Ok(Some(EntryId { dev: meta.dev(), ino: meta.ino(), born_ns }))
+    }
+
+    /// Whether the entry `name` is an empty regular file or an empty directory (not following
+    /// symbolic links; `false` for anything else, or if absent).
+    pub fn is_empty_entry(&self, name: &str) -> io::Result<bool> {
+        let st = match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(errno(e)),
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFREG {
+            return Ok(st.st_size == 0);
+        }
+        if kind != SFlag::S_IFDIR {
+            return Ok(false);
+        }
+        let sub = self.subdir(name, false)?;
+        let mut listing = nix::dir::Dir::from_fd(sub.fd).map_err(errno)?;
+        for entry in listing.iter() {
+            let entry = entry.map_err(errno)?;
+            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Opens the subdirectory `name` (no symlinks), creating it if `create`.
@@ -296,6 +375,48 @@ mod tests {
         let f = root.open_file("f", Access::Create).unwrap();
         let fl = OFlag::from_bits_truncate(fcntl(f.as_fd(), FcntlArg::F_GETFL).unwrap());
         assert!(!fl.contains(OFlag::O_NONBLOCK), "{fl:?}");
+    }
+
+    /// A rename keeps an entry's identity; a replacement under the same name does not.
+    #[test]
+    fn entry_ids_follow_the_entry_not_the_name() {
+        let data = tempfile::tempdir().unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        assert_eq!(root.entry_id("x").unwrap(), None);
+        std::fs::write(data.path().join("x.part"), b"ours").unwrap();
+        let ours = root.entry_id("x.part").unwrap().unwrap();
+        root.rename("x.part", "x").unwrap();
+        assert!(root.entry_id("x").unwrap().unwrap().same_as(&ours));
+        // Held open, so that the new file cannot get the old inode number back.
+        let _old = File::open(data.path().join("x")).unwrap();
+        std::fs::remove_file(data.path().join("x")).unwrap();
+        std::fs::write(data.path().join("x"), b"theirs").unwrap();
+        assert!(!root.entry_id("x").unwrap().unwrap().same_as(&ours));
+        // A FIFO is looked at, not opened.
+        nix::unistd::mkfifo(&data.path().join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(root.entry_id("fifo").unwrap().is_some());
+        // The device number is compared only when a birth time is missing.
+        let a = EntryId { dev: 1, ino: 7, born_ns: Some(5) };
+        assert!(a.same_as(&EntryId { dev: 2, ..a }), "device renumbered after a reboot");
+        assert!(!a.same_as(&EntryId { born_ns: Some(6), ..a }), "inode number reused");
+        assert!(!a.same_as(&EntryId { dev: 2, born_ns: None, ..a }));
+        assert!(a.same_as(&EntryId { born_ns: None, ..a }));
+    }
+
+    #[test]
+    fn empty_entries() {
+        let data = tempfile::tempdir().unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        std::fs::write(data.path().join("empty"), b"").unwrap();
+        std::fs::write(data.path().join("full"), b"x").unwrap();
+        std::fs::create_dir_all(data.path().join("d/sub")).unwrap();
+        std::fs::create_dir(data.path().join("e")).unwrap();
+        std::os::unix::fs::symlink("e", data.path().join("link")).unwrap();
+        for (name, empty) in [("empty", true), ("full", false), ("d", false), ("e", true)] {
+            assert_eq!(root.is_empty_entry(name).unwrap(), empty, "{name}");
+        }
+        assert!(root.descend(&["d".into()], false).unwrap().is_empty_entry("sub").unwrap());
+        assert!(!root.is_empty_entry("link").unwrap() && !root.is_empty_entry("absent").unwrap());
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub enum StorageError {
     /// Something that is not this torrent's is at its path (see [`claim`]).
     #[error(transparent)]
     Foreign(claim::ForeignContent),
+    /// Content that is not this torrent's verifies, but a file is longer than described.
+    #[error(transparent)]
+    TooLong(claim::LongerThanDescribed),
 }
 
 impl StorageError {
@@ -83,7 +86,7 @@ impl StorageError {
                         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::ReadOnlyFilesystem
                     )
             }
-            StorageError::Conflict(_) | StorageError::Foreign(_) => false,
+            StorageError::Conflict(_) | StorageError::Foreign(_) | StorageError::TooLong(_) => false,
         }
     }
 }
@@ -163,8 +166,27 @@ fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError 
 
 impl Storage {
     /// Opens the content of `content` in `data_dir` (created if missing), finding whether it
-    /// is under its final or partial name. Creates no content files.
+    /// is under its final or partial name (the final name first). Creates no content files.
     pub fn open(data_dir: &std::path::Path, content: &Content) -> Result<Storage, StorageError> {
+        Storage::open_with(data_dir, content, None)
+    }
+
+    /// Opens the content of `content` in `data_dir` under the name of `placement`, whatever is
+    /// at the other name: where a torrent's claim says its own content is
+    /// ([`claim::open_owned`]).
+    pub fn open_at(
+        data_dir: &std::path::Path,
+        content: &Content,
+        placement: Placement,
+    ) -> Result<Storage, StorageError> {
+        Storage::open_with(data_dir, content, Some(placement))
+    }
+
+    fn open_with(
+        data_dir: &std::path::Path,
+        content: &Content,
+        only: Option<Placement>,
+    ) -> Result<Storage, StorageError> {
         let data = Dir::open(data_dir, true).map_err(io_ctx(format!("data directory {}", data_dir.display())))?;
         let expected = match content.kind {
             ContentKind::File => EntryKind::File,
@@ -177,8 +199,9 @@ impl Storage {
             EntryKind::Other => "a special file",
         };
         let partial_name = format!("{}{PARTIAL_SUFFIX}", content.name);
-        let mut placement = Placement::Partial;
-        for (name, candidate) in [(&content.name, Placement::Final), (&partial_name, Placement::Partial)] {
+        let mut placement = only.unwrap_or(Placement::Partial);
+        let candidates = [(&content.name, Placement::Final), (&partial_name, Placement::Partial)];
+        for (name, candidate) in candidates.into_iter().filter(|(_, p)| only.is_none_or(|only| only == *p)) {
             let kind = data.entry_kind(name).map_err(io_ctx(format!("{}", data_dir.join(name).display())))?;
             match kind {
                 None => continue,

@@ -12,7 +12,10 @@
 //!   at start-up; running torrents keep theirs on reload). See [`content`] for the rules on
 //!   content paths and on which data directories a client may choose.
 //! - Content is deleted only where the torrent owns it (`storage::claim`); a torrent's claim
-//!   is forgotten when the torrent stops being managed.
+//!   is forgotten when the torrent stops being managed, and at start-up when no torrent file
+//!   names it (one deleted while p2pd was stopped).
+//! - Only root and p2pd's own user may `add --adopt`; no content path meets p2pd's own state or
+//!   configuration directory (see [`content`]).
 //! - `add` replies only after the torrent file is durably written; `remove` only after it is
 //!   durably deleted. Either survives SIGKILL right after the reply.
 //! - An invalid file never stops a running torrent: its previous state is kept and the
@@ -23,7 +26,7 @@ mod reload;
 
 pub use reload::scan_torrent_files;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,7 +47,7 @@ use crate::state::atomic;
 use crate::storage::claim::{self, Claim, ClaimError, ClaimKind, Claims, Deletion};
 use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle, TorrentSpec};
 use crate::units::ByteRate;
-use content::{ContentPath, DataDirRefused, PathInUse, TorrentLabel};
+use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
 
 /// What the supervisor reacts to.
 pub enum Event {
@@ -96,6 +99,15 @@ enum AddError {
     DataDir(#[from] DataDirRefused),
     #[error(transparent)]
     PathInUse(#[from] Box<PathInUse>),
+    #[error(transparent)]
+    OwnDir(#[from] Box<InOwnDir>),
+    #[error(
+        "--adopt from {who} refused: only root and p2pd's own user ({daemon_user}) may adopt content, \
+         since adopted content becomes the torrent's to overwrite, cut and delete; add it without \
+         --adopt (content that verifies completely, at its described length, is taken as it is), or \
+         run p2pctl as root or {daemon_user}"
+    )]
+    AdoptRefused { who: String, daemon_user: String },
     #[error("torrents/{file} already exists and is not in effect ({why}); fix or remove it first")]
     FileNotInEffect { file: String, why: String },
     #[error("cannot write {}: {source}", path.display())]
@@ -107,8 +119,8 @@ enum AddError {
 impl AddError {
     fn kind(&self) -> ErrorKind {
         match self {
-            AddError::Descriptor { .. } | AddError::RelativeDataDir(_) => ErrorKind::Invalid,
-            AddError::DataDir(_) => ErrorKind::Refused,
+            AddError::Descriptor { .. } | AddError::RelativeDataDir(_) | AddError::OwnDir(_) => ErrorKind::Invalid,
+            AddError::DataDir(_) | AddError::AdoptRefused { .. } => ErrorKind::Refused,
             AddError::PathInUse(_)
             | AddError::FileNotInEffect { .. }
             | AddError::Write { .. }
@@ -130,6 +142,25 @@ struct AddRequest {
     data_dir: Option<PathBuf>,
     adopt: bool,
     client: Credentials,
+}
+
+/// Why claims of removed torrents were not forgotten at start-up.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error("cannot read the torrents directory ({0})")]
+    TorrentsDir(String),
+    #[error("torrents/{file} cannot be read ({why}), and may name any torrent")]
+    Unreadable { file: String, why: String },
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+}
+
+/// A user, for messages: `user nobody (uid 65534)`, or `uid 65534` without a name.
+fn user_label(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("user {} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
 }
 
 fn failed(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -181,7 +212,37 @@ impl Supervisor {
         for line in &report.rejected {
             error!("{line}");
         }
+        self.forget_unnamed_claims().await;
         info!("managing {} torrents", self.torrents.len());
+    }
+
+    /// Forgets the claims on content of every info hash that no file in `torrents/` names: a
+    /// torrent file deleted while p2pd was stopped leaves its claim behind, which would
+    /// otherwise "own" whatever is put at that path later. Keeps every claim if a torrent file
+    /// cannot be read (it may name any torrent).
+    async fn forget_unnamed_claims(&self) {
+        let (dir, claims) = (self.torrents_dir(), self.claims.clone());
+        let swept = smol::unblock(move || {
+            let mut named = BTreeSet::new();
+            for (file, hash) in scan_torrent_files(&dir).map_err(SweepError::TorrentsDir)? {
+                named.insert(hash.map_err(|why| SweepError::Unreadable { file, why })?);
+            }
+            Ok::<_, SweepError>(claims.retain(&named)?)
+        })
+        .await;
+        match swept {
+            Ok(forgotten) => {
+                for (hash, on) in forgotten {
+                    let on = on.map(|p| format!(" on {}", p.display())).unwrap_or_default();
+                    info!(
+                        "forgot the claim of torrent {}{on}: no file in torrents/ names it (removed while p2pd \
+                         was stopped); what is there is no longer p2pd's",
+                        &hash.to_hex()[..12]
+                    );
+                }
+            }
+            Err(e) => warn!("keeping every claim on content: {e}"),
+        }
     }
 
     /// Handles events until shutdown, then stops every torrent.
@@ -246,6 +307,22 @@ impl Supervisor {
     async fn content_path(&self, settings: &TorrentSettings, descriptor: &Descriptor) -> ContentPath {
         let (dir, name) = (self.effective(settings).data_dir, descriptor.content.name.clone());
         smol::unblock(move || ContentPath::resolve(&dir, &name)).await
+    }
+
+    /// p2pd's own directories, which no content path may meet.
+    fn own_dirs(&self) -> OwnDirs {
+        OwnDirs {
+            state_dir: self.locations.state_dir.clone(),
+            config_dir: self.locations.config_dir.clone(),
+            data_dir: self.locations.data_dir.clone(),
+        }
+    }
+
+    /// Refuses a content path that meets p2pd's own directories (resolving them on the
+    /// blocking pool).
+    async fn check_own_dirs(&self, path: &ContentPath, label: &TorrentLabel) -> Result<(), Box<InOwnDir>> {
+        let (path, label, own) = (path.clone(), label.clone(), self.own_dirs());
+        smol::unblock(move || content::check_own_dirs(&path, &label, &own)).await
     }
 
     /// The running torrent (other than `except`) whose content path meets `path`.
@@ -321,6 +398,17 @@ impl Supervisor {
             Descriptor::parse(&text).map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
         let hash = descriptor.info_hash;
         let label = TorrentLabel { name: descriptor.content.name.clone(), info_hash: hash };
+        // Before anything else, for a torrent already running too.
+        if adopt && !client.may_adopt() {
+            let uid = nix::unistd::Uid::effective();
+            let daemon_user = match nix::unistd::User::from_uid(uid) {
+                Ok(Some(u)) => u.name,
+                _ => format!("uid {uid}"),
+            };
+            let refused = AddError::AdoptRefused { who: user_label(client.uid), daemon_user };
+            info!("add {label} from uid {} (pid {}) refused: {refused}", client.uid, client.pid);
+            return Err(refused);
+        }
         if let Some(existing) = self.torrents.get(&hash) {
             let (data_dir, name) = (existing.spec.settings.data_dir.clone(), descriptor.content.name.clone());
             let adopted = adopt && self.adopt_running(hash, &data_dir, &name).await?;
@@ -358,6 +446,7 @@ impl Supervisor {
             descriptor,
         };
         let path = self.content_path(&entry.settings, &entry.descriptor).await;
+        self.check_own_dirs(&path, &label).await?;
         self.path_in_use(&path, label.clone(), None)?;
         let file = entry.file_name();
         if let Some(record) = self.files.get(&file) {
@@ -421,11 +510,11 @@ impl Supervisor {
         .map_err(|source| AddError::Adopt { path, source })
     }
 
-    /// `add --adopt` of a torrent already running: adopts its content path unless it owns it
-    /// already; returns whether it adopted.
+    /// `add --adopt` of a torrent already running: adopts what is at its content path unless
+    /// that is the root it owns already; returns whether it adopted.
     async fn adopt_running(&self, hash: InfoHash, data_dir: &std::path::Path, name: &str) -> Result<bool, AddError> {
         let (claims, dir, n) = (self.claims.clone(), data_dir.to_path_buf(), name.to_string());
-        let owned = smol::unblock(move || claims.load(&hash).is_some_and(|c| c.covers(&dir, &n))).await;
+        let owned = smol::unblock(move || claims.owns(&hash, &dir, &n)).await;
         if owned {
             return Ok(false);
         }

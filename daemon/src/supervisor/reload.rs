@@ -251,6 +251,10 @@ impl Supervisor {
         } else {
             let path = self.content_path(&entry.settings, &entry.descriptor).await;
             let label = TorrentLabel { name: entry.descriptor.content.name.clone(), info_hash: hash };
+            if let Err(e) = self.check_own_dirs(&path, &label).await {
+                self.reject(name, fingerprint, format!("torrents/{name}: {e}"), report);
+                return;
+            }
             if let Err(e) = self.path_in_use(&path, label, previous) {
                 self.reject(name, fingerprint, format!("torrents/{name}: {e}"), report);
                 return;
@@ -300,7 +304,11 @@ impl Supervisor {
             let descriptor = handle.spec.descriptor.clone();
             let path = self.content_path(&settings, &descriptor).await;
             let label = TorrentLabel { name: torrent.clone(), info_hash: hash };
-            if let Err(e) = self.path_in_use(&path, label, Some(hash)) {
+            let refused = match self.check_own_dirs(&path, &label).await {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => self.path_in_use(&path, label, Some(hash)).err().map(|e| e.to_string()),
+            };
+            if let Some(e) = refused {
                 report
                     .rejected
                     .push(format!("torrents/{name}: {e} ({torrent} keeps running in {})", current.data_dir.display()));

@@ -21,7 +21,7 @@ use crate::bitfield::Bitfield;
 use crate::control::protocol::TorrentState;
 use crate::discovery::wire::{PeerRecord, PeerStatus};
 use crate::state::{Loaded, StateKind};
-use crate::storage::claim::Claims;
+use crate::storage::claim::{self, Claims};
 use crate::storage::{Storage, StorageError};
 use crate::swarm::limiter::RateLimit;
 use crate::swarm::{Engine, EngineEvent};
@@ -181,7 +181,9 @@ impl Torrent {
     async fn start(&mut self, commands: &Commands, full_check: bool) -> Result<(), Interrupt> {
         let content = self.spec.descriptor.content.clone();
         let data_dir = self.spec.settings.data_dir.clone();
-        let storage = smol::unblock(move || Storage::open(&data_dir, &content))
+        // Under the name where the root this torrent owns is, if it owns one (storage/claim.rs).
+        let (claims, hash) = (Claims::new(self.ctx.state.root()), self.spec.descriptor.info_hash);
+        let storage = smol::unblock(move || claim::open_owned(&claims, hash, &data_dir, &content))
             .await
             .map(Arc::new)
             .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
