@@ -158,11 +158,11 @@ impl Dir {
         };
         // std asks `statx` for the birth time where the kernel has it.
         let meta = File::from(fd).metadata()?;
-        let born_ns = meta.created().ok().and_then(|t| {
+        let born_ns = meta.created().ok().map(|t| {
             let ns = |d: std::time::Duration| d.as_nanos() as i128;
             match t.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => Some(ns(d)),
-                Err(e) => Some(-ns(e.duration())),
+                Ok(d) => ns(d),
+                Err(e) => -ns(e.duration()),
             }
         });
         Ok(Some(EntryId { dev: meta.dev(), ino: meta.ino(), born_ns }))
