@@ -18,6 +18,7 @@ use client::Client;
 use exit::{CtlResult, Exit};
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -31,6 +32,18 @@ fn main() -> ExitCode {
             eprintln!("p2pctl: {e}");
             e.exit.into()
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`p2pctl status | head -1`) panicked
+/// with "failed printing to stdout". Like other Unix tools, p2pctl ends quietly instead: the
+/// default action ends the process when its reader has gone.
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL installs
+    // no Rust handler.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("p2pctl: cannot restore the default SIGPIPE action: {e}");
     }
 }
 

@@ -62,3 +62,26 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bootstrap: `nope` is missing a port"));
 }
+
+/// Regression: Rust ignores SIGPIPE, so `p2pctl status | head -1` panicked ("failed printing
+/// to stdout: Broken pipe", exit 101) once `head` had gone. Now p2pctl ends as other Unix tools
+/// do: quietly, by SIGPIPE. Here its stdout is a pipe whose reader is already closed.
+#[test]
+fn a_closed_pipe_ends_p2pctl_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), vec![7u8; 5000]).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = p2pctl()
+        .current_dir(dir.path())
+        .args(["create", "f.bin"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(nix::sys::signal::Signal::SIGPIPE as i32), "{:?}: {stderr}", out.status);
+    assert!(dir.path().join("f.bin.desc").is_file(), "the descriptor was written before the summary");
+}
