@@ -437,20 +437,20 @@ impl Storage {
         })
     }
 
-    /// Creates the empty content root under the partial name (a file or a directory; one there
-    /// already is kept), durably, and records its identity in `claim`. Called only with a
-    /// durable claim and nothing at either name.
+    /// Creates the empty content root under the partial name (a file or a directory),
+    /// durably, and records its identity in `claim`. Called only with a durable claim and
+    /// nothing at either name; if something appeared at the partial name since, it is not
+    /// taken: creation fails (`AlreadyExists`), and the identity recorded is always that of the
+    /// entry this call created.
     fn create_root(&self, claims: &Claims, claim: Claim) -> Result<(), StorageError> {
         let name = self.root_name(Placement::Partial);
         let path = self.data_dir.path().join(&name);
         let created = match self.kind {
-            ContentKind::File => self.data_dir.open_file(&name, Access::Create).map(drop),
-            ContentKind::Directory => self.data_dir.subdir(&name, true).map(drop),
+            ContentKind::File => self.data_dir.create_new_file(&name),
+            ContentKind::Directory => self.data_dir.create_new_dir(&name),
         };
         let id = created
-            .and_then(|()| self.data_dir.sync())
-            .and_then(|()| self.data_dir.entry_id(&name))
-            .and_then(|id| id.ok_or_else(|| io::Error::other("vanished right after it was created")))
+            .and_then(|id| self.data_dir.sync().map(|()| id))
             .map_err(|source| StorageError::Io { context: path.display().to_string(), source })?;
         self.save_claim(claims, &Claim { root: Some(id), ..claim })
     }

@@ -59,6 +59,21 @@ impl EntryId {
                 _ => self.dev == other.dev,
             }
     }
+
+    /// The identity of what `file` is open on (a file or a directory).
+    fn of(file: &File) -> io::Result<EntryId> {
+        use std::os::unix::fs::MetadataExt;
+        // std asks `statx` for the birth time where the kernel has it.
+        let meta = file.metadata()?;
+        let born_ns = meta.created().ok().map(|t| {
+            let ns = |d: std::time::Duration| d.as_nanos() as i128;
+            match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => ns(d),
+                Err(e) => -ns(e.duration()),
+            }
+        });
+        Ok(EntryId { dev: meta.dev(), ino: meta.ino(), born_ns })
+    }
 }
 
 /// How to open a file.
@@ -149,23 +164,32 @@ impl Dir {
     /// link: a link's own identity), or `None` if absent. Never opens the entry for reading, so
     /// a FIFO there does not block.
     pub fn entry_id(&self, name: &str) -> io::Result<Option<EntryId>> {
-        use std::os::unix::fs::MetadataExt;
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(errno(e)),
         };
-        // std asks `statx` for the birth time where the kernel has it.
-        let meta = File::from(fd).metadata()?;
-        let born_ns = meta.created().ok().map(|t| {
-            let ns = |d: std::time::Duration| d.as_nanos() as i128;
-            match t.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => ns(d),
-                Err(e) => -ns(e.duration()),
-            }
-        });
-        Ok(Some(EntryId { dev: meta.dev(), ino: meta.ino(), born_ns }))
+        EntryId::of(&File::from(fd)).map(Some)
+    }
+
+    /// Creates the empty regular file `name` here, failing with `AlreadyExists` if anything is
+    /// there, and returns its identity, taken from the file just created (not looked up again by
+    /// name, where something else could have been put meanwhile).
+    pub fn create_new_file(&self, name: &str) -> io::Result<EntryId> {
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(0o644)).map_err(errno)?;
+        EntryId::of(&File::from(fd))
+    }
+
+    /// Creates the empty directory `name` here (mode 0755), failing with `AlreadyExists` if
+    /// anything is there, and returns the identity of the directory it then opens (without
+    /// following a symbolic link).
+    pub fn create_new_dir(&self, name: &str) -> io::Result<EntryId> {
+        mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o755)).map_err(errno)?;
+        let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(self.fd.as_fd(), name, flags, Mode::empty()).map_err(errno)?;
+        EntryId::of(&File::from(fd))
     }
 
     /// Whether the entry `name` is an empty regular file or an empty directory (not following
@@ -426,5 +450,27 @@ mod tests {
         let d = root.descend(&["a".into(), "b".into()], true).unwrap();
         d.open_file("c", Access::Create).unwrap();
         assert!(data.path().join("a/b/c").is_file());
+    }
+
+    /// A content root is created only where nothing is (an operator's entry put there since
+    /// the look is never taken), and its identity is the created entry's.
+    #[test]
+    fn new_roots_are_created_exclusively() {
+        let data = tempfile::tempdir().unwrap();
+        let root = Dir::open(data.path(), false).unwrap();
+        let f = root.create_new_file("f.part").unwrap();
+        let d = root.create_new_dir("d.part").unwrap();
+        assert!(f.same_as(&root.entry_id("f.part").unwrap().unwrap()));
+        assert!(d.same_as(&root.entry_id("d.part").unwrap().unwrap()));
+        std::fs::write(data.path().join("theirs"), b"the operator's").unwrap();
+        std::fs::create_dir(data.path().join("their-dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", data.path().join("link")).unwrap();
+        for name in ["theirs", "their-dir", "link", "f.part"] {
+            let e = root.create_new_file(name).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{name}: {e}");
+            let e = root.create_new_dir(name).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{name}: {e}");
+        }
+        assert_eq!(std::fs::read(data.path().join("theirs")).unwrap(), b"the operator's");
     }
 }
