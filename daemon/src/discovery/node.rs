@@ -57,7 +57,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::key::{Key, distance, key_of_hash, key_of_node};
 use super::ratelimit::{ByteCredit, HostLimiter, SourceLimiter};
-use super::routing::{Insert, RoutingTable};
+use super::routing::{Insert, RoutingTable, few_per_host};
 use super::swarms::{SwarmStore, Upsert};
 use super::tokens::TokenIssuer;
 use super::wire::{self, Body, MAX_NODES, MAX_PEERS, NodeRecord, Packet, PeerRecord, PeerStatus, Token, canonical};
@@ -1742,8 +1742,10 @@ impl Node {
         let target = l.target;
         l.candidates.sort_by_key(|(n, _)| distance(&key_of_node(&n.id), &target));
         let mut to_ask = Vec::new();
-        // Among the k closest not known dead, ask those not yet asked.
-        for (n, state) in l.candidates.iter_mut().filter(|(_, s)| *s != Candidate::Failed).take(k) {
+        // Among the k closest not known dead (a few per host), ask those not yet asked.
+        let window: Vec<SocketAddr> =
+            few_per_host(l.candidates.iter().filter(|(_, s)| *s != Candidate::Failed).map(|(n, _)| n.addr), |a| *a, k);
+        for (n, state) in l.candidates.iter_mut().filter(|(n, _)| window.contains(&n.addr)) {
             if l.in_flight + to_ask.len() >= alpha {
                 break;
             }
@@ -1855,9 +1857,11 @@ impl Node {
                 l.candidates.push((n, Candidate::Fresh));
             }
         }
-        // Keep the candidate list bounded.
+        // Keep the candidate list bounded, and a few per host (one host's many ids beside the
+        // target must not push every other host out).
         l.candidates.sort_by_key(|(n, _)| distance(&key_of_node(&n.id), &target));
-        l.candidates.truncate(self.config.k * 4);
+        let candidates = std::mem::take(&mut l.candidates);
+        l.candidates = few_per_host(candidates, |(n, _)| n.addr, self.config.k * 4);
         self.step_node_lookup(now, id);
     }
 
@@ -1898,17 +1902,12 @@ impl Node {
             NodeLookupPurpose::Refresh => return,
             NodeLookupPurpose::Announce(info_hash, _) => info_hash,
         };
-        // Announce to the k closest nodes that answered (the swarm's storers), and take part
-        // ourselves if we are among the closest.
+        // Announce to the k closest nodes that answered (the swarm's storers; a few per host),
+        // and take part ourselves if we are among the closest.
         let status = self.swarms.get(&info_hash).and_then(|s| s.membership);
         let Some(status) = status else { return };
-        let closest: Vec<SocketAddr> = l
-            .candidates
-            .iter()
-            .filter(|(_, s)| *s == Candidate::Answered)
-            .take(self.config.k)
-            .map(|(n, _)| n.addr)
-            .collect();
+        let answered = l.candidates.iter().filter(|(_, s)| *s == Candidate::Answered).map(|(n, _)| n.addr);
+        let closest = few_per_host(answered, |a| *a, self.config.k);
         for addr in closest {
             self.with_token(now, addr, Need::Announce { info_hash, status, listed: None }, Reach::Proven);
         }

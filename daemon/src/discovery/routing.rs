@@ -5,7 +5,13 @@
 //!   address we sent it to (never nodes merely named by others or heard from unsolicited).
 //! - A bucket holds at most `k` nodes; candidates for a full bucket wait in a replacement list
 //!   of at most `k`. At most `max_per_ip` nodes share an IP address across the table, so one
-//!   host cannot fill it with made-up identities.
+//!   host cannot fill it with made-up identities, and at most [`MAX_PER_HOST_NEAR`] nodes of
+//!   one host ([`host_key`]) share a bucket (its replacement list included).
+//! - Wherever nearness to a target decides who is asked or told — [`RoutingTable::closest`],
+//!   and the lookups and announces built on it — one host contributes at most
+//!   [`MAX_PER_HOST_NEAR`] nodes ([`few_per_host`]): node ids are free to choose, so one host
+//!   could otherwise place every identity beside a hash and be the only one asked about it or
+//!   told of its swarm (an eclipse).
 //! - A node that misses [`UNREACHABLE_AFTER`] requests in a row is unreachable: it is no
 //!   longer offered for routing but keeps its slot, and is dropped once a replacement has
 //!   answered or after [`DROP_AFTER`] misses — not at the first loss.
@@ -17,6 +23,38 @@ use super::key::{Key, common_prefix_len, distance, key_of_node};
 use super::ratelimit::host_of;
 use super::wire::NodeRecord;
 use crate::node_id::NodeId;
+
+/// Nodes of one host (see [`host_key`]) used where nearness to a target decides: per bucket,
+/// per lookup window, per announce. Two, not one, so that two daemons behind one NAT address
+/// both serve.
+pub const MAX_PER_HOST_NEAR: usize = 2;
+
+/// The host an address counts as for diversity: an IPv4 address or an IPv6 /64 ([`host_of`]),
+/// except that each loopback address and port is its own host (nodes on this machine are
+/// distinct processes an operator started — tests, the demo — not a remote host choosing ids).
+pub fn host_key(addr: SocketAddr) -> (IpAddr, u16) {
+    if addr.ip().is_loopback() { (addr.ip(), addr.port()) } else { (host_of(addr.ip()), 0) }
+}
+
+/// The first `n` of `items` (in their order, nearest first) taking at most
+/// [`MAX_PER_HOST_NEAR`] of each host ([`host_key`] of `addr`).
+pub fn few_per_host<T>(items: impl IntoIterator<Item = T>, addr: impl Fn(&T) -> SocketAddr, n: usize) -> Vec<T> {
+    let mut hosts: Vec<((IpAddr, u16), usize)> = Vec::new();
+    let mut kept = Vec::with_capacity(n);
+    for item in items {
+        if kept.len() >= n {
+            break;
+        }
+        let key = host_key(addr(&item));
+        match hosts.iter_mut().find(|(h, _)| *h == key) {
+            Some((_, count)) if *count >= MAX_PER_HOST_NEAR => continue,
+            Some((_, count)) => *count += 1,
+            None => hosts.push((key, 1)),
+        }
+        kept.push(item);
+    }
+    kept
+}
 
 /// Misses in a row after which a node is not used for routing.
 pub const UNREACHABLE_AFTER: u32 = 3;
@@ -113,6 +151,16 @@ impl RoutingTable {
         let entry = Entry { id, addr, last_seen: now, failures: 0 };
         let k = self.k;
         let bucket = &mut self.buckets[b];
+        let host = host_key(addr);
+        let same_host = |e: &&Entry| host_key(e.addr) == host;
+        if bucket.nodes.iter().filter(same_host).count() >= MAX_PER_HOST_NEAR {
+            return Insert::Rejected;
+        }
+        if bucket.nodes.len() >= k
+            && bucket.replacements.iter().filter(|e| e.id != id).filter(same_host).count() >= MAX_PER_HOST_NEAR
+        {
+            return Insert::Rejected;
+        }
         if bucket.nodes.len() < k {
             bucket.nodes.push(entry);
             return Insert::Added;
@@ -180,27 +228,27 @@ impl RoutingTable {
         self.buckets.iter().flat_map(|b| b.nodes.iter()).find(|e| e.addr == *addr)
     }
 
-    /// The `n` reachable nodes closest to `target`, nearest first.
+    /// The `n` reachable nodes closest to `target`, nearest first, at most
+    /// [`MAX_PER_HOST_NEAR`] of each host.
     pub fn closest(&self, target: &Key, n: usize) -> Vec<Entry> {
         let mut all: Vec<Entry> = self.entries().filter(|e| e.reachable()).copied().collect();
         all.sort_by_key(|e| distance(&key_of_node(&e.id), target));
-        all.truncate(n);
-        all
+        few_per_host(all, |e| e.addr, n)
     }
 
-    /// How many hosts (an IPv4 address, or an IPv6 /64: [`host_of`]) have a reachable node
+    /// How many hosts ([`host_key`]: an IPv4 address, an IPv6 /64) have a reachable node
     /// closer to `target` than `than` (a distance), counting no further than `limit`. With
     /// `than` our own distance, this tells whether we are among the `limit` nodes closest to
     /// `target` that we know of. Hosts, not nodes: ids are free to choose, so one host could
     /// otherwise place `limit` identities beside a hash (`max_per_ip` allows 16) and make every
     /// honest node believe itself too far to store that swarm.
     pub fn closer_count(&self, target: &Key, than: &Key, limit: usize) -> usize {
-        let mut hosts: Vec<IpAddr> = Vec::with_capacity(limit);
+        let mut hosts: Vec<(IpAddr, u16)> = Vec::with_capacity(limit);
         for e in self.entries().filter(|e| e.reachable()) {
             if hosts.len() >= limit {
                 break;
             }
-            let host = host_of(e.addr.ip());
+            let host = host_key(e.addr);
             if distance(&key_of_node(&e.id), target) < *than && !hosts.contains(&host) {
                 hosts.push(host);
             }
@@ -321,5 +369,39 @@ mod tests {
         let c = t.closest(&target, 2);
         assert_eq!(c[0].id, id_with_prefix(0x20, 1));
         assert_eq!(c.len(), 2);
+    }
+
+    /// One host gets two places in a bucket (nodes and replacements alike) and in any answer
+    /// of `closest`; each loopback port is a host of its own.
+    #[test]
+    fn a_host_gets_two_places_near_a_target() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(&NodeId([0; 32]), 8, 16);
+        let results: Vec<Insert> =
+            (1..=4u8).map(|n| t.insert_verified(id_with_prefix(0x80, n), addr(1, 7000 + n as u16), now)).collect();
+        assert_eq!(results, [Insert::Added, Insert::Added, Insert::Rejected, Insert::Rejected]);
+        // Another host's nodes fill the bucket; a full bucket's replacements take two per host.
+        for n in 1..=6u8 {
+            assert_eq!(t.insert_verified(id_with_prefix(0x81, n), addr(10 + n, 1), now), Insert::Added);
+        }
+        let replacements: Vec<Insert> =
+            (1..=3u8).map(|n| t.insert_verified(id_with_prefix(0x90, n), addr(2, 7000 + n as u16), now)).collect();
+        assert_eq!(replacements, [Insert::Replacement, Insert::Replacement, Insert::Rejected]);
+        // Loopback: every port is a host.
+        let mut t = RoutingTable::new(&NodeId([0; 32]), 8, 16);
+        let local = |n: u8| SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16));
+        for n in 1..=8u8 {
+            assert_eq!(t.insert_verified(id_with_prefix(0x80, n), local(n), now), Insert::Added);
+        }
+        assert_eq!(t.closest(&[0x80; 32], 8).len(), 8);
+        // `closest` over several buckets: one host's many ids beside the target count twice.
+        let mut t = RoutingTable::new(&NodeId([0; 32]), 8, 16);
+        for (n, first) in [0x80u8, 0x40, 0x20, 0x10, 0x08, 0x04].iter().enumerate() {
+            t.insert_verified(id_with_prefix(*first, 1), addr(1, 7000 + n as u16), now);
+            t.insert_verified(id_with_prefix(*first, 2), addr(20 + n as u8, 1), now);
+        }
+        let c = t.closest(&[0; 32], 8);
+        assert_eq!(c.iter().filter(|e| e.addr.ip() == addr(1, 0).ip()).count(), 2, "{c:?}");
+        assert_eq!(c.len(), 8);
     }
 }

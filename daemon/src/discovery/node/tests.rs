@@ -209,10 +209,11 @@ fn one_host_beside_a_hash_cannot_stop_others_storing_it() {
     {
         let now = Instant::now();
         let mut n = Node::new(id(0x80, 0), DiscoveryConfig::default(), 18, now);
-        // 8 (k) identities, all closer than us to the all-zero hash.
-        for i in 1..=8u8 {
-            known(&mut n, now, id(i, i), closer(i));
-        }
+        // 8 (k) identities, all closer than us to the all-zero hash (and in one bucket, which
+        // takes two of one host).
+        let added =
+            (1..=8u8).filter(|&i| n.routing_mut().insert_verified(id(i, i), closer(i), now) == Insert::Added).count();
+        assert_eq!(added, if stores { 2 } else { 8 }, "{what}");
         assert!(announce(&mut n, now, from(1), NodeId([0x33; 32]), far, PeerStatus::Seeding), "{what}");
         let expect = stores.then_some(PeerStatus::Seeding);
         assert_eq!(stored(&n, &far, from(1)), expect, "closer nodes from {what}");
@@ -710,4 +711,56 @@ proptest! {
         let c = n.counters;
         prop_assert_eq!(c.received, c.handled + c.dropped_malformed + c.rate_limited + c.dropped_unsolicited);
     }
+}
+
+/// Regression (issue 11 review): a host placing eight identities beside a hash (one IP, eight
+/// ports) was the whole window of an announcer's node lookup and received every announce, so
+/// honest nodes near the hash — willing to store — never heard of the swarm. Now lookups and
+/// announces take at most two nodes of one host.
+#[test]
+fn one_host_beside_a_hash_gets_two_of_the_announces() {
+    let (mut n, now) = node(21);
+    let hop = from(1);
+    known(&mut n, now, NodeId([0x7f; 32]), hop);
+    n.tokens.insert(hop, ([9; 16], now));
+    // The hop has sent enough to pay for first contacts with everything it will list.
+    for _ in 0..25 {
+        n.handle_datagram(now, hop, &request(NodeId([0x7f; 32]), Body::Ping));
+    }
+    answers(&mut n);
+    let hash = InfoHash([0; 32]);
+    let sybil = |i: u8| SocketAddr::from(([10, 0, 7, 7], 7000 + i as u16));
+    let mut listed: Vec<NodeRecord> = (1..=8u8).map(|i| NodeRecord { id: id(0, i), addr: sybil(i) }).collect();
+    listed.extend((1..=8u8).map(|i| NodeRecord { id: id(0x01, i), addr: SocketAddr::from(([10, 0, 8, i], 6690)) }));
+    let id_at: HashMap<SocketAddr, NodeId> = listed.iter().map(|r| (r.addr, r.id)).collect();
+    n.join(now, hash, PeerStatus::Seeding, &[]);
+    let mut announced = Vec::new();
+    let mut t = now;
+    while t < now + Duration::from_secs(40) {
+        let out = answers(&mut n);
+        for (to, p, _) in &out {
+            let reply = match &p.body {
+                Body::FindNode { .. } if *to == hop => Body::Nodes { nodes: listed.clone() },
+                Body::FindNode { .. } => Body::Nodes { nodes: Vec::new() },
+                Body::Ping => Body::Pong { token: [3; 16], observed: from(250) },
+                Body::Announce { .. } => {
+                    announced.push(*to);
+                    Body::Announced { info_hash: hash }
+                }
+                _ => continue,
+            };
+            let sender = id_at.get(to).copied().unwrap_or(NodeId([0x7f; 32]));
+            n.handle_datagram(t, *to, &wire::encode(&Packet { txid: p.txid, sender, body: reply }));
+        }
+        if out.is_empty() {
+            t = n.next_deadline().max(t + Duration::from_millis(1));
+            n.poll(t);
+        }
+    }
+    announced.sort();
+    announced.dedup();
+    let at_sybil = announced.iter().filter(|a| a.ip() == sybil(0).ip()).count();
+    let honest = announced.iter().filter(|a| a.ip().to_string().starts_with("10.0.8.")).count();
+    assert!(at_sybil <= 2, "{at_sybil} of the announces went to one host: {announced:?}");
+    assert!(honest >= 6, "only {honest} honest nodes near the hash were told: {announced:?}");
 }
