@@ -1581,10 +1581,11 @@ impl Node {
         // is asked once, only as many of them as this attempt opened paths, and only as far as
         // the bytes received pay for the request.
         if !validated {
-            let asked = std::mem::take(&mut l.asked);
-            let payable = l.named_holders > 0 && self.pay_for_holder(from, &asked);
+            // Payers: the first hops of this attempt still on a path (not dead, not `not_found`).
+            let on_path: Vec<SocketAddr> =
+                l.asked.iter().filter(|a| !l.dead.contains(*a) && !l.not_found.contains(*a)).copied().collect();
+            let payable = l.named_holders > 0 && self.pay_for_holder(from, &on_path);
             let Some(l) = self.lookups.get_mut(&key) else { return false };
-            l.asked = asked;
             if !payable {
                 self.counters.amplification_suppressed += 1;
                 return true;
