@@ -348,21 +348,38 @@ pub fn open_owned(
 impl Storage {
     /// Makes sure this torrent owns its content path before anything is written there (see
     /// the module doc). `verified` is how many pieces the check found valid; `recorded` the
-    /// file stamps of the torrent's resume state, if it has one. When nothing is there, creates
-    /// the (empty) content root under the partial name and records its identity. Blocks on
-    /// disk I/O.
+    /// file stamps of the torrent's resume state, if it has one; `checked` the identity of the
+    /// root that check looked at ([`Storage::root_id`], taken before it): a root replaced
+    /// meanwhile is not what was verified, and nothing is claimed. When nothing is there,
+    /// creates the (empty) content root under the partial name and records its identity.
+    /// Blocks on disk I/O.
     pub fn claim(
         &self,
         claims: &Claims,
         info_hash: InfoHash,
         verified: usize,
         recorded: Option<&[Option<FileStamp>]>,
+        checked: Option<EntryId>,
     ) -> Result<(), StorageError> {
         let data_dir = self.data_dir.path();
         let placement = self.placement();
         let names = AtNames::read(&self.data_dir, &self.name)?;
         let here = names.get(placement);
         let shown = data_dir.join(self.root_name(placement));
+        let same = match (checked, here) {
+            (Some(a), Some(b)) => a.same_as(&b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            return Err(StorageError::Io {
+                context: shown.display().to_string(),
+                source: io::Error::other(format!(
+                    "was replaced while p2pd was checking it; nothing was taken: run `p2pctl verify {}` to \
+                     check it again",
+                    &info_hash.to_hex()[..12]
+                )),
+            });
+        }
         if let Some(previous) = claims.load(&info_hash).filter(|c| c.covers(data_dir, &self.name)) {
             let empty = || {
                 self.data_dir
@@ -453,6 +470,12 @@ impl Storage {
             .and_then(|id| self.data_dir.sync().map(|()| id))
             .map_err(|source| StorageError::Io { context: path.display().to_string(), source })?;
         self.save_claim(claims, &Claim { root: Some(id), ..claim })
+    }
+
+    /// The identity of what is at the content path under this storage's name now (`None` if
+    /// nothing is): taken before a check, and given back to [`Storage::claim`] after it.
+    pub fn root_id(&self) -> Result<Option<EntryId>, StorageError> {
+        Ok(AtNames::read(&self.data_dir, &self.name)?.get(self.placement()))
     }
 
     /// The first file longer than described: its path, its length and the described one.
@@ -558,6 +581,17 @@ mod tests {
     use crate::descriptor::create::PieceHasher;
     use crate::descriptor::{ContentKind, FileEntry, RelPath};
 
+    /// `Storage::claim` with the identity of what is there now (no check in between).
+    fn claim_now(
+        s: &Storage,
+        claims: &Claims,
+        h: InfoHash,
+        verified: usize,
+        recorded: Option<&[Option<FileStamp>]>,
+    ) -> Result<(), StorageError> {
+        s.claim(claims, h, verified, recorded, s.root_id()?)
+    }
+
     fn content(name: &str, bytes: &[u8]) -> Content {
         let mut h = PieceHasher::new(16 << 10);
         h.update(bytes);
@@ -624,7 +658,7 @@ mod tests {
 
         std::fs::write(data.path().join("tc"), b"an operator's notes").unwrap();
         let s = Storage::open(data.path(), &c).unwrap();
-        let e = s.claim(&claims, h, 0, None).unwrap_err();
+        let e = claim_now(&s, &claims, h, 0, None).unwrap_err();
         let message = e.to_string();
         assert!(message.contains(&format!("{} is already there", data.path().join("tc").display())), "{message}");
         assert!(message.contains("0 of 3 pieces match") && message.contains("--adopt"), "{message}");
@@ -632,16 +666,16 @@ mod tests {
         assert_eq!(claims.load(&h), None);
         assert_eq!(std::fs::read(data.path().join("tc")).unwrap(), b"an operator's notes");
         // A partial match is not enough.
-        assert!(matches!(s.claim(&claims, h, 2, None), Err(StorageError::Foreign(_))));
+        assert!(matches!(claim_now(&s, &claims, h, 2, None), Err(StorageError::Foreign(_))));
         // A complete match is.
-        s.claim(&claims, h, 3, None).unwrap();
+        claim_now(&s, &claims, h, 3, None).unwrap();
         assert_eq!(claims.load(&h).unwrap().how, ClaimKind::Verified);
 
         // Nothing there: the torrent creates it.
         let empty = tempfile::tempdir().unwrap();
         let s = Storage::open(empty.path(), &c).unwrap();
         let h2 = InfoHash([10; 32]);
-        s.claim(&claims, h2, 0, None).unwrap();
+        claim_now(&s, &claims, h2, 0, None).unwrap();
         assert_eq!(claims.load(&h2).unwrap().how, ClaimKind::Created);
     }
 
@@ -658,8 +692,8 @@ mod tests {
         let stamps = s.stamps();
         let (h1, h2) = (InfoHash([12; 32]), InfoHash([13; 32]));
         let other = vec![Some(FileStamp { length: 20_000, mtime_ns: 1 })];
-        assert!(matches!(s.claim(&claims, h1, 1, Some(&other)), Err(StorageError::Foreign(_))));
-        s.claim(&claims, h2, 1, Some(&stamps)).unwrap();
+        assert!(matches!(claim_now(&s, &claims, h1, 1, Some(&other)), Err(StorageError::Foreign(_))));
+        claim_now(&s, &claims, h2, 1, Some(&stamps)).unwrap();
         assert_eq!(claims.load(&h2).unwrap().how, ClaimKind::Recorded);
     }
 
@@ -755,7 +789,7 @@ mod tests {
         let (h, ht) = (InfoHash([1; 32]), InfoHash([2; 32]));
         for (content, hash) in [(&c, h), (&tree, ht)] {
             let s = Storage::open(data.path(), content).unwrap();
-            s.claim(&claims, hash, 0, None).unwrap();
+            claim_now(&s, &claims, hash, 0, None).unwrap();
             s.prepare_download().unwrap();
             assert_eq!(claims.load(&hash).unwrap().how, ClaimKind::Created);
         }
@@ -767,7 +801,7 @@ mod tests {
         // Reopened (a restart, a verify), the torrent keeps to its own root.
         let s = open_owned(&claims, h, data.path(), &c).unwrap();
         assert_eq!(s.placement(), Placement::Partial);
-        s.claim(&claims, h, 0, None).unwrap();
+        claim_now(&s, &claims, h, 0, None).unwrap();
         let e = s.finish().unwrap_err().to_string();
         assert!(e.contains("cannot move the completed content into place"), "{e}");
 
@@ -788,7 +822,7 @@ mod tests {
         let c = content("tc", &[3u8; 40_000]);
         let h = InfoHash([3; 32]);
         let s = Storage::open(data.path(), &c).unwrap();
-        s.claim(&claims, h, 0, None).unwrap();
+        claim_now(&s, &claims, h, 0, None).unwrap();
         s.prepare_download().unwrap();
         assert!(claims.owns(&h, data.path(), "tc"));
         // Held open so that the new file cannot reuse the inode number.
@@ -799,7 +833,7 @@ mod tests {
 
         let s = open_owned(&claims, h, data.path(), &c).unwrap();
         assert_eq!(s.placement(), Placement::Final);
-        let e = s.claim(&claims, h, 0, None).unwrap_err();
+        let e = claim_now(&s, &claims, h, 0, None).unwrap_err();
         assert!(matches!(e, StorageError::Foreign(_)), "{e}");
         let kept = delete_owned(&claims, h, data.path(), &c).unwrap();
         assert!(matches!(kept, Deletion::Kept(ref why) if why.contains("moved away or replaced since")), "{kept:?}");
@@ -814,7 +848,7 @@ mod tests {
             })
             .unwrap();
         std::fs::remove_file(data.path().join("tc")).unwrap();
-        s.claim(&claims, h, 0, None).unwrap();
+        claim_now(&s, &claims, h, 0, None).unwrap();
         assert!(claims.owns(&h, data.path(), "tc") && data.path().join("tc.part").is_file());
     }
 
@@ -833,17 +867,17 @@ mod tests {
         for (hash, name) in [(h, "tc"), (ht, "tree")] {
             claims.save(&Claim::new(hash, data.path(), name, ClaimKind::Created).unwrap()).unwrap();
         }
-        Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap();
-        Storage::open(data.path(), &tree).unwrap().claim(&claims, ht, 0, None).unwrap();
+        claim_now(&Storage::open(data.path(), &c).unwrap(), &claims, h, 0, None).unwrap();
+        claim_now(&Storage::open(data.path(), &tree).unwrap(), &claims, ht, 0, None).unwrap();
         assert!(claims.owns(&h, data.path(), "tc") && claims.owns(&ht, data.path(), "tree"));
 
         std::fs::write(data.path().join("tc.part"), b"not empty").unwrap();
         claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Created).unwrap()).unwrap();
-        let e = Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap_err();
+        let e = claim_now(&Storage::open(data.path(), &c).unwrap(), &claims, h, 0, None).unwrap_err();
         assert!(matches!(e, StorageError::Foreign(_)), "{e}");
         // Adopted: whatever is there, as the operator said.
         claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Adopted).unwrap()).unwrap();
-        Storage::open(data.path(), &c).unwrap().claim(&claims, h, 0, None).unwrap();
+        claim_now(&Storage::open(data.path(), &c).unwrap(), &claims, h, 0, None).unwrap();
         assert!(claims.owns(&h, data.path(), "tc"));
         assert_eq!(std::fs::read(data.path().join("tc.part")).unwrap(), b"not empty");
     }
@@ -862,7 +896,7 @@ mod tests {
         let longer = [&bytes[..], b"and the operator's log"].concat();
         std::fs::write(data.path().join("tc"), &longer).unwrap();
         let s = Storage::open(data.path(), &c).unwrap();
-        let e = s.claim(&claims, h, 3, None).unwrap_err();
+        let e = claim_now(&s, &claims, h, 3, None).unwrap_err();
         let message = e.to_string();
         let path = data.path().join("tc");
         assert!(
@@ -878,7 +912,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), longer);
 
         claims.save(&Claim::new(h, data.path(), "tc", ClaimKind::Adopted).unwrap()).unwrap();
-        s.claim(&claims, h, 3, None).unwrap();
+        claim_now(&s, &claims, h, 3, None).unwrap();
         s.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
@@ -904,5 +938,28 @@ mod tests {
         for name in ["x.state", "AB.state", &format!("{a}.state.corrupt-1"), &format!("{a}")] {
             assert_eq!(claim_file_hash(name), None, "{name}");
         }
+    }
+
+    /// Regression (review of issue 11): the root's identity was read after the check, so a file
+    /// replaced while it was being hashed (an operator's tooling writing a new version and
+    /// renaming it into place) was claimed as verified without having been checked.
+    #[test]
+    fn a_root_replaced_during_the_check_is_not_claimed() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let claims = Claims::new(state.path());
+        let bytes = vec![3u8; 40_000];
+        let c = content("tc", &bytes);
+        let h = InfoHash([7; 32]);
+        std::fs::write(data.path().join("tc"), &bytes).unwrap();
+        let s = Storage::open(data.path(), &c).unwrap();
+        let checked = s.root_id().unwrap();
+        // The check verified every piece; meanwhile the operator's new version was renamed in.
+        std::fs::write(data.path().join("tc.new"), b"the operator's new version").unwrap();
+        std::fs::rename(data.path().join("tc.new"), data.path().join("tc")).unwrap();
+        let e = s.claim(&claims, h, 3, None, checked).unwrap_err().to_string();
+        assert!(e.contains("was replaced while p2pd was checking it; nothing was taken"), "{e}");
+        assert_eq!(claims.load(&h), None);
+        assert_eq!(std::fs::read(data.path().join("tc")).unwrap(), b"the operator's new version");
     }
 }

@@ -217,6 +217,13 @@ impl Torrent {
             })
             .await
         };
+        // What the check looks at, so that a root replaced during it is not claimed as checked.
+        let checked = {
+            let s = storage.clone();
+            smol::unblock(move || s.root_id())
+                .await
+                .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?
+        };
         self.run_check(commands, &storage, plan, full_check).await?;
 
         // Nothing at the content path is renamed or written unless this torrent owns it
@@ -225,7 +232,7 @@ impl Torrent {
             let (s, claims, hash) =
                 (storage.clone(), Claims::new(self.ctx.state.root()), self.spec.descriptor.info_hash);
             let (verified, recorded) = (self.have.count(), resume.map(|r| r.stamps));
-            smol::unblock(move || s.claim(&claims, hash, verified, recorded.as_deref())).await
+            smol::unblock(move || s.claim(&claims, hash, verified, recorded.as_deref(), checked)).await
         };
         owned.map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
 
