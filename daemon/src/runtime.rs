@@ -26,8 +26,9 @@ use crate::service::instance_lock::{InstanceLock, LockError};
 use crate::service::{logging, notify};
 use crate::shared::{DaemonShared, NodeInfo};
 use crate::state::StateDir;
+use crate::supervisor::content::{ContentPath, OwnDirs, TorrentLabel, check_own_dirs};
 use crate::supervisor::{Event, Supervisor};
-use crate::torrent::TorrentContext;
+use crate::torrent::{ContentGuard, TorrentContext};
 use crate::{discovery, node_id, swarm};
 
 /// How `p2pd` was invoked.
@@ -208,6 +209,7 @@ async fn serve(
         warnings,
         discovery: discovery.clone(),
         swarm: swarm_ctx,
+        content_guard: content_guard(&node.locations),
     };
     let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
     supervisor.load().await;
@@ -283,6 +285,20 @@ async fn handle_signals(
 }
 
 /// Keeps systemd's `STATUS=` line current.
+/// The check every torrent start runs on where its data directory really is: its content may
+/// not meet p2pd's state or configuration directory (supervisor/content.rs).
+fn content_guard(locations: &Locations) -> ContentGuard {
+    let own = OwnDirs {
+        state_dir: locations.state_dir.clone(),
+        config_dir: locations.config_dir.clone(),
+        data_dir: locations.data_dir.clone(),
+    };
+    Arc::new(move |dir, name, hash| {
+        let torrent = TorrentLabel { name: name.to_string(), info_hash: *hash };
+        check_own_dirs(&ContentPath::resolve(dir, name), &torrent, &own).map_err(|e| e.to_string())
+    })
+}
+
 async fn publish_status(shared: Arc<DaemonShared>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;

@@ -690,3 +690,42 @@ fn a_crash_while_claiming_loses_nothing() {
         assert!(node.status()["node"]["state_warnings"].as_array().unwrap().is_empty(), "{step}");
     }
 }
+
+/// Regression (review of issue 11): `add` checks the data directory's path, but a torrent opens
+/// it again at every start, following symbolic links. A directory inside the data roots, swapped
+/// for a link to p2pd's configuration directory after `add`, made the torrent look at a file of
+/// p2pd's there (described by anyone who can read it), verify it, claim it — and `remove
+/// --delete-data` delete it. Now every start checks where the opened directory really is.
+#[test]
+fn a_data_directory_swapped_for_a_link_to_p2pds_own_files_is_refused_at_start() {
+    let mut node = Node::new();
+    node.start();
+    let secret = node.cfg().join("secret.bin");
+    random_file(&secret, 40_000, 95);
+    let before = sha(&secret);
+    let desc = create_descriptor(&secret, &node.root.path().join("secret.desc"), &[]);
+    let team = node.data().join("team");
+    std::fs::create_dir_all(&team).unwrap();
+    let h = node.ctl_ok(&["add", desc.to_str().unwrap(), "--data", team.to_str().unwrap()]).trim().to_string();
+    node.wait_state(&h, "leeching");
+
+    std::fs::remove_dir_all(&team).unwrap();
+    std::os::unix::fs::symlink(node.cfg(), &team).unwrap();
+    node.ctl_ok(&["verify", &h]);
+    let t = node.wait_state(&h, "error");
+    let cfg = std::fs::canonicalize(node.cfg()).unwrap();
+    let expected = format!(
+        "content path {} of secret.bin ({}) lies inside p2pd's configuration directory {}; p2pd keeps content \
+         apart from its own files: use a data directory outside it",
+        cfg.join("secret.bin").display(),
+        short(&h),
+        cfg.display()
+    );
+    assert_eq!(t["error"].as_str(), Some(expected.as_str()), "{t}");
+
+    let r = node.ctl(&["remove", &h, "--delete-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("kept"), "{r:?}");
+    assert_eq!(sha(&secret), before, "p2pd's own file is untouched");
+    assert!(!node.cfg().join("secret.bin.part").exists());
+}

@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -134,6 +134,13 @@ impl Dir {
         let fd = nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(errno)?;
         Ok(Dir { fd, path: path.to_path_buf() })
+    }
+
+    /// Where this open directory is now, as the kernel knows it (`/proc/self/fd`): what a
+    /// symbolic link in the configured path led to when it was opened, whatever the link says
+    /// now. The configured path where `/proc` is not mounted.
+    pub fn real_path(&self) -> PathBuf {
+        std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).unwrap_or_else(|_| self.path.clone())
     }
 
     pub fn path(&self) -> &Path {

@@ -240,6 +240,11 @@ impl Storage {
         self.lock().placement
     }
 
+    /// Where the data directory this storage opened really is (see [`Dir::real_path`]).
+    pub fn data_dir_real_path(&self) -> std::path::PathBuf {
+        self.data_dir.real_path()
+    }
+
     /// Path of the content root as it is now (for messages and status).
     pub fn root_path(&self) -> std::path::PathBuf {
         self.data_dir.path().join(self.root_name(self.placement()))

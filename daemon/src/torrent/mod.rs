@@ -56,7 +56,15 @@ pub struct TorrentContext {
     pub discovery: DiscoveryHandle,
     /// The transfer engines' shared parts (peer port, global limits).
     pub swarm: SwarmContext,
+    /// Refuses content that would meet p2pd's own files — given where the opened data
+    /// directory really is, the content name and the info hash — with the sentence to show.
+    /// `add` and reload check the configured path; this is checked at every start, since a
+    /// directory on that path can be swapped for a symbolic link afterwards.
+    pub content_guard: ContentGuard,
 }
+
+/// See [`TorrentContext::content_guard`].
+pub type ContentGuard = Arc<dyn Fn(&std::path::Path, &str, &InfoHash) -> Result<(), String> + Send + Sync>;
 
 /// Instructions from the supervisor.
 #[derive(Debug)]

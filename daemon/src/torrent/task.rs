@@ -188,6 +188,13 @@ impl Torrent {
             .map(Arc::new)
             .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
         self.storage = Some(storage.clone());
+        {
+            let (guard, s) = (self.ctx.content_guard.clone(), storage.clone());
+            let (name, hash) = (self.spec.descriptor.content.name.clone(), self.spec.descriptor.info_hash);
+            smol::unblock(move || guard(&s.data_dir_real_path(), &name, &hash))
+                .await
+                .map_err(|message| Interrupt::Failed { retry: false, message })?;
+        }
 
         let resume = self.load_resume();
         if let Some(r) = &resume {
