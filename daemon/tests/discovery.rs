@@ -272,8 +272,8 @@ fn reflection_never_amplifies() {
             attacker_bytes += attacker.send(&target, i as u32, body);
         }
     }
-    // 2. Requests claiming to come from the victim (spoofed source), where root allows.
-    if nix::unistd::geteuid().is_root() {
+    // 2. Requests claiming to come from the victim (spoofed source): root, for raw sockets.
+    if require(&[Need::Root], Some("the spoofed-source part (raw sockets)")) {
         for target in [holder.addr(), relay.addr()] {
             for (i, body) in [
                 Body::Ping,
@@ -295,9 +295,6 @@ fn reflection_never_amplifies() {
                 }
             }
         }
-    } else {
-        assert!(std::env::var_os("P2PD_REQUIRE_ALL").is_none(), "the spoofed-source part needs root for raw sockets");
-        eprintln!("spoofed-source part skipped: needs root for raw sockets");
     }
     // Everything the victim receives.
     let (mut victim_bytes, mut largest) = (0usize, 0usize);
@@ -341,7 +338,7 @@ fn reflection_never_amplifies() {
     //    answers every `get_peers` with a `found` spoofed from the victim's address (root: raw
     //    sockets). Regression (issue 11 review): each 97-byte found bought a 192-byte request to
     //    the victim, and each unanswered one a new attempt, so another found.
-    if nix::unistd::geteuid().is_root() {
+    if require(&[Need::Root], Some("the spoofed-found part (raw sockets)")) {
         let found = founds_naming_a_victim();
         eprintln!(
             "reflection (founds naming a victim): attacker sent {} bytes ({} founds), the victim received {} bytes \
@@ -354,9 +351,6 @@ fn reflection_never_amplifies() {
         );
         assert!(found.answers >= 3, "the joining node asked the attacker (the test measures something): {found:?}");
         assert!(found.victim_bytes <= found.attacker_bytes, "amplification through founds: {found:?}");
-    } else {
-        assert!(std::env::var_os("P2PD_REQUIRE_ALL").is_none(), "the spoofed-found part needs root for raw sockets");
-        eprintln!("spoofed-found part skipped: needs root for raw sockets");
     }
 }
 
@@ -707,9 +701,8 @@ fn announces_for_far_hashes_are_not_stored_and_one_host_creates_few_swarms() {
 /// Discovery across 20 % packet loss (iptables in a network namespace the test builds).
 #[test]
 fn discovery_succeeds_with_20_percent_packet_loss() {
-    if !nix::unistd::geteuid().is_root() || !tool_exists("ip") || !tool_exists("iptables") {
-        assert!(std::env::var_os("P2PD_REQUIRE_ALL").is_none(), "needs root, ip and iptables (P2PD_REQUIRE_ALL set)");
-        eprintln!("skipped: needs root, ip and iptables to build a lossy network namespace");
+    // A lossy network namespace.
+    if !require(&[Need::Root, Need::tool("ip", "iproute2"), Need::tool("iptables", "iptables")], None) {
         return;
     }
     let ns = Netns::new();

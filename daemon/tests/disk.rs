@@ -21,17 +21,9 @@ struct Mount {
 }
 
 impl Mount {
-    /// Root and the tools, or a reason to skip.
-    fn available(tools: &[&str]) -> Result<(), String> {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err("needs root to mount filesystems".into());
-        }
-        for t in tools {
-            if !tool_exists(t) && !Path::new("/usr/sbin").join(t).exists() && !Path::new("/sbin").join(t).exists() {
-                return Err(format!("needs {t}"));
-            }
-        }
-        Ok(())
+    /// Root (to mount) and the tools; false if the test skips (see [`require`]).
+    fn available(tools: &[Need]) -> bool {
+        require(&[&[Need::Root, Need::tool("mount", "mount")], tools].concat(), None)
     }
 
     /// A tmpfs of `size` (no preallocation there: writes can fail with ENOSPC mid-download).
@@ -170,8 +162,7 @@ fn wait_error(node: &Node, hash: &str, needle: &str) -> serde_json::Value {
 
 #[test]
 fn a_full_disk_before_the_download_then_space_returns() {
-    if let Err(why) = Mount::available(&["mkfs.ext4"]) {
-        eprintln!("skipped: {why}");
+    if !Mount::available(&[Need::tool("mkfs.ext4", "e2fsprogs")]) {
         return;
     }
     let mut seed = Node::new();
@@ -194,8 +185,7 @@ fn a_full_disk_before_the_download_then_space_returns() {
 
 #[test]
 fn a_disk_that_fills_mid_download_keeps_verified_pieces_and_resumes() {
-    if let Err(why) = Mount::available(&[]) {
-        eprintln!("skipped: {why}");
+    if !Mount::available(&[]) {
         return;
     }
     let (seed, leecher, (big_desc, big, big_bytes), other) = slow_seed_and_leecher();
@@ -216,8 +206,11 @@ fn a_disk_that_fills_mid_download_keeps_verified_pieces_and_resumes() {
 
 #[test]
 fn a_filesystem_that_turns_read_only_mid_download() {
-    if let Err(why) = Mount::available(&["mkfs.ext4", "e2fsck", "findmnt"]) {
-        eprintln!("skipped: {why}");
+    if !Mount::available(&[
+        Need::tool("mkfs.ext4", "e2fsprogs"),
+        Need::tool("e2fsck", "e2fsprogs"),
+        Need::tool("findmnt", "util-linux"),
+    ]) {
         return;
     }
     let (_seed, leecher, (big_desc, big, big_bytes), other) = slow_seed_and_leecher();

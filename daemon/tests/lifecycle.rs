@@ -134,8 +134,8 @@ fn unreadable_state_is_moved_aside_and_reported() {
 /// A client with another uid is refused by the daemon's credential check, with a reason.
 #[test]
 fn client_with_another_uid_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    // Root: to run a client as another user.
+    if !require(&[Need::Root], None) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

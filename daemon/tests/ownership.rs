@@ -26,12 +26,6 @@ fn short(hash: &str) -> &str {
     &hash[..12]
 }
 
-/// A test that cannot run here says why; under `P2PD_REQUIRE_ALL=1` that is a failure.
-fn skip(reason: &str) {
-    assert!(std::env::var("P2PD_REQUIRE_ALL").as_deref() != Ok("1"), "cannot run: {reason} (P2PD_REQUIRE_ALL=1)");
-    eprintln!("skipped: {reason}");
-}
-
 /// Regression: with `tc` complete and seeding, adding another descriptor whose content is also
 /// named `tc` renamed the complete `tc` to `tc.part` and overwrote it, while `status` still
 /// showed the first torrent seeding at 100 %. Now the second `add` is refused, naming both.
@@ -560,11 +554,12 @@ fn adopt_takes_over_a_damaged_copy_and_seeds_it() {
 /// directory. Before: a group member could put content (and have it deleted) anywhere.
 #[test]
 fn group_members_may_add_only_inside_data_roots() {
-    if !nix::unistd::geteuid().is_root() {
-        return skip("needs root to run p2pctl as another user");
+    // Root: to run p2pctl as another user.
+    if !require(&[Need::Root], None) {
+        return;
     }
     let Some(group) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534)).ok().flatten() else {
-        return skip("needs a group with gid 65534 (nogroup) for control_group");
+        return skip("needs a group with gid 65534 (nogroup) for control_group", None);
     };
     let mut node = Node::with_config(&format!("control_group: {}\n", group.name));
     node.start();

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn unit_with_built_binary(dir: &std::path::Path) -> Option<PathBuf> {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        eprintln!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+    if !require(&[Need::tool("systemd-analyze", "systemd")], None) {
         return None;
     }
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/p2pd.service")).unwrap();

@@ -12,9 +12,13 @@ use p2pd::descriptor::Descriptor;
 use p2pd_testbed::binaries::Binaries;
 use p2pd_testbed::content::{self, ContentShape};
 use p2pd_testbed::control::{EncodedRequest, add_request};
-use p2pd_testbed::fleet::{self, Fleet, FleetError, FleetSpec, HostSpec};
+use p2pd_testbed::fleet::{self, Fleet, FleetSpec, HostSpec};
 use p2pd_testbed::scenario::create_descriptor;
 use p2pd_testbed::units::LinkRate;
+
+#[path = "../../daemon/tests/common/skip.rs"]
+mod skip;
+use skip::{Need, require};
 
 /// A seeded swarm on a fleet: host 0 seeds, the others have not added the torrent yet.
 struct Swarm {
@@ -27,18 +31,12 @@ struct Swarm {
 
 /// Builds the fleet and seeds `bytes` of content, or says why the test skips.
 fn swarm(leechers: usize, bytes: u64, rate: LinkRate, piece: u64) -> Option<Swarm> {
-    match fleet::check_prerequisites() {
-        Ok(()) => {}
-        Err(e @ (FleetError::NotRoot | FleetError::MissingTool(_))) => {
-            eprintln!("skipped: {e}");
-            return None;
-        }
-        Err(e) => panic!("{e}"),
-    }
-    if !Command::new("iptables").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs iptables");
+    let needs =
+        [Need::Root, Need::tool("ip", "iproute2"), Need::tool("tc", "iproute2"), Need::tool("iptables", "iptables")];
+    if !require(&needs, None) {
         return None;
     }
+    fleet::check_prerequisites().unwrap_or_else(|e| panic!("{e}"));
     let binaries = Binaries::beside_test_executable().unwrap_or_else(|e| panic!("{e}"));
     let mut hosts = vec![HostSpec { label: "seed".into(), upload: rate, download: None }];
     hosts.extend((1..=leechers).map(|i| HostSpec { label: format!("leecher-{i:02}"), upload: rate, download: None }));

@@ -9,23 +9,23 @@ use std::time::Duration;
 
 use p2pd_testbed::binaries::Binaries;
 use p2pd_testbed::content::ContentShape;
-use p2pd_testbed::fleet::{self, FleetError};
+use p2pd_testbed::fleet;
 use p2pd_testbed::scenario::{self, ScenarioSpec};
 use p2pd_testbed::units::LinkRate;
+
+#[path = "../../daemon/tests/common/skip.rs"]
+mod skip;
+use skip::{Need, require};
 
 const LEECHERS: usize = 4;
 const CONTENT_BYTES: u64 = 32 << 20;
 
 #[test]
 fn a_small_fleet_distributes_identical_bytes_and_leechers_share_the_upload() {
-    match fleet::check_prerequisites() {
-        Ok(()) => {}
-        Err(e @ (FleetError::NotRoot | FleetError::MissingTool(_))) => {
-            eprintln!("skipping the namespace fleet test: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    if !require(&[Need::Root, Need::tool("ip", "iproute2"), Need::tool("tc", "iproute2")], None) {
+        return;
     }
+    fleet::check_prerequisites().unwrap_or_else(|e| panic!("{e}"));
     let binaries = Binaries::beside_test_executable().unwrap_or_else(|e| panic!("{e}"));
     let spec = ScenarioSpec {
         name: "ci-fleet".into(),

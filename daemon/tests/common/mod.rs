@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod skip;
+#[allow(unused_imports)]
+pub use skip::{Need, on_path, require, skip};
+
 /// Deadline for conditions that should hold within seconds on a healthy machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -375,12 +379,6 @@ pub fn rpc(node: &Node) -> serde_json::Value {
 pub fn peers(node: &Node, hash: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&node.ctl_ok(&["peers", hash, "--json"])).unwrap();
     v["peers"].as_array().cloned().unwrap_or_default()
-}
-
-/// Whether a command is on the PATH.
-pub fn tool_exists(name: &str) -> bool {
-    Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-        || Command::new(name).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// A network namespace this test made (with loopback up), deleted on drop.
