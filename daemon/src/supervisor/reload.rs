@@ -94,7 +94,13 @@ impl Supervisor {
         }
         let path =
             |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or("(default)".into());
-        restart_only!(listen, |a: &std::net::SocketAddr| a.to_string());
+        // Port 0 asks for any free port: the address it got is the one in effect (shown as
+        // such), and a configuration now naming it changes nothing.
+        let in_effect = self.shared.node.listen;
+        if new.listen != old.listen && new.listen != in_effect {
+            report.needs_restart.push(format!("listen: {in_effect} → {} (restart p2pd to apply)", new.listen));
+        }
+        new.listen = old.listen;
         restart_only!(state_dir, path);
         restart_only!(control_socket, path);
         restart_only!(syslog, |b: &bool| b.to_string());
