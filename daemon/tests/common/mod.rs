@@ -2,8 +2,11 @@
 //! over the real control socket.
 //!
 //! Each [`Node`] owns a directory holding `cfg/` (with `p2pd.yaml` and `torrents/`), `state/`,
-//! `data/` and `run/control.sock`, and a free loopback port. Dropping a node SIGKILLs its
-//! daemon. Nothing here sleeps for a fixed time to "let things happen": every wait polls a
+//! `data/` and `run/control.sock`. Its port is the daemon's to choose: the first start listens
+//! on `127.0.0.1:0` and the harness reads the port the daemon got from `status --json`, then
+//! writes it into p2pd.yaml so that restarts keep the address (a port picked by the test and
+//! bound later by the daemon could be taken meanwhile by a test running in parallel). Dropping a
+//! node SIGKILLs its daemon. Nothing here sleeps for a fixed time to "let things happen": every wait polls a
 //! condition with a generous deadline and fails with the daemon's log.
 
 #![allow(dead_code)]
@@ -84,6 +87,7 @@ impl From<Output> for Ctl {
 /// One daemon with its own directories and port.
 pub struct Node {
     pub root: tempfile::TempDir,
+    /// The daemon's port: 0 until its first start.
     pub port: u16,
     pub child: Option<Child>,
     /// Extra lines for p2pd.yaml.
@@ -102,14 +106,7 @@ impl Node {
     /// A node whose p2pd.yaml also holds `extra` (YAML lines).
     pub fn with_config(extra: &str) -> Node {
         let root = tempfile::Builder::new().prefix("p2pd-test-").tempdir().expect("tempdir");
-        let node = Node {
-            root,
-            port: free_port(),
-            child: None,
-            extra_config: extra.to_string(),
-            netns: None,
-            env: Vec::new(),
-        };
+        let node = Node { root, port: 0, child: None, extra_config: extra.to_string(), netns: None, env: Vec::new() };
         std::fs::create_dir_all(node.cfg()).unwrap();
         node.write_config(extra);
         node
@@ -133,7 +130,9 @@ impl Node {
     pub fn log_path(&self) -> PathBuf {
         self.root.path().join("p2pd.log")
     }
+    /// The daemon's address (after its first start: the daemon chooses the port).
     pub fn addr(&self) -> String {
+        assert_ne!(self.port, 0, "addr() of a node that has not started yet: the daemon chooses its port");
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -161,6 +160,21 @@ impl Node {
             }
             (socket.exists() && self.ctl(&["status"]).code == 0).then_some(())
         });
+        if self.port == 0 {
+            self.pin_port();
+        }
+    }
+
+    /// Learns the port the daemon chose and writes it into p2pd.yaml in place of port 0.
+    fn pin_port(&mut self) {
+        let listen = self.status()["node"]["listen"].as_str().map(str::to_string).unwrap_or_default();
+        let addr: std::net::SocketAddr =
+            listen.parse().unwrap_or_else(|e| panic!("status node.listen {listen:?}: {e}"));
+        self.port = addr.port();
+        let path = self.cfg().join("p2pd.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pinned = text.replacen("listen: 127.0.0.1:0\n", &format!("listen: 127.0.0.1:{}\n", self.port), 1);
+        std::fs::write(&path, pinned).unwrap();
     }
 
     /// Starts p2pd without waiting.
