@@ -63,6 +63,43 @@ fn sigkill_loses_nothing_that_was_acknowledged() {
     assert!(node.log().contains("removed stale control socket"), "the killed daemon's socket was cleaned up");
 }
 
+/// The settings an `add` reports as done survive SIGKILL right after the reply: the data
+/// directory given with `--data`, and the ownership `--adopt` gave the torrent over a damaged
+/// copy (without it, the copy would be foreign after the restart, and the torrent in `error`).
+#[test]
+fn sigkill_keeps_the_settings_an_add_acknowledged() {
+    let mut node = Node::new();
+    node.start();
+    let src = node.root.path().join("src");
+    let bytes = random_file(&src.join("moved.bin"), 70_000, 24);
+    random_file(&src.join("damaged.bin"), 90_000, 25);
+    let d = |p: &str| {
+        create_descriptor(&src.join(p), &node.root.path().join(format!("{p}.desc")), &["--piece-size", "16K"])
+    };
+    let (moved_desc, damaged_desc) = (d("moved.bin"), d("damaged.bin"));
+    let elsewhere = node.root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(src.join("moved.bin"), elsewhere.join("moved.bin")).unwrap();
+    std::fs::create_dir_all(node.data()).unwrap();
+    let mut damaged = std::fs::read(src.join("damaged.bin")).unwrap();
+    damaged[100] ^= 0xff;
+    std::fs::write(node.data().join("damaged.bin"), &damaged).unwrap();
+
+    let moved = node.ctl_ok(&["add", moved_desc.to_str().unwrap(), "--data", elsewhere.to_str().unwrap()]);
+    let adopted = node.ctl_ok(&["add", damaged_desc.to_str().unwrap(), "--adopt"]);
+    node.kill();
+    node.start();
+
+    let t = node.wait_state(moved.trim(), "seeding");
+    assert_eq!(t["data_dir"], elsewhere.to_str().unwrap(), "{t}");
+    assert_eq!(std::fs::read(elsewhere.join("moved.bin")).unwrap(), bytes);
+    // Adopted: the torrent owns the damaged copy and keeps its good pieces (leeching, no peer
+    // to finish it), rather than leaving it alone as foreign content.
+    let t = node.wait_state(adopted.trim(), "leeching");
+    assert!(t["pieces_done"].as_u64().unwrap() > 0, "{t}");
+    assert!(node.data().join("damaged.bin.part").exists(), "{t}");
+}
+
 #[test]
 fn second_instance_on_the_same_config_dir_is_refused() {
     let mut first = Node::new();
