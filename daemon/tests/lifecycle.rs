@@ -168,7 +168,8 @@ fn unreadable_state_is_moved_aside_and_reported() {
     );
 }
 
-/// A client with another uid is refused by the daemon's credential check, with a reason.
+/// A client with another uid is refused by the daemon's credential check, with a reason;
+/// with `control_group`, its members are admitted and others still refused.
 #[test]
 fn client_with_another_uid_is_refused() {
     // Root: to run a client as another user.
@@ -194,6 +195,33 @@ fn client_with_another_uid_is_refused() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("may not control this p2pd"), "{err}");
     assert!(node.log().contains("refused pid"));
+
+    // With control_group: members are admitted — by the client process's group, or by the
+    // user's groups — and anyone else is still refused, told who may.
+    let Some(group) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534)).ok().flatten() else {
+        return skip("needs a group with gid 65534 (nogroup) for control_group", Some("the control_group part"));
+    };
+    node.write_config(&format!("control_group: {}\n", group.name));
+    assert_eq!(node.ctl(&["reload"]).code, 0);
+    let client = |uid: u32, gid: u32| {
+        Command::new(&p2pctl).arg("--socket").arg(node.socket()).arg("status").uid(uid).gid(gid).output().unwrap()
+    };
+    let nobody_has_it = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(65534))
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.gid.as_raw() == 65534);
+    let mut members = vec![(54322, 65534, "its process group")];
+    if nobody_has_it {
+        members.push((65534, 54321, "its user's groups"));
+    }
+    for (uid, gid, how) in members {
+        let out = client(uid, gid);
+        assert_eq!(out.status.code(), Some(0), "uid {uid} gid {gid} ({how}): {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = client(54321, 54321);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("and members of group {} may", group.name)), "{err}");
     // The socket the daemon made is 0660 in a directory only it can write.
     let mut fresh = Node::new();
     fresh.start();

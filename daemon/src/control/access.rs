@@ -80,12 +80,15 @@ impl AccessPolicy {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| format!("uid {}", self.daemon_uid));
+        // "root and root" when p2pd itself runs as root.
+        let trusted = if self.daemon_uid.is_root() { "root".to_string() } else { format!("root, {daemon_user}") };
         Err(match &self.group {
             Some((name, _)) => {
-                format!("{who} may not control this p2pd: only root, {daemon_user} and members of group {name} may")
+                format!("{who} may not control this p2pd: only {trusted} and members of group {name} may")
             }
             None => format!(
-                "{who} may not control this p2pd: only root and {daemon_user} may (set control_group in p2pd.yaml to admit a group)"
+                "{who} may not control this p2pd: only {} may (set control_group in p2pd.yaml to admit a group)",
+                trusted.replace(", ", " and ")
             ),
         })
     }
