@@ -89,6 +89,8 @@ pub struct Node {
     pub root: tempfile::TempDir,
     /// The daemon's port: 0 until its first start.
     pub port: u16,
+    /// The host part of `listen`: `127.0.0.1` unless made with [`Node::listening_on`].
+    listen_host: String,
     pub child: Option<Child>,
     /// Extra lines for p2pd.yaml.
     extra_config: String,
@@ -106,7 +108,15 @@ impl Node {
     /// A node whose p2pd.yaml also holds `extra` (YAML lines).
     pub fn with_config(extra: &str) -> Node {
         let root = tempfile::Builder::new().prefix("p2pd-test-").tempdir().expect("tempdir");
-        let node = Node { root, port: 0, child: None, extra_config: extra.to_string(), netns: None, env: Vec::new() };
+        let node = Node {
+            root,
+            port: 0,
+            listen_host: "127.0.0.1".into(),
+            child: None,
+            extra_config: extra.to_string(),
+            netns: None,
+            env: Vec::new(),
+        };
         std::fs::create_dir_all(node.cfg()).unwrap();
         node.write_config(extra);
         node
@@ -130,17 +140,32 @@ impl Node {
     pub fn log_path(&self) -> PathBuf {
         self.root.path().join("p2pd.log")
     }
-    /// The daemon's address (after its first start: the daemon chooses the port).
+    /// A node listening on `host` (`[::1]`, or `[::]` for both IPv6 and IPv4), p2pd.yaml also
+    /// holding `extra`.
+    pub fn listening_on(host: &str, extra: &str) -> Node {
+        let mut node = Node::with_config(extra);
+        node.listen_host = host.to_string();
+        node.write_config(extra);
+        node
+    }
+
+    /// The daemon's address (after its first start: the daemon chooses the port); for a node
+    /// listening on every address, its loopback one.
     pub fn addr(&self) -> String {
         assert_ne!(self.port, 0, "addr() of a node that has not started yet: the daemon chooses its port");
-        format!("127.0.0.1:{}", self.port)
+        let host = match self.listen_host.as_str() {
+            "[::]" => "[::1]",
+            "0.0.0.0" => "127.0.0.1",
+            other => other,
+        };
+        format!("{host}:{}", self.port)
     }
 
     /// (Re)writes p2pd.yaml with this node's paths plus `extra`.
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "listen: 127.0.0.1:{}\nstate_dir: {}\ndata_dir: {}\ncontrol_socket: {}\nlog_level: debug\n{extra}",
-            self.port,
+            "{}\nstate_dir: {}\ndata_dir: {}\ncontrol_socket: {}\nlog_level: debug\n{extra}",
+            self.listen_line(self.port),
             self.state().display(),
             self.data().display(),
             self.socket().display()
@@ -165,6 +190,14 @@ impl Node {
         }
     }
 
+    /// The `listen:` line of p2pd.yaml for `port` (IPv6 addresses quoted: `[` starts a YAML list).
+    fn listen_line(&self, port: u16) -> String {
+        match self.listen_host.starts_with('[') {
+            true => format!("listen: \"{}:{port}\"", self.listen_host),
+            false => format!("listen: {}:{port}", self.listen_host),
+        }
+    }
+
     /// Learns the port the daemon chose and writes it into p2pd.yaml in place of port 0.
     fn pin_port(&mut self) {
         let listen = self.status()["node"]["listen"].as_str().map(str::to_string).unwrap_or_default();
@@ -173,7 +206,8 @@ impl Node {
         self.port = addr.port();
         let path = self.cfg().join("p2pd.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let pinned = text.replacen("listen: 127.0.0.1:0\n", &format!("listen: 127.0.0.1:{}\n", self.port), 1);
+        let pinned =
+            text.replacen(&format!("{}\n", self.listen_line(0)), &format!("{}\n", self.listen_line(self.port)), 1);
         std::fs::write(&path, pinned).unwrap();
     }
 

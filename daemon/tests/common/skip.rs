@@ -15,6 +15,9 @@ use std::path::Path;
 pub enum Need {
     /// Effective uid 0 (mounts, network namespaces, raw sockets, running as another user).
     Root,
+    /// IPv6 on loopback (`[::1]`): a kernel booted with `ipv6.disable=1`, or a container
+    /// without it, has none.
+    Ipv6Loopback,
     /// An executable of this name on `PATH`, or in `/sbin` or `/usr/sbin` (which a non-root
     /// `PATH` often leaves out), with the package that provides it.
     Tool { name: &'static str, package: &'static str },
@@ -33,6 +36,9 @@ impl Need {
                 let euid = nix::unistd::geteuid();
                 (!euid.is_root()).then(|| format!("root (running as uid {euid})"))
             }
+            Need::Ipv6Loopback => std::net::UdpSocket::bind("[::1]:0")
+                .err()
+                .map(|e| format!("IPv6 on loopback (binding [::1] fails: {e})")),
             Need::Tool { name, package } => {
                 (!on_path(name)).then(|| format!("{name} (not installed: apt-get install {package})"))
             }
