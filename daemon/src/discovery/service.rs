@@ -56,8 +56,20 @@ pub fn node_config(s: &DiscoverySettings) -> DiscoveryConfig {
         max_peers_per_ip: s.max_nodes_per_ip as usize,
         rate_limit: s.rate_limit as f64,
         rate_burst: 2.0 * s.rate_limit as f64,
+        token_period: token_period(),
         ..DiscoveryConfig::default()
     }
+}
+
+/// How often the token secret rotates (a token lives one to two periods): 5 minutes. With the
+/// `fault-injection` feature, `P2PD_FAULT_TOKEN_PERIOD_MS` sets it, so that a test sees a token
+/// expire end to end without waiting ten minutes.
+fn token_period() -> Duration {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("P2PD_FAULT_TOKEN_PERIOD_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        return Duration::from_millis(ms.max(1));
+    }
+    DiscoveryConfig::default().token_period
 }
 
 enum Command {
