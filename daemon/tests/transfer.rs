@@ -280,8 +280,14 @@ fn sigkill_mid_download_resumes_without_fetching_verified_pieces_again() {
     assert!(leecher.log().contains("unclean stop"), "the crash was noticed and unrecorded pieces rechecked");
 }
 
+/// The download limit holds: bytes downloaded never exceed the limit times the time since the
+/// `add`, plus the limiter's burst (a tenth of a second) and a block per read. The counter is
+/// published about once a second, so what status shows lags what arrived: that only makes the
+/// bound looser, never a false failure (a ±10 % window over published counters was). Speed
+/// itself is a benchmark's business; this checks the ceiling. To see it fail, raise the burst in
+/// `swarm/limiter.rs` (`bps / 10` → `bps * 4`) or drop the download limit.
 #[test]
-fn rate_limits_hold_within_ten_percent() {
+fn the_download_limit_holds() {
     let mut seed = Node::new();
     seed.start();
     let src = seed.root.path().join("src/r.bin");
@@ -290,17 +296,24 @@ fn rate_limits_hold_within_ten_percent() {
     let limit: u64 = 3 << 20;
     let mut leecher = Node::with_config(&format!("limits:\n  download_rate: {limit}\n"));
     leecher.start();
+    let added = Instant::now();
     leecher.add(&desc);
-    eventually(PATIENCE, "the transfer to start", || {
-        (leecher.torrent(&hash)?["bytes_done"].as_u64()? > 0).then_some(())
+    // About eight seconds' worth at the limit.
+    let target = 24u64 << 20;
+    let (downloaded, elapsed) = eventually(PATIENCE, "24 MiB downloaded", || {
+        let d = leecher.torrent(&hash)?["downloaded"].as_u64()?;
+        (d >= target).then(|| (d, added.elapsed()))
     });
-    std::thread::sleep(Duration::from_secs(2));
-    let start = (Instant::now(), leecher.torrent(&hash).unwrap()["downloaded"].as_u64().unwrap());
-    std::thread::sleep(Duration::from_secs(10));
-    let end = (Instant::now(), leecher.torrent(&hash).unwrap()["downloaded"].as_u64().unwrap());
-    let rate = (end.1 - start.1) as f64 / end.0.duration_since(start.0).as_secs_f64();
-    eprintln!("download rate {:.2} MiB/s under a limit of {:.2} MiB/s", rate / 1048576.0, limit as f64 / 1048576.0);
-    assert!((rate - limit as f64).abs() <= 0.1 * limit as f64, "rate {rate:.0} B/s is not within 10% of {limit}");
+    let allowance = limit / 10 + (1 << 20);
+    let ceiling = (limit as f64 * elapsed.as_secs_f64()) as u64 + allowance;
+    eprintln!(
+        "downloaded {:.1} MiB in {:.2} s since add: {:.2} MiB/s under a limit of {:.2} MiB/s",
+        downloaded as f64 / 1048576.0,
+        elapsed.as_secs_f64(),
+        downloaded as f64 / 1048576.0 / elapsed.as_secs_f64(),
+        limit as f64 / 1048576.0
+    );
+    assert!(downloaded <= ceiling, "{downloaded} bytes in {elapsed:?}: more than the limit allows ({ceiling})");
 
     // Changed by reload, without restarting the transfer.
     let running = leecher.torrent(&hash).unwrap()["running_secs"].as_u64().unwrap();
