@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, ROOT, ctl, free_port  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, free_port, write_result  # noqa: E402 (beside this script)
 
 
 def start(work, i, bootstrap):
@@ -65,7 +65,8 @@ def main():
     ap.add_argument("--torrents", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "discovery_loopback.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
     work = tempfile.mkdtemp(prefix="p2pd-disc-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     procs = []
     try:
@@ -109,12 +110,7 @@ def main():
             p.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     lk = st["lookups"]
-    text = "\n".join([
-        "# Lookup latency on loopback (real daemons)",
-        "",
-        f"Command: `python3 bench/discovery_loopback.py --nodes {args.nodes} --torrents {args.torrents}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build.",
-        "",
+    text = "\n".join(run.header("Lookup latency on loopback (real daemons)") + [
         f"{args.nodes} daemons on 127.0.0.1 joined through the first; {args.torrents} torrents seeded across them; one more daemon",
         "(knowing only the first daemon) adds every descriptor. Latency of each get_peers lookup as that daemon measured it.",
         "",
@@ -128,10 +124,7 @@ def main():
         f"| datagrams rate-limited at the other daemons | {limited} |",
         "",
     ])
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_result(args.out, text)
     return 0 if lk["found"] == args.torrents else 1
 
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, ROOT, ctl  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, write_result  # noqa: E402 (beside this script)
 
 
 def rss_kib(pid):
@@ -50,7 +50,8 @@ def main():
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "scale.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
 
     work = tempfile.mkdtemp(prefix="p2pd-scale-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.chmod(work, 0o700)
@@ -116,12 +117,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     per_torrent = (rss1 - rss0) / args.torrents
-    lines = [
-        f"# Scale of one node: {args.torrents} torrents",
-        "",
-        f"Command: `python3 bench/scale.py --torrents {args.torrents} --runs {args.runs}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build.",
-        "",
+    lines = run.header(f"Scale of one node: {args.torrents} torrents") + [
         "| figure | value |",
         "|---|---|",
         f"| daemon RSS, no torrents | {rss0 / 1024:.1f} MiB |",
@@ -136,11 +132,7 @@ def main():
     ]
     if not only_victim:
         lines.append(f"\nreload report: {applied}; restarted: {len(restarted)}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_result(args.out, "\n".join(lines) + "\n")
     return 0 if only_victim else 1
 
 

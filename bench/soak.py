@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import BIN, ROOT, ctl, free_port  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, free_port, write_result  # noqa: E402 (beside this script)
 
 
 class Node:
@@ -136,7 +136,8 @@ def main():
     ap.add_argument("--churn-every", type=float, default=60)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "soak.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
     work = tempfile.mkdtemp(prefix="p2pd-soak-")
     nodes = []
     stop = threading.Event()
@@ -198,11 +199,7 @@ def main():
                         ctl(n.cfg, "remove", old, "--delete-data", check=False)
             time.sleep(0.2)
         stop.set()
-        text = report(args, samples, nodes, counter, bad)
-        print(text)
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+        write_result(args.out, report(run, samples, nodes, counter, bad))
     finally:
         stop.set()
         for n in nodes:
@@ -212,7 +209,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, samples, nodes, counter, bad):
+def report(run, samples, nodes, counter, bad):
     usable = samples[max(1, len(samples) // 10):]  # after warm-up
     q = max(1, len(usable) // 4)
     first, last = usable[:q], usable[-q:]
@@ -221,12 +218,7 @@ def report(args, samples, nodes, counter, bad):
         vals = [row[i][key] for row in rows for i in range(len(nodes)) if i in row]
         return statistics.median(vals) if vals else 0, max(vals) if vals else 0
 
-    lines = [
-        "# Soak: daemons on loopback with churn and garbage traffic",
-        "",
-        f"Command: `python3 bench/soak.py --minutes {args.minutes:g} --nodes {args.nodes} --churn-every {args.churn_every:g}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build.",
-        "",
+    lines = run.header("Soak: daemons on loopback with churn and garbage traffic") + [
         f"- restarts: {sum(n.restarts for n in nodes)}, of which {sum(n.kills for n in nodes)} after SIGKILL and the rest after SIGTERM",
         f"- garbage: {counter['datagrams']} datagrams and {counter['connections']} junk TCP connections sent",
         f"- content checks failed: {bad} (every sample re-hashes every completed copy)",

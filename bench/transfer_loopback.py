@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import BIN, ROOT, ctl, free_port  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, fs_type, free_port, write_result  # noqa: E402 (beside this script)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -232,7 +232,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "transfer_loopback.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
     gib = args.size_mib / 1024
     warm_memory()
     pipes, shas = [], []
@@ -246,12 +247,10 @@ def main():
     throughput = (args.size_mib << 20) / elapsed
     sha = med(shas)
     bare = med([p["bare"] for p in pipes])
-    lines = [
-        "# Transfers on loopback (real daemons)",
-        "",
-        f"Command: `python3 bench/transfer_loopback.py --size-mib {args.size_mib} --swarm-mib {args.swarm_mib} --runs {args.runs}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build, data on tmpfs. Medians of {args.runs} runs.",
-        "",
+    lines = run.header(
+        "Transfers on loopback (real daemons)",
+        f"Data: on {fs_type('/dev/shm')} (/dev/shm). Medians of {args.runs} runs.",
+    ) + [
         f"## One seed → one leecher, {args.size_mib} MiB",
         "",
         "| figure | value |",
@@ -274,11 +273,7 @@ def main():
         f"| content identical on every leecher | {all(s['identical'] for s in swarms)} |",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":
