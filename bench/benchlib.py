@@ -25,15 +25,15 @@ BIN = os.environ.get("P2PD_BIN_DIR") or os.path.join(ROOT, "target", "release")
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
-def free_port():
-    """A loopback port free for both TCP and UDP (p2pd listens on both)."""
+def free_port(host="127.0.0.1"):
+    """A port of `host` (a loopback address) free for both TCP and UDP (p2pd listens on both)."""
     while True:
         t = socket.socket()
-        t.bind(("127.0.0.1", 0))
+        t.bind((host, 0))
         port = t.getsockname()[1]
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            u.bind(("127.0.0.1", port))
+            u.bind((host, port))
             return port
         except OSError:
             continue

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Lookup latency between real daemons on loopback.
 
-Starts --nodes daemons (each joining the network through the first) and seeds --torrents small
-torrents spread over them. Then one client of this script, on one UDP socket and one clock,
+Starts --nodes daemons, each on its own loopback address (127.0.0.2, 127.0.0.3, …: p2pd budgets
+new swarms per source host, 64 and then one every 10 s, so daemons sharing 127.0.0.1 would be
+one host), each joining the network through the first, and seeds --torrents small torrents
+spread over all but the first. Then one client of this script, on one UDP socket and one clock,
 times two kinds of round trip against the first daemon:
 
   - a discovery ping/pong (the limit: the least one exchange costs on this machine, client
@@ -42,18 +44,20 @@ from benchlib import BIN, ROOT, Run, build, ctl, free_port, write_result  # noqa
 
 
 def start(work, i, bootstrap):
+    """Daemon `i` on 127.0.0.(i + 2); (config dir, (address, port), process)."""
     cfg = os.path.join(work, f"n{i}")
     os.makedirs(cfg)
-    port = free_port()
+    host = f"127.0.0.{i + 2}"
+    port = free_port(host)
     boot = f"bootstrap: [\"{bootstrap}\"]\n" if bootstrap else ""
     with open(os.path.join(cfg, "p2pd.yaml"), "w") as f:
-        f.write(f"listen: 127.0.0.1:{port}\nstate_dir: state\ndata_dir: data\ncontrol_socket: run/c.sock\nlog_level: warn\n{boot}")
+        f.write(f"listen: {host}:{port}\nstate_dir: state\ndata_dir: data\ncontrol_socket: run/c.sock\nlog_level: warn\n{boot}")
     proc = subprocess.Popen([os.path.join(BIN, "p2pd"), "--config-dir", cfg], stderr=open(os.path.join(cfg, "log"), "w"))
     for _ in range(500):
         if ctl(cfg, "status", check=False).returncode == 0:
             break
         time.sleep(0.01)
-    return cfg, port, proc
+    return cfg, (host, port), proc
 
 
 # Discovery datagram types (docs/PROTOCOL.md, "Datagram layout").
@@ -156,7 +160,7 @@ def main():
     try:
         nodes = []
         for i in range(args.nodes):
-            boot = f"127.0.0.1:{nodes[0][1]}" if nodes else None
+            boot = "%s:%d" % nodes[0][1] if nodes else None
             nodes.append(start(work, i, boot))
             procs.append(nodes[-1][2])
         time.sleep(1.0)
@@ -169,12 +173,12 @@ def main():
             with open(path, "wb") as f:
                 f.write(os.urandom(16384 + t))
             desc = os.path.join(work, f"t{t}.desc")
-            ctl(cfg, "create", path, "-o", desc, "--bootstrap", f"127.0.0.1:{nodes[0][1]}")
+            ctl(cfg, "create", path, "-o", desc, "--bootstrap", "%s:%d" % nodes[0][1])
             hashes.append(ctl(cfg, "add", desc).stdout.strip())
             descs.append(desc)
         time.sleep(2.0)
         client = Client()
-        first = ("127.0.0.1", nodes[0][1])
+        first = nodes[0][1]
         rtts = ping_rtts(client, first, 500)
         outcomes = {}
         lookups = []
@@ -195,7 +199,9 @@ def main():
             time.sleep(0.2)
         time.sleep(0.6)
         st = json.loads(ctl(leecher[0], "status", "--json").stdout)["node"]
-        limited = sum(json.loads(ctl(n[0], "status", "--json").stdout)["node"]["rpc"]["rate_limited"] for n in nodes)
+        others = [json.loads(ctl(n[0], "status", "--json").stdout)["node"]["rpc"] for n in nodes]
+        limited = sum(r["rate_limited"] for r in others)
+        new_swarms_limited = sum(r["new_swarms_limited"] for r in others)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -208,7 +214,8 @@ def main():
     shown = lambda x: f"{x * 1000:.3f} ms ({x / rtt:.1f}× the round trip)"
     text = "\n".join(run.header(
         "Lookup latency on loopback (real daemons)",
-        f"{args.nodes} daemons on 127.0.0.1 joined through the first; {args.torrents} torrents seeded across them.",
+        f"{args.nodes} daemons on 127.0.0.2–127.0.0.{args.nodes + 1}, joined through the first; "
+        f"{args.torrents} torrents seeded across all but the first.",
     ) + [
         "## Round trips timed by one client (this script: one UDP socket, one clock)",
         "",
@@ -234,6 +241,7 @@ def main():
         f"| lookup latency median / p99 | {lk['latency_p50_ms']:.3f} ms / {lk['latency_p99_ms']:.3f} ms |",
         f"| RPC timeouts / retries at the newcomer | {st['rpc']['timeouts']} / {st['rpc']['retries']} |",
         f"| datagrams rate-limited at the other daemons | {limited} |",
+        f"| announces of new swarms refused by the other daemons (per-host budget) | {new_swarms_limited} |",
         "",
     ])
     write_result(args.out, text)
