@@ -8,7 +8,11 @@ Measures, against the real release binaries:
   - that a reload with one changed torrent file touches only that torrent (every other torrent's
     running_secs keeps growing; the changed one reports the change).
 
-Usage: python3 bench/scale.py [--torrents 1000] [--out bench/results/scale.md]
+The daemon's state and data directories are on a disk, not tmpfs, since every `add` fsyncs a
+torrent file: under $TMPDIR (or the system temporary directory) unless that is in memory, else
+under target/bench-tmp; --dir chooses another place. The result names the filesystem.
+
+Usage: python3 bench/scale.py [--torrents 1000] [--runs 100] [--dir DIR] [--out bench/results/scale.md]
 Builds with `cargo build --release` first.
 """
 
@@ -23,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, ROOT, ctl  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, disk_workdir, fs_type, write_result  # noqa: E402 (beside this script)
 
 
 def rss_kib(pid):
@@ -48,11 +52,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--torrents", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--dir", help="where the daemon's state and data go (default: a directory on a disk, see above)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "scale.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
 
-    work = tempfile.mkdtemp(prefix="p2pd-scale-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    if args.dir:
+        work = tempfile.mkdtemp(prefix="p2pd-scale-", dir=args.dir)
+        fs = fs_type(work)
+    else:
+        work, fs = disk_workdir("p2pd-scale-")
     os.chmod(work, 0o700)
     cfg = os.path.join(work, "cfg")
     os.makedirs(cfg)
@@ -116,12 +126,10 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     per_torrent = (rss1 - rss0) / args.torrents
-    lines = [
-        f"# Scale of one node: {args.torrents} torrents",
-        "",
-        f"Command: `python3 bench/scale.py --torrents {args.torrents} --runs {args.runs}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build.",
-        "",
+    lines = run.header(
+        f"Scale of one node: {args.torrents} torrents",
+        f"State and data: {os.path.dirname(work)} on {fs}.",
+    ) + [
         "| figure | value |",
         "|---|---|",
         f"| daemon RSS, no torrents | {rss0 / 1024:.1f} MiB |",
@@ -136,11 +144,7 @@ def main():
     ]
     if not only_victim:
         lines.append(f"\nreload report: {applied}; restarted: {len(restarted)}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_result(args.out, "\n".join(lines) + "\n")
     return 0 if only_victim else 1
 
 

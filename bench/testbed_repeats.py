@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import BIN
+from benchlib import BIN, Run, build
 
 FIGURES = (("slowest_ratio", "slowest / T_min"), ("median_ratio", "median / T_min"), ("seed_upload_multiple", "seed upload / F"))
 
@@ -50,14 +50,13 @@ def load(run_dir):
         return json.load(f)
 
 
-def table(results, command):
+def table(run, results, source):
     first = results[0]
-    lines = [
-        f"# {first['title']}: {len(results)} runs",
-        "",
-        f"Command: `{command}` (as root, machine otherwise idle).",
+    lines = run.header(
+        f"{first['title']}: {len(results)} runs",
+        source,
         f"T_min = {first['bound']['t_min_secs']:.2f} s ({first['bound']['binding'].replace('_', ' ')} term).",
-        "",
+    ) + [
         "| run | slowest / T_min | median / T_min | seed upload / F | CPU busy | verdict |",
         "|---|---|---|---|---|---|",
     ]
@@ -79,16 +78,19 @@ def main():
     ap.add_argument("--out", help="markdown file to write (default: stdout)")
     ap.add_argument("--summarize", nargs="+", metavar="DIR", help="summarize these run directories instead of running")
     args = ap.parse_args()
+    run = Run()
     if args.summarize:
         dirs = args.summarize
-        command = f"p2pd-testbed scenario {args.scenario}, once per directory"
+        source = ("Runs made earlier (`p2pd-testbed scenario K`, one per directory); the commit above is the "
+                  "tree's when this summary was written, not necessarily the runs'.")
     else:
         if os.geteuid() != 0:
             sys.exit("the fleet testbed builds network namespaces: run as root")
+        build("-p", "p2pd", "-p", "p2pctl", "-p", "p2pd-testbed")
         work = tempfile.mkdtemp(prefix="p2pd-repeats-")
         dirs = run_all(args.scenario, args.runs, work)
-        command = f"python3 bench/testbed_repeats.py --scenario {args.scenario} --runs {args.runs}"
-    text = table([load(d) for d in dirs], command)
+        source = f"Each run: `p2pd-testbed scenario {args.scenario}`, one after the other."
+    text = table(run, [load(d) for d in dirs], source)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)

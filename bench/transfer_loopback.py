@@ -3,18 +3,29 @@
 
 1. One seed to one leecher, --size-mib (default 1 GiB): throughput as a ratio to the
    single-core SHA-256 rate measured in the same run (the leecher must hash every byte, so that
-   is the limit on this machine), and to a bare receive-hash-write pipeline without p2pd
-   run on the same data (see bare_pipeline); CPU seconds per GiB of each daemon; peak RSS.
+   is the limit on this machine), and to a bare pipeline without p2pd run on the same data:
+   `daemon/examples/bare_pipeline.rs`, compiled like p2pd, receives the content over one
+   loopback TCP connection (sent by sendfile), SHA-256s each piece as it arrives, checks it
+   against the descriptor and writes it, then fdatasyncs the file; CPU seconds per GiB of each
+   daemon; peak RSS.
 2. One seed and three leechers, --swarm-mib (default 256 MiB): time until the last leecher is
    complete, and the bytes the seed uploaded as a multiple of the content size.
 
 Data lives on tmpfs (/dev/shm) so that the disk is not what is measured, and that memory is
-touched once before the runs (see warm_memory). Timing starts when
-the leechers' `p2pctl add` is issued and ends when `p2pctl status` reports them seeding
-(complete and verified); discovery and connection set-up are included.
+touched once before the runs (see warm_memory).
+
+Completion is timed by the daemon, at the event: a leecher's `completed_secs` (status --json) is
+the time from its torrent's start — when it accepted the `add` — to the moment it turned
+`seeding` (every piece verified); discovery and connection set-up are included. The script
+learns of completion from `p2pctl wait`, whose 100 ms polling is therefore outside the figure.
+The round trip of `p2pctl add` itself is given apart. With three leechers, each leecher's
+completion is placed on the script's clock at (its `add` returned) + completed_secs, which is
+late by at most that leecher's add round trip.
 
 Usage: python3 bench/transfer_loopback.py [--size-mib 1024] [--swarm-mib 256] [--runs 3]
-       [--out bench/results/transfer_loopback.md]
+       [--warm-mib 16384] [--out bench/results/transfer_loopback.md]
+Builds the workspace and the bare_pipeline example (`cargo build --release`); with
+$P2PD_BIN_DIR, that directory must hold examples/bare_pipeline as well.
 """
 
 import argparse
@@ -23,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +41,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import BIN, ROOT, ctl, free_port  # noqa: E402 (beside this script)
+from benchlib import BIN, ROOT, Run, build, ctl, fs_type, free_port, write_result  # noqa: E402 (beside this script)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -81,7 +91,7 @@ def warm_memory(mib=None):
     the pages it writes are backed already, for p2pd and the bare pipeline alike."""
     with open("/proc/meminfo") as f:
         free_kib = next(int(l.split()[1]) for l in f if l.startswith("MemAvailable:"))
-    mib = max(0, min(free_kib // 1024 - 4096, mib or 16384))
+    mib = max(0, min(free_kib // 1024 - 4096, 16384 if mib is None else mib))
     path = os.path.join("/dev/shm", "p2pd-bench-warm")
     chunk = b"\0" * (16 << 20)
     with open(path, "wb") as f:
@@ -99,42 +109,33 @@ def sha_rate(size=256 << 20, rounds=4):
 
 
 def bare_pipeline(content, work):
-    """The same job without p2pd: send the file over one loopback TCP connection (sendfile),
-    and on the other end receive it, SHA-256 it and write it to a new tmpfs file, one MiB at a
-    time. Seconds taken. This is what this machine's kernel and memory allow a simple serial
-    receiver; p2pd's time is also given as a ratio to it."""
-    size = os.path.getsize(content)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def send():
-        with socket.create_connection(srv.getsockname()) as c, open(content, "rb") as f:
-            c.sendfile(f)
-
+    """The same job without p2pd, compiled (daemon/examples/bare_pipeline.rs): receive the file
+    over one loopback TCP connection, SHA-256 each piece (the descriptor's, default piece size),
+    check it, write it to a new tmpfs file, fdatasync. Seconds from connecting to the synced
+    file, as the binary measures them; p2pd's time is also given as a ratio to it."""
+    desc = os.path.join(work, "bare.desc")
+    subprocess.run([os.path.join(BIN, "p2pctl"), "create", content, "-o", desc], check=True, capture_output=True)
     out = os.path.join(work, "bare.bin")
-    t = time.perf_counter()
-    sender = threading.Thread(target=send)
-    sender.start()
-    conn, _ = srv.accept()
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    digest = hashlib.sha256()
-    got = 0
-    with open(out, "wb") as f:
-        while got < size:
-            n = conn.recv_into(view)
-            if not n:
-                break
-            digest.update(view[:n])
-            f.write(view[:n])
-            got += n
-    elapsed = time.perf_counter() - t
-    sender.join()
-    conn.close()
-    srv.close()
+    done = subprocess.run([os.path.join(BIN, "examples", "bare_pipeline"), desc, content, out], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bare_pipeline failed: {done.stderr.strip()}")
     os.remove(out)
-    return elapsed
+    return json.loads(done.stdout)["secs"]
+
+
+def add_timed(daemon, desc):
+    """Issues `p2pctl add`; (when it was issued, when it returned), on the script's clock."""
+    issued = time.perf_counter()
+    ctl(daemon.cfg, "add", desc)
+    return issued, time.perf_counter()
+
+
+def completed_secs(daemon, h):
+    """The daemon's own time from the torrent's start to complete and verified."""
+    t = daemon.torrent(h)
+    if t is None or t["state"] != "seeding" or t.get("completed_secs") is None:
+        sys.exit(f"{daemon.cfg}: torrent {h[:12]} is not complete with a completed_secs: {t}")
+    return t["completed_secs"]
 
 
 def make_content(work, mib):
@@ -180,17 +181,17 @@ def pipe_run(mib):
         threading.Thread(target=watch_rss, args=(daemons, stop), daemon=True).start()
         warm_memory(2 * mib)
         cpu0 = [d.cpu() for d in daemons]
-        t0 = time.perf_counter()
-        ctl(l.cfg, "add", desc)
-        # One waiting client (it polls every 100 ms); polling from here would steal CPU.
-        ctl(l.cfg, "wait", h)
-        elapsed = time.perf_counter() - t0
+        issued, returned = add_timed(l, desc)
+        # One waiting client tells us it is over (it polls every 100 ms, outside the figure).
+        ctl(l.cfg, "wait", h, "--timeout", "600")
         cpu = [d.cpu() - c for d, c in zip(daemons, cpu0)]
+        elapsed = completed_secs(l, h)
         stop.set()
         same = subprocess.run(["cmp", content, os.path.join(l.cfg, "data", "content.bin")]).returncode == 0
         for d in daemons:
             d.stop()
-        return {"elapsed": elapsed, "bare": bare, "cpu_seed": cpu[0], "cpu_leecher": cpu[1], "rss_seed": s.peak_rss, "rss_leecher": l.peak_rss, "identical": same}
+        return {"elapsed": elapsed, "add": returned - issued, "bare": bare, "cpu_seed": cpu[0], "cpu_leecher": cpu[1],
+                "rss_seed": s.peak_rss, "rss_leecher": l.peak_rss, "identical": same}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -202,16 +203,11 @@ def swarm_run(mib, leechers):
         s, desc, h = seed(work, content)
         ls = [Daemon(work, f"leecher{i}") for i in range(leechers)]
         warm_memory(2 * mib * leechers)
-        t0 = time.perf_counter()
+        adds = [add_timed(l, desc) for l in ls]
         for l in ls:
-            ctl(l.cfg, "add", desc)
-        waiters = [subprocess.Popen([os.path.join(BIN, "p2pctl"), "--config-dir", l.cfg, "wait", h], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for l in ls]
-        done = {}
-        while len(done) < len(ls):
-            for i, w in enumerate(waiters):
-                if i not in done and w.poll() is not None:
-                    done[i] = time.perf_counter() - t0
-            time.sleep(0.01)
+            ctl(l.cfg, "wait", h, "--timeout", "600")
+        t0 = adds[0][0]
+        last = max(returned + completed_secs(l, h) for (_, returned), l in zip(adds, ls)) - t0
         # Status counters are published once a second: read until they settle.
         uploaded = -1
         while uploaded != s.torrent(h)["uploaded"]:
@@ -220,7 +216,7 @@ def swarm_run(mib, leechers):
         same = all(subprocess.run(["cmp", content, os.path.join(l.cfg, "data", "content.bin")]).returncode == 0 for l in ls)
         for d in [s] + ls:
             d.stop()
-        return {"last": max(done.values()), "seed_multiple": uploaded / (mib << 20), "identical": same}
+        return {"last": last, "seed_multiple": uploaded / (mib << 20), "identical": same}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -230,11 +226,14 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--swarm-mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warm-mib", type=int, default=16384, help="memory to touch once before the runs (see warm_memory)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "transfer_loopback.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--workspace"], cwd=ROOT, check=True)
+    run = Run()
+    build()
+    build("-p", "p2pd", "--example", "bare_pipeline")
     gib = args.size_mib / 1024
-    warm_memory()
+    warm_memory(args.warm_mib)
     pipes, shas = [], []
     for _ in range(args.runs):
         shas.append(sha_rate())
@@ -246,20 +245,19 @@ def main():
     throughput = (args.size_mib << 20) / elapsed
     sha = med(shas)
     bare = med([p["bare"] for p in pipes])
-    lines = [
-        "# Transfers on loopback (real daemons)",
-        "",
-        f"Command: `python3 bench/transfer_loopback.py --size-mib {args.size_mib} --swarm-mib {args.swarm_mib} --runs {args.runs}`  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, release build, data on tmpfs. Medians of {args.runs} runs.",
-        "",
+    lines = run.header(
+        "Transfers on loopback (real daemons)",
+        f"Data: on {fs_type('/dev/shm')} (/dev/shm). Medians of {args.runs} runs.",
+    ) + [
         f"## One seed → one leecher, {args.size_mib} MiB",
         "",
         "| figure | value |",
         "|---|---|",
         f"| single-core SHA-256 (the limit, same run) | {sha / 2**20:.0f} MiB/s |",
-        f"| time from `add` to complete and verified | {elapsed:.2f} s (runs: {runs(pipes, 'elapsed')}) |",
+        f"| time from the leecher's start of the torrent to complete and verified (its `completed_secs`) | {elapsed:.2f} s (runs: {runs(pipes, 'elapsed')}) |",
+        f"| `p2pctl add` round trip, not in the time above | {med([p['add'] for p in pipes]) * 1000:.1f} ms |",
         f"| throughput | {throughput / 2**20:.0f} MiB/s = **{throughput / sha:.2f} × SHA-256** |",
-        f"| bare pipeline (`bare_pipeline`: recv + SHA-256 + write, no p2pd), same runs | {bare:.2f} s (runs: {runs(pipes, 'bare')}) |",
+        f"| bare pipeline (compiled `bare_pipeline` example: recv + SHA-256 per piece + write + fdatasync, no p2pd), same runs | {bare:.2f} s (runs: {runs(pipes, 'bare')}) |",
         f"| p2pd time / bare pipeline time | **{elapsed / bare:.2f}** |",
         f"| CPU per GiB, seed / leecher | {med([p['cpu_seed'] for p in pipes]) / gib:.2f} / {med([p['cpu_leecher'] for p in pipes]) / gib:.2f} core-s |",
         f"| peak RSS, seed / leecher | {med([p['rss_seed'] for p in pipes]) / 2**20:.0f} / {med([p['rss_leecher'] for p in pipes]) / 2**20:.0f} MiB |",
@@ -269,16 +267,12 @@ def main():
         "",
         "| figure | value |",
         "|---|---|",
-        f"| time until the last leecher is complete | {med([s['last'] for s in swarms]):.2f} s (runs: {runs(swarms, 'last')}) |",
+        f"| time from the first `add` until the last leecher is complete (by `completed_secs`; late by at most one add round trip) | {med([s['last'] for s in swarms]):.2f} s (runs: {runs(swarms, 'last')}) |",
         f"| bytes the seed uploaded / content size | **{med([s['seed_multiple'] for s in swarms]):.2f}** (runs: {runs(swarms, 'seed_multiple')}) |",
         f"| content identical on every leecher | {all(s['identical'] for s in swarms)} |",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

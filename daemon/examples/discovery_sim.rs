@@ -4,7 +4,8 @@
 //! The same for the prototype's flood-every-neighbour strategy, for comparison.
 //!
 //! Run: `cargo run --release --example discovery_sim -- --out bench/results/discovery.md`
-//! (options: --nodes 1000,10000 --lookups 300 --flood-lookups 10 --seed 1)
+//! (options: --nodes 1000,10000 --lookups 300 --flood-lookups 10 --seed 1). The result opens
+//! with the command line, date, commit, machine and build, like `bench/benchlib.py`'s header.
 
 use std::time::Duration;
 
@@ -103,17 +104,86 @@ fn run_lookups(net: &mut SimNet, hash: InfoHash, members: &[usize], count: usize
     stats
 }
 
+/// The lines every benchmark result opens with (as `bench/benchlib.py` writes them): the exact
+/// command line, the UTC date, the commit, the machine and the build.
+fn header() -> String {
+    let argv: Vec<String> = std::env::args().skip(1).map(|a| shell_word(&a)).collect();
+    let command = format!("cargo run --release --example discovery_sim -- {}", argv.join(" "));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .map_or(String::new(), |m| format!(" ({m})"));
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or("unknown".into(), |k| k.trim().to_string());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let build =
+        if cfg!(debug_assertions) { "debug (not a release build: figures are not comparable)" } else { "release" };
+    format!(
+        "Command: `{}`  \nDate: {}  \nCommit: {}  \nMachine: {cpus} CPUs{model}, Linux {kernel}, load average {load} at the start  \nBuild: {build}\n\n",
+        command.trim_end(),
+        utc_now(),
+        commit(),
+    )
+}
+
+/// `git rev-parse --short HEAD`, with "+ uncommitted changes" when `git status --porcelain`
+/// lists anything.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain"])) {
+        (Some(head), Some(changes)) if !changes.is_empty() => format!("{head} + uncommitted changes"),
+        (Some(head), Some(_)) => head,
+        (Some(head), None) => format!("{head} (git status failed)"),
+        (None, _) => "unknown (not a git checkout)".into(),
+    }
+}
+
+/// A command-line word as a shell would need it quoted.
+fn shell_word(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,/=:+".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// The current time as `YYYY-MM-DD HH:MM UTC` (civil-from-days, proleptic Gregorian).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
 fn main() {
     let args = parse_args();
     let mut out = String::new();
     out.push_str("# Discovery at scale (simulated network, real `discovery::Node` code)\n\n");
-    out.push_str(&format!(
-        "Command: `cargo run --release --example discovery_sim -- --nodes {} --lookups {} --flood-lookups {} --seed {}`\n\n",
-        args.nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
-        args.lookups,
-        args.flood_lookups,
-        args.seed
-    ));
+    out.push_str(&header());
     out.push_str(&format!(
         "Each network is formed by nodes joining one after another through a random earlier node; then {} members \
          join one swarm (they stay alive). Scenarios fork that network, drop a share of all datagrams, and kill a share \
