@@ -149,7 +149,11 @@ fn wait_complete(node: &Node, hash: &str) {
 
 /// SIGKILL at random moments, many times during one download: every restart keeps what was
 /// reported verified, the download finishes with identical bytes, no temporary is left, and
-/// the seed sends little more than one copy.
+/// the seed sends one copy and at most what each kill caught in flight.
+///
+/// To see it fail: in `plan` (daemon/src/torrent/check.rs) check nothing after an unclean stop
+/// (`to_check` empty unless files changed): the pieces reported but not yet recorded are
+/// missing after the restart, and fetched again (2.1 copies).
 #[test]
 fn sigkill_at_random_moments_during_one_download() {
     let mut seed = Node::with_config("limits:\n  upload_rate: 8MiB\n");
@@ -157,14 +161,21 @@ fn sigkill_at_random_moments_during_one_download() {
     let src = seed.root.path().join("src/k.bin");
     let bytes = random_file(&src, 24 << 20, 5);
     let (desc, hash) = seed_content(&seed, &src, &["--piece-size", "128K"]);
-    let mut leecher = Node::new();
+    // What a kill may cost is what the leecher asked for and had not written yet: its requests
+    // in flight, capped here at the least `limits.max_in_flight_per_peer` allows (two pieces,
+    // still enough for 8 MiB/s on loopback), and the pieces being verified.
+    const IN_FLIGHT: u64 = 256 << 10;
+    let mut leecher = Node::with_config(&format!("limits:\n  max_in_flight_per_peer: {IN_FLIGHT}\n"));
     leecher.start();
     leecher.add(&desc);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    // Killed at most this often (6 or 7 kills happen before completion here), so that what
+    // the kills may cost is bounded: a leecher that fetched verified pieces again, taking longer,
+    // would otherwise be killed more, and allowed more.
+    const MAX_KILLS: u64 = 8;
     let mut kills = 0;
     let mut reported = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    while kills < MAX_KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..700)));
         let Some(t) = leecher.torrent(&hash) else { panic!("torrent lost:\n{}", leecher.log()) };
         if t["state"] == "seeding" {
@@ -173,7 +184,12 @@ fn sigkill_at_random_moments_during_one_download() {
         reported = reported.max(t["pieces_done"].as_u64().unwrap());
         leecher.kill();
         kills += 1;
-        assert!(!leecher.data().join("k.bin").exists(), "nothing under the final name before completion");
+        // Nothing under the final name before completion. The download may have completed
+        // between the status read above and the kill (one run in about sixteen): then the file
+        // under that name must be the whole content.
+        if let Ok(found) = std::fs::read(leecher.data().join("k.bin")) {
+            assert!(found == bytes, "k.bin appeared before the download completed (kill {kills})");
+        }
         let stale = temporaries(&leecher.state());
         leecher.start();
         // Once checked, every piece reported verified before the kill is verified again.
@@ -182,9 +198,9 @@ fn sigkill_at_random_moments_during_one_download() {
         });
         assert!(after >= reported, "kill {kills}: {reported} pieces were reported, {after} after restart");
         assert!(left_behind(&stale, &leecher.state()).is_empty(), "{:?}", temporaries(&leecher.state()));
-        assert!(Instant::now() < deadline, "no completion after {kills} kills");
     }
     assert!(kills >= 5, "only {kills} kills happened before completion");
+    leecher.wait_state(&hash, "seeding");
     assert_eq!(std::fs::read(leecher.data().join("k.bin")).unwrap(), bytes);
     // Stopped cleanly (a running daemon may be mid-save), nothing temporary is left.
     assert_eq!(leecher.stop(), 0);
@@ -194,10 +210,16 @@ fn sigkill_at_random_moments_during_one_download() {
         std::thread::sleep(Duration::from_millis(1200));
         (seed.torrent(&hash)?["uploaded"].as_u64()? == a).then_some(a)
     });
-    eprintln!("{kills} kills; the seed sent {:.2} copies", sent as f64 / bytes.len() as f64);
-    // Each kill may cost what was in flight (about a second at 8 MiB/s) — never what was
-    // verified.
-    assert!(sent <= bytes.len() as u64 + kills * (10 << 20), "verified pieces were fetched again: {sent}");
+    let again = sent.saturating_sub(bytes.len() as u64);
+    eprintln!("{kills} kills; the seed sent {:.3} copies ({again} bytes again)", sent as f64 / bytes.len() as f64);
+    // Each kill may cost what the leecher had asked for and not yet written — its requests in
+    // flight (at most IN_FLIGHT) and the two pieces it verifies at once (MAX_VERIFYING in
+    // swarm/engine.rs; a comparison and a write into the page cache, which keep up with
+    // 8 MiB/s) — never what was verified: a piece verified but not yet recorded is hashed again
+    // at the restart, not fetched. 512 KiB a kill; measured: 0 to 256 KiB again in all over
+    // 7 kills (docs/RELIABILITY.md).
+    let allowed = kills * (IN_FLIGHT + 2 * (128 << 10));
+    assert!(again <= allowed, "{again} bytes were sent again after {kills} kills ({allowed} allowed)");
 }
 
 /// Truncated, zeroed and garbage state files of every kind at start: moved aside, reported,
@@ -253,14 +275,19 @@ fn damaged_state_files_at_start_are_moved_aside_and_reported() {
 fn damaged_config_at_start_is_refused_with_one_line() {
     let node = Node::new();
     let good = std::fs::read_to_string(node.cfg().join("p2pd.yaml")).unwrap();
-    // Cut inside the `control_socket` key: what a torn write of the file would look like.
+    // Cut inside the `control_socket` key (line 4): what a torn write of the file would look like.
     let cut = good.find("control_socket").unwrap() + "control_so".len();
+    // Each with the text the line must hold: the file, and where in it the damage is.
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated", good.as_bytes()[..cut].to_vec(), "p2pd.yaml"),
-        ("zeroed", vec![0u8; good.len()], ""),
-        ("binary", vec![0xff, 0xfe, 0x00, 0x13, 0x37], "UTF-8"),
-        ("garbage", b"listen: [[[\n".to_vec(), "p2pd.yaml"),
-        ("unknown key", format!("{good}\nlisten_port: 5\n").into_bytes(), "listen_port"),
+        ("truncated", good.as_bytes()[..cut].to_vec(), "p2pd.yaml: line 4, column 1: "),
+        ("zeroed", vec![0u8; good.len()], "p2pd.yaml: line 1, column 1: unexpected character"),
+        ("binary", vec![0xff, 0xfe, 0x00, 0x13, 0x37], "p2pd.yaml: file is not valid UTF-8 text"),
+        ("garbage", b"listen: [[[\n".to_vec(), "p2pd.yaml: line 1, column 9: "),
+        (
+            "unknown key",
+            format!("{good}\nlisten_port: 5\n").into_bytes(),
+            "p2pd.yaml: line 7, column 1: unknown field `listen_port`",
+        ),
     ];
     for (how, bytes, needle) in cases {
         std::fs::write(node.cfg().join("p2pd.yaml"), &bytes).unwrap();
