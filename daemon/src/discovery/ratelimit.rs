@@ -158,6 +158,13 @@ impl ByteCredit {
         self.entry(addr).map_or(0, |e| e.credit)
     }
 
+    /// Spends `bytes` of `addr`'s credit, or all it has if that is less.
+    pub fn spend_up_to(&mut self, addr: &SocketAddr, bytes: usize) {
+        if let Some(e) = self.entry(addr) {
+            e.credit -= e.credit.min(bytes);
+        }
+    }
+
     /// Spends `bytes` of `addr`'s credit if it has that much and `keep` more; false (nothing
     /// spent) if not.
     pub fn spend(&mut self, addr: &SocketAddr, bytes: usize, keep: usize) -> bool {
