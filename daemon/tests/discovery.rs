@@ -354,6 +354,18 @@ fn reflection_never_amplifies() {
     }
 }
 
+/// A node that joins a swarm whose descriptor names only `attacker` (content of seed `seed`).
+fn join_through(attacker: std::net::SocketAddr, seed: u64) -> Node {
+    let mut joiner = Node::new();
+    joiner.start();
+    let src = joiner.root.path().join("src/content.bin");
+    random_file(&src, 50_000, seed);
+    let desc =
+        create_descriptor(&src, &joiner.root.path().join("content.desc"), &["--bootstrap", &attacker.to_string()]);
+    joiner.add(&desc);
+    joiner
+}
+
 /// Part 4 of [`reflection_never_amplifies`]: a joining node whose descriptor names only the
 /// attacker, which answers every `get_peers` with a `found` from the victim's address.
 fn founds_naming_a_victim() -> ListAttack {
@@ -404,13 +416,7 @@ fn founds_naming_a_victim() -> ListAttack {
         })
     };
 
-    let mut joiner = Node::new();
-    joiner.start();
-    let src = joiner.root.path().join("src/content.bin");
-    random_file(&src, 50_000, 41);
-    let desc =
-        create_descriptor(&src, &joiner.root.path().join("content.desc"), &["--bootstrap", &attacker_addr.to_string()]);
-    joiner.add(&desc);
+    let _joiner = join_through(attacker_addr, 41);
     // The join's lookup and its looks again (0.3 s, 1 s, 2 s), each attempt and early
     // re-attempt meeting a found.
     let (mut victim_bytes, mut victim_datagrams) = (0usize, 0usize);
@@ -503,13 +509,7 @@ fn lists_naming_victims() -> ListAttack {
         })
     };
 
-    let mut joiner = Node::new();
-    joiner.start();
-    let src = joiner.root.path().join("src/content.bin");
-    random_file(&src, 50_000, 40);
-    let desc =
-        create_descriptor(&src, &joiner.root.path().join("content.desc"), &["--bootstrap", &attacker_addr.to_string()]);
-    joiner.add(&desc);
+    let _joiner = join_through(attacker_addr, 40);
     // The join's lookup, its second look 2 s later, the find_nodes, and every retry schedule
     // (3.75 s) that would follow them.
     let (mut victim_bytes, mut victim_datagrams) = (0usize, 0usize);
@@ -607,15 +607,7 @@ fn announces_need_a_valid_token_and_one_source_cannot_flood_a_swarm() {
     }
     let from_sybil_ip =
         || peers(&holder, &hash).iter().filter(|p| p["address"].as_str().unwrap().starts_with("127.0.0.7:")).count();
-    let mut seen = from_sybil_ip();
-    loop {
-        std::thread::sleep(Duration::from_millis(1200));
-        let now = from_sybil_ip();
-        if now == seen {
-            break;
-        }
-        seen = now;
-    }
+    let seen = settled(from_sybil_ip);
     assert_eq!(seen, 4, "{seen} entries from one IP, max_nodes_per_ip 4");
     assert!(holder.status()["node"]["routing_table_size"].as_u64().unwrap() <= 2 + 4);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use p2pd::descriptor::{Descriptor, InfoHash};
@@ -99,16 +99,7 @@ fn seed_and_three_leechers_file_and_directory() {
         let leech_up: u64 = leechers.iter().map(|l| l.torrent(&file_hash).unwrap()["uploaded"].as_u64().unwrap()).sum();
         (seed_up, leech_up)
     };
-    let mut counters = uploaded();
-    loop {
-        std::thread::sleep(Duration::from_millis(1200));
-        let now = uploaded();
-        if now == counters {
-            break;
-        }
-        counters = now;
-    }
-    let (seed_up, leech_up) = counters;
+    let (seed_up, leech_up) = settled(uploaded);
     assert!(seed_up >= 32 << 20, "the seed uploaded {seed_up} bytes, less than one copy");
     eprintln!(
         "seed uploaded {:.2} copies, leechers {:.2}",

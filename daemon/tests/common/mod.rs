@@ -631,3 +631,17 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// The value of `read` once it has settled: read again every 1.2 s (counters and lists are
+/// published about once a second) until two reads agree.
+pub fn settled<T: PartialEq>(mut read: impl FnMut() -> T) -> T {
+    let mut seen = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(1200));
+        let now = read();
+        if now == seen {
+            return now;
+        }
+        seen = now;
+    }
+}
