@@ -86,15 +86,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     let (node_id, id_warning) = node_id::load_or_create(&state)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
-    let udp = discovery::service::bind(config.listen).map_err(|source| StartupError::Listen {
-        addr: config.listen,
-        source,
-        proto: "UDP",
-    })?;
-    let listen = udp.local_addr()?;
-    // The peer port is the same number (the one the UDP socket got, if the config said 0).
-    let tcp =
-        swarm::listener::bind(listen).map_err(|source| StartupError::Listen { addr: listen, source, proto: "TCP" })?;
+    let (udp, tcp, listen) = bind_node_ports(config.listen)?;
 
     let sink = if options.daemonize || config.syslog {
         logging::Sink::Syslog(config.syslog_socket.clone())
@@ -154,6 +146,42 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     drop(lock);
     info!("stopped");
     result
+}
+
+/// How many port numbers start-up tries when the configured port is 0 and the TCP port of the
+/// number UDP was given turns out to be taken (by another program's connection, typically).
+const PORT_ZERO_ATTEMPTS: usize = 32;
+
+/// Binds the discovery (UDP) and peer (TCP) sockets on one port number.
+///
+/// With a fixed port, either socket failing is a start-up error naming it. With port 0 the
+/// kernel chooses the UDP port, and the TCP port of the same number may be in use; then both
+/// is kept aside and another number is tried, up to [`PORT_ZERO_ATTEMPTS`] times.
+fn bind_node_ports(
+    listen: std::net::SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener, std::net::SocketAddr), StartupError> {
+    // Sockets whose TCP twin was taken stay bound until the end, so the kernel hands out
+    // another number each time.
+    let mut passed_over = Vec::new();
+    loop {
+        let udp = discovery::service::bind(listen).map_err(|source| StartupError::Listen {
+            addr: listen,
+            source,
+            proto: "UDP",
+        })?;
+        let bound = udp.local_addr()?;
+        match swarm::listener::bind(bound) {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if listen.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && passed_over.len() + 1 < PORT_ZERO_ATTEMPTS =>
+            {
+                passed_over.push(udp);
+            }
+            Err(source) => return Err(StartupError::Listen { addr: bound, source, proto: "TCP" }),
+        }
+    }
 }
 
 /// The sockets bound at start-up (before detaching).
@@ -353,4 +381,34 @@ pub fn check_config(config_dir: Option<PathBuf>) -> (Vec<String>, bool) {
         }
     }
     (lines, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_udp_and_tcp_one_number() {
+        for _ in 0..20 {
+            let (udp, tcp, listen) = bind_node_ports("127.0.0.1:0".parse().unwrap()).unwrap();
+            assert_ne!(listen.port(), 0);
+            assert_eq!(udp.local_addr().unwrap(), listen);
+            assert_eq!(tcp.local_addr().unwrap(), listen);
+        }
+    }
+
+    #[test]
+    fn a_fixed_port_whose_tcp_side_is_taken_is_a_tcp_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        // The UDP side of that number is usually free; if not, the UDP error is the right one.
+        match bind_node_ports(addr) {
+            Err(StartupError::Listen { proto, addr: failed, .. }) => {
+                assert!(proto == "TCP" || proto == "UDP");
+                assert_eq!(failed.port(), addr.port());
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("bound a port whose TCP side is taken"),
+        }
+    }
 }
