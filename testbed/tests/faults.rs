@@ -31,6 +31,17 @@ struct Swarm {
 
 /// Builds the fleet and seeds `bytes` of content, or says why the test skips.
 fn swarm(leechers: usize, bytes: u64, rate: LinkRate, piece: u64) -> Option<Swarm> {
+    swarm_shaped(leechers, bytes, rate, piece, |_, _| {})
+}
+
+/// [`swarm`], with `shape(i, spec)` adjusting host `i`'s links before the fleet starts.
+fn swarm_shaped(
+    leechers: usize,
+    bytes: u64,
+    rate: LinkRate,
+    piece: u64,
+    shape: impl Fn(usize, &mut HostSpec),
+) -> Option<Swarm> {
     let needs =
         [Need::Root, Need::tool("ip", "iproute2"), Need::tool("tc", "iproute2"), Need::tool("iptables", "iptables")];
     if !require(&needs, None) {
@@ -40,6 +51,9 @@ fn swarm(leechers: usize, bytes: u64, rate: LinkRate, piece: u64) -> Option<Swar
     let binaries = Binaries::beside_test_executable().unwrap_or_else(|e| panic!("{e}"));
     let mut hosts = vec![HostSpec { label: "seed".into(), upload: rate, download: None }];
     hosts.extend((1..=leechers).map(|i| HostSpec { label: format!("leecher-{i:02}"), upload: rate, download: None }));
+    for (i, host) in hosts.iter_mut().enumerate() {
+        shape(i, host);
+    }
     let spec = FleetSpec {
         hosts,
         scratch_bytes: bytes * (leechers as u64 + 2) + (64 << 20),
@@ -176,44 +190,84 @@ fn transfers_complete_with_10_and_30_percent_packet_loss() {
     }
 }
 
-/// The fleet splits in two halves for a while, then heals: the half without the seed keeps
-/// exchanging what it has; the other half completes; after healing every host completes.
+/// The fleet splits in two halves for a while, then heals: the seed's half completes during
+/// the partition; the cut-off half (hosts 3 and 4) keeps exchanging what it has; after healing
+/// every host completes.
+///
+/// So that "keeps exchanging" cannot be satisfied by pieces the seed's half had in flight at
+/// the cut, host 4 never has a peer-wire (TCP) path to the seed's half — it finds the swarm
+/// over UDP like everyone else but can download from host 3 alone — and its download link is a
+/// quarter of host 3's, so at the cut host 3 holds at least 1 MiB host 4 lacks. The test then
+/// requires host 4 to catch up with everything host 3 has while the halves are apart.
+/// (To watch it fail: let host 4's rules drop TCP from host 3 as well; host 4 then never
+/// catches up.)
 #[test]
 fn a_partition_heals_and_every_host_completes() {
-    let Some(s) = swarm(4, 16 << 20, LinkRate(40 * 125_000), 64 << 10) else { return };
-    let (with_seed, cut_off) = (vec![1, 2], vec![3, 4]);
+    const SLOW: usize = 4;
+    const TOTAL: u64 = 16 << 20;
+    let rate = LinkRate(40 * 125_000);
+    let shape = |i: usize, h: &mut HostSpec| {
+        if i == SLOW {
+            h.download = Some(LinkRate(10 * 125_000));
+        }
+    };
+    let Some(s) = swarm_shaped(4, TOTAL, rate, 64 << 10, shape) else { return };
+    let (seed_half, with_seed, cut_off) = (vec![0, 1, 2], vec![1, 2], vec![3, SLOW]);
+    let address = |j: usize| fleet::host_address(j).to_string();
+    for &j in &seed_half {
+        s.iptables(SLOW, &["-A", "INPUT", "-p", "tcp", "-s", &address(j), "-j", "DROP"]);
+        s.iptables(SLOW, &["-A", "OUTPUT", "-p", "tcp", "-d", &address(j), "-j", "DROP"]);
+    }
     s.add_on(&s.leechers());
     let start = Instant::now();
-    while cut_off.iter().any(|&i| s.bytes_done(i) < 3 << 20) {
-        assert!(start.elapsed() < Duration::from_secs(60), "no progress before the partition");
+    while s.bytes_done(3) < 3 << 20 || s.bytes_done(3) < s.bytes_done(SLOW) + (1 << 20) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "host 3 did not get 3 MiB and 1 MiB ahead of host 4 before the partition: {} and {} bytes",
+            s.bytes_done(3),
+            s.bytes_done(SLOW)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for &i in &cut_off {
-        for &j in [0].iter().chain(&with_seed) {
-            let other = fleet::host_address(j).to_string();
-            s.iptables(i, &["-A", "INPUT", "-s", &other, "-j", "DROP"]);
-            s.iptables(i, &["-A", "OUTPUT", "-d", &other, "-j", "DROP"]);
+        for &j in &seed_half {
+            s.iptables(i, &["-A", "INPUT", "-s", &address(j), "-j", "DROP"]);
+            s.iptables(i, &["-A", "OUTPUT", "-d", &address(j), "-j", "DROP"]);
         }
     }
-    let at_cut: Vec<u64> = cut_off.iter().map(|&i| s.bytes_done(i)).collect();
-    // The seed's half completes while the other half is away.
+    let at_cut = (s.bytes_done(3), s.bytes_done(SLOW));
+    assert!(at_cut.0 < TOTAL, "host 3 completed before the partition; nothing left to test");
     s.wait(&with_seed, Duration::from_secs(120), "the seed's half to complete during the partition");
-    // The cut-off half keeps passing pieces between its two hosts. What each lacks and the
-    // other has may all be owed by the unreachable hosts at first: those pieces are freed when
-    // the requests stall (8 s), which can be after the seed's half completes.
-    let progressed = Instant::now();
-    let later = loop {
-        let later: Vec<u64> = cut_off.iter().map(|&i| s.bytes_done(i)).collect();
-        if later.iter().zip(&at_cut).any(|(l, a)| l > a) {
-            break later;
+
+    // Host 4 catches up with host 3, from host 3 alone, while the halves are apart.
+    let catching_up = Instant::now();
+    let caught_up = loop {
+        let (three, four) = (s.bytes_done(3), s.bytes_done(SLOW));
+        if four >= at_cut.0 && four == three {
+            break four;
         }
         assert!(
-            progressed.elapsed() < Duration::from_secs(60),
-            "the cut-off hosts exchanged nothing: {at_cut:?} → {later:?}"
+            catching_up.elapsed() < Duration::from_secs(90),
+            "the cut-off hosts did not exchange what they have: at the cut host 3 had {} and host 4 {} \
+             bytes; now {three} and {four}",
+            at_cut.0,
+            at_cut.1
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!("cut-off half: {at_cut:?} bytes at the cut, {later:?} while still cut off");
+    assert!(!s.seeding(3) && !s.seeding(SLOW), "a cut-off host completed without the seed's half");
+    let peers = s.fleet.hosts[SLOW].daemon.control().peers(&s.info_hash).unwrap().peers;
+    let three = address(3);
+    let (from_three, from_others): (Vec<_>, Vec<_>) =
+        peers.iter().partition(|p| p.address.starts_with(&format!("{three}:")));
+    let from_three: u64 = from_three.iter().map(|p| p.downloaded).sum();
+    let from_others: u64 = from_others.iter().map(|p| p.downloaded).sum();
+    assert_eq!(from_others, 0, "host 4 downloaded from the seed's half despite its rules: {peers:?}");
+    assert!(from_three >= caught_up, "host 4 holds {caught_up} bytes but got {from_three} from host 3: {peers:?}");
+    eprintln!(
+        "cut-off half: host 3 {} and host 4 {} bytes at the cut; host 4 caught up to {caught_up} while cut off",
+        at_cut.0, at_cut.1
+    );
     for &i in &cut_off {
         s.iptables(i, &["-F"]);
     }
