@@ -203,7 +203,8 @@ async fn serve(
     warnings: Vec<String>,
 ) -> Result<(), StartupError> {
     let warnings = Arc::new(Mutex::new(warnings));
-    let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone()));
+    let wire_counters = Arc::new(swarm::counters::WireCounters::default());
+    let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone(), wire_counters.clone()));
     let discovery = discovery::service::start(
         sockets.udp,
         node.node_id,
@@ -228,8 +229,10 @@ async fn serve(
             config.limits.max_in_flight_per_peer.0,
             config.limits.max_in_flight_per_torrent.0,
         )),
+        counters: wire_counters.clone(),
     };
-    let peer_port = executor.spawn(swarm::listener::serve(Async::new(sockets.tcp)?, registry, executor.clone()));
+    let peer_port =
+        executor.spawn(swarm::listener::serve(Async::new(sockets.tcp)?, registry, wire_counters, executor.clone()));
     let ctx = TorrentContext {
         executor: executor.clone(),
         state,

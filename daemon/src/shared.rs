@@ -18,6 +18,7 @@ use crate::control::protocol::{
 };
 use crate::descriptor::InfoHash;
 use crate::node_id::NodeId;
+use crate::swarm::counters::WireCounters;
 use crate::torrent::TorrentShared;
 
 /// Facts about the node fixed at start-up.
@@ -44,6 +45,8 @@ pub struct DaemonShared {
     rpc: Mutex<(RpcCounters, u64, LookupStats)>,
     /// Every swarm's members as discovery knows them, published by the discovery service.
     swarm_views: Mutex<HashMap<InfoHash, Vec<PeerInfo>>>,
+    /// Peer-wire connection counters (`node.peer_connections`).
+    wire: Arc<WireCounters>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,7 +54,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DaemonShared {
-    pub fn new(node: NodeInfo, access: AccessPolicy, warnings: Arc<Mutex<Vec<String>>>) -> DaemonShared {
+    pub fn new(
+        node: NodeInfo,
+        access: AccessPolicy,
+        warnings: Arc<Mutex<Vec<String>>>,
+        wire: Arc<WireCounters>,
+    ) -> DaemonShared {
         DaemonShared {
             node,
             started: Instant::now(),
@@ -60,6 +68,7 @@ impl DaemonShared {
             access: Mutex::new(access),
             rpc: Mutex::new((RpcCounters::default(), 0, LookupStats::default())),
             swarm_views: Mutex::new(HashMap::new()),
+            wire,
         }
     }
 
@@ -133,6 +142,7 @@ impl DaemonShared {
             routing_table_size,
             rpc,
             lookups,
+            peer_connections: self.wire.snapshot(),
             state_warnings: lock(&self.warnings).clone(),
         };
         Ok(StatusReport { version: STATUS_SCHEMA_VERSION, node, torrents })

@@ -202,6 +202,50 @@ fn bytes_in_flight_are_capped_per_torrent_and_per_peer() {
     assert!(grew < (64 << 10) + (32 << 10), "the leecher's RSS grew by {grew} KiB");
 }
 
+/// `node.peer_connections` in `status --json`.
+fn connection_counters(node: &Node) -> serde_json::Value {
+    node.status()["node"]["peer_connections"].clone()
+}
+
+fn count(counters: &serde_json::Value, name: &str) -> u64 {
+    counters[name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {counters}"))
+}
+
+/// The peer-wire connection counters count both ends of a transfer, and a peer that never
+/// answers the handshake as a dial that timed out. On the seed, which nothing mute touches,
+/// every connection that got through its handshake is counted as taken on or turned away.
+#[test]
+fn connection_counters_count_dials_accepts_and_handshake_timeouts() {
+    let mut seed = Node::new();
+    seed.start();
+    let src = seed.root.path().join("src/c.bin");
+    random_file(&src, 2 << 20, 11);
+    let (desc, hash) = start_seed(&seed, &src, &["--piece-size", "256K"]);
+    let info_hash: InfoHash = hash.parse().unwrap();
+    let pieces = Descriptor::parse(&std::fs::read_to_string(&desc).unwrap()).unwrap().content.piece_count();
+    let mute = FakePeer::start(info_hash, pieces, Misbehaviour::Mute);
+    let mut leecher = Node::new();
+    leecher.start();
+    leecher.add(&desc);
+    mute.raw.announce(&leecher.addr(), info_hash, PeerStatus::Seeding);
+    wait_complete(&leecher, &hash);
+    let l = eventually(PATIENCE, "the dial to the mute peer to time out", || {
+        let c = connection_counters(&leecher);
+        (count(&c, "dial_timed_out") >= 1).then_some(c)
+    });
+    assert!(count(&l, "dial_failed") >= count(&l, "dial_timed_out"), "a timeout is a failure: {l}");
+    assert!(count(&l, "dialed") >= 2, "the seed and the mute peer were dialled: {l}");
+    assert!(count(&l, "established") >= 1, "the connection to the seed: {l}");
+    let s = eventually(PATIENCE, "the seed's counters to balance", || {
+        let c = connection_counters(&seed);
+        let reached =
+            count(&c, "dialed") - count(&c, "dial_failed") + count(&c, "accepted") - count(&c, "incoming_dropped");
+        (reached == count(&c, "established") + count(&c, "refused")).then_some(c)
+    });
+    assert!(count(&s, "established") >= 1, "the connection to the leecher: {s}");
+    assert_eq!(count(&s, "dial_timed_out"), 0, "{s}");
+}
+
 #[test]
 fn a_stalled_peer_does_not_stop_the_download() {
     // The seed's limit makes the download outlast the stall timeout (8 s) by several seconds.

@@ -213,6 +213,9 @@ pub struct NodeStatus {
     pub rpc: RpcCounters,
     /// get_peers lookups this node made.
     pub lookups: LookupStats,
+    /// Peer-wire connections, over every torrent.
+    #[serde(default)]
+    pub peer_connections: ConnectionCounters,
     /// State files that could not be read at start-up (moved aside), one line each.
     pub state_warnings: Vec<String>,
 }
@@ -256,6 +259,28 @@ pub struct RpcCounters {
     /// is kept for this node's own lookups).
     #[serde(default)]
     pub forwards_refused: u64,
+}
+
+/// Peer-wire (TCP) connections since start-up, over every torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConnectionCounters {
+    /// Connections this node opened (TCP connect, then handshakes).
+    pub dialed: u64,
+    /// Of those, the ones that failed before the handshakes were exchanged (refused, reset,
+    /// closed by the other end, timed out).
+    pub dial_failed: u64,
+    /// Of the failed ones, those the handshake timeout (10 s) ended.
+    pub dial_timed_out: u64,
+    /// Connections accepted on the peer port.
+    pub accepted: u64,
+    /// Of those, the ones closed before they reached a torrent: per-address or pending-
+    /// handshake caps, no valid handshake in time, a swarm this node does not serve.
+    pub incoming_dropped: u64,
+    /// Connections (either direction) a torrent took on.
+    pub established: u64,
+    /// Connections (either direction) a torrent turned away: no room, a duplicate, a banned
+    /// address, this node itself.
+    pub refused: u64,
 }
 
 /// get_peers lookups since start-up; latencies over the most recent ones that found a swarm.

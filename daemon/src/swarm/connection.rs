@@ -394,8 +394,17 @@ fn ioerr(e: std::io::Error) -> String {
     e.to_string()
 }
 
+/// Why a connection this node dialled ended before the handshakes were exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("handshake timed out")]
+    TimedOut,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Connects to `addr` and exchanges handshakes; returns the stream and the peer's handshake.
-pub async fn connect(addr: SocketAddr, ours: Handshake) -> Result<(Async<TcpStream>, Handshake), String> {
+pub async fn connect(addr: SocketAddr, ours: Handshake) -> Result<(Async<TcpStream>, Handshake), ConnectError> {
     let attempt = async {
         let mut stream = Async::<TcpStream>::connect(addr).await.map_err(ioerr)?;
         let _ = stream.get_ref().set_nodelay(true);
@@ -403,7 +412,10 @@ pub async fn connect(addr: SocketAddr, ours: Handshake) -> Result<(Async<TcpStre
         let theirs = read_handshake(&mut stream).await?;
         Ok((stream, theirs))
     };
-    with_deadline(HANDSHAKE_TIMEOUT, attempt).await.unwrap_or_else(|| Err("handshake timed out".into()))
+    match with_deadline(HANDSHAKE_TIMEOUT, attempt).await {
+        None => Err(ConnectError::TimedOut),
+        Some(result) => result.map_err(ConnectError::Failed),
+    }
 }
 
 /// Reads a peer's handshake.

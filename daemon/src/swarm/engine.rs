@@ -53,7 +53,9 @@ use rand::seq::SliceRandom;
 
 use super::bans::{Bans, Strike};
 use super::candidates::Candidates;
+use super::connection::ConnectError;
 use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
+use super::counters::{WireCounters, WireEvent};
 use super::fetches::Fetches;
 use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
@@ -124,6 +126,8 @@ pub struct SwarmContext {
     pub upload_slots: Arc<AtomicUsize>,
     /// Caps on bytes of pieces requested and not yet received (changed in place by reload).
     pub in_flight: Arc<InFlightLimits>,
+    /// Connection counters for `status` (shared with the peer port).
+    pub counters: Arc<WireCounters>,
 }
 
 /// `limits.max_in_flight_per_peer` and `limits.max_in_flight_per_torrent`.
@@ -492,6 +496,8 @@ impl Engine {
             self.candidates.dialling(&addr);
             let tx = self.connected.0.clone();
             let hs = self.handshake();
+            let counters = self.ctx.counters.clone();
+            counters.count(WireEvent::Dialed);
             self.ctx
                 .executor
                 .spawn(async move {
@@ -499,6 +505,7 @@ impl Engine {
                         Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
                         Err(e) => {
                             debug!("connect to {addr}: {e}");
+                            counters.count(WireEvent::DialFailed { timed_out: matches!(e, ConnectError::TimedOut) });
                             Err(addr)
                         }
                     };
@@ -518,6 +525,7 @@ impl Engine {
         self.candidates.connected(&addr);
         if hs.info_hash != self.info_hash {
             debug!("{}: {addr} answered for another swarm; closing", self.name);
+            self.ctx.counters.count(WireEvent::Refused);
             self.candidates.closed(&addr, Instant::now());
             return;
         }
@@ -542,7 +550,10 @@ impl Engine {
             Ok(n) if n == hs.len() => {
                 self.admit(i.stream, i.handshake.node_id, addr, false, i.slot);
             }
-            _ => debug!("{}: {addr}: could not answer the handshake", self.name),
+            _ => {
+                self.ctx.counters.count(WireEvent::Refused);
+                debug!("{}: {addr}: could not answer the handshake", self.name);
+            }
         }
     }
 
@@ -585,6 +596,7 @@ impl Engine {
     }
 
     fn refused(&self, addr: SocketAddr, why: Refusal) {
+        self.ctx.counters.count(WireEvent::Refused);
         debug!("{}: {addr} refused: {why}", self.name);
     }
 
@@ -609,6 +621,7 @@ impl Engine {
         self.next_key += 1;
         let conn = connection::start(stream, key, node_id, addr, outgoing, self.conn_context(), &self.ctx.executor);
         self.ctx.connections.fetch_add(1, Ordering::SeqCst);
+        self.ctx.counters.count(WireEvent::Established);
         debug!("{}: connected to {addr} ({})", self.name, if outgoing { "outgoing" } else { "incoming" });
         self.peers.insert(
             key,

@@ -15,6 +15,7 @@ use log::{debug, warn};
 use smol::Async;
 
 use super::connection::{HANDSHAKE_TIMEOUT, read_handshake};
+use super::counters::{WireCounters, WireEvent};
 use super::wire::Handshake;
 use crate::descriptor::InfoHash;
 
@@ -109,7 +110,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Accepts connections until the task is dropped.
-pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, executor: Arc<smol::Executor<'static>>) {
+pub async fn serve(
+    listener: Async<TcpListener>,
+    registry: Arc<Registry>,
+    counters: Arc<WireCounters>,
+    executor: Arc<smol::Executor<'static>>,
+) {
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -120,17 +126,21 @@ pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, execut
                 continue;
             }
         };
+        counters.count(WireEvent::Accepted);
         let Some(slot) = registry.take_slot(remote.ip()) else {
+            counters.count(WireEvent::IncomingDropped);
             debug!("peer port: {remote}: too many connections from this address");
             continue;
         };
         if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
             pending.fetch_sub(1, Ordering::SeqCst);
+            counters.count(WireEvent::IncomingDropped);
             debug!("peer port: {remote}: too many handshakes pending");
             continue;
         }
         let registry = registry.clone();
         let pending = pending.clone();
+        let counters = counters.clone();
         executor
             .spawn(async move {
                 let _pending = PendingGuard(pending);
@@ -143,14 +153,24 @@ pub async fn serve(listener: Async<TcpListener>, registry: Arc<Registry>, execut
                 .await;
                 let handshake = match handshake {
                     Some(Ok(h)) => h,
-                    Some(Err(e)) => return debug!("peer port: {remote}: bad handshake: {e}"),
-                    None => return debug!("peer port: {remote}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
-                };
-                match registry.route(&handshake.info_hash) {
-                    Some(tx) => {
-                        let _ = tx.send(Incoming { stream, handshake, remote, slot }).await;
+                    Some(Err(e)) => {
+                        counters.count(WireEvent::IncomingDropped);
+                        return debug!("peer port: {remote}: bad handshake: {e}");
                     }
-                    None => debug!("peer port: {remote}: asked for unknown swarm {}", handshake.info_hash),
+                    None => {
+                        counters.count(WireEvent::IncomingDropped);
+                        return debug!("peer port: {remote}: no handshake within {HANDSHAKE_TIMEOUT:?}");
+                    }
+                };
+                let delivered = match registry.route(&handshake.info_hash) {
+                    Some(tx) => tx.send(Incoming { stream, handshake, remote, slot }).await.is_ok(),
+                    None => {
+                        debug!("peer port: {remote}: asked for unknown swarm {}", handshake.info_hash);
+                        false
+                    }
+                };
+                if !delivered {
+                    counters.count(WireEvent::IncomingDropped);
                 }
             })
             .detach();

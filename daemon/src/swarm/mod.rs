@@ -6,6 +6,7 @@
 //! - [`bans`]: strikes and bans, keyed by address (pure).
 //! - [`candidates`]: the bounded list of members to connect to (pure).
 //! - [`connection`]: one peer connection (reader and writer tasks).
+//! - [`counters`]: peer-wire connection counters, for `status`.
 //! - [`fetches`]: the pieces asked of one peer, and the buffers they hold (pure).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
@@ -14,6 +15,7 @@
 pub mod bans;
 pub mod candidates;
 pub mod connection;
+pub mod counters;
 pub mod engine;
 pub mod fetches;
 pub mod first_copies;

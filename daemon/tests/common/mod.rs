@@ -500,6 +500,8 @@ pub enum Misbehaviour {
     /// Claims every piece; answers its first request with a block header and a few bytes of
     /// the block, then sends nothing more (its reader on the other side is stuck in a frame).
     Stuck,
+    /// Accepts connections and reads the handshake, but never answers it.
+    Mute,
 }
 
 /// A peer speaking the real peer wire (and discovery, to announce itself), misbehaving on
@@ -549,6 +551,12 @@ impl FakePeer {
                     if s.read_exact(&mut hs).is_err() {
                         return;
                     }
+                    if how == Misbehaviour::Mute {
+                        while !stop3.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        return;
+                    }
                     let ours = Handshake { info_hash, node_id, listen_port: port };
                     let _ = s.write_all(&wire::encode_handshake(&ours));
                     let _ = s.write_all(&wire::encode(&Message::Bitfield(
@@ -580,7 +588,7 @@ impl FakePeer {
                                             offset: r.offset,
                                             data: vec![0x5a; r.length as usize],
                                         }),
-                                        Misbehaviour::Stall => None,
+                                        Misbehaviour::Stall | Misbehaviour::Mute => None,
                                         Misbehaviour::Stuck => {
                                             if requests3.load(Ordering::SeqCst) == 1 {
                                                 let mut frame = wire::encode(&Message::Block {
