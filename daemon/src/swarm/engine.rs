@@ -96,6 +96,9 @@ const BUDGET_SECS: f64 = 0.25;
 const MIN_IN_FLIGHT: u64 = 512 << 10;
 /// Events from a torrent's connections waiting for the engine; a reader waits for room.
 const EVENT_QUEUE: usize = 1024;
+/// Peer messages handled per wake-up, at most, before requests are filled and the other
+/// sources looked at again.
+const EVENT_BATCH: usize = 256;
 /// A peer whose reader has not dropped the pieces we cancelled for this long is stuck inside a
 /// frame (a block it never finishes) and is closed: its buffers are freed with it. A block
 /// taking longer than this arrives at under 4.4 kB/s, which [`connection::SEND_STALL`] also
@@ -396,70 +399,103 @@ impl Engine {
         self.connect_candidates(now);
     }
 
-    /// Runs until a piece verifies or storage fails. Cancel-safe: the only await points are
-    /// channel receives and a timer, so dropping the future loses nothing.
+    /// Runs until a piece verifies or storage fails. Cancel-safe: the only await point is
+    /// [`Engine::wait`] (channel receives and a timer), so dropping the future loses nothing.
+    ///
+    /// After each wake-up, whatever else is ready is handled too — a bounded batch from each
+    /// source — before requests are filled once. So a busy stream of peer messages cannot keep
+    /// an incoming connection waiting for its handshake (the waiting side gives up after
+    /// [`connection::HANDSHAKE_TIMEOUT`]), a verified piece or the tick; and the cost of
+    /// filling requests is paid once per batch, not once per message.
     pub async fn next(&mut self) -> EngineEvent {
         loop {
-            let wake = {
-                let timer = &mut self.timer;
-                future::or(
-                    async { self.events.1.recv().await.map(Wake::Conn).unwrap_or(Wake::Tick) },
-                    future::or(
-                        async { self.incoming.recv().await.map(Wake::Incoming).unwrap_or(Wake::Tick) },
-                        future::or(
-                            async { self.connected.1.recv().await.map(Wake::Connected).unwrap_or(Wake::Tick) },
-                            future::or(
-                                async {
-                                    self.verified
-                                        .1
-                                        .recv()
-                                        .await
-                                        .map(|(k, p, r, b)| Wake::Verified(k, p, r, b))
-                                        .unwrap_or(Wake::Tick)
-                                },
-                                async {
-                                    timer.await;
-                                    Wake::Tick
-                                },
-                            ),
-                        ),
-                    ),
-                )
-                .await
-            };
-            match wake {
-                Wake::Conn(e) => self.on_conn_event(e),
-                Wake::Incoming(i) => self.on_incoming(i),
-                Wake::Connected(Ok((addr, stream, hs, slot))) => self.on_connected(addr, stream, hs, slot),
-                Wake::Connected(Err(addr)) => {
-                    if self.candidates.failed(&addr, Instant::now()) {
-                        debug!(
-                            "{}: {addr} failed {} connects in a row; forgotten until discovery names it again",
-                            self.name,
-                            super::candidates::MAX_CONNECT_FAILURES
-                        );
-                    }
+            let wake = self.wait().await;
+            if let Some(event) = self.handle(wake) {
+                return event;
+            }
+            while let Ok(i) = self.incoming.try_recv() {
+                self.on_incoming(i);
+            }
+            while let Ok(c) = self.connected.1.try_recv() {
+                self.handle(Wake::Connected(c));
+            }
+            for _ in 0..EVENT_BATCH {
+                let Ok(e) = self.events.1.try_recv() else { break };
+                self.on_conn_event(e);
+            }
+            while let Ok((k, p, r, b)) = self.verified.1.try_recv() {
+                if let Some(event) = self.handle(Wake::Verified(k, p, r, b)) {
+                    return event;
                 }
-                Wake::Verified(key, piece, result, buf) => {
-                    self.pool.give(buf);
-                    self.verifying -= 1;
-                    self.start_verifying();
-                    if let Some(event) = self.on_verified(key, piece as usize, result) {
-                        return event;
-                    }
-                }
-                Wake::Tick => {
-                    let now = Instant::now();
-                    self.forget_declines(now);
-                    if now >= self.next_tick {
-                        self.next_tick = now + TICK;
-                        self.tick(now);
-                    }
-                    self.timer.set_at(self.next_wake());
-                }
+            }
+            if Instant::now() >= self.next_wake() {
+                self.handle(Wake::Tick);
             }
             self.fill_requests();
         }
+    }
+
+    /// The first thing ready: a peer message, a connection, a verified piece, or the timer.
+    async fn wait(&mut self) -> Wake {
+        let timer = &mut self.timer;
+        future::or(
+            async { self.events.1.recv().await.map(Wake::Conn).unwrap_or(Wake::Tick) },
+            future::or(
+                async { self.incoming.recv().await.map(Wake::Incoming).unwrap_or(Wake::Tick) },
+                future::or(
+                    async { self.connected.1.recv().await.map(Wake::Connected).unwrap_or(Wake::Tick) },
+                    future::or(
+                        async {
+                            self.verified
+                                .1
+                                .recv()
+                                .await
+                                .map(|(k, p, r, b)| Wake::Verified(k, p, r, b))
+                                .unwrap_or(Wake::Tick)
+                        },
+                        async {
+                            timer.await;
+                            Wake::Tick
+                        },
+                    ),
+                ),
+            ),
+        )
+        .await
+    }
+
+    /// Handles one wake-up; a verified piece may end [`Engine::next`] with an event.
+    fn handle(&mut self, wake: Wake) -> Option<EngineEvent> {
+        match wake {
+            Wake::Conn(e) => self.on_conn_event(e),
+            Wake::Incoming(i) => self.on_incoming(i),
+            Wake::Connected(Ok((addr, stream, hs, slot))) => self.on_connected(addr, stream, hs, slot),
+            Wake::Connected(Err(addr)) => {
+                if self.candidates.failed(&addr, Instant::now()) {
+                    debug!(
+                        "{}: {addr} failed {} connects in a row; forgotten until discovery names it again",
+                        self.name,
+                        super::candidates::MAX_CONNECT_FAILURES
+                    );
+                }
+            }
+            Wake::Verified(key, piece, result, buf) => {
+                self.pool.give(buf);
+                self.verifying -= 1;
+                self.start_verifying();
+                return self.on_verified(key, piece as usize, result);
+            }
+            Wake::Tick => {
+                let now = Instant::now();
+                self.forget_declines(now);
+                if now >= self.next_tick {
+                    self.next_tick = now + TICK;
+                    self.tick(now);
+                }
+                self.timer.set_at(self.next_wake());
+            }
+        }
+        None
     }
 
     fn conn_context(&self) -> ConnContext {
