@@ -51,7 +51,12 @@ fn discovery() {
 }
 
 fn peer_wire() {
-    let hs = peer::Handshake { info_hash: InfoHash([3; 32]), node_id: NodeId([5; 32]), listen_port: 6690 };
+    let hs = peer::Handshake {
+        info_hash: InfoHash([3; 32]),
+        node_id: NodeId([5; 32]),
+        listen_port: 6690,
+        version: peer::VERSION,
+    };
     let r = peer::BlockRef { piece: 2, offset: 1 << 17, length: 1 << 17 };
     let messages = vec![
         ("keep_alive", peer::Message::KeepAlive),
@@ -65,6 +70,13 @@ fn peer_wire() {
         ("interested", peer::Message::Interested),
         ("not_interested", peer::Message::NotInterested),
         ("reject", peer::Message::Reject(r)),
+        (
+            "peers",
+            peer::Message::Peers(vec![
+                "10.0.0.7:6690".parse().expect("address"),
+                "[fd00::7]:6690".parse().expect("address"),
+            ]),
+        ),
     ];
     let mut session = peer::encode_handshake(&hs).to_vec();
     for (name, m) in messages {

@@ -219,6 +219,7 @@ async fn serve(
         executor: executor.clone(),
         node_id: node.node_id,
         listen_port: node.listen.port(),
+        listen_ip: Some(node.listen.ip()).filter(|ip| !ip.is_unspecified()),
         registry: registry.clone(),
         upload: Arc::new(swarm::limiter::RateLimit::new(config.limits.upload_rate)),
         download: Arc::new(swarm::limiter::RateLimit::new(config.limits.download_rate)),

@@ -138,7 +138,7 @@ fn hostile_peers_do_not_stop_an_honest_transfer() {
     assert_eq!(why, refused, "the connections closed are those logged as beyond the per-IP cap");
 
     // 2. Valid handshakes followed by protocol violations: each connection is closed.
-    let hs = |port| Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: port };
+    let hs = |port| Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: port, version: wire::VERSION };
     let mut oversized = wire::encode(&Message::KeepAlive);
     oversized[..4].copy_from_slice(&u32::MAX.to_be_bytes());
     // Each with the reason the seed must give for it (12 MiB in 256 KiB pieces: 48 pieces).
@@ -300,7 +300,7 @@ fn non_reader(from: &str, target: SocketAddr, info_hash: InfoHash) -> TcpStream 
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let hs = Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: 20999 };
+    let hs = Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: 20999, version: wire::VERSION };
     s.write_all(&wire::encode_handshake(&hs)).unwrap();
     s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
     s
@@ -453,7 +453,13 @@ fn peers_that_flood_or_never_read_are_cut_off_and_memory_stays_bounded() {
 /// Returns how many blocks it sent, or `None` when its handshake was not answered.
 fn lie(from: &str, target: SocketAddr, info_hash: InfoHash, claimed: NodeId, pieces: usize) -> Option<u64> {
     let mut s = connect_from(from, target).expect("connect");
-    s.write_all(&wire::encode_handshake(&Handshake { info_hash, node_id: claimed, listen_port: 20777 })).unwrap();
+    s.write_all(&wire::encode_handshake(&Handshake {
+        info_hash,
+        node_id: claimed,
+        listen_port: 20777,
+        version: wire::VERSION,
+    }))
+    .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
     s.read_exact(&mut hs).ok()?;

@@ -8,7 +8,10 @@
 //! - a failed connect is retried after 10 s, 20 s, 40 s, then every 60 s, and after
 //!   [`MAX_CONNECT_FAILURES`] in a row the address is dropped, until discovery names it again;
 //! - a candidate whose address is already connected is not dialled (the address is the
-//!   identity: a node id is only what a peer claims).
+//!   identity: a node id is only what a peer claims);
+//! - addresses a connected peer passed on (peer exchange) are weaker still: at most
+//!   [`MAX_EXCHANGED`] of them are kept, they never displace another entry, and the first
+//!   failed connect drops one (until discovery or another exchange names it again).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,6 +23,8 @@ use crate::discovery::wire::{PeerRecord, PeerStatus};
 pub const MAX_CANDIDATES: usize = 1024;
 /// Failed connects in a row after which a candidate is dropped.
 pub const MAX_CONNECT_FAILURES: u32 = 5;
+/// Most candidates kept that only peer exchange named.
+pub const MAX_EXCHANGED: usize = 256;
 /// Before reconnecting to a peer whose connection closed.
 const AFTER_CLOSE: Duration = Duration::from_secs(5);
 
@@ -30,11 +35,15 @@ struct Candidate {
     /// Failed connects in a row.
     failures: u32,
     connecting: bool,
+    /// Named only by a connected peer (peer exchange), not by discovery.
+    exchanged: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Candidates {
     by_addr: HashMap<SocketAddr, Candidate>,
+    /// How many entries are `exchanged`.
+    exchanged: usize,
 }
 
 impl Candidates {
@@ -46,14 +55,23 @@ impl Candidates {
         self.by_addr.is_empty()
     }
 
+    fn remove(&mut self, addr: &SocketAddr) {
+        if self.by_addr.remove(addr).is_some_and(|c| c.exchanged) {
+            self.exchanged -= 1;
+        }
+    }
+
     /// A member discovery told us about (again: its failures are forgiven).
     pub fn learn(&mut self, peer: &PeerRecord, now: Instant) {
         if peer.status == PeerStatus::Leaving {
-            self.by_addr.remove(&peer.addr);
+            self.remove(&peer.addr);
             return;
         }
         if let Some(c) = self.by_addr.get_mut(&peer.addr) {
             c.status = peer.status;
+            if std::mem::replace(&mut c.exchanged, false) {
+                self.exchanged -= 1;
+            }
             if c.failures > 0 && !c.connecting {
                 c.failures = 0;
                 c.next_attempt = now;
@@ -64,16 +82,41 @@ impl Candidates {
             let worst =
                 self.by_addr.iter().filter(|(_, c)| c.failures > 0 && !c.connecting).max_by_key(|(_, c)| c.failures);
             match worst.map(|(a, _)| *a) {
-                Some(addr) => self.by_addr.remove(&addr),
+                Some(addr) => self.remove(&addr),
                 None => return,
             };
         }
-        self.by_addr
-            .insert(peer.addr, Candidate { status: peer.status, next_attempt: now, failures: 0, connecting: false });
+        let c = Candidate { status: peer.status, next_attempt: now, failures: 0, connecting: false, exchanged: false };
+        self.by_addr.insert(peer.addr, c);
+    }
+
+    /// An address a connected peer passed on; returns whether it was taken (new, and room for
+    /// it). Its status is unknown: taken as leeching until a connection shows otherwise.
+    pub fn learn_exchanged(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if self.by_addr.contains_key(&addr) || self.exchanged >= MAX_EXCHANGED || self.by_addr.len() >= MAX_CANDIDATES {
+            return false;
+        }
+        let c = Candidate {
+            status: PeerStatus::Leeching,
+            next_attempt: now,
+            failures: 0,
+            connecting: false,
+            exchanged: true,
+        };
+        self.by_addr.insert(addr, c);
+        self.exchanged += 1;
+        true
+    }
+
+    /// A connection showed the peer has every piece: a seed does not dial it again.
+    pub fn complete(&mut self, addr: &SocketAddr) {
+        if let Some(c) = self.by_addr.get_mut(addr) {
+            c.status = PeerStatus::Seeding;
+        }
     }
 
     pub fn forget(&mut self, addr: &SocketAddr) {
-        self.by_addr.remove(addr);
+        self.remove(addr);
     }
 
     /// Candidates worth dialling now: not being dialled, not waiting out a back-off, not
@@ -105,14 +148,14 @@ impl Candidates {
         }
     }
 
-    /// A connect failed: back off, or drop the address after [`MAX_CONNECT_FAILURES`].
-    /// Returns whether it was dropped.
+    /// A connect failed: back off, or drop the address after [`MAX_CONNECT_FAILURES`] (an
+    /// exchanged one at once). Returns whether it was dropped.
     pub fn failed(&mut self, addr: &SocketAddr, now: Instant) -> bool {
         let Some(c) = self.by_addr.get_mut(addr) else { return false };
         c.connecting = false;
         c.failures += 1;
-        if c.failures >= MAX_CONNECT_FAILURES {
-            self.by_addr.remove(addr);
+        if c.failures >= MAX_CONNECT_FAILURES || c.exchanged {
+            self.remove(addr);
             return true;
         }
         c.next_attempt = now + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
@@ -169,6 +212,34 @@ mod tests {
         assert!(c.due(now, true, &HashSet::from([a.addr])).is_empty());
         c.learn(&PeerRecord { status: PeerStatus::Leaving, ..a }, now);
         assert_eq!(c.len(), 1, "a leaving member is forgotten");
+    }
+
+    #[test]
+    fn exchanged_addresses_are_bounded_dropped_at_the_first_failure_and_upgraded_by_discovery() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let addr = |i: u32| peer(i, PeerStatus::Leeching).addr;
+        for i in 0..MAX_EXCHANGED as u32 {
+            assert!(c.learn_exchanged(addr(i), now));
+        }
+        assert!(!c.learn_exchanged(addr(9999), now), "no more than {MAX_EXCHANGED}");
+        assert!(!c.learn_exchanged(addr(0), now), "already known");
+        // Discovery names one: it is a discovery candidate now, and makes room.
+        c.learn(&peer(0, PeerStatus::Leeching), now);
+        assert!(c.learn_exchanged(addr(9999), now));
+        // One failed connect drops an exchanged address, not a discovered one.
+        for i in [0, 1] {
+            c.dialling(&addr(i));
+        }
+        assert!(!c.failed(&addr(0), now), "discovered: backs off");
+        assert!(c.failed(&addr(1), now), "exchanged: dropped");
+        assert!(c.learn_exchanged(addr(10_000), now), "its place is free again");
+        assert_eq!(c.exchanged, MAX_EXCHANGED);
+        assert_eq!(c.by_addr.values().filter(|x| x.exchanged).count(), c.exchanged);
+        // A peer found complete is not dialled by a seed.
+        c.complete(&addr(2));
+        assert!(!c.due(now, true, &HashSet::new()).contains(&addr(2)));
+        assert!(c.due(now, false, &HashSet::new()).contains(&addr(2)));
     }
 
     #[test]

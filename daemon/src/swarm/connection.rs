@@ -186,7 +186,19 @@ pub enum ConnEvent {
         reason: String,
         misbehaved: bool,
     },
+    /// Members the peer is connected to (peer exchange), at most
+    /// [`wire::MAX_EXCHANGED_PEERS`], at most one message per [`MIN_EXCHANGE_SPACING`].
+    Peers {
+        key: PeerKey,
+        addrs: Vec<SocketAddr>,
+    },
 }
+
+/// How often a node sends `peers` on one connection, at most (docs/PROTOCOL.md).
+pub const EXCHANGE_INTERVAL: Duration = Duration::from_secs(5);
+/// A peer whose `peers` messages come closer together than this is cut off (the interval,
+/// with room for timer jitter).
+pub const MIN_EXCHANGE_SPACING: Duration = Duration::from_secs(2);
 
 /// Instructions to the reader.
 #[derive(Debug)]
@@ -403,10 +415,19 @@ pub enum ConnectError {
     Failed(String),
 }
 
-/// Connects to `addr` and exchanges handshakes; returns the stream and the peer's handshake.
-pub async fn connect(addr: SocketAddr, ours: Handshake) -> Result<(Async<TcpStream>, Handshake), ConnectError> {
+/// Connects to `addr` from `local` (the address this node listens on, when it names one: the
+/// peer then sees the connection come from the address discovery knows this node by), and
+/// exchanges handshakes; returns the stream and the peer's handshake.
+pub async fn connect(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    ours: Handshake,
+) -> Result<(Async<TcpStream>, Handshake), ConnectError> {
     let attempt = async {
-        let mut stream = Async::<TcpStream>::connect(addr).await.map_err(ioerr)?;
+        let mut stream = match local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            Some(ip) => dial_from(ip, addr).await.map_err(ioerr)?,
+            None => Async::<TcpStream>::connect(addr).await.map_err(ioerr)?,
+        };
         let _ = stream.get_ref().set_nodelay(true);
         stream.write_all(&wire::encode_handshake(&ours)).await.map_err(ioerr)?;
         let theirs = read_handshake(&mut stream).await?;
@@ -415,6 +436,29 @@ pub async fn connect(addr: SocketAddr, ours: Handshake) -> Result<(Async<TcpStre
     match with_deadline(HANDSHAKE_TIMEOUT, attempt).await {
         None => Err(ConnectError::TimedOut),
         Some(result) => result.map_err(ConnectError::Failed),
+    }
+}
+
+/// A non-blocking connect from a bound local address.
+async fn dial_from(local: std::net::IpAddr, to: SocketAddr) -> std::io::Result<Async<TcpStream>> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let family = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(local, 0)))?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = Async::new(TcpStream::from(fd))?;
+    stream.writable().await?;
+    match stream.get_ref().take_error()? {
+        Some(e) => Err(e),
+        None => {
+            // Connected, or refused without SO_ERROR set yet: asking for the peer says which.
+            stream.get_ref().peer_addr()?;
+            Ok(stream)
+        }
     }
 }
 
@@ -493,6 +537,7 @@ pub fn start(
         declining: HashSet::new(),
         bitfield_seen: false,
         peer_interested: false,
+        last_peers: None,
         sink: Vec::new(),
     };
     let writer = Writer { stream, key, ctx: ctx.clone(), queue: writer_queue.clone(), stats: stats.clone() };
@@ -572,6 +617,8 @@ struct Reader {
     bitfield_seen: bool,
     /// What the peer last said about its interest: only changes reach the engine.
     peer_interested: bool,
+    /// When the peer's last `peers` message arrived.
+    last_peers: Option<Instant>,
     /// Where blocks we no longer want are read to and dropped; reused.
     sink: Vec<u8>,
 }
@@ -736,6 +783,17 @@ impl Reader {
                 if std::mem::replace(&mut self.peer_interested, false) {
                     self.event(ConnEvent::NotInterested(key)).await?;
                 }
+            }
+            Message::Peers(addrs) => {
+                let now = Instant::now();
+                if self.last_peers.is_some_and(|last| now.duration_since(last) < MIN_EXCHANGE_SPACING) {
+                    return Err(End::Misbehaved(format!(
+                        "sent peers more often than every {} s",
+                        MIN_EXCHANGE_SPACING.as_secs()
+                    )));
+                }
+                self.last_peers = Some(now);
+                self.event(ConnEvent::Peers { key, addrs }).await?;
             }
             Message::Block { .. } => unreachable!("blocks are read by read_block"),
         }

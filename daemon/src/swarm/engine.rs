@@ -56,12 +56,13 @@ use super::candidates::Candidates;
 use super::connection::ConnectError;
 use super::connection::{self, BufferPool, ConnContext, ConnEvent, Connection};
 use super::counters::{WireCounters, WireEvent};
+use super::exchange::{self, Exchange};
 use super::fetches::Fetches;
 use super::first_copies::FirstCopies;
 use super::limiter::RateLimit;
 use super::listener::{Incoming, IpSlot, Registry};
 use super::picker::{PeerKey, Picker, PieceState};
-use super::wire::{Handshake, Message};
+use super::wire::{self, Handshake, Message};
 use crate::bitfield::Bitfield;
 use crate::control::protocol::{PeerInfo, WireState};
 use crate::descriptor::{InfoHash, PieceHash};
@@ -120,6 +121,9 @@ pub struct SwarmContext {
     pub executor: Arc<smol::Executor<'static>>,
     pub node_id: NodeId,
     pub listen_port: u16,
+    /// The address this node listens on, when the configuration names one (not `0.0.0.0` or
+    /// `::`): connections are made from it.
+    pub listen_ip: Option<std::net::IpAddr>,
     pub registry: Arc<Registry>,
     pub upload: Arc<RateLimit>,
     pub download: Arc<RateLimit>,
@@ -189,6 +193,8 @@ struct Peer {
     /// Nothing to pick from it as of this picker generation: not scanned again until the
     /// generation, its bitfield or its declines change.
     exhausted: Option<u64>,
+    /// What it has been told by peer exchange; `None` on a version-1 connection.
+    exchange: Option<Exchange>,
     _slot: IpSlot,
 }
 
@@ -511,8 +517,46 @@ impl Engine {
         }
     }
 
-    fn handshake(&self) -> Handshake {
-        Handshake { info_hash: self.info_hash, node_id: self.ctx.node_id, listen_port: self.ctx.listen_port }
+    fn handshake(&self, version: u8) -> Handshake {
+        Handshake { info_hash: self.info_hash, node_id: self.ctx.node_id, listen_port: self.ctx.listen_port, version }
+    }
+
+    /// The listen addresses of every connected peer.
+    fn connected_addrs(&self) -> Vec<SocketAddr> {
+        self.peers.values().map(|p| p.conn.addr).collect()
+    }
+
+    /// Tells each peer whose turn it is about the peers connected now that it has not heard of.
+    fn exchange_peers(&mut self, now: Instant) {
+        let connected = self.connected_addrs();
+        for p in self.peers.values_mut() {
+            let addr = p.conn.addr;
+            if let Some(addrs) = p.exchange.as_mut().and_then(|x| x.due(now, addr, &connected)) {
+                p.conn.send(Message::Peers(addrs));
+            }
+        }
+    }
+
+    /// Members a connected peer passed on: candidates to try.
+    fn on_exchanged(&mut self, key: PeerKey, addrs: Vec<SocketAddr>) {
+        let now = Instant::now();
+        let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.conn.addr).collect();
+        let mut taken = 0;
+        for addr in addrs {
+            if exchange::plausible(&addr)
+                && !connected.contains(&addr)
+                && !self.bans.is_banned(addr.ip())
+                && self.candidates.learn_exchanged(addr, now)
+            {
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            if let Some(p) = self.peers.get(&key) {
+                debug!("{}: {} named {taken} members we did not know", self.name, p.conn.addr);
+            }
+            self.connect_candidates(now);
+        }
     }
 
     fn room(&self) -> bool {
@@ -531,13 +575,14 @@ impl Engine {
             let Some(slot) = self.ctx.registry.take_slot(addr.ip()) else { continue };
             self.candidates.dialling(&addr);
             let tx = self.connected.0.clone();
-            let hs = self.handshake();
+            let hs = self.handshake(wire::VERSION);
             let counters = self.ctx.counters.clone();
+            let local = self.ctx.listen_ip;
             counters.count(WireEvent::Dialed);
             self.ctx
                 .executor
                 .spawn(async move {
-                    let result = match connection::connect(addr, hs).await {
+                    let result = match connection::connect(addr, local, hs).await {
                         Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
                         Err(e) => {
                             debug!("connect to {addr}: {e}");
@@ -565,7 +610,7 @@ impl Engine {
             self.candidates.closed(&addr, Instant::now());
             return;
         }
-        if !self.admit(stream, hs.node_id, addr, true, slot) {
+        if !self.admit(stream, hs.node_id, addr, true, slot, hs.version.min(wire::VERSION)) {
             // Not dialled again at once (it would be every tick).
             self.candidates.closed(&addr, Instant::now());
         }
@@ -575,16 +620,30 @@ impl Engine {
     /// dropped at any await point (the torrent task selects over it), and nothing received
     /// may be lost when it is.
     fn on_incoming(&mut self, i: Incoming) {
+        use std::io::Write;
         let addr = SocketAddr::new(i.remote.ip(), i.handshake.listen_port);
+        let version = i.handshake.version.min(wire::VERSION);
+        let hs = wire::encode_handshake(&self.handshake(version));
         if let Err(why) = self.admission(i.handshake.node_id, addr, false) {
+            // No room: answer, name the peers connected here (version 2), then close — a late
+            // joiner that knew only this node learns where else to go.
+            if why == Refusal::NoRoom {
+                let mut answer = hs.to_vec();
+                let others = exchange::sample(&self.connected_addrs(), addr);
+                if version >= wire::PEERS_VERSION && !others.is_empty() {
+                    answer.extend_from_slice(&wire::encode(&Message::Peers(others)));
+                }
+                // Under 1 KiB into a fresh connection's empty send buffer: it completes.
+                if let Err(e) = i.stream.get_ref().write_all(&answer) {
+                    debug!("{}: {addr}: could not answer before closing: {e}", self.name);
+                }
+            }
             return self.refused(addr, why);
         }
         // 76 bytes into a fresh connection's empty send buffer: a non-blocking write completes.
-        let hs = crate::swarm::wire::encode_handshake(&self.handshake());
-        use std::io::Write;
         match i.stream.get_ref().write(&hs) {
             Ok(n) if n == hs.len() => {
-                self.admit(i.stream, i.handshake.node_id, addr, false, i.slot);
+                self.admit(i.stream, i.handshake.node_id, addr, false, i.slot, version);
             }
             _ => {
                 self.ctx.counters.count(WireEvent::Refused);
@@ -644,6 +703,7 @@ impl Engine {
         addr: SocketAddr,
         outgoing: bool,
         slot: IpSlot,
+        version: u8,
     ) -> bool {
         match self.admission(node_id, addr, outgoing) {
             Err(why) => {
@@ -679,15 +739,20 @@ impl Engine {
                 declined: Bitfield::new(self.layout.piece_count()),
                 declined_until: None,
                 exhausted: None,
+                exchange: (version >= wire::PEERS_VERSION).then(|| Exchange::new(Instant::now())),
                 _slot: slot,
             },
         );
+        self.exchange_peers(Instant::now());
         true
     }
 
     fn close(&mut self, key: PeerKey, why: &str) {
         let Some(p) = self.peers.remove(&key) else { return };
         debug!("{}: closing {}: {why}", self.name, p.conn.addr);
+        if p.bits.is_complete() {
+            self.candidates.complete(&p.conn.addr);
+        }
         self.closed_down += p.conn.stats.downloaded.load(Ordering::Relaxed);
         self.closed_up += p.conn.stats.uploaded.load(Ordering::Relaxed);
         self.picker.remove_peer(key, &p.bits);
@@ -805,6 +870,7 @@ impl Engine {
                 self.verify_queue.push_back(Received { key, piece, data, digest });
                 self.start_verifying();
             }
+            ConnEvent::Peers { key, addrs } => self.on_exchanged(key, addrs),
             ConnEvent::Closed { key, reason, misbehaved } => {
                 if misbehaved && let Some(p) = self.peers.get(&key) {
                     warn!("{}: {} broke the protocol: {reason}; disconnected", self.name, p.conn.addr);
@@ -1046,6 +1112,7 @@ impl Engine {
         } else {
             self.fill_free_slots(now);
         }
+        self.exchange_peers(now);
         self.connect_candidates(now);
     }
 

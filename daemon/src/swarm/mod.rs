@@ -7,6 +7,7 @@
 //! - [`candidates`]: the bounded list of members to connect to (pure).
 //! - [`connection`]: one peer connection (reader and writer tasks).
 //! - [`counters`]: peer-wire connection counters, for `status`.
+//! - [`exchange`]: peer exchange, which members to tell a peer about and when (pure).
 //! - [`fetches`]: the pieces asked of one peer, and the buffers they hold (pure).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
@@ -17,6 +18,7 @@ pub mod candidates;
 pub mod connection;
 pub mod counters;
 pub mod engine;
+pub mod exchange;
 pub mod fetches;
 pub mod first_copies;
 pub mod limiter;

@@ -18,18 +18,33 @@
 //! | 0x05 | cancel | piece, offset, length |
 //! | 0x06 | choke · 0x07 unchoke · 0x08 interested · 0x09 not interested | — |
 //! | 0x0a | reject | piece, offset, length (a request that will not be served) |
+//! | 0x0b | peers | 1 to [`MAX_EXCHANGED_PEERS`] addresses, 18 bytes each: IPv6 address (IPv4 as `::ffff:a.b.c.d`), port (u16); version 2 only |
 //!
-//! Every length is checked against its type's bound ([`MAX_BLOCK`], [`MAX_BITFIELD`]) in
+//! Version 2 added `peers`. A node answers a handshake with the lower of the two versions,
+//! and sends `peers` only on a version-2 connection.
+//!
+//! Every length is checked against its type's bound ([`MAX_BLOCK`], [`MAX_BITFIELD`],
+//! [`MAX_EXCHANGED_PEERS`] entries) in
 //! [`parse_header`], before a byte of the body is read; a block's data can then be read
 //! straight into its piece buffer. Decoding distinguishes "need more bytes"
 //! (`Ok(None)`) from "invalid" ([`WireError`]).
+
+use std::net::{Ipv6Addr, SocketAddr};
 
 use crate::descriptor::{InfoHash, MAX_PIECES};
 use crate::node_id::NodeId;
 
 pub const MAGIC: &[u8; 9] = b"p2pd-peer";
-/// The peer wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// The highest peer wire version this build speaks.
+pub const VERSION: u8 = 2;
+/// The lowest it accepts.
+pub const MIN_VERSION: u8 = 1;
+/// The first version with the `peers` message.
+pub const PEERS_VERSION: u8 = 2;
+/// Most addresses in one `peers` message.
+pub const MAX_EXCHANGED_PEERS: usize = 50;
+/// Bytes per address in a `peers` message.
+pub const PEER_ENTRY: usize = 18;
 pub const HANDSHAKE_LEN: usize = 9 + 1 + 32 + 32 + 2;
 /// Bytes of `length` and `type`.
 pub const FRAME_HEADER: usize = 5;
@@ -50,6 +65,9 @@ pub struct Handshake {
     /// The sender's peer port (the same as its discovery port), so that the other side knows
     /// the sender's address even on an incoming connection.
     pub listen_port: u16,
+    /// The peer wire version: the sender's highest in a first handshake, the one agreed on in
+    /// an answer.
+    pub version: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +83,19 @@ pub enum Message {
     Bitfield(Vec<u8>),
     Have(u32),
     Request(BlockRef),
-    Block { piece: u32, offset: u32, data: Vec<u8> },
+    Block {
+        piece: u32,
+        offset: u32,
+        data: Vec<u8>,
+    },
     Cancel(BlockRef),
     Choke,
     Unchoke,
     Interested,
     NotInterested,
     Reject(BlockRef),
+    /// Members of the swarm the sender is connected to (their listen addresses).
+    Peers(Vec<SocketAddr>),
 }
 
 /// Frame types.
@@ -88,6 +112,7 @@ pub enum Kind {
     Interested,
     NotInterested,
     Reject,
+    Peers,
 }
 
 impl Kind {
@@ -104,6 +129,7 @@ impl Kind {
             Kind::Interested => 0x08,
             Kind::NotInterested => 0x09,
             Kind::Reject => 0x0a,
+            Kind::Peers => 0x0b,
         }
     }
 
@@ -120,6 +146,7 @@ impl Kind {
             0x08 => Kind::Interested,
             0x09 => Kind::NotInterested,
             0x0a => Kind::Reject,
+            0x0b => Kind::Peers,
             _ => return None,
         })
     }
@@ -132,6 +159,7 @@ impl Kind {
             Kind::Have => (4, 4),
             Kind::Request | Kind::Cancel | Kind::Reject => (12, 12),
             Kind::Block => (9, MAX_BODY),
+            Kind::Peers => (PEER_ENTRY, MAX_EXCHANGED_PEERS * PEER_ENTRY),
         }
     }
 }
@@ -150,6 +178,7 @@ impl Message {
             Message::Interested => Kind::Interested,
             Message::NotInterested => Kind::NotInterested,
             Message::Reject(_) => Kind::Reject,
+            Message::Peers(_) => Kind::Peers,
         }
     }
 }
@@ -170,7 +199,7 @@ pub enum WireError {
 pub fn encode_handshake(h: &Handshake) -> [u8; HANDSHAKE_LEN] {
     let mut out = [0u8; HANDSHAKE_LEN];
     out[..9].copy_from_slice(MAGIC);
-    out[9] = VERSION;
+    out[9] = h.version;
     out[10..42].copy_from_slice(&h.info_hash.0);
     out[42..74].copy_from_slice(&h.node_id.0);
     out[74..76].copy_from_slice(&h.listen_port.to_be_bytes());
@@ -181,8 +210,9 @@ pub fn decode_handshake(b: &[u8; HANDSHAKE_LEN]) -> Result<Handshake, WireError>
     if &b[..9] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    if b[9] != VERSION {
-        return Err(WireError::Version(b[9]));
+    let version = b[9];
+    if !(MIN_VERSION..=VERSION).contains(&version) {
+        return Err(WireError::Version(version));
     }
     let mut info_hash = [0u8; 32];
     info_hash.copy_from_slice(&b[10..42]);
@@ -192,6 +222,7 @@ pub fn decode_handshake(b: &[u8; HANDSHAKE_LEN]) -> Result<Handshake, WireError>
         info_hash: InfoHash(info_hash),
         node_id: NodeId(node_id),
         listen_port: u16::from_be_bytes([b[74], b[75]]),
+        version,
     })
 }
 
@@ -208,7 +239,7 @@ pub fn parse_header(h: [u8; FRAME_HEADER]) -> Result<FrameHeader, WireError> {
     let kind = Kind::from_code(h[4]).ok_or(WireError::UnknownType(h[4]))?;
     let body_len = len.checked_sub(1).ok_or(WireError::BadLength { kind, len: 0 })?;
     let (lo, hi) = kind.body_bounds();
-    if body_len < lo || body_len > hi {
+    if body_len < lo || body_len > hi || (kind == Kind::Peers && body_len % PEER_ENTRY != 0) {
         return Err(WireError::BadLength { kind, len: body_len });
     }
     Ok(FrameHeader { kind, body_len })
@@ -237,7 +268,16 @@ pub fn parse_body(header: FrameHeader, body: &[u8]) -> Message {
         Kind::Unchoke => Message::Unchoke,
         Kind::Interested => Message::Interested,
         Kind::NotInterested => Message::NotInterested,
+        Kind::Peers => Message::Peers(body.chunks_exact(PEER_ENTRY).map(peer_entry).collect()),
     }
+}
+
+fn peer_entry(b: &[u8]) -> SocketAddr {
+    let mut ip = [0u8; 16];
+    ip.copy_from_slice(&b[..16]);
+    let ip = Ipv6Addr::from(ip);
+    let ip = ip.to_ipv4_mapped().map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
+    SocketAddr::new(ip, u16::from_be_bytes([b[16], b[17]]))
 }
 
 /// Decodes one frame from the front of `buf`: `Ok(None)` if more bytes are needed, else the
@@ -276,6 +316,17 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.extend_from_slice(data);
             return out;
         }
+        Message::Peers(addrs) => {
+            debug_assert!((1..=MAX_EXCHANGED_PEERS).contains(&addrs.len()));
+            for a in addrs.iter().take(MAX_EXCHANGED_PEERS) {
+                let ip = match a.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    std::net::IpAddr::V6(v6) => v6,
+                };
+                body.extend_from_slice(&ip.octets());
+                body.extend_from_slice(&a.port().to_be_bytes());
+            }
+        }
         Message::KeepAlive | Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => {}
     }
     let mut out = Vec::with_capacity(FRAME_HEADER + body.len());
@@ -292,14 +343,18 @@ mod tests {
 
     #[test]
     fn handshake_bytes() {
-        let h = Handshake { info_hash: InfoHash([1; 32]), node_id: NodeId([2; 32]), listen_port: 6690 };
+        let h = Handshake { info_hash: InfoHash([1; 32]), node_id: NodeId([2; 32]), listen_port: 6690, version: 2 };
         let b = encode_handshake(&h);
-        assert_eq!(&b[..10], b"p2pd-peer\x01");
+        assert_eq!(&b[..10], b"p2pd-peer\x02");
         assert_eq!(&b[74..], &[0x1a, 0x22]);
         assert_eq!(decode_handshake(&b).unwrap(), h);
+        let v1 = Handshake { version: 1, ..h };
+        assert_eq!(decode_handshake(&encode_handshake(&v1)).unwrap(), v1, "version 1 is still accepted");
         let mut bad = b;
-        bad[9] = 2;
-        assert_eq!(decode_handshake(&bad), Err(WireError::Version(2)));
+        bad[9] = 3;
+        assert_eq!(decode_handshake(&bad), Err(WireError::Version(3)));
+        bad[9] = 0;
+        assert_eq!(decode_handshake(&bad), Err(WireError::Version(0)));
         bad[0] = b'x';
         assert_eq!(decode_handshake(&bad), Err(WireError::BadMagic));
     }
@@ -312,6 +367,26 @@ mod tests {
             vec![0, 0, 0, 13, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
         );
         assert_eq!(encode(&Message::Interested), vec![0, 0, 0, 1, 8]);
+        let v4: SocketAddr = "10.0.0.1:6690".parse().unwrap();
+        let mut peers = vec![0, 0, 0, 19, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1];
+        peers.extend_from_slice(&[0x1a, 0x22]);
+        assert_eq!(encode(&Message::Peers(vec![v4])), peers);
+        assert_eq!(decode(&peers).unwrap(), Some((Message::Peers(vec![v4]), peers.len())));
+    }
+
+    #[test]
+    fn peers_messages_are_bounded_and_whole_entries() {
+        let len = |n: usize| ((1 + n) as u32).to_be_bytes();
+        for (body, ok) in [
+            (0, false),
+            (PEER_ENTRY, true),
+            (PEER_ENTRY + 1, false),
+            (MAX_EXCHANGED_PEERS * PEER_ENTRY, true),
+            ((MAX_EXCHANGED_PEERS + 1) * PEER_ENTRY, false),
+        ] {
+            let [a, b, c, d] = len(body);
+            assert_eq!(parse_header([a, b, c, d, 0x0b]).is_ok(), ok, "a peers body of {body} bytes");
+        }
     }
 
     #[test]
@@ -374,6 +449,23 @@ mod tests {
             Just(Message::Interested),
             Just(Message::NotInterested),
             arb_ref().prop_map(Message::Reject),
+            proptest::collection::vec(any::<(bool, [u8; 16], u16)>(), 1..=MAX_EXCHANGED_PEERS).prop_map(|v| {
+                Message::Peers(
+                    v.into_iter()
+                        .map(|(four, ip, port)| {
+                            let ip = Ipv6Addr::from(ip);
+                            match (four, ip.to_ipv4_mapped()) {
+                                (true, _) => {
+                                    SocketAddr::new(std::net::Ipv4Addr::new(ip.octets()[0], 1, 2, 3).into(), port)
+                                }
+                                // A v6 address that happens to be v4-mapped decodes as v4.
+                                (false, Some(v4)) => SocketAddr::new(v4.into(), port),
+                                (false, None) => SocketAddr::new(ip.into(), port),
+                            }
+                        })
+                        .collect(),
+                )
+            }),
         ]
     }
 

@@ -557,7 +557,8 @@ impl FakePeer {
                         }
                         return;
                     }
-                    let ours = Handshake { info_hash, node_id, listen_port: port };
+                    // Version 1, as a node built before peer exchange answers.
+                    let ours = Handshake { info_hash, node_id, listen_port: port, version: 1 };
                     let _ = s.write_all(&wire::encode_handshake(&ours));
                     let _ = s.write_all(&wire::encode(&Message::Bitfield(
                         p2pd::bitfield::Bitfield::full(pieces).as_bytes().to_vec(),
