@@ -19,7 +19,10 @@
 //! - [`teardown`]: cleanup on every exit path (drop, SIGINT/SIGTERM, `cleanup` subcommand);
 //! - [`fleet`]: hosts in network namespaces on a bridge, a daemon in each;
 //! - [`content`]: random content and byte-for-byte comparison;
-//! - [`cpu`]: machine CPU use from `/proc/stat`;
+//! - [`cpu`]: machine CPU use from `/proc/stat`, a process's or a thread's CPU time, peak RSS,
+//!   core-seconds per GiB;
+//! - [`volume`]: the filesystem holding a path, and ext4 images for a host's data;
+//! - [`floor`]: receive, SHA-256 and write content without p2pd, its CPU measured;
 //! - [`scenario`]: one seed plus N leechers, run and measured;
 //! - [`presets`]: the five benchmark scenarios of issue 5;
 //! - [`report`]: result files (JSON), the summary table, and [`chart`]: the SVG picture.
@@ -34,6 +37,7 @@ pub mod control;
 pub mod cpu;
 pub mod daemon;
 pub mod fleet;
+pub mod floor;
 pub mod presets;
 pub mod report;
 pub mod scenario;
@@ -41,3 +45,4 @@ pub mod shaping;
 pub mod stats;
 pub mod teardown;
 pub mod units;
+pub mod volume;

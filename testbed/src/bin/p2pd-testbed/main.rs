@@ -16,7 +16,7 @@ use p2pd_testbed::content::ContentShape;
 use p2pd_testbed::report::{self, RunResult};
 use p2pd_testbed::scenario::{self, ScenarioSpec};
 use p2pd_testbed::units::{LinkRate, human_bytes, parse_link_rate, parse_size};
-use p2pd_testbed::{fleet, presets, teardown};
+use p2pd_testbed::{fleet, floor, presets, teardown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +56,19 @@ enum Command {
     },
     /// Five daemons on loopback share a 64 MiB file with live progress (no root needed)
     Demo,
+    /// The floor alone: receive SOURCE over loopback TCP, SHA-256 each piece of DESC, write to
+    /// OUT, fdatasync; prints one JSON object with its time and CPU (no root needed)
+    Floor {
+        /// The descriptor (p2pctl create)
+        #[arg(value_name = "DESC")]
+        descriptor: PathBuf,
+        /// The content it describes (a file or a directory)
+        #[arg(value_name = "SOURCE")]
+        source: PathBuf,
+        /// Where to write the copy (must not exist; left in place)
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +128,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let binaries = || Binaries::locate(cli.bin_dir.as_deref());
     match cli.command {
         Command::Demo => demo::run(&binaries()?),
+        Command::Floor { descriptor, source, out } => {
+            anyhow::ensure!(!out.exists(), "{} exists; the floor writes a new copy there", out.display());
+            let result = floor::run_descriptor(&descriptor, &source, &out)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
         Command::Cleanup { all } => cleanup(all),
         Command::Run(args) => {
             fleet::check_prerequisites()?;
