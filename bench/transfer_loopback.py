@@ -3,11 +3,12 @@
 
 1. One seed to one leecher, --size-mib (default 1 GiB): throughput as a ratio to the
    single-core SHA-256 rate measured in the same run (the leecher must hash every byte, so that
-   is the limit on this machine), and to a bare pipeline without p2pd run on the same data:
-   `daemon/examples/bare_pipeline.rs`, compiled like p2pd, receives the content over one
-   loopback TCP connection (sent by sendfile), SHA-256s each piece as it arrives, checks it
-   against the descriptor and writes it, then fdatasyncs the file; CPU seconds per GiB of each
-   daemon; peak RSS.
+   is the limit on this machine), and to a bare pipeline without p2pd run on the same data, the
+   testbed's floor (`p2pd-testbed floor`, testbed/src/floor.rs), compiled like p2pd: it receives
+   the content over one loopback TCP connection (sent by sendfile), SHA-256s each piece as it
+   arrives, checks it against the descriptor and writes it, then fdatasyncs the file, and
+   reports its receiving and sending threads' CPU; CPU seconds per GiB of each daemon against
+   the floor's; peak RSS.
 2. One seed and three leechers, --swarm-mib (default 256 MiB): time until the last leecher is
    complete, and the bytes the seed uploaded as a multiple of the content size.
 
@@ -24,8 +25,8 @@ late by at most that leecher's add round trip.
 
 Usage: python3 bench/transfer_loopback.py [--size-mib 1024] [--swarm-mib 256] [--runs 3]
        [--warm-mib 16384] [--out bench/results/transfer_loopback.md]
-Builds the workspace and the bare_pipeline example (`cargo build --release`); with
-$P2PD_BIN_DIR, that directory must hold examples/bare_pipeline as well.
+Builds the workspace (`cargo build --release`: p2pd, p2pctl and p2pd-testbed); with
+$P2PD_BIN_DIR, that directory must hold p2pd-testbed as well.
 """
 
 import argparse
@@ -109,18 +110,19 @@ def sha_rate(size=256 << 20, rounds=4):
 
 
 def bare_pipeline(content, work):
-    """The same job without p2pd, compiled (daemon/examples/bare_pipeline.rs): receive the file
-    over one loopback TCP connection, SHA-256 each piece (the descriptor's, default piece size),
-    check it, write it to a new tmpfs file, fdatasync. Seconds from connecting to the synced
-    file, as the binary measures them; p2pd's time is also given as a ratio to it."""
+    """The same job without p2pd, compiled (`p2pd-testbed floor`, testbed/src/floor.rs): receive
+    the file over one loopback TCP connection, SHA-256 each piece (the descriptor's, default piece
+    size), check it, write it to a new tmpfs file, fdatasync. Returns its JSON: `secs` from
+    connecting to the synced file, as the binary measures them (p2pd's time is also given as a
+    ratio to it), and its receiving and sending threads' CPU per GiB."""
     desc = os.path.join(work, "bare.desc")
     subprocess.run([os.path.join(BIN, "p2pctl"), "create", content, "-o", desc], check=True, capture_output=True)
     out = os.path.join(work, "bare.bin")
-    done = subprocess.run([os.path.join(BIN, "examples", "bare_pipeline"), desc, content, out], capture_output=True, text=True)
+    done = subprocess.run([os.path.join(BIN, "p2pd-testbed"), "floor", desc, content, out], capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"bare_pipeline failed: {done.stderr.strip()}")
+        sys.exit(f"p2pd-testbed floor failed: {done.stderr.strip()}")
     os.remove(out)
-    return json.loads(done.stdout)["secs"]
+    return json.loads(done.stdout)
 
 
 def add_timed(daemon, desc):
@@ -190,7 +192,8 @@ def pipe_run(mib):
         same = subprocess.run(["cmp", content, os.path.join(l.cfg, "data", "content.bin")]).returncode == 0
         for d in daemons:
             d.stop()
-        return {"elapsed": elapsed, "add": returned - issued, "bare": bare, "cpu_seed": cpu[0], "cpu_leecher": cpu[1],
+        return {"elapsed": elapsed, "add": returned - issued, "bare": bare["secs"], "cpu_seed": cpu[0], "cpu_leecher": cpu[1],
+                "floor_receiver": bare["receiver_cpu_secs_per_gib"], "floor_sender": bare["sender_cpu_secs_per_gib"],
                 "rss_seed": s.peak_rss, "rss_leecher": l.peak_rss, "identical": same}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -231,7 +234,6 @@ def main():
     args = ap.parse_args()
     run = Run()
     build()
-    build("-p", "p2pd", "--example", "bare_pipeline")
     gib = args.size_mib / 1024
     warm_memory(args.warm_mib)
     pipes, shas = [], []
@@ -245,6 +247,10 @@ def main():
     throughput = (args.size_mib << 20) / elapsed
     sha = med(shas)
     bare = med([p["bare"] for p in pipes])
+    cpu_seed = med([p["cpu_seed"] for p in pipes]) / gib
+    cpu_leecher = med([p["cpu_leecher"] for p in pipes]) / gib
+    floor_sender = med([p["floor_sender"] for p in pipes])
+    floor_receiver = med([p["floor_receiver"] for p in pipes])
     lines = run.header(
         "Transfers on loopback (real daemons)",
         f"Data: on {fs_type('/dev/shm')} (/dev/shm). Medians of {args.runs} runs.",
@@ -257,9 +263,11 @@ def main():
         f"| time from the leecher's start of the torrent to complete and verified (its `completed_secs`) | {elapsed:.2f} s (runs: {runs(pipes, 'elapsed')}) |",
         f"| `p2pctl add` round trip, not in the time above | {med([p['add'] for p in pipes]) * 1000:.1f} ms |",
         f"| throughput | {throughput / 2**20:.0f} MiB/s = **{throughput / sha:.2f} × SHA-256** |",
-        f"| bare pipeline (compiled `bare_pipeline` example: recv + SHA-256 per piece + write + fdatasync, no p2pd), same runs | {bare:.2f} s (runs: {runs(pipes, 'bare')}) |",
+        f"| bare pipeline (`p2pd-testbed floor`: recv + SHA-256 per piece + write + fdatasync, no p2pd), same runs | {bare:.2f} s (runs: {runs(pipes, 'bare')}) |",
         f"| p2pd time / bare pipeline time | **{elapsed / bare:.2f}** |",
-        f"| CPU per GiB, seed / leecher | {med([p['cpu_seed'] for p in pipes]) / gib:.2f} / {med([p['cpu_leecher'] for p in pipes]) / gib:.2f} core-s |",
+        f"| CPU per GiB, seed / leecher | {cpu_seed:.2f} / {cpu_leecher:.2f} core-s |",
+        f"| CPU per GiB, bare pipeline sender / receiver (each its own thread) | {floor_sender:.2f} / {floor_receiver:.2f} core-s |",
+        f"| CPU per GiB, leecher / bare receiver; seed / bare sender | **{cpu_leecher / floor_receiver:.2f}**; {cpu_seed / floor_sender:.2f} |",
         f"| peak RSS, seed / leecher | {med([p['rss_seed'] for p in pipes]) / 2**20:.0f} / {med([p['rss_leecher'] for p in pipes]) / 2**20:.0f} MiB |",
         f"| content identical | {all(p['identical'] for p in pipes)} |",
         "",

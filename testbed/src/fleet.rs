@@ -16,7 +16,13 @@
 //! namespace's interfaces and routes are never touched. Names carry a per-run prefix
 //! `p2ptb<pid>-<n>` so that runs never collide and `cleanup` can tell whose leftovers it sees.
 //! Each daemon's directories live under the run directory — on `/dev/shm` when it has room, so
-//! that a run measures links and CPU rather than a disk.
+//! that a run measures links and CPU rather than a disk; with [`Filesystem::Ext4`] each data
+//! directory (and the floor's directory) is the mount point of an ext4 image of its own
+//! ([`crate::volume`]).
+//!
+//! Scale: addresses run to 10.77.255.254 (the /16), so up to 65,000 hosts could be numbered;
+//! switch-side veth names are `h<index>` (at most 6 characters of the kernel's 15); every host
+//! costs nine `ip`/`tc` commands and one daemon, built one after another.
 //!
 //! Every namespace and daemon is recorded in the fleet's [`TeardownGuard`] the moment it
 //! exists; dropping the [`Fleet`] (or a signal, see [`crate::teardown`]) undoes them all.
@@ -30,7 +36,8 @@ use crate::binaries::Binaries;
 use crate::daemon::{Daemon, DaemonConfig, DaemonError};
 use crate::shaping::TokenBucket;
 use crate::teardown::{TeardownGuard, terminate};
-use crate::units::LinkRate;
+use crate::units::{LinkRate, human_bytes};
+use crate::volume::{self, Filesystem, VolumeError};
 
 /// Every name this module creates starts with this.
 pub const NAME_PREFIX: &str = "p2ptb";
@@ -65,6 +72,10 @@ pub struct FleetSpec {
     pub keep_run_dir: bool,
     /// The daemons' `log_level`.
     pub log_level: &'static str,
+    /// What holds each host's data directory.
+    pub filesystem: Filesystem,
+    /// With [`Filesystem::Ext4`], the size of each host's image (see [`volume::image_bytes`]).
+    pub volume_bytes: u64,
 }
 
 /// One host of a running fleet.
@@ -92,6 +103,15 @@ pub struct Fleet {
     /// Holds each host's directory.
     pub run_dir: PathBuf,
     pub hosts: Vec<Host>,
+    /// Where the floor writes: on the same kind of filesystem as the hosts' data (its own
+    /// image with ext4).
+    pub floor_dir: PathBuf,
+    /// The filesystem holding the leechers' data, as statfs names it (`tmpfs`, `ext4`).
+    pub filesystem: String,
+    /// Where the data lives, in a sentence (for the result).
+    pub storage: String,
+    /// Seconds from the start of [`Fleet::start`] until every daemon answered.
+    pub build_secs: f64,
     teardown: TeardownGuard,
 }
 
@@ -109,6 +129,8 @@ pub enum FleetError {
     RunDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// Whether this process can build a fleet: root, with `ip` and `tc` on the PATH.
@@ -160,7 +182,11 @@ impl Fleet {
     /// Builds the namespaces, links and shaping, and starts a p2pd in every host, waiting
     /// until each answers on its control socket.
     pub fn start(spec: &FleetSpec, binaries: &Binaries) -> Result<Fleet, FleetError> {
+        let started = std::time::Instant::now();
         check_prerequisites()?;
+        if spec.filesystem == Filesystem::Ext4 {
+            volume::check_ext4_tools()?;
+        }
         static RUNS: AtomicU32 = AtomicU32::new(0);
         let prefix = format!("{NAME_PREFIX}{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::SeqCst));
         let teardown = TeardownGuard::register();
@@ -175,7 +201,38 @@ impl Fleet {
             std::fs::write(&marker, "kept by --keep; remove by hand\n")
                 .map_err(|source| FleetError::RunDir { path: marker, source })?;
         }
-        let mut fleet = Fleet { prefix: prefix.clone(), run_dir, hosts: Vec::new(), teardown };
+        let floor_dir = run_dir.join("floor");
+        let mut fleet = Fleet {
+            prefix: prefix.clone(),
+            run_dir,
+            hosts: Vec::new(),
+            floor_dir,
+            filesystem: String::new(),
+            storage: String::new(),
+            build_secs: 0.0,
+            teardown,
+        };
+        std::fs::create_dir_all(&fleet.floor_dir)
+            .map_err(|source| FleetError::RunDir { path: fleet.floor_dir.clone(), source })?;
+        let image_dir = match spec.filesystem {
+            Filesystem::Tmpfs => None,
+            Filesystem::Ext4 => {
+                let base = volume::image_base()?;
+                // Every image could fill up: one per host and the floor's.
+                let volumes = spec.hosts.len() as u64 + 1;
+                volume::check_room(&base, spec.volume_bytes.saturating_mul(volumes))?;
+                let dir = base.join(format!("{prefix}-images"));
+                std::fs::create_dir_all(&dir).map_err(|source| FleetError::RunDir { path: dir.clone(), source })?;
+                fleet.teardown.record(|plan| plan.image_dir = Some(dir.clone()));
+                if spec.keep_run_dir {
+                    let marker = dir.join(KEPT_MARKER);
+                    std::fs::write(&marker, "kept by --keep; remove by hand\n")
+                        .map_err(|source| FleetError::RunDir { path: marker, source })?;
+                }
+                fleet.mount_ext4(&dir.join("floor.img"), spec.volume_bytes, &fleet.floor_dir.clone())?;
+                Some(dir)
+            }
+        };
 
         let switch = format!("{prefix}-sw");
         run("ip", &["netns", "add", &switch])?;
@@ -216,6 +273,9 @@ impl Fleet {
                 log_level: spec.log_level,
             };
             let daemon = Daemon::prepare(&host.label, &fleet.run_dir.join(format!("h{index}")), &config)?;
+            if let Some(dir) = &image_dir {
+                fleet.mount_ext4(&dir.join(format!("h{index}.img")), spec.volume_bytes, &daemon.data_dir())?;
+            }
             fleet.hosts.push(Host { namespace: ns, address, upload: host.upload, download: host.download, daemon });
         }
 
@@ -226,7 +286,26 @@ impl Fleet {
         for host in &mut fleet.hosts {
             host.daemon.wait_ready()?;
         }
+        let leecher_data = fleet.hosts.last().map(|h| h.daemon.data_dir()).unwrap_or_else(|| fleet.floor_dir.clone());
+        fleet.filesystem = volume::filesystem_name(&leecher_data);
+        fleet.storage = match &image_dir {
+            None => format!("each host's directory under {} ({})", fleet.run_dir.display(), fleet.filesystem),
+            Some(dir) => format!(
+                "an ext4 image per host and one for the floor, {} each (sparse files in {}, on {}), loop devices with direct I/O, mounted on the data directories",
+                human_bytes(spec.volume_bytes),
+                dir.display(),
+                volume::filesystem_name(dir)
+            ),
+        };
+        fleet.build_secs = started.elapsed().as_secs_f64();
         Ok(fleet)
+    }
+
+    /// Makes an ext4 image and mounts it on `mount_point`, recording the mount for teardown.
+    fn mount_ext4(&mut self, image: &Path, bytes: u64, mount_point: &Path) -> Result<(), FleetError> {
+        volume::mount_new_ext4(image, bytes, mount_point)?;
+        self.teardown.record(|plan| plan.mounts.push(mount_point.to_path_buf()));
+        Ok(())
     }
 
     /// Stops everything now (also done on drop).
@@ -251,6 +330,8 @@ pub struct CleanupReport {
     pub skipped_live: Vec<String>,
     /// Run directories kept by `--keep`, left alone.
     pub kept_directories: Vec<PathBuf>,
+    /// Filesystems (`--fs ext4`) unmounted.
+    pub unmounted: Vec<PathBuf>,
 }
 
 /// The pid in a name `p2ptb<pid>-…`.
@@ -262,9 +343,10 @@ fn is_alive(pid: i32) -> bool {
     pid != std::process::id() as i32 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Deletes what killed runs left: `p2ptb*` namespaces (stopping the daemons in them) and run
-/// directories under `/dev/shm` and the temporary directory. Leftovers of a run whose process
-/// is still alive are skipped unless `include_live`.
+/// Deletes what killed runs left: `p2ptb*` namespaces (stopping the daemons in them), the
+/// filesystems mounted in their run directories, and run and image directories under
+/// `/dev/shm` and the temporary directory (kept ones are unmounted but stay). Leftovers of a
+/// run whose process is still alive are skipped unless `include_live`.
 pub fn cleanup_leftovers(include_live: bool) -> Result<CleanupReport, FleetError> {
     check_prerequisites()?;
     let mut report = CleanupReport::default();
@@ -297,10 +379,17 @@ pub fn cleanup_leftovers(include_live: bool) -> Result<CleanupReport, FleetError
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(owner) = owner_pid(&name) else { continue };
             let path = entry.path();
+            if !include_live && is_alive(owner) {
+                report.skipped_live.push(path.display().to_string());
+                continue;
+            }
+            for mount in volume::mounts_under(&path) {
+                if volume::unmount(&mount).is_ok() {
+                    report.unmounted.push(mount);
+                }
+            }
             if path.join(KEPT_MARKER).exists() {
                 report.kept_directories.push(path);
-            } else if !include_live && is_alive(owner) {
-                report.skipped_live.push(path.display().to_string());
             } else if std::fs::remove_dir_all(&path).is_ok() {
                 report.directories_removed.push(path);
             }

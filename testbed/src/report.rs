@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::bound::MinDistributionTime;
 use crate::cpu::Verdict;
+use crate::floor::FloorResult;
 use crate::units::{LinkRate, human_bytes};
 
-/// Version of the result document; fields are only ever added within a version.
+/// Version of the result document; fields are only ever added within a version (results
+/// written before a field existed read it as its default: absent, zero or empty).
 pub const RESULT_SCHEMA_VERSION: u32 = 1;
 
 /// Everything one run measured.
@@ -34,6 +36,13 @@ pub struct RunResult {
     pub hosts: Vec<HostResult>,
     /// Busy fraction of the whole machine, per second of the run.
     pub cpu_series: Vec<CpuSample>,
+    /// The floor, measured on the same content and filesystem before the leechers were
+    /// released (see [`crate::floor`]); absent in results of older testbeds, or when it failed.
+    #[serde(default)]
+    pub floor: Option<FloorResult>,
+    /// Why the floor is absent, when it failed.
+    #[serde(default)]
+    pub floor_error: Option<String>,
 }
 
 /// What was asked for.
@@ -50,6 +59,19 @@ pub struct Parameters {
     pub pieces: u64,
     /// How the tbf qdiscs were set (see `shaping`).
     pub tbf: String,
+    /// The leechers' adds were released one after another over this many seconds (leecher i
+    /// of N at i × window / N); `None`: all at once.
+    #[serde(default)]
+    pub join_over_secs: Option<f64>,
+    /// The filesystem holding the leechers' data, as statfs names it (`tmpfs`, `ext4`).
+    #[serde(default)]
+    pub filesystem: String,
+    /// Where the data lived, in a sentence.
+    #[serde(default)]
+    pub storage: String,
+    /// Seconds the fleet took to build (namespaces, links, shaping, images, daemons answering).
+    #[serde(default)]
+    pub fleet_build_secs: f64,
 }
 
 /// Whether the run completed and the bytes checked out.
@@ -82,6 +104,115 @@ pub struct Summary {
     #[serde(default)]
     pub p2pd_cpu_fraction: f64,
     pub verdict: Option<Verdict>,
+    /// The leechers' last completion, each from its own add (`completed_secs`): with a rolling
+    /// release, the longest any one leecher took.
+    #[serde(default)]
+    pub slowest_since_join_secs: Option<f64>,
+    /// Content bytes delivered to all leechers (verified), the denominator of the per-GiB
+    /// figures below (F × N for a run that completed).
+    #[serde(default)]
+    pub delivered_bytes: u64,
+    /// Busy core-seconds of the whole machine over the run: busy share × cores × seconds.
+    #[serde(default)]
+    pub machine_cpu_secs: f64,
+    /// `machine_cpu_secs` per GiB delivered.
+    #[serde(default)]
+    pub machine_cpu_secs_per_gib: Option<f64>,
+    /// Core-seconds of every p2pd together over the run.
+    #[serde(default)]
+    pub p2pd_cpu_secs: f64,
+    /// The seed's core-seconds per GiB it uploaded (compare the floor's sender).
+    #[serde(default)]
+    pub seed_cpu_secs_per_gib: Option<f64>,
+    /// Each leecher's core-seconds per GiB it received (its uploads included): the median
+    /// and the largest (compare the floor's receiver).
+    #[serde(default)]
+    pub leecher_cpu_secs_per_gib_median: Option<f64>,
+    #[serde(default)]
+    pub leecher_cpu_secs_per_gib_max: Option<f64>,
+    /// `leecher_cpu_secs_per_gib_median` ÷ the floor receiver's core-seconds per GiB.
+    #[serde(default)]
+    pub leecher_to_floor: Option<f64>,
+    /// `machine_cpu_secs_per_gib` ÷ (the floor receiver's + the floor sender's per GiB).
+    #[serde(default)]
+    pub machine_to_floor: Option<f64>,
+    /// The testbed's own core-seconds over the run (its polling), part of the machine's.
+    #[serde(default)]
+    pub testbed_cpu_secs: f64,
+    /// The largest peak RSS (VmHWM) of any daemon.
+    #[serde(default)]
+    pub max_rss_bytes: Option<u64>,
+    /// Discovery datagrams (sent + received) per daemon: median and largest.
+    #[serde(default)]
+    pub discovery_datagrams_median: Option<f64>,
+    #[serde(default)]
+    pub discovery_datagrams_max: Option<u64>,
+    /// Peer connections a daemon opened (`dialed`) and, of those, failed (`dial_failed`):
+    /// median and largest per daemon.
+    #[serde(default)]
+    pub dials_median: Option<f64>,
+    #[serde(default)]
+    pub dials_max: Option<u64>,
+    #[serde(default)]
+    pub dial_failures_median: Option<f64>,
+    #[serde(default)]
+    pub dial_failures_max: Option<u64>,
+    /// Dials the handshake timeout ended, over every daemon.
+    #[serde(default)]
+    pub dial_timeouts_total: u64,
+    /// Accepted connections closed before reaching a torrent, over every daemon.
+    #[serde(default)]
+    pub incoming_dropped_total: u64,
+    /// The longest the testbed took to read every daemon's status once (its poll): when far
+    /// above the poll interval, the machine was too busy to answer, and `observed_complete_at_secs`
+    /// and the samples are that coarse (completion times are the daemons' own).
+    #[serde(default)]
+    pub slowest_poll_secs: Option<f64>,
+}
+
+/// Discovery of one daemon since it started (`status`: `node.rpc` and `node.lookups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryCounts {
+    /// Datagrams sent (retries included).
+    pub sent: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Requests unanswered after every retry.
+    pub timeouts: u64,
+    /// Requests not handled because their source was over its rate limit.
+    pub rate_limited: u64,
+    /// Lookups made, and those that reached a node knowing the swarm.
+    pub lookups: u64,
+    pub lookups_found: u64,
+}
+
+/// Peer-wire connections of one daemon since it started (`status`: `node.peer_connections`,
+/// see docs/CONTROL.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionCounts {
+    pub dialed: u64,
+    pub dial_failed: u64,
+    pub dial_timed_out: u64,
+    pub accepted: u64,
+    pub incoming_dropped: u64,
+    pub established: u64,
+    pub refused: u64,
+}
+
+impl From<p2pd::control::protocol::ConnectionCounters> for ConnectionCounts {
+    fn from(c: p2pd::control::protocol::ConnectionCounters) -> ConnectionCounts {
+        ConnectionCounts {
+            dialed: c.dialed,
+            dial_failed: c.dial_failed,
+            dial_timed_out: c.dial_timed_out,
+            accepted: c.accepted,
+            incoming_dropped: c.incoming_dropped,
+            established: c.established,
+            refused: c.refused,
+        }
+    }
 }
 
 /// One host's part.
@@ -92,6 +223,10 @@ pub struct HostResult {
     pub address: String,
     pub upload: LinkRate,
     pub download: Option<LinkRate>,
+    /// When this leecher's add was due to be released, on the run's clock (0 for every
+    /// leecher when all are released at once).
+    #[serde(default)]
+    pub release_secs: Option<f64>,
     /// When the add request was sent and answered, from the release (leechers).
     pub add_sent_secs: Option<f64>,
     pub add_answered_secs: Option<f64>,
@@ -111,6 +246,21 @@ pub struct HostResult {
     /// interval of each connection is missed; `uploaded` is the authority for the total.
     #[serde(default)]
     pub sent_to: BTreeMap<String, u64>,
+    /// The daemon's CPU (user + system, `/proc/PID/stat`) over the run, core-seconds.
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
+    /// `cpu_secs` per GiB: per GiB received for a leecher, per GiB uploaded for the seed.
+    #[serde(default)]
+    pub cpu_secs_per_gib: Option<f64>,
+    /// The daemon's peak resident set size (VmHWM) at the end of the run.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
+    /// Discovery datagrams since the daemon started (it lives for this run only).
+    #[serde(default)]
+    pub discovery: Option<DiscoveryCounts>,
+    /// Peer connections since the daemon started.
+    #[serde(default)]
+    pub peer_connections: Option<ConnectionCounts>,
     /// Progress samples, kept where anything changed.
     pub samples: Vec<Sample>,
 }
@@ -155,7 +305,49 @@ fn fmt_secs(s: Option<f64>) -> String {
 /// The header of the summary table.
 pub const TABLE_HEADER: &str = "| run | F | N | upload seed / leechers | T_min | slowest / T_min | median / T_min | seed upload / F | first piece median / p99 | CPU busy (p2pd) | verdict | command |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
+/// The header of the cost table: CPU per GiB against the floor, memory, discovery and
+/// connections (see testbed/README.md, "CPU per GiB and the floor").
+pub const COST_TABLE_HEADER: &str = "| run | data on | machine core-s / GiB delivered | floor receiver / sender core-s / GiB | leecher core-s / GiB received: median (max) | seed core-s / GiB sent | leecher ÷ floor receiver | machine ÷ floor (receiver + sender) | max RSS | discovery datagrams per daemon: median / max | dials per daemon: median / max | failed dials: median / max | handshake timeouts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+fn fmt_figure(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| format!("{v:.2}"))
+}
+
+fn fmt_count(median: Option<f64>, max: Option<u64>) -> String {
+    match (median, max) {
+        (Some(m), Some(x)) => format!("{m:.0} / {x}"),
+        _ => "—".into(),
+    }
+}
+
 impl RunResult {
+    /// One row of the cost table.
+    pub fn cost_row(&self) -> String {
+        let s = &self.summary;
+        let floor = self.floor.as_ref().map_or("—".to_string(), |f| {
+            format!("{:.2} / {:.2}", f.receiver_cpu_secs_per_gib, f.sender_cpu_secs_per_gib)
+        });
+        let leechers = match (s.leecher_cpu_secs_per_gib_median, s.leecher_cpu_secs_per_gib_max) {
+            (Some(m), Some(x)) => format!("{m:.2} ({x:.2})"),
+            _ => "—".into(),
+        };
+        let ratio = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}×"));
+        let fs = if self.parameters.filesystem.is_empty() { "—" } else { self.parameters.filesystem.as_str() };
+        format!(
+            "| {} | {fs} | {} | {floor} | {leechers} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.name,
+            fmt_figure(s.machine_cpu_secs_per_gib),
+            fmt_figure(s.seed_cpu_secs_per_gib),
+            ratio(s.leecher_to_floor),
+            ratio(s.machine_to_floor),
+            s.max_rss_bytes.map_or("—".into(), |b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20))),
+            fmt_count(s.discovery_datagrams_median, s.discovery_datagrams_max),
+            fmt_count(s.dials_median, s.dials_max),
+            fmt_count(s.dial_failures_median, s.dial_failures_max),
+            if s.max_rss_bytes.is_some() { s.dial_timeouts_total.to_string() } else { "—".into() },
+        )
+    }
+
     /// One row of the summary table.
     pub fn markdown_row(&self) -> String {
         let p = &self.parameters;
@@ -258,6 +450,18 @@ pub fn write_summary(dir: &Path) -> Result<PathBuf, ReportError> {
         text.push_str(&r.markdown_row());
         text.push('\n');
     }
+    text.push_str(
+        "\nCPU per GiB against the floor (a compiled pipeline that receives the content over loopback TCP,\n\
+         SHA-256s each piece and writes it to the same filesystem, measured in the same run before the\n\
+         leechers are released), memory, discovery and connections; `testbed/README.md` says what each\n\
+         column is. \"—\": not measured (results of an older testbed) or not applicable.\n\n",
+    );
+    text.push_str(COST_TABLE_HEADER);
+    text.push('\n');
+    for r in &results {
+        text.push_str(&r.cost_row());
+        text.push('\n');
+    }
     text.push_str("\nCharts:\n\n");
     for r in &results {
         text.push_str(&format!("- [{}]({}.svg) — {}\n", r.name, r.name, r.title));
@@ -265,4 +469,64 @@ pub fn write_summary(dir: &Path) -> Result<PathBuf, ReportError> {
     let path = dir.join("README.md");
     std::fs::write(&path, text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result written before issue 13 (scenario 5 as committed on 2e34f53): it must still
+    /// load, with the new figures absent, so that `write_summary` keeps older rows.
+    const BEFORE_ISSUE_13: &str = include_str!("../tests/data/result-schema1-before-issue13.json");
+
+    #[test]
+    fn a_result_from_before_the_cost_figures_still_loads() {
+        let old: RunResult = serde_json::from_str(BEFORE_ISSUE_13).expect("an older result loads");
+        assert_eq!(old.schema, RESULT_SCHEMA_VERSION);
+        assert_eq!(old.name, "scenario-5");
+        assert!(old.floor.is_none());
+        assert_eq!(old.summary.machine_cpu_secs_per_gib, None);
+        assert_eq!(old.parameters.join_over_secs, None);
+        assert!(old.hosts.iter().all(|h| h.cpu_secs.is_none() && h.peer_connections.is_none()));
+        let row = old.cost_row();
+        assert!(row.starts_with("| scenario-5 | — | — | — |"), "{row}");
+        assert_eq!(row.matches('|').count(), COST_TABLE_HEADER.lines().next().map_or(0, |h| h.matches('|').count()));
+    }
+
+    #[test]
+    fn the_cost_row_shows_the_figures_and_both_ratios() {
+        let mut r: RunResult = serde_json::from_str(BEFORE_ISSUE_13).expect("load");
+        r.parameters.filesystem = "ext4".into();
+        r.floor = Some(FloorResult {
+            secs: 0.1,
+            bytes: 16 << 20,
+            pieces: 256,
+            piece_length: 64 << 10,
+            receiver_cpu_secs: 0.05,
+            sender_cpu_secs: 0.025,
+            receiver_cpu_secs_per_gib: 3.2,
+            sender_cpu_secs_per_gib: 1.6,
+            machine_cpu_secs: 0.08,
+            filesystem: "ext4".into(),
+        });
+        let s = &mut r.summary;
+        s.machine_cpu_secs_per_gib = Some(9.6);
+        s.leecher_cpu_secs_per_gib_median = Some(6.4);
+        s.leecher_cpu_secs_per_gib_max = Some(8.0);
+        s.seed_cpu_secs_per_gib = Some(2.5);
+        s.leecher_to_floor = Some(2.0);
+        s.machine_to_floor = Some(2.0);
+        s.max_rss_bytes = Some(12 << 20);
+        s.discovery_datagrams_median = Some(140.0);
+        s.discovery_datagrams_max = Some(900);
+        s.dials_median = Some(7.0);
+        s.dials_max = Some(15);
+        s.dial_failures_median = Some(0.0);
+        s.dial_failures_max = Some(2);
+        s.dial_timeouts_total = 1;
+        assert_eq!(
+            r.cost_row(),
+            "| scenario-5 | ext4 | 9.60 | 3.20 / 1.60 | 6.40 (8.00) | 2.50 | 2.00× | 2.00× | 12.0 MiB | 140 / 900 | 7 / 15 | 0 / 2 | 1 |"
+        );
+    }
 }

@@ -25,16 +25,21 @@ use nix::unistd::Pid;
 /// How long daemons get to stop on SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// What to undo, in order: processes, then namespaces, then the run directory.
+/// What to undo, in order: processes, then mounts, then namespaces, then the directories.
 #[derive(Debug, Default)]
 pub struct TeardownPlan {
     /// Daemons to stop (children of this process, or found in our namespaces).
     pub pids: Vec<i32>,
+    /// Filesystems mounted for the run (`--fs ext4`), unmounted once the daemons are gone;
+    /// their loop devices go with them.
+    pub mounts: Vec<PathBuf>,
     /// Network namespaces to delete (host namespaces first, the switch last).
     pub namespaces: Vec<String>,
     /// The run directory, removed unless `keep_dir`.
     pub run_dir: Option<PathBuf>,
-    /// Leave the run directory for inspection (`--keep`).
+    /// The directory of the run's ext4 images (on a disk), removed unless `keep_dir`.
+    pub image_dir: Option<PathBuf>,
+    /// Leave the run directory (and the images) for inspection (`--keep`).
     pub keep_dir: bool,
 }
 
@@ -44,6 +49,11 @@ impl TeardownPlan {
     pub fn execute(&mut self) {
         let pids: Vec<i32> = std::mem::take(&mut self.pids);
         terminate(&pids, STOP_GRACE);
+        for mount in std::mem::take(&mut self.mounts) {
+            if let Err(e) = crate::volume::unmount(&mount) {
+                eprintln!("p2pd-testbed: could not unmount {} ({e}); run `p2pd-testbed cleanup`", mount.display());
+            }
+        }
         for ns in std::mem::take(&mut self.namespaces) {
             // Processes we did not start (none expected) would keep the namespace alive.
             terminate(&namespace_pids(&ns), STOP_GRACE);
@@ -52,9 +62,10 @@ impl TeardownPlan {
                 eprintln!("p2pd-testbed: could not delete network namespace {ns}; run `p2pd-testbed cleanup`");
             }
         }
-        if let Some(dir) = self.run_dir.take() {
+        for (what, dir) in [("run directory", self.run_dir.take()), ("image directory", self.image_dir.take())] {
+            let Some(dir) = dir else { continue };
             if self.keep_dir {
-                eprintln!("p2pd-testbed: kept the run directory {}", dir.display());
+                eprintln!("p2pd-testbed: kept the {what} {}", dir.display());
             } else if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {

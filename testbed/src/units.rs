@@ -6,6 +6,7 @@
 //! refused.
 
 use std::fmt;
+use std::time::Duration;
 
 use p2pd::units::{ByteRate, ByteSize};
 
@@ -59,6 +60,34 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     Ok(size.0)
 }
 
+/// The longest `--join-over` window.
+pub const MAX_JOIN_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Parses a release window (`5s`, `500ms`, `2.5s`; a bare number is seconds; `0` releases
+/// every leecher at once), at most [`MAX_JOIN_WINDOW`]; for clap's `value_parser`.
+pub fn parse_join_window(input: &str) -> Result<Duration, String> {
+    let text = input.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{input}` is not a duration: write seconds or milliseconds, e.g. 5s or 500ms"))?;
+    let secs = value * scale;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{input}` is not a duration: it must be 0 or more"));
+    }
+    if secs > MAX_JOIN_WINDOW.as_secs_f64() {
+        return Err(format!("`{input}` is longer than the longest window, {} s", MAX_JOIN_WINDOW.as_secs()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// `268435456` → `"256 MiB"`.
 pub fn human_bytes(bytes: u64) -> String {
     p2pd::units::human_bytes(bytes)
@@ -86,6 +115,21 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(64 << 10));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn join_windows_are_seconds_or_milliseconds() {
+        assert_eq!(parse_join_window("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_join_window("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_join_window("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_join_window("750ms"), Ok(Duration::from_millis(750)));
+        assert_eq!(parse_join_window("0"), Ok(Duration::ZERO));
+        assert!(parse_join_window("-1s").is_err());
+        assert!(parse_join_window("soon").is_err());
+        assert!(parse_join_window("5m").is_err(), "minutes are not a unit here");
+        assert!(parse_join_window("2h").is_err());
+        assert!(parse_join_window("3601s").is_err());
+        assert!(parse_join_window("NaN").is_err());
     }
 
     #[test]

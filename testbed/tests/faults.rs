@@ -15,6 +15,7 @@ use p2pd_testbed::control::{EncodedRequest, add_request};
 use p2pd_testbed::fleet::{self, Fleet, FleetSpec, HostSpec};
 use p2pd_testbed::scenario::create_descriptor;
 use p2pd_testbed::units::LinkRate;
+use p2pd_testbed::volume::Filesystem;
 
 #[path = "../../daemon/tests/common/skip.rs"]
 mod skip;
@@ -59,6 +60,8 @@ fn swarm_shaped(
         scratch_bytes: bytes * (leechers as u64 + 2) + (64 << 20),
         keep_run_dir: false,
         log_level: if std::env::var_os("P2PD_TESTBED_DEBUG").is_some() { "debug" } else { "info" },
+        filesystem: Filesystem::Tmpfs,
+        volume_bytes: 0,
     };
     let fleet = Fleet::start(&spec, &binaries).unwrap_or_else(|e| panic!("{e}"));
     let source = content::generate(&fleet.hosts[0].daemon.data_dir(), "content.bin", ContentShape::File { bytes }, 7)

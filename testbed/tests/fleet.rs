@@ -12,6 +12,7 @@ use p2pd_testbed::content::ContentShape;
 use p2pd_testbed::fleet;
 use p2pd_testbed::scenario::{self, ScenarioSpec};
 use p2pd_testbed::units::LinkRate;
+use p2pd_testbed::volume::Filesystem;
 
 #[path = "../../daemon/tests/common/skip.rs"]
 mod skip;
@@ -40,6 +41,8 @@ fn a_small_fleet_distributes_identical_bytes_and_leechers_share_the_upload() {
         // A deadline for a hung swarm, not a performance assertion.
         timeout: Some(Duration::from_secs(40)),
         keep_run_dir: false,
+        join_over: None,
+        filesystem: Filesystem::Tmpfs,
     };
     let result = scenario::run(&spec, &binaries, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| panic!("{e}"));
     assert!(result.outcome.success, "the run failed: {}", result.outcome.error.unwrap_or_default());

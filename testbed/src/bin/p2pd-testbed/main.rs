@@ -15,8 +15,9 @@ use p2pd_testbed::binaries::{BIN_DIR_ENV, Binaries};
 use p2pd_testbed::content::ContentShape;
 use p2pd_testbed::report::{self, RunResult};
 use p2pd_testbed::scenario::{self, ScenarioSpec};
-use p2pd_testbed::units::{LinkRate, human_bytes, parse_link_rate, parse_size};
-use p2pd_testbed::{fleet, presets, teardown};
+use p2pd_testbed::units::{LinkRate, human_bytes, parse_join_window, parse_link_rate, parse_size};
+use p2pd_testbed::volume::Filesystem;
+use p2pd_testbed::{fleet, floor, presets, teardown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,11 +37,14 @@ struct Cli {
 enum Command {
     /// One seed plus N leechers with the given links (root)
     Run(RunArgs),
-    /// A benchmark scenario of issue 5 (1–5), or all of them (root)
+    /// A benchmark scenario (1–6), or all of them (root)
     Scenario {
-        /// 1, 2, 3, 4, 5 or all
-        #[arg(value_parser = ["1", "2", "3", "4", "5", "all"])]
+        /// 1, 2, 3, 4, 5, 6 (both variants) or all
+        #[arg(value_parser = ["1", "2", "3", "4", "5", "6", "all"])]
         which: String,
+        /// What holds each host's data: tmpfs, or an ext4 image per host (results named NAME-ext4)
+        #[arg(long = "fs", default_value = "tmpfs", value_parser = parse_filesystem, value_name = "FS")]
+        filesystem: Filesystem,
         /// Results directory
         #[arg(long, default_value = "bench/results/testbed", value_name = "DIR")]
         out: PathBuf,
@@ -56,6 +60,23 @@ enum Command {
     },
     /// Five daemons on loopback share a 64 MiB file with live progress (no root needed)
     Demo,
+    /// The floor alone: receive SOURCE over loopback TCP, SHA-256 each piece of DESC, write to
+    /// OUT, fdatasync; prints one JSON object with its time and CPU (no root needed)
+    Floor {
+        /// The descriptor (p2pctl create)
+        #[arg(value_name = "DESC")]
+        descriptor: PathBuf,
+        /// The content it describes (a file or a directory)
+        #[arg(value_name = "SOURCE")]
+        source: PathBuf,
+        /// Where to write the copy (must not exist; left in place)
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
+}
+
+fn parse_filesystem(input: &str) -> Result<Filesystem, String> {
+    input.parse()
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +114,13 @@ struct RunArgs {
     /// Keep the run directory (daemon logs, content)
     #[arg(long)]
     keep: bool,
+    /// Release the leechers one after another over this window (leecher i of N at
+    /// i × WINDOW / N), e.g. 5s or 500ms [default: all at once]
+    #[arg(long, value_parser = parse_join_window, value_name = "WINDOW")]
+    join_over: Option<Duration>,
+    /// What holds each host's data: tmpfs, or an ext4 image per host
+    #[arg(long = "fs", default_value = "tmpfs", value_parser = parse_filesystem, value_name = "FS")]
+    filesystem: Filesystem,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +143,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let binaries = || Binaries::locate(cli.bin_dir.as_deref());
     match cli.command {
         Command::Demo => demo::run(&binaries()?),
+        Command::Floor { descriptor, source, out } => {
+            anyhow::ensure!(!out.exists(), "{} exists; the floor writes a new copy there", out.display());
+            let result = floor::run_descriptor(&descriptor, &source, &out)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
         Command::Cleanup { all } => cleanup(all),
         Command::Run(args) => {
             fleet::check_prerequisites()?;
@@ -124,19 +158,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = run_one(&spec, &binaries, &out)?;
             outcome(&result)
         }
-        Command::Scenario { which, out, keep } => {
+        Command::Scenario { which, filesystem, out, keep } => {
             fleet::check_prerequisites()?;
             let binaries = binaries()?;
             let numbers: Vec<u8> = if which == "all" { presets::ALL.to_vec() } else { vec![which.parse()?] };
             let mut failed = Vec::new();
             for n in numbers {
-                let mut spec = presets::scenario(n).with_context(|| format!("no scenario {n}"))?;
-                spec.keep_run_dir = keep;
-                match run_one(&spec, &binaries, &out).and_then(|r| outcome(&r)) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        eprintln!("p2pd-testbed: {}: {e:#}", spec.name);
-                        failed.push(spec.name);
+                for spec in presets::scenarios(n).with_context(|| format!("no scenario {n}"))? {
+                    let mut spec = presets::with_filesystem(spec, filesystem);
+                    spec.keep_run_dir = keep;
+                    match run_one(&spec, &binaries, &out).and_then(|r| outcome(&r)) {
+                        Ok(()) => {}
+                        Err(e) => {
+                            eprintln!("p2pd-testbed: {}: {e:#}", spec.name);
+                            failed.push(spec.name);
+                        }
                     }
                 }
             }
@@ -159,9 +195,12 @@ fn run_spec(args: RunArgs) -> ScenarioSpec {
         None => ContentShape::File { bytes: args.size },
     };
     let size_text = human_bytes(args.size).replace(' ', "");
+    let join_over = args.join_over.filter(|w| !w.is_zero());
     let name = args.name.unwrap_or_else(|| {
         let mbit = |r: LinkRate| r.bits_per_sec() / 1_000_000;
-        format!("run-n{}-{size_text}-{}mbit", args.leechers, mbit(args.upload))
+        let join = join_over.map(|w| format!("-join{}ms", w.as_millis())).unwrap_or_default();
+        let fs = if args.filesystem == Filesystem::Tmpfs { String::new() } else { format!("-{}", args.filesystem) };
+        format!("run-n{}-{size_text}-{}mbit{join}{fs}", args.leechers, mbit(args.upload))
     });
     let rates = if seed_upload == args.upload {
         format!("{} upload everywhere", args.upload)
@@ -170,9 +209,16 @@ fn run_spec(args: RunArgs) -> ScenarioSpec {
     };
     let download = args.download.map(|d| format!(", leechers {d} download")).unwrap_or_default();
     let files = args.files.map(|k| format!(" in {k} files")).unwrap_or_default();
+    let joining = join_over.map(|w| format!(", joining over {:.1} s", w.as_secs_f64())).unwrap_or_default();
+    let fs =
+        if args.filesystem == Filesystem::Tmpfs { String::new() } else { format!(", data on {}", args.filesystem) };
     ScenarioSpec {
         name,
-        title: format!("{}{files}, 1 seed + {} leechers, {rates}{download}", human_bytes(args.size), args.leechers),
+        title: format!(
+            "{}{files}, 1 seed + {} leechers, {rates}{download}{joining}{fs}",
+            human_bytes(args.size),
+            args.leechers
+        ),
         command,
         content,
         leechers: usize::from(args.leechers),
@@ -182,6 +228,8 @@ fn run_spec(args: RunArgs) -> ScenarioSpec {
         piece_bytes: args.piece_size,
         timeout: args.timeout.map(Duration::from_secs),
         keep_run_dir: args.keep,
+        join_over,
+        filesystem: args.filesystem,
     }
 }
 
@@ -195,6 +243,8 @@ fn run_one(spec: &ScenarioSpec, binaries: &Binaries, out: &Path) -> anyhow::Resu
     let summary = report::write_summary(out)?;
     println!("{}", report::TABLE_HEADER);
     println!("{}", result.markdown_row());
+    println!("{}", report::COST_TABLE_HEADER);
+    println!("{}", result.cost_row());
     println!("wrote {}, {} and {}", json.display(), svg.display(), summary.display());
     Ok(result)
 }
@@ -218,6 +268,20 @@ fn outcome(result: &RunResult) -> anyhow::Result<()> {
         s.p2pd_cpu_fraction * 100.0,
         s.verdict.map_or("failed", |v| v.as_str()),
     );
+    let figure = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "{}: CPU per GiB delivered {} core-s (machine), leechers median {} / max {}, seed {} per GiB sent; floor receiver {} + sender {}; p2pd ÷ floor {} (leecher median ÷ receiver), {} (machine ÷ receiver + sender); max RSS {} MiB",
+        result.name,
+        figure(s.machine_cpu_secs_per_gib),
+        figure(s.leecher_cpu_secs_per_gib_median),
+        figure(s.leecher_cpu_secs_per_gib_max),
+        figure(s.seed_cpu_secs_per_gib),
+        figure(result.floor.as_ref().map(|f| f.receiver_cpu_secs_per_gib)),
+        figure(result.floor.as_ref().map(|f| f.sender_cpu_secs_per_gib)),
+        figure(s.leecher_to_floor),
+        figure(s.machine_to_floor),
+        s.max_rss_bytes.map_or("—".to_string(), |b| format!("{:.1}", b as f64 / f64::from(1 << 20))),
+    );
     Ok(())
 }
 
@@ -225,6 +289,9 @@ fn cleanup(all: bool) -> anyhow::Result<()> {
     let report = fleet::cleanup_leftovers(all)?;
     for ns in &report.namespaces_deleted {
         println!("deleted network namespace {ns}");
+    }
+    for mount in &report.unmounted {
+        println!("unmounted {}", mount.display());
     }
     for dir in &report.directories_removed {
         println!("removed {}", dir.display());
@@ -236,9 +303,10 @@ fn cleanup(all: bool) -> anyhow::Result<()> {
         println!("left {} (kept with --keep; remove it by hand)", kept.display());
     }
     println!(
-        "cleanup: {} namespaces deleted, {} daemons stopped, {} run directories removed",
+        "cleanup: {} namespaces deleted, {} daemons stopped, {} filesystems unmounted, {} run directories removed",
         report.namespaces_deleted.len(),
         report.daemons_stopped,
+        report.unmounted.len(),
         report.directories_removed.len()
     );
     Ok(())

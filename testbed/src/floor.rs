@@ -1,0 +1,289 @@
+//! The floor: the least CPU any leecher must spend on the content, measured on this machine.
+//!
+//! A compiled pipeline without p2pd receives the content's bytes over one loopback TCP
+//! connection, SHA-256s each piece as its bytes arrive, checks it against the descriptor, and
+//! writes it to a file on the filesystem under test (`fdatasync` at the end, as p2pd does
+//! before it reports a torrent complete). The sending side is a thread of this process that
+//! copies the source files into the socket with `std::io::copy`, which the standard library
+//! turns into sendfile(2), as a p2pd seed uploads.
+//!
+//! Each side's CPU is its own thread's (`getrusage(RUSAGE_THREAD)`, user + system), so the
+//! receiver's figure is the cost of taking the bytes in and the sender's the cost of putting
+//! them out; on loopback the kernel's receive path often runs in the sender's context, so
+//! only their sum is the full cost of moving the bytes once. Work the kernel does in its own
+//! threads (writeback of a disk filesystem's dirty pages) is in neither: it is in
+//! [`FloorResult::machine_cpu_secs`], the whole machine's busy time over the same interval
+//! (which also holds whatever else ran then).
+//!
+//! Time runs from just before the sender connects until the written files are synced and
+//! closed. `p2pd-testbed floor DESC SOURCE OUT` runs it alone (for `bench/transfer_loopback.py`);
+//! every scenario runs it on its own content before the leechers are released.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use p2pd::descriptor::{Content, ContentKind, Descriptor, DescriptorError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cpu::{CpuTimes, per_gib, thread_cpu_secs};
+use crate::volume::filesystem_name;
+
+/// Bytes asked of the socket per read: what arrives in one read is hashed before the next.
+const READ_CHUNK: usize = 256 << 10;
+
+/// What one pass of the floor measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloorResult {
+    /// Seconds from connecting to the synced files.
+    pub secs: f64,
+    /// Content bytes received, verified and written.
+    pub bytes: u64,
+    pub pieces: u64,
+    pub piece_length: u64,
+    /// CPU of the receiving thread (recv, SHA-256, write, fdatasync), core-seconds.
+    pub receiver_cpu_secs: f64,
+    /// CPU of the sending thread (connect, sendfile), core-seconds.
+    pub sender_cpu_secs: f64,
+    pub receiver_cpu_secs_per_gib: f64,
+    pub sender_cpu_secs_per_gib: f64,
+    /// The whole machine's busy core-seconds over the same interval (writeback in kernel
+    /// threads included, and anything else that ran).
+    pub machine_cpu_secs: f64,
+    /// The filesystem the output was written to (`tmpfs`, `ext4`, …).
+    pub filesystem: String,
+}
+
+impl FloorResult {
+    /// Receiver plus sender, per GiB: moving each byte once, end to end.
+    pub fn both_cpu_secs_per_gib(&self) -> f64 {
+        self.receiver_cpu_secs_per_gib + self.sender_cpu_secs_per_gib
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FloorError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Descriptor { path: PathBuf, source: DescriptorError },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("loopback socket: {0}")]
+    Socket(std::io::Error),
+    #[error("the connection closed after {received} of {expected} bytes")]
+    Short { received: u64, expected: u64 },
+    #[error("piece {index}: SHA-256 differs from the descriptor's")]
+    BadPiece { index: usize },
+    #[error("sending {}: {source}", path.display())]
+    Send { path: PathBuf, source: std::io::Error },
+    #[error("the floor's sender thread panicked")]
+    SenderPanicked,
+}
+
+/// Runs the floor for the descriptor at `descriptor`, sending from `source` (the content's
+/// file or directory) and writing to `out` (a file, or a directory for directory content).
+pub fn run_descriptor(descriptor: &Path, source: &Path, out: &Path) -> Result<FloorResult, FloorError> {
+    let text = std::fs::read_to_string(descriptor)
+        .map_err(|source| FloorError::Read { path: descriptor.to_path_buf(), source })?;
+    let parsed =
+        Descriptor::parse(&text).map_err(|source| FloorError::Descriptor { path: descriptor.to_path_buf(), source })?;
+    run(&parsed.content, source, out)
+}
+
+/// The path of each file of `content` below `root` (the root itself for a single file).
+fn file_paths(content: &Content, root: &Path) -> Vec<(PathBuf, u64)> {
+    match content.kind {
+        ContentKind::File => vec![(root.to_path_buf(), content.total_length)],
+        ContentKind::Directory => content
+            .files
+            .iter()
+            .map(|f| (f.path.components().iter().fold(root.to_path_buf(), |p, c| p.join(c)), f.length))
+            .collect(),
+    }
+}
+
+/// Runs the floor for `content` (see the module doc); the output stays in `out` for the caller
+/// to remove.
+pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, FloorError> {
+    let sources = file_paths(content, source);
+    // Open every source first: a missing file is an error before anything is timed.
+    let mut send_files = Vec::with_capacity(sources.len());
+    for (path, _) in &sources {
+        let file = File::open(path).map_err(|e| FloorError::Read { path: path.clone(), source: e })?;
+        send_files.push((path.clone(), file));
+    }
+    let mut output = Output::create(content, out)?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(FloorError::Socket)?;
+    let addr = listener.local_addr().map_err(FloorError::Socket)?;
+
+    let machine_start = CpuTimes::now();
+    let receiver_start = thread_cpu_secs();
+    let started = Instant::now();
+    let sender = std::thread::Builder::new()
+        .name("floor-sender".into())
+        .spawn(move || send(send_files, addr))
+        .map_err(FloorError::Socket)?;
+    let received = receive(content, &listener, &mut output);
+    let synced = received.and_then(|bytes| output.sync().map(|()| bytes));
+    drop(output);
+    let secs = started.elapsed().as_secs_f64();
+    let receiver_cpu_secs = thread_cpu_secs() - receiver_start;
+    let machine_cpu_secs = match (machine_start, CpuTimes::now()) {
+        (Some(a), Some(b)) => b.busy_core_secs_since(a),
+        _ => 0.0,
+    };
+    // A receiver that failed leaves the sender blocked on a full socket: close it first.
+    drop(listener);
+    let sent = sender.join().map_err(|_| FloorError::SenderPanicked)?;
+    let bytes = synced?;
+    let sender_cpu_secs = sent?;
+    Ok(FloorResult {
+        secs,
+        bytes,
+        pieces: content.piece_count() as u64,
+        piece_length: content.piece_length,
+        receiver_cpu_secs,
+        sender_cpu_secs,
+        receiver_cpu_secs_per_gib: per_gib(receiver_cpu_secs, bytes).unwrap_or(0.0),
+        sender_cpu_secs_per_gib: per_gib(sender_cpu_secs, bytes).unwrap_or(0.0),
+        machine_cpu_secs,
+        filesystem: filesystem_name(out.parent().unwrap_or(out)),
+    })
+}
+
+/// Accepts one connection and takes in every piece; returns the bytes written.
+fn receive(content: &Content, listener: &TcpListener, output: &mut Output) -> Result<u64, FloorError> {
+    let (mut conn, _) = listener.accept().map_err(FloorError::Socket)?;
+    // The descriptor bounds the piece length (at most 64 MiB).
+    let mut piece = vec![0u8; content.piece_length as usize];
+    let mut received = 0u64;
+    for (index, expected) in content.pieces.iter().enumerate() {
+        let len = content.piece_len(index) as usize;
+        let mut hasher = Sha256::new();
+        let mut filled = 0;
+        while filled < len {
+            let end = len.min(filled + READ_CHUNK);
+            let n = conn.read(&mut piece[filled..end]).map_err(FloorError::Socket)?;
+            if n == 0 {
+                return Err(FloorError::Short { received: received + filled as u64, expected: content.total_length });
+            }
+            hasher.update(&piece[filled..filled + n]);
+            filled += n;
+        }
+        if hasher.finalize().as_slice() != expected.0 {
+            return Err(FloorError::BadPiece { index });
+        }
+        output.write(&piece[..len])?;
+        received += len as u64;
+    }
+    Ok(received)
+}
+
+/// Connects to `addr` and copies every file into the connection (sendfile(2)); returns the
+/// sending thread's CPU seconds. If it fails, the connection closes early and the receiver
+/// reports it short.
+fn send(files: Vec<(PathBuf, File)>, addr: SocketAddr) -> Result<f64, FloorError> {
+    let start = thread_cpu_secs();
+    let mut conn = TcpStream::connect(addr).map_err(FloorError::Socket)?;
+    for (path, mut file) in files {
+        std::io::copy(&mut file, &mut conn).map_err(|source| FloorError::Send { path, source })?;
+    }
+    drop(conn);
+    Ok(thread_cpu_secs() - start)
+}
+
+/// The output files, written in content order: pieces run across file boundaries.
+struct Output {
+    /// Each file with the bytes it still expects.
+    files: Vec<(PathBuf, File, u64)>,
+    /// The file being written.
+    current: usize,
+}
+
+impl Output {
+    fn create(content: &Content, out: &Path) -> Result<Output, FloorError> {
+        let mut files = Vec::new();
+        for (path, length) in file_paths(content, out) {
+            let err = |source| FloorError::Write { path: path.clone(), source };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(err)?;
+            }
+            let file = File::create(&path).map_err(err)?;
+            files.push((path, file, length));
+        }
+        Ok(Output { files, current: 0 })
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), FloorError> {
+        while !data.is_empty() {
+            let Some((path, file, left)) = self.files.get_mut(self.current) else {
+                // The descriptor's pieces cover exactly its files' lengths.
+                return Ok(());
+            };
+            let n = (*left).min(data.len() as u64) as usize;
+            file.write_all(&data[..n]).map_err(|source| FloorError::Write { path: path.clone(), source })?;
+            *left -= n as u64;
+            data = &data[n..];
+            if *left == 0 {
+                self.current += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// fdatasync every file.
+    fn sync(&mut self) -> Result<(), FloorError> {
+        for (path, file, _) in &self.files {
+            file.sync_data().map_err(|source| FloorError::Write { path: path.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::{self, ContentShape};
+
+    fn describe(source: &Path, desc: &Path, piece: u64) -> Content {
+        let plan = p2pd::descriptor::create::plan(source).expect("plan");
+        let pieces = p2pd::descriptor::create::hash_pieces(&plan, piece, &mut |_| {}).expect("hash");
+        let built = p2pd::descriptor::create::build(&plan, piece, pieces, Vec::new()).expect("build");
+        std::fs::write(desc, built.to_yaml()).expect("write descriptor");
+        Descriptor::parse(&std::fs::read_to_string(desc).expect("read")).expect("parse").content
+    }
+
+    #[test]
+    fn a_directory_arrives_identical_and_both_sides_are_charged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shape = ContentShape::Directory { bytes: (3 << 20) + 12_345, files: 5 };
+        let source = content::generate(dir.path(), "src", shape, 9).expect("generate");
+        let desc = dir.path().join("src.desc");
+        let described = describe(&source, &desc, 256 << 10);
+        let out = dir.path().join("out");
+        let result = run_descriptor(&desc, &source, &out).expect("floor");
+        assert_eq!(result.bytes, shape.total_bytes());
+        assert_eq!(result.pieces, described.piece_count() as u64);
+        assert_eq!(content::first_difference(&source, &out).expect("compare"), None);
+        assert!(result.receiver_cpu_secs > 0.0, "{result:?}");
+        assert!(result.receiver_cpu_secs_per_gib > 0.0 && result.sender_cpu_secs_per_gib >= 0.0, "{result:?}");
+        assert!(!result.filesystem.is_empty());
+    }
+
+    #[test]
+    fn a_piece_that_differs_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = content::generate(dir.path(), "a.bin", ContentShape::File { bytes: 1 << 20 }, 3).expect("gen");
+        let desc = dir.path().join("a.desc");
+        describe(&source, &desc, 256 << 10);
+        let mut bytes = std::fs::read(&source).expect("read");
+        bytes[(600 << 10) + 1] ^= 0x40;
+        std::fs::write(&source, &bytes).expect("write");
+        let err = run_descriptor(&desc, &source, &dir.path().join("out.bin")).expect_err("a bad piece");
+        assert!(matches!(err, FloorError::BadPiece { index: 2 }), "{err}");
+    }
+}
