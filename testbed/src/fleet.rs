@@ -131,6 +131,46 @@ pub enum FleetError {
     Daemon(#[from] DaemonError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error("cannot raise {path} to {value} for a fleet of {hosts} hosts: {source}")]
+    NeighbourTable { path: &'static str, value: u64, hosts: usize, source: std::io::Error },
+}
+
+/// The kernel's IPv4 neighbour (ARP) table thresholds. The table is one for every network
+/// namespace, and its default hard limit (1,024 entries) is less than a fleet of 64 hosts that
+/// all talk to each other needs (64 × 63): beyond it the kernel logs "neighbor table overflow"
+/// and silently drops packets to addresses it has not resolved — new connections then time
+/// out, as if the peers were too busy to answer.
+const NEIGH_THRESHOLDS: [&str; 3] = [
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+];
+
+/// The thresholds (no collection below the first; the hard limit last) a fleet of `hosts`
+/// needs: every host may resolve every other, and the root namespace's bridge sees them all.
+pub fn neighbour_thresholds(hosts: usize) -> [u64; 3] {
+    let entries = (hosts as u64 + 1) * (hosts as u64 + 1);
+    [entries, entries * 3 / 2, entries * 2]
+}
+
+/// Raises the neighbour table's thresholds for `hosts` hosts, never lowering one (another
+/// fleet may be running); returns a line saying what changed, if anything did.
+fn size_neighbour_table(hosts: usize) -> Result<Option<String>, FleetError> {
+    let mut raised = Vec::new();
+    for (path, want) in NEIGH_THRESHOLDS.iter().zip(neighbour_thresholds(hosts)) {
+        let now: u64 = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if now < want {
+            std::fs::write(path, want.to_string()).map_err(|source| FleetError::NeighbourTable {
+                path,
+                value: want,
+                hosts,
+                source,
+            })?;
+            raised.push(format!("{} {now} → {want}", path.rsplit('/').next().unwrap_or(path)));
+        }
+    }
+    Ok((!raised.is_empty())
+        .then(|| format!("raised the kernel's neighbour table for {hosts} hosts: {}", raised.join(", "))))
 }
 
 /// Whether this process can build a fleet: root, with `ip` and `tc` on the PATH.
@@ -184,6 +224,9 @@ impl Fleet {
     pub fn start(spec: &FleetSpec, binaries: &Binaries) -> Result<Fleet, FleetError> {
         let started = std::time::Instant::now();
         check_prerequisites()?;
+        if let Some(line) = size_neighbour_table(spec.hosts.len())? {
+            eprintln!("p2pd-testbed: {line}");
+        }
         if spec.filesystem == Filesystem::Ext4 {
             volume::check_ext4_tools()?;
         }
@@ -415,5 +458,13 @@ mod tests {
         assert_eq!(owner_pid("p2ptb77-2-sw"), Some(77));
         assert_eq!(owner_pid("p2pdt5"), None);
         assert_eq!(owner_pid("other"), None);
+    }
+
+    #[test]
+    fn the_neighbour_table_holds_every_pair_of_a_fleet() {
+        let [low, mid, hard] = neighbour_thresholds(64);
+        assert!(low >= 64 * 63, "no collection while every host knows every other");
+        assert!(low < mid && mid < hard);
+        assert!(neighbour_thresholds(8)[2] < 1024, "small fleets fit the kernel's default");
     }
 }
