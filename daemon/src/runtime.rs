@@ -219,7 +219,11 @@ async fn serve(
         executor: executor.clone(),
         node_id: node.node_id,
         listen_port: node.listen.port(),
-        listen_ip: Some(node.listen.ip()).filter(|ip| !ip.is_unspecified()),
+        // A link-local IPv6 address needs its scope to be bound; such a node connects from
+        // whatever the kernel picks.
+        listen_ip: Some(node.listen.ip()).filter(|ip| {
+            !ip.is_unspecified() && !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }),
         registry: registry.clone(),
         upload: Arc::new(swarm::limiter::RateLimit::new(config.limits.upload_rate)),
         download: Arc::new(swarm::limiter::RateLimit::new(config.limits.download_rate)),

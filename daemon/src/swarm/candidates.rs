@@ -11,7 +11,8 @@
 //!   identity: a node id is only what a peer claims);
 //! - addresses a connected peer passed on (peer exchange) are weaker still: at most
 //!   [`MAX_EXCHANGED`] of them are kept, they never displace another entry, and the first
-//!   failed connect drops one (until discovery or another exchange names it again).
+//!   failed connect drops one; exchange cannot name it again for [`EXCHANGED_FAILURE_MEMORY`]
+//!   (up to [`MAX_FAILED_REMEMBERED`] such addresses; discovery still can).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ pub const MAX_CANDIDATES: usize = 1024;
 pub const MAX_CONNECT_FAILURES: u32 = 5;
 /// Most candidates kept that only peer exchange named.
 pub const MAX_EXCHANGED: usize = 256;
+/// How long an exchanged address that failed is not taken from exchange again.
+pub const EXCHANGED_FAILURE_MEMORY: Duration = Duration::from_secs(600);
+/// Most such addresses remembered (the oldest is forgotten first).
+pub const MAX_FAILED_REMEMBERED: usize = 1024;
 /// Before reconnecting to a peer whose connection closed.
 const AFTER_CLOSE: Duration = Duration::from_secs(5);
 
@@ -44,6 +49,8 @@ pub struct Candidates {
     by_addr: HashMap<SocketAddr, Candidate>,
     /// How many entries are `exchanged`.
     exchanged: usize,
+    /// Exchanged addresses whose connect failed, and when.
+    failed_exchanged: HashMap<SocketAddr, Instant>,
 }
 
 impl Candidates {
@@ -68,11 +75,14 @@ impl Candidates {
             return;
         }
         if let Some(c) = self.by_addr.get_mut(&peer.addr) {
-            c.status = peer.status;
+            let changed = std::mem::replace(&mut c.status, peer.status) != peer.status;
             if std::mem::replace(&mut c.exchanged, false) {
                 self.exchanged -= 1;
             }
-            if c.failures > 0 && !c.connecting {
+            // Named again with news (it announced a new status: restarted, or done): its
+            // failures are forgiven. The same news again does not cut a back-off short — a
+            // node without room would otherwise be dialled at every announce.
+            if changed && c.failures > 0 && !c.connecting {
                 c.failures = 0;
                 c.next_attempt = now;
             }
@@ -94,6 +104,9 @@ impl Candidates {
     /// it). Its status is unknown: taken as leeching until a connection shows otherwise.
     pub fn learn_exchanged(&mut self, addr: SocketAddr, now: Instant) -> bool {
         if self.by_addr.contains_key(&addr) || self.exchanged >= MAX_EXCHANGED || self.by_addr.len() >= MAX_CANDIDATES {
+            return false;
+        }
+        if self.failed_exchanged.get(&addr).is_some_and(|at| now.duration_since(*at) < EXCHANGED_FAILURE_MEMORY) {
             return false;
         }
         let c = Candidate {
@@ -154,12 +167,27 @@ impl Candidates {
         let Some(c) = self.by_addr.get_mut(addr) else { return false };
         c.connecting = false;
         c.failures += 1;
-        if c.failures >= MAX_CONNECT_FAILURES || c.exchanged {
+        if c.exchanged {
+            self.remove(addr);
+            self.remember_failure(*addr, now);
+            return true;
+        }
+        if c.failures >= MAX_CONNECT_FAILURES {
             self.remove(addr);
             return true;
         }
         c.next_attempt = now + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
         false
+    }
+
+    fn remember_failure(&mut self, addr: SocketAddr, now: Instant) {
+        self.failed_exchanged.retain(|_, at| now.duration_since(*at) < EXCHANGED_FAILURE_MEMORY);
+        if self.failed_exchanged.len() >= MAX_FAILED_REMEMBERED
+            && let Some(oldest) = self.failed_exchanged.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
+        {
+            self.failed_exchanged.remove(&oldest);
+        }
+        self.failed_exchanged.insert(addr, now);
     }
 
     /// A connection to it closed: wait a little before dialling again.
@@ -202,6 +230,20 @@ mod tests {
     }
 
     #[test]
+    fn the_same_news_again_keeps_a_back_off_and_new_news_forgives_it() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let p = peer(1, PeerStatus::Leeching);
+        c.learn(&p, now);
+        c.dialling(&p.addr);
+        c.failed(&p.addr, now);
+        c.learn(&p, now);
+        assert!(c.due(now, false, &HashSet::new()).is_empty(), "announced again, still backing off");
+        c.learn(&PeerRecord { status: PeerStatus::Seeding, ..p }, now);
+        assert_eq!(c.due(now, false, &HashSet::new()), vec![p.addr], "a new status: dialled again at once");
+    }
+
+    #[test]
     fn connected_addresses_and_seeds_when_seeding_are_not_dialled() {
         let mut c = Candidates::default();
         let now = Instant::now();
@@ -233,6 +275,9 @@ mod tests {
         }
         assert!(!c.failed(&addr(0), now), "discovered: backs off");
         assert!(c.failed(&addr(1), now), "exchanged: dropped");
+        assert!(!c.learn_exchanged(addr(1), now), "not taken from exchange again soon");
+        assert!(c.learn_exchanged(addr(1), now + EXCHANGED_FAILURE_MEMORY), "but later");
+        c.forget(&addr(1));
         assert!(c.learn_exchanged(addr(10_000), now), "its place is free again");
         assert_eq!(c.exchanged, MAX_EXCHANGED);
         assert_eq!(c.by_addr.values().filter(|x| x.exchanged).count(), c.exchanged);

@@ -25,7 +25,8 @@
 //!   (TCP back-pressure), never buffered.
 //! - Per message, the work is O(1): `interested`/`not interested` reach the engine only when
 //!   they change something, a second bitfield is a violation, a duplicate `have` is dropped
-//!   by the engine in constant time.
+//!   by the engine in constant time; `peers` (at most 50 addresses) is allowed 3 back to back
+//!   and then one per [`MIN_EXCHANGE_SPACING`], and only on a version-2 connection.
 //! - Piece buffers exist only for pieces we asked this peer for: the engine's in-flight caps
 //!   bound them (`limits.max_in_flight_per_peer` and `_per_torrent`).
 //!
@@ -71,11 +72,13 @@ pub const MAX_CONTROL_BYTES: usize = 512 << 10;
 /// What a connection may hold besides the piece buffers of pieces we asked it for: its outbox
 /// (control bytes, and the writer's copy of them being sent: twice [`MAX_CONTROL_BYTES`]; the
 /// request queue), the writer's block buffer, the reader's frame buffers (a bitfield, a block
-/// we no longer want), and its share of the torrent's event queue (one bitfield).
+/// we no longer want), its share of the torrent's event queue (one bitfield), and the engine's
+/// record of the addresses it told the peer about (peer exchange).
 pub const MAX_CONNECTION_MEMORY: usize = 2 * MAX_CONTROL_BYTES
     + MAX_QUEUED_UPLOADS * std::mem::size_of::<BlockRef>()
     + 2 * (FRAME_HEADER + wire::MAX_BODY)
-    + 2 * wire::MAX_BITFIELD;
+    + 2 * wire::MAX_BITFIELD
+    + super::exchange::MAX_REMEMBERED * std::mem::size_of::<SocketAddr>();
 
 /// Counters and health marks the engine reads.
 #[derive(Debug)]
@@ -196,8 +199,10 @@ pub enum ConnEvent {
 
 /// How often a node sends `peers` on one connection, at most (docs/PROTOCOL.md).
 pub const EXCHANGE_INTERVAL: Duration = Duration::from_secs(5);
-/// A peer whose `peers` messages come closer together than this is cut off (the interval,
-/// with room for timer jitter).
+/// `peers` messages a peer may send back to back (frames queued behind a slow block arrive
+/// together), then one per [`MIN_EXCHANGE_SPACING`]; beyond that it is cut off.
+pub const EXCHANGE_BURST: f64 = 3.0;
+/// See [`EXCHANGE_BURST`].
 pub const MIN_EXCHANGE_SPACING: Duration = Duration::from_secs(2);
 
 /// Instructions to the reader.
@@ -511,6 +516,7 @@ pub fn start(
     node_id: NodeId,
     addr: SocketAddr,
     outgoing: bool,
+    exchange: bool,
     ctx: ConnContext,
     executor: &smol::Executor<'static>,
 ) -> Connection {
@@ -537,7 +543,9 @@ pub fn start(
         declining: HashSet::new(),
         bitfield_seen: false,
         peer_interested: false,
-        last_peers: None,
+        exchange,
+        peers_allowance: EXCHANGE_BURST,
+        peers_at: Instant::now(),
         sink: Vec::new(),
     };
     let writer = Writer { stream, key, ctx: ctx.clone(), queue: writer_queue.clone(), stats: stats.clone() };
@@ -617,8 +625,11 @@ struct Reader {
     bitfield_seen: bool,
     /// What the peer last said about its interest: only changes reach the engine.
     peer_interested: bool,
-    /// When the peer's last `peers` message arrived.
-    last_peers: Option<Instant>,
+    /// Whether the connection's version has `peers`.
+    exchange: bool,
+    /// `peers` messages the peer may still send now ([`EXCHANGE_BURST`]), as of `peers_at`.
+    peers_allowance: f64,
+    peers_at: Instant,
     /// Where blocks we no longer want are read to and dropped; reused.
     sink: Vec<u8>,
 }
@@ -785,14 +796,20 @@ impl Reader {
                 }
             }
             Message::Peers(addrs) => {
+                if !self.exchange {
+                    return Err(End::Misbehaved("sent peers on a version-1 connection".into()));
+                }
                 let now = Instant::now();
-                if self.last_peers.is_some_and(|last| now.duration_since(last) < MIN_EXCHANGE_SPACING) {
+                let refill = now.duration_since(self.peers_at).as_secs_f64() / MIN_EXCHANGE_SPACING.as_secs_f64();
+                self.peers_allowance = (self.peers_allowance + refill).min(EXCHANGE_BURST);
+                self.peers_at = now;
+                if self.peers_allowance < 1.0 {
                     return Err(End::Misbehaved(format!(
                         "sent peers more often than every {} s",
                         MIN_EXCHANGE_SPACING.as_secs()
                     )));
                 }
-                self.last_peers = Some(now);
+                self.peers_allowance -= 1.0;
                 self.event(ConnEvent::Peers { key, addrs }).await?;
             }
             Message::Block { .. } => unreachable!("blocks are read by read_block"),

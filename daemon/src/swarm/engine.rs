@@ -97,6 +97,9 @@ const BUDGET_SECS: f64 = 0.25;
 const MIN_IN_FLIGHT: u64 = 512 << 10;
 /// Events from a torrent's connections waiting for the engine; a reader waits for room.
 const EVENT_QUEUE: usize = 1024;
+/// Connects one torrent has started and not yet seen answered, at most: what a peer naming
+/// addresses (exchange) or a discovery answer can make this node dial at once.
+pub const MAX_DIALS_IN_FLIGHT: usize = 16;
 /// Peer messages handled per wake-up, at most, before requests are filled and the other
 /// sources looked at again.
 const EVENT_BATCH: usize = 256;
@@ -195,6 +198,10 @@ struct Peer {
     exhausted: Option<u64>,
     /// What it has been told by peer exchange; `None` on a version-1 connection.
     exchange: Option<Exchange>,
+    /// Its bitfield arrived. A connection we opened that closes before that was a node
+    /// without room (it answered, named its peers and closed): a failed connect, backed off.
+    heard: bool,
+    outgoing: bool,
     _slot: IpSlot,
 }
 
@@ -255,6 +262,8 @@ pub struct Engine {
     verified: (async_channel::Sender<VerifyResult>, async_channel::Receiver<VerifyResult>),
     verify_queue: VecDeque<Received>,
     verifying: usize,
+    /// Connects started and not yet answered (at most [`MAX_DIALS_IN_FLIGHT`]).
+    dialling: usize,
     /// Piece buffers, reused.
     pool: Arc<BufferPool>,
     upload: Arc<RateLimit>,
@@ -312,6 +321,7 @@ impl Engine {
             verified: async_channel::bounded(MAX_VERIFYING),
             verify_queue: VecDeque::new(),
             verifying: 0,
+            dialling: 0,
             pool: Arc::new(BufferPool::default()),
             upload,
             download,
@@ -408,8 +418,9 @@ impl Engine {
     /// Runs until a piece verifies or storage fails. Cancel-safe: the only await point is
     /// [`Engine::wait`] (channel receives and a timer), so dropping the future loses nothing.
     ///
-    /// After each wake-up, whatever else is ready is handled too — a bounded batch from each
-    /// source — before requests are filled once. So a busy stream of peer messages cannot keep
+    /// After each wake-up, whatever else is ready is handled too — up to [`EVENT_BATCH`] peer
+    /// messages, and all that waits in the other (small, bounded) queues — before requests are
+    /// filled once. So a busy stream of peer messages cannot keep
     /// an incoming connection waiting for its handshake (the waiting side gives up after
     /// [`connection::HANDSHAKE_TIMEOUT`]), a verified piece or the tick; and the cost of
     /// filling requests is paid once per batch, not once per message.
@@ -417,6 +428,7 @@ impl Engine {
         loop {
             let wake = self.wait().await;
             if let Some(event) = self.handle(wake) {
+                self.fill_requests();
                 return event;
             }
             while let Ok(i) = self.incoming.try_recv() {
@@ -431,6 +443,7 @@ impl Engine {
             }
             while let Ok((k, p, r, b)) = self.verified.1.try_recv() {
                 if let Some(event) = self.handle(Wake::Verified(k, p, r, b)) {
+                    self.fill_requests();
                     return event;
                 }
             }
@@ -475,8 +488,12 @@ impl Engine {
         match wake {
             Wake::Conn(e) => self.on_conn_event(e),
             Wake::Incoming(i) => self.on_incoming(i),
-            Wake::Connected(Ok((addr, stream, hs, slot))) => self.on_connected(addr, stream, hs, slot),
+            Wake::Connected(Ok((addr, stream, hs, slot))) => {
+                self.dialling -= 1;
+                self.on_connected(addr, stream, hs, slot);
+            }
             Wake::Connected(Err(addr)) => {
+                self.dialling -= 1;
                 if self.candidates.failed(&addr, Instant::now()) {
                     debug!(
                         "{}: {addr} failed {} connects in a row; forgotten until discovery names it again",
@@ -540,10 +557,11 @@ impl Engine {
     /// Members a connected peer passed on: candidates to try.
     fn on_exchanged(&mut self, key: PeerKey, addrs: Vec<SocketAddr>) {
         let now = Instant::now();
+        let Some(from) = self.peers.get(&key).map(|p| p.conn.addr) else { return };
         let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.conn.addr).collect();
         let mut taken = 0;
         for addr in addrs {
-            if exchange::plausible(&addr)
+            if exchange::plausible(&addr, &from)
                 && !connected.contains(&addr)
                 && !self.bans.is_banned(addr.ip())
                 && self.candidates.learn_exchanged(addr, now)
@@ -569,11 +587,15 @@ impl Engine {
         let mut due = self.candidates.due(now, self.seeding(), &connected);
         due.shuffle(&mut rand::rng());
         for addr in due {
-            if !self.room() {
+            if !self.room()
+                || self.dialling >= MAX_DIALS_IN_FLIGHT
+                || self.peers.len() + self.dialling >= self.max_peers
+            {
                 break;
             }
             let Some(slot) = self.ctx.registry.take_slot(addr.ip()) else { continue };
             self.candidates.dialling(&addr);
+            self.dialling += 1;
             let tx = self.connected.0.clone();
             let hs = self.handshake(wire::VERSION);
             let counters = self.ctx.counters.clone();
@@ -715,7 +737,9 @@ impl Engine {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let conn = connection::start(stream, key, node_id, addr, outgoing, self.conn_context(), &self.ctx.executor);
+        let exchange = version >= wire::PEERS_VERSION;
+        let conn =
+            connection::start(stream, key, node_id, addr, outgoing, exchange, self.conn_context(), &self.ctx.executor);
         self.ctx.connections.fetch_add(1, Ordering::SeqCst);
         self.ctx.counters.count(WireEvent::Established);
         debug!("{}: connected to {addr} ({})", self.name, if outgoing { "outgoing" } else { "incoming" });
@@ -739,7 +763,9 @@ impl Engine {
                 declined: Bitfield::new(self.layout.piece_count()),
                 declined_until: None,
                 exhausted: None,
-                exchange: (version >= wire::PEERS_VERSION).then(|| Exchange::new(Instant::now())),
+                exchange: exchange.then(|| Exchange::new(Instant::now())),
+                heard: false,
+                outgoing,
                 _slot: slot,
             },
         );
@@ -750,15 +776,22 @@ impl Engine {
     fn close(&mut self, key: PeerKey, why: &str) {
         let Some(p) = self.peers.remove(&key) else { return };
         debug!("{}: closing {}: {why}", self.name, p.conn.addr);
-        if p.bits.is_complete() {
-            self.candidates.complete(&p.conn.addr);
-        }
         self.closed_down += p.conn.stats.downloaded.load(Ordering::Relaxed);
         self.closed_up += p.conn.stats.uploaded.load(Ordering::Relaxed);
         self.picker.remove_peer(key, &p.bits);
         self.first_copies.forget(key);
         self.ctx.connections.fetch_sub(1, Ordering::SeqCst);
-        self.candidates.closed(&p.conn.addr, Instant::now());
+        let now = Instant::now();
+        if p.bits.is_complete() {
+            self.candidates.complete(&p.conn.addr);
+        }
+        if p.outgoing && !p.heard {
+            // Answered and closed before its bitfield: a node without room. Back off as from
+            // a failed connect (an exchanged address is dropped), not redialled in 5 s.
+            self.candidates.failed(&p.conn.addr, now);
+        } else {
+            self.candidates.closed(&p.conn.addr, now);
+        }
     }
 
     fn update_interest(&mut self, key: PeerKey) {
@@ -775,6 +808,7 @@ impl Engine {
             ConnEvent::Bitfield(key, bits) => {
                 let seeding = self.seeding();
                 let Some(p) = self.peers.get_mut(&key) else { return };
+                p.heard = true;
                 self.picker.remove_peer(key, &p.bits);
                 let have = self.have.read().unwrap_or_else(|x| x.into_inner());
                 p.useful = bits.ones().filter(|&i| !have.get(i)).count();

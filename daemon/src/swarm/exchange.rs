@@ -68,10 +68,21 @@ pub fn sample(connected: &[SocketAddr], recipient: SocketAddr) -> Vec<SocketAddr
     out
 }
 
-/// Whether an address received in a `peers` message is worth a connect at all.
-pub fn plausible(addr: &SocketAddr) -> bool {
+/// Whether an address that the peer at `from` named in a `peers` message is worth a connect:
+/// a unicast address with a port, not link-local (its scope does not cross the wire, and
+/// 169.254.169.254 is where clouds serve instance secrets), and loopback only when the peer is
+/// on loopback itself.
+pub fn plausible(addr: &SocketAddr, from: &SocketAddr) -> bool {
     let ip = addr.ip();
-    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && ip != std::net::Ipv4Addr::BROADCAST
+    let link_local = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4 == std::net::Ipv4Addr::BROADCAST,
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !link_local
+        && (!ip.is_loopback() || from.ip().is_loopback())
 }
 
 #[cfg(test)]
@@ -124,9 +135,23 @@ mod tests {
         let s = sample(&all, all[3]);
         assert_eq!(s.len(), MAX_EXCHANGED_PEERS);
         assert!(!s.contains(&all[3]));
-        assert!(plausible(&"10.0.0.1:6690".parse().unwrap()));
-        for bad in ["0.0.0.0:6690", "10.0.0.1:0", "224.0.0.1:6690", "255.255.255.255:6690", "[::]:6690"] {
-            assert!(!plausible(&bad.parse().unwrap()), "{bad}");
+        let remote: SocketAddr = "10.0.0.9:6690".parse().unwrap();
+        let local: SocketAddr = "127.0.0.2:6690".parse().unwrap();
+        assert!(plausible(&"10.0.0.1:6690".parse().unwrap(), &remote));
+        assert!(plausible(&"[fd00::1]:6690".parse().unwrap(), &remote));
+        assert!(plausible(&"127.0.0.3:6690".parse().unwrap(), &local), "loopback from loopback");
+        for bad in [
+            "0.0.0.0:6690",
+            "10.0.0.1:0",
+            "224.0.0.1:6690",
+            "255.255.255.255:6690",
+            "[::]:6690",
+            "169.254.169.254:80",
+            "[fe80::1]:6690",
+            "127.0.0.1:6690",
+            "[::1]:6690",
+        ] {
+            assert!(!plausible(&bad.parse().unwrap(), &remote), "{bad}");
         }
     }
 }

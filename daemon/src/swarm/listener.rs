@@ -127,6 +127,9 @@ pub async fn serve(
             }
         };
         counters.count(WireEvent::Accepted);
+        // On a dual-stack port an IPv4 peer arrives as ::ffff:a.b.c.d: name it as discovery,
+        // bans and peer exchange do.
+        let remote = crate::discovery::wire::canonical(remote);
         let Some(slot) = registry.take_slot(remote.ip()) else {
             counters.count(WireEvent::IncomingDropped);
             debug!("peer port: {remote}: too many connections from this address");
