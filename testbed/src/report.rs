@@ -187,33 +187,9 @@ pub struct DiscoveryCounts {
     pub lookups_found: u64,
 }
 
-/// Peer-wire connections of one daemon since it started (`status`: `node.peer_connections`,
-/// see docs/CONTROL.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ConnectionCounts {
-    pub dialed: u64,
-    pub dial_failed: u64,
-    pub dial_timed_out: u64,
-    pub accepted: u64,
-    pub incoming_dropped: u64,
-    pub established: u64,
-    pub refused: u64,
-}
-
-impl From<p2pd::control::protocol::ConnectionCounters> for ConnectionCounts {
-    fn from(c: p2pd::control::protocol::ConnectionCounters) -> ConnectionCounts {
-        ConnectionCounts {
-            dialed: c.dialed,
-            dial_failed: c.dial_failed,
-            dial_timed_out: c.dial_timed_out,
-            accepted: c.accepted,
-            incoming_dropped: c.incoming_dropped,
-            established: c.established,
-            refused: c.refused,
-        }
-    }
-}
+/// Peer-wire connections of one daemon since it started: the daemon's own type (`status`:
+/// `node.peer_connections`, see docs/CONTROL.md).
+pub use p2pd::control::protocol::ConnectionCounters as ConnectionCounts;
 
 /// One host's part.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -607,7 +607,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
                     lookups: n.lookups.completed,
                     lookups_found: n.lookups.found,
                 }),
-                peer_connections: track.node.as_ref().map(|n| ConnectionCounts::from(n.peer_connections)),
+                peer_connections: track.node.as_ref().map(|n| n.peer_connections),
                 samples: track.samples,
             }
         })
