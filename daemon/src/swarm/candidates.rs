@@ -230,6 +230,21 @@ mod tests {
     }
 
     #[test]
+    fn failed_exchanged_addresses_are_remembered_up_to_the_bound() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let addr = |i: u32| peer(i, PeerStatus::Leeching).addr;
+        for i in 0..(MAX_FAILED_REMEMBERED as u32 + 10) {
+            assert!(c.learn_exchanged(addr(i), now));
+            c.dialling(&addr(i));
+            assert!(c.failed(&addr(i), now + Duration::from_millis(i as u64)));
+            assert!(c.failed_exchanged.len() <= MAX_FAILED_REMEMBERED);
+        }
+        assert!(c.learn_exchanged(addr(0), now), "the oldest was forgotten to make room");
+        assert!(!c.learn_exchanged(addr(MAX_FAILED_REMEMBERED as u32 + 9), now), "the newest is remembered");
+    }
+
+    #[test]
     fn the_same_news_again_keeps_a_back_off_and_new_news_forgives_it() {
         let mut c = Candidates::default();
         let now = Instant::now();
