@@ -97,11 +97,19 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         logging::check_syslog(socket.as_deref()).map_err(StartupError::Logging)?;
     }
     if options.daemonize {
-        let mut d = daemonize::Daemonize::new().working_directory("/").umask(0o022);
+        let mut d = daemonize2::Daemonize::new().working_directory("/").umask(0o022);
         if let Some(pid_file) = &options.pid_file {
             d = d.pid_file(pid_file);
         }
-        d.start().map_err(|e| StartupError::Daemonize(e.to_string()))?;
+        // fork(2) copies only the calling thread: daemonizing is sound only while this process
+        // has no other thread (nothing above starts one: sockets are plain std sockets and the
+        // async reactor starts on first use, below). Checked rather than assumed.
+        let threads = process_thread_count();
+        if threads != 1 {
+            return Err(StartupError::Daemonize(format!("cannot fork: the process already runs {threads} threads")));
+        }
+        // SAFETY: the process is single-threaded here (checked just above).
+        unsafe { d.start() }.map_err(|e| StartupError::Daemonize(e.to_string()))?;
     }
     logging::init(sink, config.log_level.raised(options.verbosity).to_filter()).map_err(StartupError::Logging)?;
     if let Some(note) = socket_note {
@@ -151,6 +159,12 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
 /// How many port numbers start-up tries when the configured port is 0 and the TCP port of the
 /// number UDP was given turns out to be taken (by another program's connection, typically).
 const PORT_ZERO_ATTEMPTS: usize = 32;
+
+/// How many threads this process runs (`/proc/self/task`); 1 when it cannot be read, since
+/// only Linux has the directory and nothing before daemonizing starts a thread.
+fn process_thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+}
 
 /// Binds the discovery (UDP) and peer (TCP) sockets on one port number.
 ///
