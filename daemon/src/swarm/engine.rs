@@ -76,6 +76,11 @@ pub use super::bans::BAN_AFTER;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
+/// Pieces verified within this long of the last `have`s sent go out together, one write per
+/// peer: each `have` sent alone costs every peer a wake-up (our writer's and their reader's,
+/// and their engine's), sixteen peers × every piece. The first piece after a quiet spell goes
+/// at once; completing the torrent flushes at once.
+const HAVE_BATCH: Duration = Duration::from_millis(100);
 /// How long a peer's declines are remembered: about the time the first copy's holder needs to
 /// receive, verify and announce a piece. Longer stalls a swarm whose holders are slow to
 /// deliver (every other leecher waits it out); shorter makes the seed send more duplicates.
@@ -274,6 +279,10 @@ pub struct Engine {
     /// Fires at `next_tick`; kept and reset rather than re-created (each new timer costs the
     /// reactor a wake-up, and `next` runs once per event).
     timer: smol::Timer,
+    /// Verified pieces not yet announced to the peers (see [`HAVE_BATCH`]).
+    pending_haves: Vec<u32>,
+    /// When `have`s last went out.
+    haves_sent_at: Instant,
     last_rotation: Instant,
     last_keepalive: Instant,
     /// Payload bytes moved by connections that have closed.
@@ -329,6 +338,8 @@ impl Engine {
             next_key: 1,
             next_tick: now,
             timer: smol::Timer::at(now),
+            pending_haves: Vec::new(),
+            haves_sent_at: now,
             last_rotation: now,
             last_keepalive: now,
             closed_down: 0,
@@ -511,6 +522,9 @@ impl Engine {
             Wake::Tick => {
                 let now = Instant::now();
                 self.forget_declines(now);
+                if !self.pending_haves.is_empty() && now >= self.haves_sent_at + HAVE_BATCH {
+                    self.send_haves(now);
+                }
                 if now >= self.next_tick {
                     self.next_tick = now + TICK;
                     self.tick(now);
@@ -951,13 +965,19 @@ impl Engine {
                 self.have.write().unwrap_or_else(|x| x.into_inner()).set(piece);
                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
                 for k in keys {
-                    if let Some(p) = self.peers.get_mut(&k) {
-                        if p.bits.get(piece) {
-                            p.useful = p.useful.saturating_sub(1);
-                        }
-                        p.conn.send(Message::Have(piece as u32));
+                    if let Some(p) = self.peers.get_mut(&k)
+                        && p.bits.get(piece)
+                    {
+                        p.useful = p.useful.saturating_sub(1);
                     }
                     self.update_interest(k);
+                }
+                self.pending_haves.push(piece as u32);
+                let now = Instant::now();
+                if self.seeding() || now >= self.haves_sent_at + HAVE_BATCH {
+                    self.send_haves(now);
+                } else if self.pending_haves.len() == 1 {
+                    self.timer.set_at(self.next_wake());
                 }
                 Some(EngineEvent::Verified(piece))
             }
@@ -1161,9 +1181,24 @@ impl Engine {
         }
     }
 
-    /// When the timer should fire: the next tick, or a decline expiring before it.
+    /// When the timer should fire: the next tick, a batch of `have`s falling due, or a
+    /// decline expiring before it.
     fn next_wake(&self) -> Instant {
-        self.peers.values().filter_map(|p| p.declined_until).fold(self.next_tick, Instant::min)
+        let haves_due = (!self.pending_haves.is_empty()).then_some(self.haves_sent_at + HAVE_BATCH);
+        self.peers.values().filter_map(|p| p.declined_until).chain(haves_due).fold(self.next_tick, Instant::min)
+    }
+
+    /// Tells every peer about the pieces verified since the last batch, one write each (a peer
+    /// connected meanwhile had them in its bitfield; a repeated `have` is harmless).
+    fn send_haves(&mut self, now: Instant) {
+        self.haves_sent_at = now;
+        if self.pending_haves.is_empty() {
+            return;
+        }
+        let haves: Vec<Message> = self.pending_haves.drain(..).map(Message::Have).collect();
+        for p in self.peers.values() {
+            p.conn.send_all(&haves);
+        }
     }
 
     /// Debug builds (and so every test) check the `useful` counts against the bitfields: a

@@ -6,6 +6,7 @@
 //! - [`bans`]: strikes and bans, keyed by address (pure).
 //! - [`candidates`]: the bounded list of members to connect to (pure).
 //! - [`connection`]: one peer connection (reader and writer tasks).
+//! - [`socket_reader`]: a peer socket's reading side: read-ahead and low-water marks.
 //! - [`counters`]: peer-wire connection counters, for `status`.
 //! - [`exchange`]: peer exchange, which members to tell a peer about and when (pure).
 //! - [`fetches`]: the pieces asked of one peer, and the buffers they hold (pure).
@@ -24,6 +25,7 @@ pub mod first_copies;
 pub mod limiter;
 pub mod listener;
 pub mod picker;
+pub mod socket_reader;
 pub mod wire;
 
 pub use engine::{Engine, EngineEvent, InFlightLimits, SwarmContext};
