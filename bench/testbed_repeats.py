@@ -34,6 +34,7 @@ FIGURES = (
     ("machine_cpu_secs_per_gib", "machine core-s / GiB delivered"),
     ("leecher_to_floor", "leecher core-s / GiB ÷ floor receiver"),
     ("machine_to_floor", "machine core-s / GiB ÷ floor (receiver + sender)"),
+    ("machine_to_link_floor", "machine core-s / GiB ÷ link floor"),
 )
 
 
@@ -79,15 +80,16 @@ def table(run, results, source):
         f"T_min = {first['bound']['t_min_secs']:.2f} s ({first['bound']['binding'].replace('_', ' ')} term). "
         f"Data on {first['parameters'].get('filesystem') or 'tmpfs'}.",
     ) + [
-        "| run | slowest / T_min | median / T_min | seed upload / F | CPU busy | machine core-s / GiB | leecher ÷ floor | machine ÷ floor | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | slowest / T_min | median / T_min | seed upload / F | CPU busy | machine core-s / GiB | leecher ÷ floor | machine ÷ floor | machine ÷ link floor | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results, 1):
         s = r["summary"]
         verdict = (s["verdict"] or "failed").replace("_", "-")
         lines.append(f"| {i} | {fmt(s['slowest_ratio'])} | {fmt(s['median_ratio'])} | {s['seed_upload_multiple']:.3f} | "
                      f"{s['cpu_busy_fraction'] * 100:.0f} % | {fmt(s.get('machine_cpu_secs_per_gib'), 2)} | "
-                     f"{fmt(s.get('leecher_to_floor'), 2)} | {fmt(s.get('machine_to_floor'), 2)} | {verdict} |")
+                     f"{fmt(s.get('leecher_to_floor'), 2)} | {fmt(s.get('machine_to_floor'), 2)} | "
+                     f"{fmt(s.get('machine_to_link_floor'), 2)} | {verdict} |")
     lines += ["", "| figure | min | median | max |", "|---|---|---|---|"]
     for key, name in FIGURES:
         values = [r["summary"].get(key) for r in results]

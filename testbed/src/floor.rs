@@ -18,10 +18,20 @@
 //! Time runs from just before the sender connects until the written files are synced and
 //! closed. `p2pd-testbed floor DESC SOURCE OUT` runs it alone (for `bench/transfer_loopback.py`);
 //! every scenario runs it on its own content before the leechers are released.
+//!
+//! **The link floor** ([`Route::Link`]) runs the same pipeline between two hosts of a fleet:
+//! the sender in the seed's network namespace, the receiver in a leecher's, the bytes crossing
+//! the fleet's veth pairs, bridge and tbf qdiscs at the seed's upload rate — the path every
+//! byte of a swarm takes. On a shaped link the data arrives as the qdisc releases it, a few
+//! packets at a time, and the kernel's per-packet work (forwarding, acknowledgements,
+//! wake-ups) is paid by whichever context runs it, often none of the two threads: the
+//! whole machine's busy time per GiB ([`FloorResult::machine_cpu_secs`]) is its figure. It
+//! moves a prefix of the content (whole pieces, about two seconds of the link), since at link
+//! rate the whole content would take as long as the swarm.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,6 +72,11 @@ impl FloorResult {
     pub fn both_cpu_secs_per_gib(&self) -> f64 {
         self.receiver_cpu_secs_per_gib + self.sender_cpu_secs_per_gib
     }
+
+    /// The whole machine's busy core-seconds per GiB moved (the link floor's figure).
+    pub fn machine_cpu_secs_per_gib(&self) -> Option<f64> {
+        per_gib(self.machine_cpu_secs, self.bytes)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +97,27 @@ pub enum FloorError {
     Send { path: PathBuf, source: std::io::Error },
     #[error("the floor's sender thread panicked")]
     SenderPanicked,
+    #[error("the floor's receiver thread panicked")]
+    ReceiverPanicked,
+    #[error("cannot enter network namespace {name}: {source}")]
+    Namespace { name: String, source: std::io::Error },
+}
+
+/// Where the floor's bytes travel.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// One loopback TCP connection in the testbed's own namespace; the whole content.
+    Loopback,
+    /// From the sender's namespace to the receiver's, which listens on `receiver_ip`, over the
+    /// fleet's links; the first whole pieces up to `max_bytes` (at least one).
+    Link { sender_netns: String, receiver_netns: String, receiver_ip: IpAddr, max_bytes: u64 },
+}
+
+/// Moves the calling thread into the named network namespace (`ip netns`).
+fn enter_netns(name: &str) -> Result<(), FloorError> {
+    let err = |source| FloorError::Namespace { name: name.to_string(), source };
+    let ns = File::open(Path::new("/var/run/netns").join(name)).map_err(err)?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| err(e.into()))
 }
 
 /// Runs the floor for the descriptor at `descriptor`, sending from `source` (the content's
@@ -106,9 +142,22 @@ fn file_paths(content: &Content, root: &Path) -> Vec<(PathBuf, u64)> {
     }
 }
 
-/// Runs the floor for `content` (see the module doc); the output stays in `out` for the caller
-/// to remove.
+/// Runs the floor for `content` over loopback (see the module doc); the output stays in `out`
+/// for the caller to remove.
 pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, FloorError> {
+    run_over(content, source, out, &Route::Loopback)
+}
+
+/// Runs the floor for `content` over `route`; the output stays in `out` for the caller to
+/// remove.
+pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> Result<FloorResult, FloorError> {
+    let pieces = match route {
+        Route::Loopback => content.piece_count(),
+        Route::Link { max_bytes, .. } => {
+            ((*max_bytes / content.piece_length.max(1)) as usize).clamp(1, content.piece_count().max(1))
+        }
+    };
+    let bytes: u64 = (0..pieces).map(|i| content.piece_len(i)).sum();
     let sources = file_paths(content, source);
     // Open every source first: a missing file is an error before anything is timed.
     let mut send_files = Vec::with_capacity(sources.len());
@@ -117,34 +166,85 @@ pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, 
         send_files.push((path.clone(), file));
     }
     let mut output = Output::create(content, out)?;
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(FloorError::Socket)?;
-    let addr = listener.local_addr().map_err(FloorError::Socket)?;
+    let (sender_netns, receiver_netns, listen_ip) = match route {
+        Route::Loopback => (None, None, IpAddr::from([127, 0, 0, 1])),
+        Route::Link { sender_netns, receiver_netns, receiver_ip, .. } => {
+            (Some(sender_netns.clone()), Some(receiver_netns.clone()), *receiver_ip)
+        }
+    };
+
+    // The receiver runs on a thread of its own, which may enter the receiving host's namespace
+    // (setns moves only the calling thread); it reports its listening address, then waits to
+    // be told to accept.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let receive_content = content.clone();
+    let receiver = std::thread::Builder::new()
+        .name("floor-receiver".into())
+        .spawn(move || -> Result<(u64, f64), FloorError> {
+            let listener = (|| {
+                if let Some(ns) = &receiver_netns {
+                    enter_netns(ns)?;
+                }
+                let listener = TcpListener::bind((listen_ip, 0)).map_err(FloorError::Socket)?;
+                let addr = listener.local_addr().map_err(FloorError::Socket)?;
+                Ok((listener, addr))
+            })();
+            let listener = match listener {
+                Ok((listener, addr)) => {
+                    let _ = addr_tx.send(Ok(addr));
+                    listener
+                }
+                Err(e) => {
+                    let _ = addr_tx.send(Err(()));
+                    return Err(e);
+                }
+            };
+            if go_rx.recv().is_err() {
+                return Ok((0, 0.0));
+            }
+            let start = thread_cpu_secs();
+            let received = receive(&receive_content, pieces, &listener, &mut output);
+            let synced = received.and_then(|bytes| output.sync().map(|()| bytes));
+            drop(output);
+            // A receiver that failed leaves the sender blocked on a full socket: close it.
+            drop(listener);
+            Ok((synced?, thread_cpu_secs() - start))
+        })
+        .map_err(FloorError::Socket)?;
+    let Ok(Ok(addr)) = addr_rx.recv() else {
+        return Err(receiver
+            .join()
+            .map_err(|_| FloorError::ReceiverPanicked)?
+            .err()
+            .unwrap_or(FloorError::ReceiverPanicked));
+    };
 
     let machine_start = CpuTimes::now();
-    let receiver_start = thread_cpu_secs();
     let started = Instant::now();
+    let _ = go_tx.send(());
     let sender = std::thread::Builder::new()
         .name("floor-sender".into())
-        .spawn(move || send(send_files, addr))
+        .spawn(move || {
+            if let Some(ns) = &sender_netns {
+                enter_netns(ns)?;
+            }
+            send(send_files, bytes, addr)
+        })
         .map_err(FloorError::Socket)?;
-    let received = receive(content, &listener, &mut output);
-    let synced = received.and_then(|bytes| output.sync().map(|()| bytes));
-    drop(output);
+    let received = receiver.join().map_err(|_| FloorError::ReceiverPanicked)?;
     let secs = started.elapsed().as_secs_f64();
-    let receiver_cpu_secs = thread_cpu_secs() - receiver_start;
     let machine_cpu_secs = match (machine_start, CpuTimes::now()) {
         (Some(a), Some(b)) => b.busy_core_secs_since(a),
         _ => 0.0,
     };
-    // A receiver that failed leaves the sender blocked on a full socket: close it first.
-    drop(listener);
     let sent = sender.join().map_err(|_| FloorError::SenderPanicked)?;
-    let bytes = synced?;
+    let (bytes, receiver_cpu_secs) = received?;
     let sender_cpu_secs = sent?;
     Ok(FloorResult {
         secs,
         bytes,
-        pieces: content.piece_count() as u64,
+        pieces: pieces as u64,
         piece_length: content.piece_length,
         receiver_cpu_secs,
         sender_cpu_secs,
@@ -155,13 +255,13 @@ pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, 
     })
 }
 
-/// Accepts one connection and takes in every piece; returns the bytes written.
-fn receive(content: &Content, listener: &TcpListener, output: &mut Output) -> Result<u64, FloorError> {
+/// Accepts one connection and takes in the first `pieces` pieces; returns the bytes written.
+fn receive(content: &Content, pieces: usize, listener: &TcpListener, output: &mut Output) -> Result<u64, FloorError> {
     let (mut conn, _) = listener.accept().map_err(FloorError::Socket)?;
     // The descriptor bounds the piece length (at most 64 MiB).
     let mut piece = vec![0u8; content.piece_length as usize];
     let mut received = 0u64;
-    for (index, expected) in content.pieces.iter().enumerate() {
+    for (index, expected) in content.pieces.iter().enumerate().take(pieces) {
         let len = content.piece_len(index) as usize;
         let mut hasher = Sha256::new();
         let mut filled = 0;
@@ -183,14 +283,18 @@ fn receive(content: &Content, listener: &TcpListener, output: &mut Output) -> Re
     Ok(received)
 }
 
-/// Connects to `addr` and copies every file into the connection (sendfile(2)); returns the
-/// sending thread's CPU seconds. If it fails, the connection closes early and the receiver
-/// reports it short.
-fn send(files: Vec<(PathBuf, File)>, addr: SocketAddr) -> Result<f64, FloorError> {
+/// Connects to `addr` and copies the first `bytes` of the files into the connection
+/// (sendfile(2)); returns the sending thread's CPU seconds. If it fails, the connection closes
+/// early and the receiver reports it short.
+fn send(files: Vec<(PathBuf, File)>, bytes: u64, addr: SocketAddr) -> Result<f64, FloorError> {
     let start = thread_cpu_secs();
     let mut conn = TcpStream::connect(addr).map_err(FloorError::Socket)?;
-    for (path, mut file) in files {
-        std::io::copy(&mut file, &mut conn).map_err(|source| FloorError::Send { path, source })?;
+    let mut left = bytes;
+    for (path, file) in files {
+        if left == 0 {
+            break;
+        }
+        left -= std::io::copy(&mut file.take(left), &mut conn).map_err(|source| FloorError::Send { path, source })?;
     }
     drop(conn);
     Ok(thread_cpu_secs() - start)

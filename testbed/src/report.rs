@@ -43,6 +43,12 @@ pub struct RunResult {
     /// Why the floor is absent, when it failed.
     #[serde(default)]
     pub floor_error: Option<String>,
+    /// The link floor: the same pipeline from the seed's namespace to the first leecher's over
+    /// the fleet's links (see [`crate::floor::Route::Link`]); absent in older results.
+    #[serde(default)]
+    pub link_floor: Option<FloorResult>,
+    #[serde(default)]
+    pub link_floor_error: Option<String>,
 }
 
 /// What was asked for.
@@ -136,6 +142,10 @@ pub struct Summary {
     /// `machine_cpu_secs_per_gib` ÷ (the floor receiver's + the floor sender's per GiB).
     #[serde(default)]
     pub machine_to_floor: Option<f64>,
+    /// `machine_cpu_secs_per_gib` ÷ the link floor's machine core-seconds per GiB: against
+    /// what moving the bytes once over the same links, hashing and writing them costs.
+    #[serde(default)]
+    pub machine_to_link_floor: Option<f64>,
     /// The testbed's own core-seconds over the run (its polling), part of the machine's.
     #[serde(default)]
     pub testbed_cpu_secs: f64,
@@ -283,7 +293,7 @@ pub const TABLE_HEADER: &str = "| run | F | N | upload seed / leechers | T_min |
 
 /// The header of the cost table: CPU per GiB against the floor, memory, discovery and
 /// connections (see testbed/README.md, "CPU per GiB and the floor").
-pub const COST_TABLE_HEADER: &str = "| run | data on | machine core-s / GiB delivered | floor receiver / sender core-s / GiB | leecher core-s / GiB received: median (max) | seed core-s / GiB sent | leecher ÷ floor receiver | machine ÷ floor (receiver + sender) | max RSS | discovery datagrams per daemon: median / max | dials per daemon: median / max | failed dials: median / max | handshake timeouts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const COST_TABLE_HEADER: &str = "| run | data on | machine core-s / GiB delivered | floor receiver / sender core-s / GiB | leecher core-s / GiB received: median (max) | seed core-s / GiB sent | leecher ÷ floor receiver | machine ÷ floor (receiver + sender) | link floor: machine core-s / GiB | machine ÷ link floor | max RSS | discovery datagrams per daemon: median / max | dials per daemon: median / max | failed dials: median / max | handshake timeouts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn fmt_figure(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.2}"))
@@ -310,12 +320,14 @@ impl RunResult {
         let ratio = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}×"));
         let fs = if self.parameters.filesystem.is_empty() { "—" } else { self.parameters.filesystem.as_str() };
         format!(
-            "| {} | {fs} | {} | {floor} | {leechers} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {fs} | {} | {floor} | {leechers} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.name,
             fmt_figure(s.machine_cpu_secs_per_gib),
             fmt_figure(s.seed_cpu_secs_per_gib),
             ratio(s.leecher_to_floor),
             ratio(s.machine_to_floor),
+            fmt_figure(self.link_floor.as_ref().and_then(FloorResult::machine_cpu_secs_per_gib)),
+            ratio(s.machine_to_link_floor),
             s.max_rss_bytes.map_or("—".into(), |b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20))),
             fmt_count(s.discovery_datagrams_median, s.discovery_datagrams_max),
             fmt_count(s.dials_median, s.dials_max),
@@ -502,7 +514,10 @@ mod tests {
         s.dial_timeouts_total = 1;
         assert_eq!(
             r.cost_row(),
-            "| scenario-5 | ext4 | 9.60 | 3.20 / 1.60 | 6.40 (8.00) | 2.50 | 2.00× | 2.00× | 12.0 MiB | 140 / 900 | 7 / 15 | 0 / 2 | 1 |"
+            "| scenario-5 | ext4 | 9.60 | 3.20 / 1.60 | 6.40 (8.00) | 2.50 | 2.00× | 2.00× | — | — | 12.0 MiB | 140 / 900 | 7 / 15 | 0 / 2 | 1 |"
         );
+        r.link_floor = r.floor.clone().map(|f| FloorResult { machine_cpu_secs: 0.04, bytes: 8 << 20, ..f });
+        r.summary.machine_to_link_floor = Some(1.92);
+        assert!(r.cost_row().contains("| 2.00× | 2.00× | 5.12 | 1.92× | 12.0 MiB |"), "{}", r.cost_row());
     }
 }

@@ -75,6 +75,9 @@ pub fn release_offsets(leechers: usize, join_over: Option<Duration>) -> Vec<Dura
 }
 /// How long after the last completion the final counters are read: p2pd publishes a seeding
 /// torrent's counters once a second.
+/// Seconds of the seed's upload the link floor moves (whole pieces, at least one).
+const LINK_FLOOR_SECS: u64 = 2;
+
 const COUNTERS_SETTLE: Duration = Duration::from_millis(1200);
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -304,6 +307,39 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         }
     };
     let _ = if floor_out.is_dir() { std::fs::remove_dir_all(&floor_out) } else { std::fs::remove_file(&floor_out) };
+
+    // The link floor: the same pipeline from the seed's namespace to the first leecher's,
+    // over the fleet's shaped links, for about LINK_FLOOR_SECS of the seed's upload.
+    let (link_floor, link_floor_error) = match fleet.hosts.get(0..2) {
+        Some([seed, first]) => {
+            let route = floor::Route::Link {
+                sender_netns: seed.namespace.clone(),
+                receiver_netns: first.namespace.clone(),
+                receiver_ip: first.address.into(),
+                max_bytes: seed.upload.bytes_per_sec().saturating_mul(LINK_FLOOR_SECS),
+            };
+            let result = floor::run_over(&descriptor.content, &source, &floor_out, &route);
+            let _ =
+                if floor_out.is_dir() { std::fs::remove_dir_all(&floor_out) } else { std::fs::remove_file(&floor_out) };
+            match result {
+                Ok(f) => {
+                    log(&format!(
+                        "{}: link floor ({} over the fleet's links, {:.2} s): machine {:.2} core-s/GiB",
+                        spec.name,
+                        human_bytes(f.bytes),
+                        f.secs,
+                        f.machine_cpu_secs_per_gib().unwrap_or(0.0)
+                    ));
+                    (Some(f), None)
+                }
+                Err(e) => {
+                    log(&format!("{}: the link floor failed: {e}", spec.name));
+                    (None, Some(e.to_string()))
+                }
+            }
+        }
+        _ => (None, None),
+    };
 
     log(&format!(
         "{}: seed has {} in {} pieces of {}; releasing {} leechers{}",
@@ -618,6 +654,10 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
     log(&format!("{}: fleet torn down in {:.1} s", spec.name, teardown_started.elapsed().as_secs_f64()));
 
     let mut summary = summarize(&host_results, bytes, bound.t_min_secs, machine, floor.as_ref(), failure.is_none());
+    summary.machine_to_link_floor = summary
+        .machine_cpu_secs_per_gib
+        .zip(link_floor.as_ref().and_then(FloorResult::machine_cpu_secs_per_gib))
+        .map(|(m, f)| m / f);
     summary.slowest_poll_secs = Some(slowest_sweep);
     let desc_piece = descriptor.content.piece_length;
     let burst = shaping::TokenBucket::for_rate(spec.leecher_upload);
@@ -658,6 +698,8 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         cpu_series,
         floor,
         floor_error,
+        link_floor,
+        link_floor_error,
     })
 }
 
@@ -733,6 +775,7 @@ pub fn summarize(
         leecher_cpu_secs_per_gib_max: leecher_per_gib.iter().copied().reduce(f64::max),
         leecher_to_floor: leecher_median.zip(floor_receiver).map(|(p, f)| p / f),
         machine_to_floor: machine_per_gib.zip(floor_both).map(|(m, f)| m / f),
+        machine_to_link_floor: None,
         testbed_cpu_secs: machine.testbed_core_secs,
         max_rss_bytes: hosts.iter().filter_map(|h| h.peak_rss_bytes).max(),
         discovery_datagrams_median: median(&as_f64(&datagrams)),
