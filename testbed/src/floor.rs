@@ -19,14 +19,17 @@
 //! closed. `p2pd-testbed floor DESC SOURCE OUT` runs it alone (for `bench/transfer_loopback.py`);
 //! every scenario runs it on its own content before the leechers are released.
 //!
-//! **The link floor** ([`Route::Link`]) runs the same pipeline between two hosts of a fleet:
-//! the sender in the seed's network namespace, the receiver in a leecher's, the bytes crossing
-//! the fleet's veth pairs, bridge and tbf qdiscs at the seed's upload rate — the path every
-//! byte of a swarm takes. On a shaped link the data arrives as the qdisc releases it, a few
-//! packets at a time, and the kernel's per-packet work (forwarding, acknowledgements,
-//! wake-ups) is paid by whichever context runs it, often none of the two threads: the
-//! whole machine's busy time per GiB ([`FloorResult::machine_cpu_secs`]) is its figure. It
-//! moves a prefix of the content (whole pieces, about two seconds of the link), since at link
+//! **The link floor** ([`Route::Ring`]) runs the same pipeline across a whole fleet at once:
+//! every host sends to the next one (a ring: each sends and receives one stream, as a swarm's
+//! member does), the sender thread in its own network namespace and the receiver in its
+//! neighbour's, so the bytes cross the fleet's veth pairs, bridge and tbf qdiscs at the hosts'
+//! upload rates — the path every byte of a swarm takes. On a shaped link data arrives as the
+//! qdisc releases it, a few packets at a time, and the kernel's per-packet work (forwarding,
+//! acknowledgements, wake-ups) lands in whichever context runs it, mostly neither thread: the
+//! whole machine's busy time per GiB moved is its figure, less the background — the machine's
+//! busy rate over [`BACKGROUND_SAMPLE`] just before (the idle fleet's daemons, the kernel's own
+//! threads) times the floor's duration ([`FloorResult::background_cpu_secs`]). Each stream
+//! moves the first whole pieces of the content (about two seconds of its link), since at link
 //! rate the whole content would take as long as the swarm.
 
 use std::fs::File;
@@ -42,6 +45,9 @@ use sha2::{Digest, Sha256};
 use crate::cpu::{CpuTimes, per_gib, thread_cpu_secs};
 use crate::volume::filesystem_name;
 
+/// How long the machine's background busy rate is sampled before a link floor.
+pub const BACKGROUND_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Bytes asked of the socket per read: what arrives in one read is hashed before the next.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -50,7 +56,7 @@ const READ_CHUNK: usize = 256 << 10;
 pub struct FloorResult {
     /// Seconds from connecting to the synced files.
     pub secs: f64,
-    /// Content bytes received, verified and written.
+    /// Content bytes received, verified and written (by every receiver together).
     pub bytes: u64,
     pub pieces: u64,
     pub piece_length: u64,
@@ -63,6 +69,10 @@ pub struct FloorResult {
     /// The whole machine's busy core-seconds over the same interval (writeback in kernel
     /// threads included, and anything else that ran).
     pub machine_cpu_secs: f64,
+    /// The link floor's background: the machine's busy rate measured just before it, times its
+    /// duration (0 for the loopback floor, which does not measure one).
+    #[serde(default)]
+    pub background_cpu_secs: f64,
     /// The filesystem the output was written to (`tmpfs`, `ext4`, …).
     pub filesystem: String,
 }
@@ -73,9 +83,10 @@ impl FloorResult {
         self.receiver_cpu_secs_per_gib + self.sender_cpu_secs_per_gib
     }
 
-    /// The whole machine's busy core-seconds per GiB moved (the link floor's figure).
+    /// The whole machine's busy core-seconds per GiB moved, less the background (the link
+    /// floor's figure).
     pub fn machine_cpu_secs_per_gib(&self) -> Option<f64> {
-        per_gib(self.machine_cpu_secs, self.bytes)
+        per_gib((self.machine_cpu_secs - self.background_cpu_secs).max(0.0), self.bytes)
     }
 }
 
@@ -108,9 +119,16 @@ pub enum FloorError {
 pub enum Route {
     /// One loopback TCP connection in the testbed's own namespace; the whole content.
     Loopback,
-    /// From the sender's namespace to the receiver's, which listens on `receiver_ip`, over the
-    /// fleet's links; the first whole pieces up to `max_bytes` (at least one).
-    Link { sender_netns: String, receiver_netns: String, receiver_ip: IpAddr, max_bytes: u64 },
+    /// Every host of a fleet at once, each sending to the next (a ring) over the fleet's links;
+    /// the first whole pieces up to `max_bytes` (at least one) per connection.
+    Ring { hosts: Vec<RingHost>, max_bytes: u64 },
+}
+
+/// A host of a [`Route::Ring`]: its network namespace and address.
+#[derive(Debug, Clone)]
+pub struct RingHost {
+    pub netns: String,
+    pub ip: IpAddr,
 }
 
 /// Moves the calling thread into the named network namespace (`ip netns`).
@@ -148,99 +166,157 @@ pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, 
     run_over(content, source, out, &Route::Loopback)
 }
 
+/// One connection of a floor run: where each side runs and where the receiver writes.
+struct Leg {
+    sender_netns: Option<String>,
+    receiver_netns: Option<String>,
+    listen_ip: IpAddr,
+    out: PathBuf,
+}
+
 /// Runs the floor for `content` over `route`; the output stays in `out` for the caller to
-/// remove.
+/// remove (for a ring, `out` is a directory holding one copy per host).
 pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> Result<FloorResult, FloorError> {
-    let pieces = match route {
-        Route::Loopback => content.piece_count(),
-        Route::Link { max_bytes, .. } => {
-            ((*max_bytes / content.piece_length.max(1)) as usize).clamp(1, content.piece_count().max(1))
+    let (pieces, legs) = match route {
+        Route::Loopback => {
+            let leg =
+                Leg { sender_netns: None, receiver_netns: None, listen_ip: [127, 0, 0, 1].into(), out: out.into() };
+            (content.piece_count(), vec![leg])
+        }
+        Route::Ring { hosts, max_bytes } => {
+            let pieces = ((*max_bytes / content.piece_length.max(1)) as usize).clamp(1, content.piece_count().max(1));
+            let legs = hosts
+                .iter()
+                .enumerate()
+                .map(|(i, from)| {
+                    let to = &hosts[(i + 1) % hosts.len()];
+                    Leg {
+                        sender_netns: Some(from.netns.clone()),
+                        receiver_netns: Some(to.netns.clone()),
+                        listen_ip: to.ip,
+                        out: out.join(format!("host-{i}")),
+                    }
+                })
+                .collect();
+            (pieces, legs)
         }
     };
     let bytes: u64 = (0..pieces).map(|i| content.piece_len(i)).sum();
-    let sources = file_paths(content, source);
-    // Open every source first: a missing file is an error before anything is timed.
-    let mut send_files = Vec::with_capacity(sources.len());
-    for (path, _) in &sources {
-        let file = File::open(path).map_err(|e| FloorError::Read { path: path.clone(), source: e })?;
-        send_files.push((path.clone(), file));
+
+    // Every receiver runs on a thread of its own, which may enter its host's namespace (setns
+    // moves only the calling thread); it reports its listening address, then waits for the go.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+    let mut receivers = Vec::with_capacity(legs.len());
+    let mut senders_to_start = Vec::with_capacity(legs.len());
+    for leg in legs {
+        // Open every source first: a missing file is an error before anything is timed.
+        let mut send_files = Vec::new();
+        for (path, _) in file_paths(content, source) {
+            let file = File::open(&path).map_err(|e| FloorError::Read { path: path.clone(), source: e })?;
+            send_files.push((path, file));
+        }
+        let mut output = Output::create(content, &leg.out)?;
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (receive_content, go_rx, receiver_netns, listen_ip) =
+            (content.clone(), go_rx.clone(), leg.receiver_netns.clone(), leg.listen_ip);
+        let receiver = std::thread::Builder::new()
+            .name("floor-receiver".into())
+            .spawn(move || -> Result<(u64, f64), FloorError> {
+                let bound = (|| {
+                    if let Some(ns) = &receiver_netns {
+                        enter_netns(ns)?;
+                    }
+                    let listener = TcpListener::bind((listen_ip, 0)).map_err(FloorError::Socket)?;
+                    let addr = listener.local_addr().map_err(FloorError::Socket)?;
+                    Ok((listener, addr))
+                })();
+                let listener = match bound {
+                    Ok((listener, addr)) => {
+                        let _ = addr_tx.send(Some(addr));
+                        listener
+                    }
+                    Err(e) => {
+                        let _ = addr_tx.send(None);
+                        return Err(e);
+                    }
+                };
+                // Every receiver takes one go (the sender of the go hangs up to call off).
+                if go_rx.lock().map_err(|_| FloorError::ReceiverPanicked)?.recv().is_err() {
+                    return Ok((0, 0.0));
+                }
+                let start = thread_cpu_secs();
+                let received = receive(&receive_content, pieces, &listener, &mut output);
+                let synced = received.and_then(|bytes| output.sync().map(|()| bytes));
+                drop(output);
+                // A receiver that failed leaves its sender blocked on a full socket: close it.
+                drop(listener);
+                Ok((synced?, thread_cpu_secs() - start))
+            })
+            .map_err(FloorError::Socket)?;
+        match addr_rx.recv() {
+            Ok(Some(addr)) => {
+                receivers.push(receiver);
+                senders_to_start.push((leg.sender_netns, send_files, addr));
+            }
+            _ => {
+                drop(go_tx);
+                for r in receivers {
+                    let _ = r.join();
+                }
+                return Err(receiver
+                    .join()
+                    .map_err(|_| FloorError::ReceiverPanicked)?
+                    .err()
+                    .unwrap_or(FloorError::ReceiverPanicked));
+            }
+        }
     }
-    let mut output = Output::create(content, out)?;
-    let (sender_netns, receiver_netns, listen_ip) = match route {
-        Route::Loopback => (None, None, IpAddr::from([127, 0, 0, 1])),
-        Route::Link { sender_netns, receiver_netns, receiver_ip, .. } => {
-            (Some(sender_netns.clone()), Some(receiver_netns.clone()), *receiver_ip)
+
+    // The background of a fleet's floor: how busy the machine is without it.
+    let background_rate = match route {
+        Route::Loopback => None,
+        Route::Ring { .. } => {
+            let before = CpuTimes::now();
+            std::thread::sleep(BACKGROUND_SAMPLE);
+            before.zip(CpuTimes::now()).map(|(a, b)| b.busy_core_secs_since(a) / BACKGROUND_SAMPLE.as_secs_f64())
         }
     };
-
-    // The receiver runs on a thread of its own, which may enter the receiving host's namespace
-    // (setns moves only the calling thread); it reports its listening address, then waits to
-    // be told to accept.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let receive_content = content.clone();
-    let receiver = std::thread::Builder::new()
-        .name("floor-receiver".into())
-        .spawn(move || -> Result<(u64, f64), FloorError> {
-            let listener = (|| {
-                if let Some(ns) = &receiver_netns {
-                    enter_netns(ns)?;
-                }
-                let listener = TcpListener::bind((listen_ip, 0)).map_err(FloorError::Socket)?;
-                let addr = listener.local_addr().map_err(FloorError::Socket)?;
-                Ok((listener, addr))
-            })();
-            let listener = match listener {
-                Ok((listener, addr)) => {
-                    let _ = addr_tx.send(Ok(addr));
-                    listener
-                }
-                Err(e) => {
-                    let _ = addr_tx.send(Err(()));
-                    return Err(e);
-                }
-            };
-            if go_rx.recv().is_err() {
-                return Ok((0, 0.0));
-            }
-            let start = thread_cpu_secs();
-            let received = receive(&receive_content, pieces, &listener, &mut output);
-            let synced = received.and_then(|bytes| output.sync().map(|()| bytes));
-            drop(output);
-            // A receiver that failed leaves the sender blocked on a full socket: close it.
-            drop(listener);
-            Ok((synced?, thread_cpu_secs() - start))
-        })
-        .map_err(FloorError::Socket)?;
-    let Ok(Ok(addr)) = addr_rx.recv() else {
-        return Err(receiver
-            .join()
-            .map_err(|_| FloorError::ReceiverPanicked)?
-            .err()
-            .unwrap_or(FloorError::ReceiverPanicked));
-    };
-
     let machine_start = CpuTimes::now();
     let started = Instant::now();
-    let _ = go_tx.send(());
-    let sender = std::thread::Builder::new()
-        .name("floor-sender".into())
-        .spawn(move || {
-            if let Some(ns) = &sender_netns {
-                enter_netns(ns)?;
-            }
-            send(send_files, bytes, addr)
-        })
-        .map_err(FloorError::Socket)?;
-    let received = receiver.join().map_err(|_| FloorError::ReceiverPanicked)?;
+    for _ in &receivers {
+        let _ = go_tx.send(());
+    }
+    let mut senders = Vec::with_capacity(senders_to_start.len());
+    for (sender_netns, send_files, addr) in senders_to_start {
+        senders.push(
+            std::thread::Builder::new()
+                .name("floor-sender".into())
+                .spawn(move || {
+                    if let Some(ns) = &sender_netns {
+                        enter_netns(ns)?;
+                    }
+                    send(send_files, bytes, addr)
+                })
+                .map_err(FloorError::Socket)?,
+        );
+    }
+    let received: Vec<_> = receivers.into_iter().map(|r| r.join().map_err(|_| FloorError::ReceiverPanicked)).collect();
     let secs = started.elapsed().as_secs_f64();
     let machine_cpu_secs = match (machine_start, CpuTimes::now()) {
         (Some(a), Some(b)) => b.busy_core_secs_since(a),
         _ => 0.0,
     };
-    let sent = sender.join().map_err(|_| FloorError::SenderPanicked)?;
-    let (bytes, receiver_cpu_secs) = received?;
-    let sender_cpu_secs = sent?;
+    let sent: Vec<_> = senders.into_iter().map(|s| s.join().map_err(|_| FloorError::SenderPanicked)).collect();
+    let (mut bytes, mut receiver_cpu_secs, mut sender_cpu_secs) = (0, 0.0, 0.0);
+    for r in received {
+        let (b, cpu) = r??;
+        bytes += b;
+        receiver_cpu_secs += cpu;
+    }
+    for s in sent {
+        sender_cpu_secs += s??;
+    }
     Ok(FloorResult {
         secs,
         bytes,
@@ -251,6 +327,7 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
         receiver_cpu_secs_per_gib: per_gib(receiver_cpu_secs, bytes).unwrap_or(0.0),
         sender_cpu_secs_per_gib: per_gib(sender_cpu_secs, bytes).unwrap_or(0.0),
         machine_cpu_secs,
+        background_cpu_secs: background_rate.map_or(0.0, |rate| rate * secs),
         filesystem: filesystem_name(out.parent().unwrap_or(out)),
     })
 }

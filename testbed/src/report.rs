@@ -495,6 +495,7 @@ mod tests {
             receiver_cpu_secs_per_gib: 3.2,
             sender_cpu_secs_per_gib: 1.6,
             machine_cpu_secs: 0.08,
+            background_cpu_secs: 0.0,
             filesystem: "ext4".into(),
         });
         let s = &mut r.summary;
@@ -516,7 +517,13 @@ mod tests {
             r.cost_row(),
             "| scenario-5 | ext4 | 9.60 | 3.20 / 1.60 | 6.40 (8.00) | 2.50 | 2.00× | 2.00× | — | — | 12.0 MiB | 140 / 900 | 7 / 15 | 0 / 2 | 1 |"
         );
-        r.link_floor = r.floor.clone().map(|f| FloorResult { machine_cpu_secs: 0.04, bytes: 8 << 20, ..f });
+        // 0.05 core-s busy, 0.01 of it background: 0.04 for 8 MiB.
+        r.link_floor = r.floor.clone().map(|f| FloorResult {
+            machine_cpu_secs: 0.05,
+            background_cpu_secs: 0.01,
+            bytes: 8 << 20,
+            ..f
+        });
         r.summary.machine_to_link_floor = Some(1.92);
         assert!(r.cost_row().contains("| 2.00× | 2.00× | 5.12 | 1.92× | 12.0 MiB |"), "{}", r.cost_row());
     }

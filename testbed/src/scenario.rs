@@ -73,11 +73,13 @@ pub fn release_offsets(leechers: usize, join_over: Option<Duration>) -> Vec<Dura
         Some(window) => (0..leechers).map(|i| window.mul_f64(i as f64 / leechers as f64)).collect(),
     }
 }
-/// How long after the last completion the final counters are read: p2pd publishes a seeding
-/// torrent's counters once a second.
-/// Seconds of the seed's upload the link floor moves (whole pieces, at least one).
+
+/// Seconds of the slowest host's upload each stream of the link floor moves (whole pieces, at
+/// least one).
 const LINK_FLOOR_SECS: u64 = 2;
 
+/// How long after the last completion the final counters are read: p2pd publishes a seeding
+/// torrent's counters once a second.
 const COUNTERS_SETTLE: Duration = Duration::from_millis(1200);
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -308,37 +310,39 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
     };
     let _ = if floor_out.is_dir() { std::fs::remove_dir_all(&floor_out) } else { std::fs::remove_file(&floor_out) };
 
-    // The link floor: the same pipeline from the seed's namespace to the first leecher's,
-    // over the fleet's shaped links, for about LINK_FLOOR_SECS of the seed's upload.
-    let (link_floor, link_floor_error) = match fleet.hosts.get(0..2) {
-        Some([seed, first]) => {
-            let route = floor::Route::Link {
-                sender_netns: seed.namespace.clone(),
-                receiver_netns: first.namespace.clone(),
-                receiver_ip: first.address.into(),
-                max_bytes: seed.upload.bytes_per_sec().saturating_mul(LINK_FLOOR_SECS),
-            };
-            let result = floor::run_over(&descriptor.content, &source, &floor_out, &route);
-            let _ =
-                if floor_out.is_dir() { std::fs::remove_dir_all(&floor_out) } else { std::fs::remove_file(&floor_out) };
-            match result {
-                Ok(f) => {
-                    log(&format!(
-                        "{}: link floor ({} over the fleet's links, {:.2} s): machine {:.2} core-s/GiB",
-                        spec.name,
-                        human_bytes(f.bytes),
-                        f.secs,
-                        f.machine_cpu_secs_per_gib().unwrap_or(0.0)
-                    ));
-                    (Some(f), None)
-                }
-                Err(e) => {
-                    log(&format!("{}: the link floor failed: {e}", spec.name));
-                    (None, Some(e.to_string()))
-                }
+    // The link floor: the same pipeline across the fleet at once, each host sending to the
+    // next over the shaped links, for about LINK_FLOOR_SECS of the slowest host's upload.
+    let (link_floor, link_floor_error) = if fleet.hosts.len() >= 2 {
+        let slowest = fleet.hosts.iter().map(|h| h.upload.bytes_per_sec()).min().unwrap_or(0);
+        let route = floor::Route::Ring {
+            hosts: fleet
+                .hosts
+                .iter()
+                .map(|h| floor::RingHost { netns: h.namespace.clone(), ip: h.address.into() })
+                .collect(),
+            max_bytes: slowest.saturating_mul(LINK_FLOOR_SECS),
+        };
+        let result = floor::run_over(&descriptor.content, &source, &floor_out, &route);
+        let _ = std::fs::remove_dir_all(&floor_out);
+        match result {
+            Ok(f) => {
+                log(&format!(
+                    "{}: link floor ({} over {} streams of the fleet's links, {:.2} s): machine {:.2} core-s/GiB",
+                    spec.name,
+                    human_bytes(f.bytes),
+                    fleet.hosts.len(),
+                    f.secs,
+                    f.machine_cpu_secs_per_gib().unwrap_or(0.0)
+                ));
+                (Some(f), None)
+            }
+            Err(e) => {
+                log(&format!("{}: the link floor failed: {e}", spec.name));
+                (None, Some(e.to_string()))
             }
         }
-        _ => (None, None),
+    } else {
+        (None, None)
     };
 
     log(&format!(
@@ -900,6 +904,7 @@ mod tests {
             receiver_cpu_secs_per_gib: 2.0,
             sender_cpu_secs_per_gib: 1.0,
             machine_cpu_secs: 1.6,
+            background_cpu_secs: 0.0,
             filesystem: "tmpfs".into(),
         };
         let s = summarize(&hosts, F, 1.0, machine, Some(&floor), true);
