@@ -127,10 +127,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     // 50 µs–10 ms back-off: 900 context switches a second in a busy daemon (scenario 2:
     // 5.85 → 5.24 machine core-s per GiB delivered).
     let executor = Arc::new(smol::Executor::<'static>::new());
-    let threads = std::env::var("P2PD_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     let (stop_workers, workers_stop) = async_channel::bounded::<()>(1);
     let workers: Vec<_> = (1..threads)
         .map(|i| {
