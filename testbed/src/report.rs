@@ -26,6 +26,11 @@ pub struct RunResult {
     pub title: String,
     /// The command that reproduces it.
     pub command: String,
+    /// The source it ran: the commit of the working tree the testbed ran in (`git rev-parse
+    /// --short HEAD`, "+ uncommitted changes" when the tree differs); absent outside a clone
+    /// and in older results.
+    #[serde(default)]
+    pub commit: Option<String>,
     /// Seconds since the Unix epoch when the leechers were released.
     pub started_unix_secs: u64,
     pub parameters: Parameters,
@@ -349,7 +354,7 @@ impl RunResult {
             (_, _) => "**failed**".to_string(),
         };
         format!(
-            "| {} | {content} | {} | {} / {} | {} | {} | {} | {:.2}× | {} / {} | {:.0} % ({:.0} %) | {verdict} | `{}` |",
+            "| {} | {content} | {} | {} / {} | {} | {} | {} | {:.2}× | {} / {} | {:.0} % ({:.0} %) | {verdict} | `{}`{} |",
             self.name,
             p.leechers,
             p.seed_upload,
@@ -363,6 +368,7 @@ impl RunResult {
             s.cpu_busy_fraction * 100.0,
             s.p2pd_cpu_fraction * 100.0,
             self.command,
+            self.commit.as_deref().map(|c| format!(" on {c}")).unwrap_or_default(),
         )
     }
 

@@ -74,6 +74,24 @@ pub fn release_offsets(leechers: usize, join_over: Option<Duration>) -> Vec<Dura
     }
 }
 
+/// The commit of the working tree the testbed runs in, "+ uncommitted changes" when the tree
+/// differs from it; `None` outside a git clone.
+pub fn source_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"])?;
+    // Results the testbed writes are not source: a run of `scenario all` dirties them itself.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"])
+        .is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{commit} + uncommitted changes") } else { commit })
+}
+
 /// Seconds of the slowest host's upload each stream of the link floor moves (whole pieces, at
 /// least one).
 const LINK_FLOOR_SECS: u64 = 2;
@@ -670,6 +688,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         name: spec.name.clone(),
         title: spec.title.clone(),
         command: spec.command.clone(),
+        commit: source_commit(),
         started_unix_secs,
         parameters: Parameters {
             content_bytes: bytes,
