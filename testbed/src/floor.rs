@@ -35,6 +35,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -229,11 +230,12 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
                     }
                     let listener = TcpListener::bind((listen_ip, 0)).map_err(FloorError::Socket)?;
                     let addr = listener.local_addr().map_err(FloorError::Socket)?;
-                    Ok((listener, addr))
+                    let handle = listener.try_clone().map_err(FloorError::Socket)?;
+                    Ok((listener, addr, handle))
                 })();
                 let listener = match bound {
-                    Ok((listener, addr)) => {
-                        let _ = addr_tx.send(Some(addr));
+                    Ok((listener, addr, handle)) => {
+                        let _ = addr_tx.send(Some((addr, handle)));
                         listener
                     }
                     Err(e) => {
@@ -255,13 +257,13 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
             })
             .map_err(FloorError::Socket)?;
         match addr_rx.recv() {
-            Ok(Some(addr)) => {
-                receivers.push(receiver);
+            Ok(Some((addr, handle))) => {
+                receivers.push((receiver, handle));
                 senders_to_start.push((leg.sender_netns, send_files, addr));
             }
             _ => {
                 drop(go_tx);
-                for r in receivers {
+                for (r, _) in receivers {
                     let _ = r.join();
                 }
                 return Err(receiver
@@ -287,35 +289,50 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
     for _ in &receivers {
         let _ = go_tx.send(());
     }
+    // A receiver waits in accept(2) until its sender connects; a sender that never does (it
+    // could not enter its namespace, connect, or even start) would leave it waiting for good:
+    // shutting the listener down wakes the accept with an error.
+    let unblock = |listener: &TcpListener| {
+        let _ = nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    };
     let mut senders = Vec::with_capacity(senders_to_start.len());
     for (sender_netns, send_files, addr) in senders_to_start {
-        senders.push(
-            std::thread::Builder::new()
-                .name("floor-sender".into())
-                .spawn(move || {
-                    if let Some(ns) = &sender_netns {
-                        enter_netns(ns)?;
-                    }
-                    send(send_files, bytes, addr)
-                })
-                .map_err(FloorError::Socket)?,
-        );
+        let spawned = std::thread::Builder::new().name("floor-sender".into()).spawn(move || {
+            if let Some(ns) = &sender_netns {
+                enter_netns(ns)?;
+            }
+            send(send_files, bytes, addr)
+        });
+        senders.push(spawned.map_err(FloorError::Socket));
     }
-    let received: Vec<_> = receivers.into_iter().map(|r| r.join().map_err(|_| FloorError::ReceiverPanicked)).collect();
+    // Senders first, so that a failed one's receiver is released before it is waited for.
+    let sent: Vec<Result<f64, FloorError>> = senders
+        .into_iter()
+        .zip(&receivers)
+        .map(|(sender, (_, listener))| {
+            let result = sender.and_then(|s| s.join().map_err(|_| FloorError::SenderPanicked)).and_then(|r| r);
+            if result.is_err() {
+                unblock(listener);
+            }
+            result
+        })
+        .collect();
+    let received: Vec<_> =
+        receivers.into_iter().map(|(r, _)| r.join().map_err(|_| FloorError::ReceiverPanicked)).collect();
     let secs = started.elapsed().as_secs_f64();
     let machine_cpu_secs = match (machine_start, CpuTimes::now()) {
         (Some(a), Some(b)) => b.busy_core_secs_since(a),
         _ => 0.0,
     };
-    let sent: Vec<_> = senders.into_iter().map(|s| s.join().map_err(|_| FloorError::SenderPanicked)).collect();
+    // A sender's failure is the cause of its receiver's (a short or refused stream): first.
     let (mut bytes, mut receiver_cpu_secs, mut sender_cpu_secs) = (0, 0.0, 0.0);
+    for s in sent {
+        sender_cpu_secs += s?;
+    }
     for r in received {
         let (b, cpu) = r??;
         bytes += b;
         receiver_cpu_secs += cpu;
-    }
-    for s in sent {
-        sender_cpu_secs += s??;
     }
     Ok(FloorResult {
         secs,

@@ -48,8 +48,8 @@ pub struct RunResult {
     /// Why the floor is absent, when it failed.
     #[serde(default)]
     pub floor_error: Option<String>,
-    /// The link floor: the same pipeline from the seed's namespace to the first leecher's over
-    /// the fleet's links (see [`crate::floor::Route::Link`]); absent in older results.
+    /// The link floor: the same pipeline across the fleet, each host sending to the next over
+    /// the fleet's links (see [`crate::floor::Route::Ring`]); absent in older results.
     #[serde(default)]
     pub link_floor: Option<FloorResult>,
     #[serde(default)]

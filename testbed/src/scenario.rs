@@ -74,11 +74,18 @@ pub fn release_offsets(leechers: usize, join_over: Option<Duration>) -> Vec<Dura
     }
 }
 
-/// The commit of the working tree the testbed runs in, "+ uncommitted changes" when the tree
-/// differs from it; `None` outside a git clone.
+/// The commit of the source tree this testbed was built from (the clone holding its crate),
+/// "+ uncommitted changes" when the source differs from it, "(tree state unknown)" when git
+/// cannot tell; `None` outside a git clone. Results the testbed writes are not source: a run
+/// of `scenario all` dirties them itself. Runs as root on a tree another user owns, hence
+/// `safe.directory`.
 pub fn source_commit() -> Option<String> {
+    let tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
     let git = |args: &[&str]| {
         std::process::Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["-c", "safe.directory=*"])
             .args(args)
             .output()
             .ok()
@@ -86,10 +93,11 @@ pub fn source_commit() -> Option<String> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "--short", "HEAD"])?;
-    // Results the testbed writes are not source: a run of `scenario all` dirties them itself.
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"])
-        .is_some_and(|s| !s.is_empty());
-    Some(if dirty { format!("{commit} + uncommitted changes") } else { commit })
+    Some(match git(&["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"]) {
+        Some(changes) if changes.is_empty() => commit,
+        Some(_) => format!("{commit} + uncommitted changes"),
+        None => format!("{commit} (tree state unknown)"),
+    })
 }
 
 /// Seconds of the slowest host's upload each stream of the link floor moves (whole pieces, at

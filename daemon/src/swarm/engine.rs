@@ -84,6 +84,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// its time to a fixed 100 ms). The first piece after a quiet spell goes at once; completing
 /// the torrent flushes at once.
 const MAX_HAVE_BATCH: Duration = Duration::from_millis(100);
+/// The `have` window is the engine's running time divided by this.
 const HAVE_BATCH_SHARE: u32 = 50;
 /// How long a peer's declines are remembered: about the time the first copy's holder needs to
 /// receive, verify and announce a piece. Longer stalls a swarm whose holders are slow to

@@ -16,9 +16,11 @@
 //! Invariant: the low-water mark never exceeds what the frame being read still lacks — it is
 //! set to exactly that (at most [`MAX_LOW_WATER`]) before every wait, and every wait happens
 //! with the buffer empty — so the reader is never left waiting for bytes the peer does not owe
-//! it: a small frame followed by silence is read as soon as it is whole. (The kernel also caps
-//! the mark at half the receive buffer and wakes a reader early when its buffer or the peer's
-//! window runs short, so a high mark can delay a read but never stall one.)
+//! it: a small frame followed by silence is read as soon as it is whole. A mark the kernel
+//! refuses leaves the reader's record of it unknown, so the next wait sets it again. (Linux caps
+//! the mark at half the largest receive buffer, `tcp_rmem[2]`, grows the socket's buffer to
+//! hold it, and wakes a reader early when its receive window runs short, so a mark the frame is
+//! owed can delay a read but not stall it.)
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
@@ -32,13 +34,20 @@ pub const READ_BUFFER: usize = 16 << 10;
 /// Most bytes the reader asks the kernel to gather before waking it.
 const MAX_LOW_WATER: usize = 256 << 10;
 
+/// `low_water` when the socket's mark is not known (a change was refused): never equal to a
+/// mark asked for, so the next wait sets one.
+const UNKNOWN: usize = usize::MAX;
+
+/// A peer socket's reading side (see the module doc).
 pub struct SocketReader {
+    /// Shared with the connection's writer, which only writes.
     stream: Arc<Async<TcpStream>>,
     /// Read-ahead: `buf[start..end]` is read from the socket and not yet taken.
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    /// The `SO_RCVLOWAT` last set on the socket (the kernel's default is 1).
+    /// The `SO_RCVLOWAT` last set on the socket (the kernel's default is 1); [`UNKNOWN`] after a
+    /// refused change.
     low_water: usize,
 }
 
@@ -113,7 +122,7 @@ impl SocketReader {
     }
 
     /// Before waiting: wake the reader only once `bytes` (at most [`MAX_LOW_WATER`]) are
-    /// waiting. Best effort: a refused mark only costs wake-ups.
+    /// waiting. A refused change is logged and tried again before the next wait.
     fn expect(&mut self, bytes: usize) {
         use std::os::fd::AsRawFd;
         let mark = bytes.clamp(1, MAX_LOW_WATER);
@@ -135,7 +144,8 @@ impl SocketReader {
         if r == 0 {
             self.low_water = mark;
         } else {
-            log::debug!("SO_RCVLOWAT: {}", std::io::Error::last_os_error());
+            self.low_water = UNKNOWN;
+            log::debug!("SO_RCVLOWAT {mark}: {}", std::io::Error::last_os_error());
         }
     }
 }
@@ -221,6 +231,31 @@ mod tests {
         assert!(reader.low_water <= 5, "the mark was lowered to what the frame lacked: {}", reader.low_water);
         drop(tx);
         drop(writer.join().unwrap());
+    }
+
+    /// The idle path of a peer's reader: after a large read raised the mark, waiting for the
+    /// next frame header wakes as soon as a header's worth has come.
+    #[test]
+    fn waiting_for_a_header_after_a_large_read_wakes_for_the_header_alone() {
+        let (mut reader, mut peer) = pair();
+        peer.write_all(&[9u8; 60_000]).unwrap();
+        let mut big = vec![0u8; 100_000];
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            peer.write_all(&[9u8; 40_000]).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            peer.write_all(&[1, 2, 3, 4, 5]).unwrap();
+            std::thread::sleep(Duration::from_secs(6));
+            peer
+        });
+        within(reader.read_exact(&mut big)).unwrap().unwrap();
+        assert!(!reader.ready().unwrap(), "nothing read ahead yet");
+        assert!(within(reader.readable(5)).is_some_and(|r| r.is_ok()), "woken by the 5-byte header");
+        assert!(reader.ready().unwrap());
+        let mut header = [0u8; 5];
+        within(reader.read_exact(&mut header)).unwrap().unwrap();
+        assert_eq!(header, [1, 2, 3, 4, 5]);
+        drop(writer);
     }
 
     #[test]
