@@ -82,7 +82,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     let access = AccessPolicy::new(config.control_group.as_deref()).map_err(StartupError::Access)?;
     let state = StateDir::open(&locations.state_dir)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
-    let lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;
+    let mut lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;
     let (node_id, id_warning) = node_id::load_or_create(&state)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
@@ -110,6 +110,7 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
         }
         // SAFETY: the process is single-threaded here (checked just above).
         unsafe { d.start() }.map_err(|e| StartupError::Daemonize(e.to_string()))?;
+        lock.record_pid()?;
     }
     logging::init(sink, config.log_level.raised(options.verbosity).to_filter()).map_err(StartupError::Logging)?;
     if let Some(note) = socket_note {

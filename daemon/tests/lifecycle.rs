@@ -264,6 +264,8 @@ fn daemon_mode_detaches_and_logs_to_syslog() {
         (r.code == 0).then(|| serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap())
     });
     assert_eq!(status["node"]["pid"], pid);
+    let holder = std::fs::read_to_string(node.state().join("lock")).unwrap();
+    assert_eq!(holder.trim(), pid.to_string(), "the state lock names the detached daemon, not the parent that exited");
 
     let mut buf = vec![0u8; 4096];
     let ready = eventually(PATIENCE, "a syslog line saying ready", || {

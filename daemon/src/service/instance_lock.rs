@@ -15,7 +15,8 @@ use nix::fcntl::{Flock, FlockArg};
 #[derive(Debug)]
 pub struct InstanceLock {
     _config_dir: Flock<File>,
-    _state_file: Flock<File>,
+    state_file: Flock<File>,
+    state_path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +64,19 @@ impl InstanceLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        let mut state_lock = lock(file, "state directory", state_dir, holder)?;
-        state_lock.set_len(0).map_err(io_err(&lock_path))?;
-        state_lock.rewind().map_err(io_err(&lock_path))?;
-        writeln!(state_lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
-        Ok(InstanceLock { _config_dir: config_lock, _state_file: state_lock })
+        let state_lock = lock(file, "state directory", state_dir, holder)?;
+        let mut lock = InstanceLock { _config_dir: config_lock, state_file: state_lock, state_path: lock_path };
+        lock.record_pid()?;
+        Ok(lock)
+    }
+
+    /// Writes this process's pid into the state directory's lock file: at start, and again
+    /// after `--daemon` forked (the locks pass to the child; the pid written first was the
+    /// parent's, which has exited).
+    pub fn record_pid(&mut self) -> Result<(), LockError> {
+        let io_err = |source| LockError::Io { path: self.state_path.clone(), source };
+        self.state_file.set_len(0).map_err(io_err)?;
+        self.state_file.rewind().map_err(io_err)?;
+        writeln!(self.state_file, "{}", std::process::id()).map_err(io_err)
     }
 }
