@@ -73,8 +73,8 @@ pub const MAX_CONTROL_BYTES: usize = 512 << 10;
 /// What a connection may hold besides the piece buffers of pieces we asked it for: its outbox
 /// (control bytes, and the writer's copy of them being sent: twice [`MAX_CONTROL_BYTES`]; the
 /// request queue), the writer's block buffer, the reader's frame buffers (a bitfield, a block
-/// we no longer want) and read-ahead buffer, its share of the torrent's event queue (one bitfield), and the engine's
-/// record of the addresses it told the peer about (peer exchange).
+/// we no longer want) and read-ahead buffer, its share of the torrent's event queue (one
+/// bitfield), and the engine's record of the addresses it told the peer about (peer exchange).
 pub const MAX_CONNECTION_MEMORY: usize = 2 * MAX_CONTROL_BYTES
     + MAX_QUEUED_UPLOADS * std::mem::size_of::<BlockRef>()
     + 2 * (FRAME_HEADER + wire::MAX_BODY)
