@@ -10,6 +10,7 @@
 //! - [`counters`]: peer-wire connection counters, for `status`.
 //! - [`exchange`]: peer exchange, which members to tell a peer about and when (pure).
 //! - [`fetches`]: the pieces asked of one peer, and the buffers they hold (pure).
+//! - [`have_batch`]: when to announce verified pieces, batched (pure).
 //! - [`engine`]: one torrent's transfers: connections, picking, verification, choking, bans.
 //! - [`listener`]: the TCP peer port shared by all torrents.
 //! - [`limiter`]: byte-rate limits.
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod exchange;
 pub mod fetches;
 pub mod first_copies;
+pub mod have_batch;
 pub mod limiter;
 pub mod listener;
 pub mod picker;
