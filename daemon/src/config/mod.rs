@@ -128,7 +128,8 @@ pub struct Limits {
     /// Most peer connections per torrent.
     #[serde(deserialize_with = "bounds::number::<bounds::MaxPeersPerTorrent, _, _>")]
     pub max_peers_per_torrent: u32,
-    /// Peers a torrent uploads to at the same time.
+    /// Peers a torrent uploads to at the same time, at most (fewer while the measured upload
+    /// rate cannot serve them all a piece within half a second; see the swarm engine).
     #[serde(deserialize_with = "bounds::number::<bounds::UploadSlots, _, _>")]
     pub upload_slots: u32,
     /// Most peer connections with one IP address (in and out, all torrents).

@@ -59,6 +59,7 @@ use super::counters::{WireCounters, WireEvent};
 use super::exchange::{self, Exchange};
 use super::fetches::Fetches;
 use super::first_copies::FirstCopies;
+use super::have_batch::HaveBatch;
 use super::limiter::RateLimit;
 use super::listener::{Incoming, IpSlot, Registry};
 use super::picker::{PeerKey, Picker, PieceState};
@@ -76,16 +77,6 @@ pub use super::bans::BAN_AFTER;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
-/// Pieces verified within a short window of the last `have`s sent go out together, one write
-/// per peer: each `have` sent alone costs every peer a wake-up (our writer's and their
-/// reader's, and their engine's), sixteen peers × every piece. The window is a fiftieth of the
-/// time this engine has run, at most [`MAX_HAVE_BATCH`]: what the peers learn late costs them
-/// a small share of the transfer whatever its length (scenario 5, a 0.7 s swarm, lost 10 % of
-/// its time to a fixed 100 ms). The first piece after a quiet spell goes at once; completing
-/// the torrent flushes at once.
-const MAX_HAVE_BATCH: Duration = Duration::from_millis(100);
-/// The `have` window is the engine's running time divided by this.
-const HAVE_BATCH_SHARE: u32 = 50;
 /// How long a peer's declines are remembered: about the time the first copy's holder needs to
 /// receive, verify and announce a piece. Longer stalls a swarm whose holders are slow to
 /// deliver (every other leecher waits it out); shorter makes the seed send more duplicates.
@@ -96,6 +87,27 @@ const DECLINED_FOR: Duration = Duration::from_secs(1);
 const DECLINED_ALONE: Duration = Duration::from_millis(100);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
+/// How long an unchoked peer should take to receive one piece from us: the upload slots
+/// in use are what the uplink serves at this pace ([`Engine::upload_slots`]). Split among
+/// more peers, every piece crawls out at a fraction of the uplink: a 20 Mbit/s seed with 32
+/// slots took 3.4 s per 256 KiB piece, longer than its first copies keep second copies away
+/// ([`super::first_copies::PATIENCE`]), and sent 1.7 × the content while unique pieces
+/// waited. Scenario 6 (64 hosts, 20 Mbit/s), three runs each: slowest 1.66–1.71 × T_min at
+/// once and 1.68–1.80 rolling, seed 1.66–1.74 × F; with slots by rate 1.46–1.52 and
+/// 1.62–1.63, seed 1.32–1.45 × F (scenarios 2 and 5 unchanged: their uplinks allow every
+/// peer a slot).
+const SLOT_PIECE_TIME: Duration = Duration::from_millis(500);
+/// The fewest upload slots the uplink's rate may leave (unless `limits.upload_slots` is
+/// lower).
+const MIN_UPLOAD_SLOTS: usize = 4;
+/// The upload rate (bytes/s) slots are counted for at least: 20 Mbit/s, a modest uplink.
+/// Until a rate is measured (each tick, a second) the slots are those this rate allows, so a
+/// swarm shorter than that is not held to four peers: a 16 MiB swarm on 200 Mbit/s links
+/// with 64 KiB pieces is done in 0.7 s, and its seed starts with 20 slots.
+const MIN_UPLOAD_RATE: f64 = 2_500_000.0;
+/// Per tick, how much of its peak the measured upload capacity keeps: a peak is forgotten
+/// within a minute or so (half-life about 35 s) when the uplink has become slower.
+const UP_CAPACITY_DECAY: f64 = 0.98;
 /// Bytes in flight per peer: a quarter second of what it delivers, within bounds. Requests
 /// queue at the sender, each connection's behind its own, so the budget is also how long a
 /// freshly announced piece waits there before it can be passed on: on a LAN a quarter second
@@ -284,12 +296,8 @@ pub struct Engine {
     /// Fires at `next_tick`; kept and reset rather than re-created (each new timer costs the
     /// reactor a wake-up, and `next` runs once per event).
     timer: smol::Timer,
-    /// Verified pieces not yet announced to the peers (see [`MAX_HAVE_BATCH`]).
-    pending_haves: Vec<u32>,
-    /// When `have`s last went out.
-    haves_sent_at: Instant,
-    /// When this engine started (the `have` window grows with it).
-    started: Instant,
+    /// Verified pieces not yet announced to the peers.
+    haves: HaveBatch,
     last_rotation: Instant,
     last_keepalive: Instant,
     /// Payload bytes moved by connections that have closed.
@@ -297,6 +305,9 @@ pub struct Engine {
     closed_up: u64,
     down_rate: f64,
     up_rate: f64,
+    /// The highest recent upload rate (bytes/s, smoothed, decaying by [`UP_CAPACITY_DECAY`]
+    /// per tick): what the uplink can do, which sets the upload slots in use.
+    up_capacity: f64,
 }
 
 impl Engine {
@@ -345,15 +356,14 @@ impl Engine {
             next_key: 1,
             next_tick: now,
             timer: smol::Timer::at(now),
-            pending_haves: Vec::new(),
-            haves_sent_at: now,
-            started: now,
+            haves: HaveBatch::new(now),
             last_rotation: now,
             last_keepalive: now,
             closed_down: 0,
             closed_up: 0,
             down_rate: 0.0,
             up_rate: 0.0,
+            up_capacity: 0.0,
         }
     }
 
@@ -530,9 +540,8 @@ impl Engine {
             Wake::Tick => {
                 let now = Instant::now();
                 self.forget_declines(now);
-                if !self.pending_haves.is_empty() && now >= self.haves_due() {
-                    self.send_haves(now);
-                }
+                let due = self.haves.take_due(now);
+                self.send_haves(&due);
                 if now >= self.next_tick {
                     self.next_tick = now + TICK;
                     self.tick(now);
@@ -980,13 +989,12 @@ impl Engine {
                     }
                     self.update_interest(k);
                 }
-                self.pending_haves.push(piece as u32);
                 let now = Instant::now();
-                if self.seeding() || now >= self.haves_due() {
-                    self.send_haves(now);
-                } else if self.pending_haves.len() == 1 {
+                let ready = self.haves.push(piece as u32, now, self.seeding());
+                if ready.is_empty() {
                     self.timer.set_at(self.next_wake());
                 }
+                self.send_haves(&ready);
                 Some(EngineEvent::Verified(piece))
             }
             Ok(false) => {
@@ -1121,6 +1129,7 @@ impl Engine {
         }
         self.down_rate = down;
         self.up_rate = up;
+        self.up_capacity = up.max(self.up_capacity * UP_CAPACITY_DECAY);
         // Silent peers are gone; peers that do not read what we send them, or whose queues
         // overflowed, are cut off; quiet ones hear a keep-alive.
         let mut cut: Vec<(PeerKey, String)> = Vec::new();
@@ -1192,25 +1201,16 @@ impl Engine {
     /// When the timer should fire: the next tick, a batch of `have`s falling due, or a
     /// decline expiring before it.
     fn next_wake(&self) -> Instant {
-        let haves_due = (!self.pending_haves.is_empty()).then(|| self.haves_due());
-        self.peers.values().filter_map(|p| p.declined_until).chain(haves_due).fold(self.next_tick, Instant::min)
+        self.peers.values().filter_map(|p| p.declined_until).chain(self.haves.due()).fold(self.next_tick, Instant::min)
     }
 
-    /// When pending `have`s are to go out.
-    fn haves_due(&self) -> Instant {
-        let window =
-            (self.haves_sent_at.saturating_duration_since(self.started) / HAVE_BATCH_SHARE).min(MAX_HAVE_BATCH);
-        self.haves_sent_at + window
-    }
-
-    /// Tells every peer about the pieces verified since the last batch, one write each (a peer
+    /// Tells every peer about `pieces` (a batch from [`HaveBatch`]), one write each (a peer
     /// connected meanwhile had them in its bitfield; a repeated `have` is harmless).
-    fn send_haves(&mut self, now: Instant) {
-        self.haves_sent_at = now;
-        if self.pending_haves.is_empty() {
+    fn send_haves(&self, pieces: &[u32]) {
+        if pieces.is_empty() {
             return;
         }
-        let haves: Vec<Message> = self.pending_haves.drain(..).map(Message::Have).collect();
+        let haves: Vec<Message> = pieces.iter().copied().map(Message::Have).collect();
         for p in self.peers.values() {
             p.conn.send_all(&haves);
         }
@@ -1227,10 +1227,22 @@ impl Engine {
         }
     }
 
+    /// The upload slots in use: as many as the uplink serves a piece each within
+    /// [`SLOT_PIECE_TIME`], at most `limits.upload_slots`. Every node's, not only the seed's:
+    /// a piece crosses the swarm in hops, and a hop through a leecher whose uplink is split
+    /// 32 ways is as slow as the seed's first copy.
+    fn upload_slots(&self) -> usize {
+        upload_slots(
+            self.ctx.upload_slots.load(Ordering::Relaxed),
+            self.up_capacity.max(MIN_UPLOAD_RATE),
+            self.layout.piece_length(),
+        )
+    }
+
     /// Unchokes interested peers while upload slots are free. O(peers),
     /// whatever a peer sends: this is all an `interested` costs.
     fn fill_free_slots(&mut self, now: Instant) {
-        let slots = self.ctx.upload_slots.load(Ordering::Relaxed).max(1);
+        let slots = self.upload_slots();
         let mut unchoked = self.peers.values().filter(|p| p.unchoked_at.is_some()).count();
         while unchoked < slots {
             let Some(p) = self.peers.values_mut().find(|p| p.peer_interested && p.unchoked_at.is_none()) else {
@@ -1247,7 +1259,7 @@ impl Engine {
     /// otherwise the best `slots - 1` (those giving us the most, or when seeding those needing
     /// the most) and one rotating slot.
     fn choke(&mut self, now: Instant, rotate: bool) {
-        let slots = self.ctx.upload_slots.load(Ordering::Relaxed).max(1);
+        let slots = self.upload_slots();
         let seeding = self.seeding();
         let mut interested: Vec<(PeerKey, f64, Option<Instant>)> = self
             .peers
@@ -1316,5 +1328,49 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The upload slots for an uplink measured at `capacity` bytes/s: enough that each peer
+/// receives a piece of `piece_length` within [`SLOT_PIECE_TIME`], within
+/// [`MIN_UPLOAD_SLOTS`]…`configured` (and never more than `configured`, nor fewer than one).
+fn upload_slots(configured: usize, capacity: f64, piece_length: u64) -> usize {
+    let configured = configured.max(1);
+    let per_slot = piece_length.max(1) as f64 / SLOT_PIECE_TIME.as_secs_f64();
+    let by_rate = (capacity / per_slot).ceil();
+    // A rate is finite and non-negative, but a float never becomes a count unchecked.
+    let by_rate = if by_rate.is_nan() { 0 } else { by_rate.clamp(0.0, configured as f64) as usize };
+    by_rate.clamp(MIN_UPLOAD_SLOTS.min(configured), configured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECE: u64 = 256 * 1024;
+    const MBIT: f64 = 1e6 / 8.0;
+
+    #[test]
+    fn upload_slots_follow_the_uplink() {
+        // 20 Mbit/s serves 256 KiB in 0.5 s to 4.8 peers at once: 5 slots, not 32.
+        assert_eq!(upload_slots(32, 20.0 * MBIT, PIECE), 5);
+        // 100 Mbit/s: 24.
+        assert_eq!(upload_slots(32, 100.0 * MBIT, PIECE), 24);
+        // A fast uplink is capped by the configuration.
+        assert_eq!(upload_slots(32, 10_000.0 * MBIT, PIECE), 32);
+        // Smaller pieces need fewer bytes per slot: more slots.
+        assert_eq!(upload_slots(32, 20.0 * MBIT, 64 * 1024), 20);
+    }
+
+    #[test]
+    fn upload_slots_before_any_rate_is_measured_keep_a_few_peers_busy() {
+        assert_eq!(upload_slots(32, 0.0, PIECE), MIN_UPLOAD_SLOTS);
+        assert_eq!(upload_slots(32, 1.0, PIECE), MIN_UPLOAD_SLOTS);
+        // The operator's limit wins over the minimum.
+        assert_eq!(upload_slots(2, 0.0, PIECE), 2);
+        assert_eq!(upload_slots(0, 0.0, PIECE), 1);
+        assert_eq!(upload_slots(32, f64::NAN, PIECE), MIN_UPLOAD_SLOTS);
+        assert_eq!(upload_slots(32, f64::INFINITY, PIECE), 32);
+        assert_eq!(upload_slots(32, -5.0, PIECE), MIN_UPLOAD_SLOTS);
     }
 }
