@@ -14,9 +14,11 @@ Thread names: p2pd's own are `p2pd` and `p2pd-worker-N`; `async-io` and `blockin
 exist in p2pd and in the testbed alike and are shown apart. perf's overhead is in the figures.
 
 Usage: sudo python3 bench/profile_testbed.py --scenario 2 [--out bench/results/profile-scenario-2.md]
+(scenario 6 runs both its variants; the per-GiB figures divide by what both delivered)
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -90,25 +92,36 @@ def main():
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"profile_testbed.py: {' '.join(command)} failed:\n{done.stderr.strip()}")
-    with open(os.path.join(results, f"scenario-{args.scenario}.json")) as f:
-        result = json.load(f)
-    delivered = result["summary"].get("delivered_bytes") or 0
-    if not result["outcome"]["success"] or delivered == 0:
-        sys.exit(f"profile_testbed.py: the scenario failed: {result['outcome'].get('error')}")
+    # Scenario 6 makes two results (at once, rolling); the profile covers both.
+    found = sorted(glob.glob(os.path.join(results, f"scenario-{args.scenario}*.json")))
+    if not found:
+        sys.exit(f"profile_testbed.py: no result in {results}")
+    runs = []
+    for path in found:
+        with open(path) as f:
+            runs.append(json.load(f))
+    for r in runs:
+        if not r["outcome"]["success"] or not r["summary"].get("delivered_bytes"):
+            sys.exit(f"profile_testbed.py: the scenario failed: {r['outcome'].get('error')}")
+    delivered = sum(r["summary"]["delivered_bytes"] for r in runs)
     gib = delivered / GIB
     cpu = by_comm(data)
     total = sum(cpu.values())
     ours = [c for c in cpu if c == "p2pd" or c.startswith("p2pd-worker")]
     counts = counted(stat)
-    s = result["summary"]
+    each = [
+        f"`{r['name']}`: delivered {r['summary']['delivered_bytes'] / (1 << 20):.0f} MiB to "
+        f"{r['parameters']['leechers']} leechers; slowest {r['summary']['slowest_ratio']:.3f} × T_min; over the "
+        f"transfer alone the machine spent {r['summary']['machine_cpu_secs_per_gib']:.2f} core-s/GiB "
+        f"({r['summary']['machine_to_link_floor']:.2f} × the link floor) and the floor "
+        f"{r['floor']['receiver_cpu_secs_per_gib']:.2f} (receiver) + {r['floor']['sender_cpu_secs_per_gib']:.2f} (sender)."
+        for r in runs
+    ]
     lines = run.header(
-        f"Profile of testbed scenario {args.scenario} ({result['title']})",
+        f"Profile of testbed scenario {args.scenario} ({runs[0]['title']})",
         f"Profiled: `perf stat -a` and `perf record -a` (cpu-clock at {HZ} Hz) over the whole "
-        f"`p2pd-testbed scenario {args.scenario}` command.",
-        f"Delivered: {delivered / (1 << 20):.0f} MiB to {result['parameters']['leechers']} leechers ({gib:.2f} GiB); "
-        f"slowest {s['slowest_ratio']:.3f} × T_min; over the transfer alone the machine spent "
-        f"{s['machine_cpu_secs_per_gib']:.2f} core-s/GiB and the floor {result['floor']['receiver_cpu_secs_per_gib']:.2f} "
-        f"(receiver) + {result['floor']['sender_cpu_secs_per_gib']:.2f} (sender).",
+        f"`p2pd-testbed scenario {args.scenario}` command ({gib:.2f} GiB delivered in all).",
+        *each,
     )
     lines += ["## The machine, per GiB delivered (whole command)", "", "| figure | total | per GiB delivered |", "|---|---|---|",
               f"| cpu-clock samples (core-s) | {total / HZ:.1f} | {total / HZ / gib:.2f} |"]
