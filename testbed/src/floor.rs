@@ -167,6 +167,12 @@ pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, 
     run_over(content, source, out, &Route::Loopback)
 }
 
+/// Whether a sender failed only because its receiver closed the connection.
+fn hung_up(e: &FloorError) -> bool {
+    matches!(e, FloorError::Send { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe))
+}
+
 /// One connection of a floor run: where each side runs and where the receiver writes.
 struct Leg {
     sender_netns: Option<String>,
@@ -324,15 +330,20 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
         (Some(a), Some(b)) => b.busy_core_secs_since(a),
         _ => 0.0,
     };
-    // A sender's failure is the cause of its receiver's (a short or refused stream): first.
+    // Of a leg that failed, the error that says why: a sender's failure is the cause of its
+    // receiver's (a short or refused stream) — unless the sender only saw the receiver hang
+    // up, which a receiver does when it refuses a piece.
     let (mut bytes, mut receiver_cpu_secs, mut sender_cpu_secs) = (0, 0.0, 0.0);
-    for s in sent {
-        sender_cpu_secs += s?;
-    }
-    for r in received {
-        let (b, cpu) = r??;
-        bytes += b;
-        receiver_cpu_secs += cpu;
+    for (s, r) in sent.into_iter().zip(received) {
+        match (s, r.and_then(|r| r)) {
+            (Ok(scpu), Ok((b, rcpu))) => {
+                sender_cpu_secs += scpu;
+                bytes += b;
+                receiver_cpu_secs += rcpu;
+            }
+            (Err(e), Err(receiver)) if hung_up(&e) => return Err(receiver),
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        }
     }
     Ok(FloorResult {
         secs,
@@ -474,8 +485,10 @@ mod tests {
 
     #[test]
     fn a_piece_that_differs_is_refused() {
+        // 16 MiB: the sender is still writing when the receiver refuses piece 2 and hangs up,
+        // so it fails too (connection reset); the refusal is what the error must say.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = content::generate(dir.path(), "a.bin", ContentShape::File { bytes: 1 << 20 }, 3).expect("gen");
+        let source = content::generate(dir.path(), "a.bin", ContentShape::File { bytes: 16 << 20 }, 3).expect("gen");
         let desc = dir.path().join("a.desc");
         describe(&source, &desc, 256 << 10);
         let mut bytes = std::fs::read(&source).expect("read");
