@@ -8,6 +8,8 @@ A result file is its script's output and nothing else: commentary on a result go
 bench/results/RESULTS.md, dated and with the commit it is about.
 """
 
+import glob
+import json
 import os
 import platform
 import shlex
@@ -133,6 +135,19 @@ class Run:
         ]
         lines += [f"{fact}  " for fact in facts[:-1]] + list(facts[-1:])
         return lines + [""]
+
+
+def load_results(run_dir, pattern="scenario-*.json"):
+    """The testbed results in `run_dir` matching `pattern`, sorted by file name (scenario 6
+    writes two); exits with a one-line error when there are none."""
+    files = sorted(glob.glob(os.path.join(run_dir, pattern)))
+    if not files:
+        sys.exit(f"{run_dir}: no {pattern}")
+    results = []
+    for path in files:
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
 
 
 def write_result(path, text):

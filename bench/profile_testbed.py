@@ -18,7 +18,6 @@ Usage: sudo python3 bench/profile_testbed.py --scenario 2 [--out bench/results/p
 """
 
 import argparse
-import glob
 import json
 import os
 import re
@@ -93,13 +92,7 @@ def main():
     if done.returncode != 0:
         sys.exit(f"profile_testbed.py: {' '.join(command)} failed:\n{done.stderr.strip()}")
     # Scenario 6 makes two results (at once, rolling); the profile covers both.
-    found = sorted(glob.glob(os.path.join(results, f"scenario-{args.scenario}*.json")))
-    if not found:
-        sys.exit(f"profile_testbed.py: no result in {results}")
-    runs = []
-    for path in found:
-        with open(path) as f:
-            runs.append(json.load(f))
+    runs = benchlib.load_results(results, f"scenario-{args.scenario}*.json")
     for r in runs:
         if not r["outcome"]["success"] or not r["summary"].get("delivered_bytes"):
             sys.exit(f"profile_testbed.py: the scenario failed: {r['outcome'].get('error')}")

@@ -17,7 +17,6 @@ one run's scenario-K*.json), e.g. to compare two builds.
 """
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -25,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 
+import benchlib
 from benchlib import BIN, Run, build
 
 FIGURES = (
@@ -62,14 +62,7 @@ def run_all(scenario, runs, work, fs):
 
 def load(run_dir):
     """Every result of one run directory (scenario 6 writes two), sorted by name."""
-    files = sorted(glob.glob(os.path.join(run_dir, "scenario-*.json")))
-    if not files:
-        sys.exit(f"{run_dir}: no scenario-*.json")
-    results = []
-    for path in files:
-        with open(path) as f:
-            results.append(json.load(f))
-    return results
+    return benchlib.load_results(run_dir)
 
 
 def table(run, results, source):
