@@ -4,7 +4,10 @@
 //! The same for the prototype's flood-every-neighbour strategy, for comparison.
 //!
 //! Run: `cargo run --release --example discovery_sim -- --out bench/results/discovery.md`
-//! (options: --nodes 1000,10000 --lookups 300 --flood-lookups 10 --seed 1). The result opens
+//! (options: --nodes 1000,10000 --lookups 300 --flood-lookups 10 --swarms 64,256,1024 --seed 1).
+//! Then, per network size, what a whole swarm joining at once costs: every member joins, declares
+//! itself leeching, then seeding; datagrams per member and how many members each one meets.
+//! The result opens
 //! with the command line, date, commit, machine and build, like `bench/benchlib.py`'s header.
 
 use std::time::Duration;
@@ -20,12 +23,21 @@ struct Args {
     lookups: usize,
     flood_lookups: usize,
     members: usize,
+    swarms: Vec<usize>,
     seed: u64,
     out: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { nodes: vec![1000, 10_000], lookups: 300, flood_lookups: 10, members: 8, seed: 1, out: None };
+    let mut a = Args {
+        nodes: vec![1000, 10_000],
+        lookups: 300,
+        flood_lookups: 10,
+        members: 8,
+        swarms: vec![64, 256, 1024],
+        seed: 1,
+        out: None,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -35,6 +47,7 @@ fn parse_args() -> Args {
             "--lookups" => a.lookups = v.parse().unwrap_or(a.lookups),
             "--flood-lookups" => a.flood_lookups = v.parse().unwrap_or(a.flood_lookups),
             "--members" => a.members = v.parse().unwrap_or(a.members),
+            "--swarms" => a.swarms = v.split(',').filter_map(|x| x.parse().ok()).collect(),
             "--seed" => a.seed = v.parse().unwrap_or(a.seed),
             "--out" => a.out = Some(v),
             other => {
@@ -179,6 +192,74 @@ fn utc_now() -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
+/// What a swarm of `size` members joining at once costs on `base` (forked): datagrams each
+/// member sends and receives, the most any node handles, and how many other members each one
+/// meets (its torrent hears of them, or they of it: either side then connects).
+fn swarm_join(base: &mut SimNet, size: usize) -> String {
+    let mut net = base.fork();
+    let hash = InfoHash(net.rng().random());
+    let mut members = Vec::new();
+    while members.len() < size {
+        let m = net.random_alive(&members);
+        members.push(m);
+    }
+    let before: Vec<u64> = net.nodes.iter().map(|n| n.counters.sent + n.counters.received).collect();
+    let sent_before = net.sent;
+    // Joins spread over 100 ms (a deploy tool's fan-out), then the status changes a download
+    // makes: leeching at once, seeding half a minute later.
+    for &m in &members {
+        net.run_until_idle(Duration::from_micros(100_000 / size as u64));
+        let now = net.now;
+        net.nodes[m].join(now, hash, PeerStatus::Idle, &[]);
+        net.flush(m);
+    }
+    net.run_until_idle(Duration::from_millis(500));
+    for status in [PeerStatus::Leeching, PeerStatus::Seeding] {
+        for &m in &members {
+            let now = net.now;
+            net.nodes[m].set_status(now, hash, status);
+            net.flush(m);
+        }
+        net.run_until_idle(Duration::from_secs(30));
+    }
+    net.run_until_idle(Duration::from_secs(120));
+    let handled: Vec<u64> =
+        net.nodes.iter().zip(&before).map(|(n, b)| n.counters.sent + n.counters.received - b).collect();
+    let per_member: Vec<u64> = members.iter().map(|&m| handled[m]).collect();
+    let max_other = (0..net.nodes.len()).filter(|i| !members.contains(i)).map(|i| handled[i]).max().unwrap_or(0);
+    // Who met whom: a Peers event at member i naming member j links them.
+    let index: std::collections::HashMap<_, _> = members.iter().map(|&m| (net.addr(m), m)).collect();
+    let mut met: std::collections::HashMap<usize, std::collections::HashSet<usize>> =
+        members.iter().map(|&m| (m, Default::default())).collect();
+    for (i, e) in &net.events {
+        if let Event::Peers { info_hash, peers } = e
+            && *info_hash == hash
+            && members.contains(i)
+        {
+            for p in peers {
+                if let Some(&j) = index.get(&p.addr)
+                    && j != *i
+                {
+                    met.entry(*i).or_default().insert(j);
+                    met.entry(j).or_default().insert(*i);
+                }
+            }
+        }
+    }
+    let degrees: Vec<usize> = members.iter().map(|m| met.get(m).map_or(0, |s| s.len())).collect();
+    format!(
+        "| {} | {size} | {:.0} | {} ({}) | {} | {} | {} ({}) |\n",
+        net.nodes.len(),
+        (net.sent - sent_before) as f64 / size as f64,
+        pct(&per_member, 0.5).unwrap_or(0),
+        per_member.iter().max().copied().unwrap_or(0),
+        max_other,
+        degrees.iter().min().copied().unwrap_or(0),
+        pct(&degrees, 0.5).unwrap_or(0),
+        (size - 1).min(50),
+    )
+}
+
 fn main() {
     let args = parse_args();
     let mut out = String::new();
@@ -194,6 +275,14 @@ fn main() {
         args.members
     ));
     let mut stores = String::new();
+    let mut joins = String::from(
+        "## A swarm joining at once\n\nEvery member joins within 100 ms, declares itself leeching, then seeding \
+         30 s later; counted until the network is quiet. Datagrams per member: every datagram any node sent, \
+         divided by the members. A member's own: what it sent and received. Members met: other members its \
+         torrent heard of or that heard of it (either side connects), against the 50 a torrent connects to.\n\n\
+         | nodes | members | datagrams per member | a member's own: median (max) | most at a non-member | \
+         members met: fewest | median (of at most) |\n|---|---|---|---|---|---|---|\n",
+    );
     out.push_str("| nodes | strategy | loss | dead | lookups | success | messages median (p90) | 2·log2(N) | hops median (p90) | time median (p99) |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for &n in &args.nodes {
@@ -269,9 +358,17 @@ fn main() {
                 out.push_str(&line);
             }
         }
+        for &size in args.swarms.iter().filter(|&&m| m <= n / 2) {
+            let t = std::time::Instant::now();
+            let line = swarm_join(&mut base, size);
+            eprint!("{line}");
+            eprintln!("  ({:.1}s)", t.elapsed().as_secs_f64());
+            joins.push_str(&line);
+        }
     }
     out.push('\n');
     out.push_str(&stores);
+    out.push_str(&joins);
     println!("{out}");
     if let Some(path) = args.out {
         if let Err(e) = std::fs::write(&path, &out) {

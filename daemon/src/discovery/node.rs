@@ -22,6 +22,8 @@
 //! - Joining a swarm: look up its peers, ping each and announce ourselves (`announce`, idle
 //!   first), then announce every status change; also announce to the `k` nodes closest to the
 //!   info hash, so that lookups from anywhere converge on a node that knows the swarm.
+//!   What one node sends a swarm is O(1) in its size: a join contacts each listed member once
+//!   and at most [`JOIN_FANOUT`] of them; a status change goes to at most [`STATUS_FANOUT`].
 //! - Storing: a node stores an announce only for a swarm it is a member of, or for one it is
 //!   among the `k` closest to by its own routing table, counting one node per host
 //!   (`Node::among_closest`); creating a stored swarm spends the source host's budget
@@ -464,6 +466,8 @@ pub struct Node {
     follow_ups: VecDeque<(Instant, InfoHash)>,
     /// Top-up lookups a join may still make ([`MAX_TOP_UPS`]).
     top_ups: HashMap<InfoHash, u32>,
+    /// Members each join has announced itself to from lookup answers ([`JOIN_FANOUT`]).
+    join_contacts: HashMap<InfoHash, HashSet<SocketAddr>>,
     next_maintenance: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
     next_refresh: Instant,
@@ -495,6 +499,18 @@ const FOLLOW_UP_LOOKUPS: [Duration; 4] =
 /// list still receives no more bytes than the liar sent: every answer pays only for what it
 /// bought.
 const MAX_TOP_UPS: u32 = 8;
+
+/// Members told of a change of our status (a join, leeching, seeding, leaving, the periodic
+/// re-announce) in a swarm larger than this: the `k` nearest the swarm's key and a random
+/// sample of the rest. Members that connected to us see the change on the connection; the
+/// others learn it from the swarm's storers, peer exchange or a later re-announce.
+const STATUS_FANOUT: usize = 16;
+
+/// Distinct members a join announces itself to from lookup answers: enough to fill the
+/// torrent's peer list (50 by default) together with the members that announce themselves to
+/// us, and with peer exchange. Every member contacted once per join, never again for a later
+/// lookup that lists it too.
+const JOIN_FANOUT: usize = 32;
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).
@@ -544,6 +560,7 @@ impl Node {
             next_announce: HashMap::new(),
             follow_ups: VecDeque::new(),
             top_ups: HashMap::new(),
+            join_contacts: HashMap::new(),
             next_maintenance: now + config.maintenance_interval,
             next_refresh: now + config.refresh_interval,
             outbox: Vec::new(),
@@ -607,6 +624,7 @@ impl Node {
             next_announce: self.next_announce.clone(),
             follow_ups: self.follow_ups.clone(),
             top_ups: self.top_ups.clone(),
+            join_contacts: self.join_contacts.clone(),
             next_maintenance: self.next_maintenance,
             next_refresh: self.next_refresh,
             outbox: self.outbox.clone(),
@@ -697,6 +715,7 @@ impl Node {
         self.next_announce.insert(info_hash, now + self.config.announce_interval);
         self.follow_ups.retain(|(_, h)| *h != info_hash);
         self.top_ups.insert(info_hash, MAX_TOP_UPS);
+        self.join_contacts.insert(info_hash, HashSet::new());
         for after in FOLLOW_UP_LOOKUPS {
             self.follow_ups.push_back((now + after, info_hash));
         }
@@ -710,7 +729,7 @@ impl Node {
         }
     }
 
-    /// Announces a new status to the swarm's known members.
+    /// Announces a new status to the swarm's known members ([`STATUS_FANOUT`] of a large one).
     pub fn set_status(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus) {
         if self.swarms.get(&info_hash).and_then(|s| s.membership) == Some(status) {
             return;
@@ -728,6 +747,7 @@ impl Node {
         self.swarms.set_membership(info_hash, None, now);
         self.next_announce.remove(&info_hash);
         self.top_ups.remove(&info_hash);
+        self.join_contacts.remove(&info_hash);
     }
 
     /// Starts a get_peers lookup without joining (returns its request id).
@@ -735,12 +755,10 @@ impl Node {
         self.start_lookup(now, info_hash, first_hops, None)
     }
 
+    /// Announces `status` to the members we know: all of a small swarm, [`STATUS_FANOUT`] of
+    /// a large one ([`SwarmStore::announce_targets`]).
     fn announce_to_known(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus) {
-        let targets: Vec<SocketAddr> = self
-            .swarms
-            .get(&info_hash)
-            .map(|s| s.peers.values().filter(|p| p.id != self.id).map(|p| p.addr).collect())
-            .unwrap_or_default();
+        let targets = self.swarms.announce_targets(&info_hash, &self.id, STATUS_FANOUT, self.config.k, &mut self.rng);
         // Every entry was validated: it announced itself with our token, or answered our
         // announce (or was, in an earlier run).
         for addr in targets {
@@ -1665,9 +1683,16 @@ impl Node {
                 })
                 .map(|p| p.to)
                 .collect();
+            let contacted = self.join_contacts.get(&info_hash);
+            let budget = JOIN_FANOUT.saturating_sub(contacted.map_or(0, HashSet::len));
             let live: Vec<PeerRecord> = peers
                 .iter()
-                .filter(|p| p.status != PeerStatus::Leaving && p.id != self.id && !contacting.contains(&p.addr))
+                .filter(|p| {
+                    p.status != PeerStatus::Leaving
+                        && p.id != self.id
+                        && !contacting.contains(&p.addr)
+                        && !contacted.is_some_and(|c| c.contains(&p.addr))
+                })
                 .copied()
                 .collect();
             let unvalidated = |node: &Node, list: &[PeerRecord]| {
@@ -1677,9 +1702,14 @@ impl Node {
             // Paid for closest to our own id first: nodes joining at once then spread their
             // first contacts over the swarm instead of all picking the same members.
             let target = key_of_node(&self.id);
-            let paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
+            let mut paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
+            paid.truncate(budget);
             let paid_named = unvalidated(self, &paid);
             let unpaid = named - paid_named;
+            let budget_left = budget - paid.len();
+            if let Some(contacted) = self.join_contacts.get_mut(&info_hash) {
+                contacted.extend(paid.iter().map(|p| p.addr));
+            }
             for p in paid {
                 let need = Need::Announce { info_hash, status, listed: Some(p.status) };
                 self.with_token(now, p.addr, need, Reach::Named);
@@ -1691,6 +1721,7 @@ impl Node {
             // `MAX_TOP_UPS` times per join.
             if unpaid > 0
                 && paid_named > 0
+                && budget_left > 0
                 && let Some(left) = self.top_ups.get_mut(&info_hash)
                 && *left > 0
             {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use super::key::{distance, key_of_hash, key_of_node};
 use super::wire::{PeerRecord, PeerStatus};
 use crate::descriptor::InfoHash;
 use crate::node_id::NodeId;
@@ -196,6 +197,33 @@ impl SwarmStore {
         peers
     }
 
+    /// Whom to tell of a change of our own status in a swarm: every live member (not us)
+    /// when there are at most `fanout`; otherwise the `closest` members nearest the swarm's
+    /// key — the nodes most likely to store it and answer lookups with our record — and a
+    /// random sample of the others, `fanout` in all. The rest learn it from those storers'
+    /// answers, peer exchange and our periodic re-announce: telling every member of an
+    /// N-member swarm costs O(N) per change and O(N²) for the swarm.
+    pub fn announce_targets(
+        &self,
+        hash: &InfoHash,
+        own: &NodeId,
+        fanout: usize,
+        closest: usize,
+        rng: &mut impl Rng,
+    ) -> Vec<SocketAddr> {
+        let Some(s) = self.swarms.get(hash) else { return Vec::new() };
+        let mut members: Vec<&PeerEntry> =
+            s.peers.values().filter(|p| p.id != *own && p.status != PeerStatus::Leaving).collect();
+        if members.len() > fanout {
+            let target = key_of_hash(hash);
+            members.sort_by_key(|p| (distance(&key_of_node(&p.id), &target), p.addr));
+            let near = closest.min(fanout);
+            members[near..].shuffle(rng);
+            members.truncate(fanout);
+        }
+        members.into_iter().map(|p| p.addr).collect()
+    }
+
     pub fn swarms(&self) -> impl Iterator<Item = (&InfoHash, &Swarm)> {
         self.swarms.iter()
     }
@@ -223,6 +251,40 @@ mod tests {
 
     fn peer(i: u16, ip: u8, status: PeerStatus) -> PeerRecord {
         PeerRecord { id: NodeId([i as u8; 32]), addr: SocketAddr::from(([10, 0, 0, ip], 1000 + i)), status }
+    }
+
+    /// A small swarm hears of every change; a large one only the members closest to the
+    /// swarm's key and a random sample of the rest, never us or a leaver.
+    #[test]
+    fn status_changes_go_to_the_closest_members_and_a_sample() {
+        let now = Instant::now();
+        let mut s = SwarmStore::new(512, 512, 10);
+        let h = InfoHash([0; 32]);
+        let own = NodeId([0xee; 32]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for i in 1..=10u16 {
+            s.upsert(h, peer(i, i as u8, PeerStatus::Leeching), now);
+        }
+        s.upsert(h, PeerRecord { id: own, ..peer(50, 50, PeerStatus::Leeching) }, now);
+        s.upsert(h, peer(51, 51, PeerStatus::Leaving), now);
+        let mut all = s.announce_targets(&h, &own, 16, 4, &mut rng);
+        all.sort();
+        assert_eq!(all, (1..=10u16).map(|i| peer(i, i as u8, PeerStatus::Idle).addr).collect::<Vec<_>>());
+
+        for i in 11..=200u16 {
+            s.upsert(h, peer(i, i as u8, PeerStatus::Leeching), now);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let some = s.announce_targets(&h, &own, 16, 4, &mut rng);
+            assert_eq!(some.len(), 16);
+            // Ids 1..4 are nearest the all-zero key: always told.
+            for i in 1..=4u16 {
+                assert!(some.contains(&peer(i, i as u8, PeerStatus::Idle).addr), "closest member {i} left out");
+            }
+            seen.extend(some);
+        }
+        assert!(seen.len() > 100, "the sample varies ({} members told over 20 changes)", seen.len());
     }
 
     #[test]

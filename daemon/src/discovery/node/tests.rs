@@ -427,7 +427,15 @@ fn a_lister_makes_a_join_ask_again_only_itself_and_only_when_its_answer_paid() {
             asked_again += 1;
             txid = p.txid;
         }
-        assert_eq!(asked_again, top_ups, "{listed} listed each time");
+        // Top-ups end at `MAX_TOP_UPS`, or sooner once the join has announced itself to
+        // `JOIN_FANOUT` members.
+        let contacted = n.join_contacts.get(&hash).map_or(0, HashSet::len);
+        assert!(contacted <= JOIN_FANOUT);
+        if contacted < JOIN_FANOUT {
+            assert_eq!(asked_again, top_ups, "{listed} listed each time");
+        } else {
+            assert!(asked_again > 0 && asked_again <= top_ups, "{listed} listed each time: {asked_again} top-ups");
+        }
         assert!(to_victims <= answered, "{listed} listed: {to_victims} bytes to victims for {answered} received");
     }
 }
@@ -1124,4 +1132,99 @@ fn one_host_beside_a_hash_gets_two_of_the_announces() {
     let honest = announced.iter().filter(|a| a.ip().to_string().starts_with("10.0.8.")).count();
     assert!(at_sybil <= 2, "{at_sybil} of the announces went to one host: {announced:?}");
     assert!(honest >= 6, "only {honest} honest nodes near the hash were told: {announced:?}");
+}
+
+/// Distinct members that `out` sends anything to (a ping for their token, or an announce).
+fn members_told(out: &[(SocketAddr, Packet, usize)], members: &[SocketAddr]) -> HashSet<SocketAddr> {
+    out.iter().map(|(to, _, _)| *to).filter(|to| members.contains(to)).collect()
+}
+
+/// Issue 13: every change of status went to every member — O(N) datagrams per change, O(N²)
+/// for a swarm (1,200–1,300 datagrams per daemon in a 64-host fleet). A small swarm still
+/// hears of every change; a large one `STATUS_FANOUT` members.
+#[test]
+fn a_status_change_is_told_to_a_bounded_sample_of_a_large_swarm() {
+    for members in [10u8, 60] {
+        let (mut n, now) = node(30);
+        let hash = InfoHash([5; 32]);
+        n.join(now, hash, PeerStatus::Idle, &[]);
+        n.take_transmits();
+        let addrs: Vec<SocketAddr> = (1..=members).map(|i| SocketAddr::from(([10, 0, 1, i], 6690))).collect();
+        for (i, addr) in addrs.iter().enumerate() {
+            assert!(announce(&mut n, now, *addr, NodeId([0x40 + i as u8; 32]), hash, PeerStatus::Leeching));
+        }
+        n.set_status(now, hash, PeerStatus::Seeding);
+        let told = members_told(&answers(&mut n), &addrs);
+        assert_eq!(told.len(), (members as usize).min(16), "{members} members");
+        n.leave(now, hash);
+        let told = members_told(&answers(&mut n), &addrs);
+        assert_eq!(told.len(), (members as usize).min(16), "{members} members, leaving");
+    }
+}
+
+/// Issue 13: each lookup of a join announced it again to every member its answer listed, so
+/// follow-up lookups re-announced to the whole swarm. A join now contacts each member once, and
+/// at most `JOIN_FANOUT` members.
+#[test]
+fn a_join_contacts_each_listed_member_once_and_at_most_join_fanout() {
+    let (mut n, now) = node(31);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let mut txid = lookup_through(&mut n, now, hop, hash);
+    let member = |round: u8, i: u8| PeerRecord {
+        id: NodeId([0x90 + round * 20 + i; 32]),
+        addr: SocketAddr::from(([10, 0, 9 + round, i], 7000)),
+        status: PeerStatus::Leeching,
+    };
+    let mut listed: Vec<PeerRecord> = Vec::new();
+    let mut announces: HashMap<SocketAddr, HashSet<u32>> = HashMap::new();
+    let mut t = now;
+    for round in 0..4u8 {
+        // The hop lists the last look's new members again, and 10 new ones.
+        listed.extend((0..10).map(|i| member(round, i)));
+        let peers = listed[listed.len().saturating_sub(wire::MAX_PEERS)..].to_vec();
+        // Paid for in advance, so that credit is not what limits the join.
+        n.credit.earn(&hop, 1 << 20);
+        n.handle_datagram(
+            t,
+            hop,
+            &request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers }),
+        );
+        // Members answer pings and announces, until the next look (a top-up, or a follow-up
+        // lookup) asks the hop again.
+        let end = t + Duration::from_secs(10);
+        let next = loop {
+            let mut asked = None;
+            for (to, p, _) in answers(&mut n) {
+                let Some(m) = listed.iter().find(|m| m.addr == to) else {
+                    if to == hop && matches!(p.body, Body::GetPeers { .. }) {
+                        asked = Some(p.txid);
+                    }
+                    continue;
+                };
+                let body = match p.body {
+                    Body::Ping => Body::Pong { token: [3; 16], observed: from(99) },
+                    Body::Announce { .. } => {
+                        // A retry (the same txid) is not a second announce.
+                        announces.entry(to).or_default().insert(p.txid);
+                        Body::Announced { info_hash: hash }
+                    }
+                    other => panic!("{other:?} to a member"),
+                };
+                n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: m.id, body }));
+            }
+            if asked.is_some() || t >= end {
+                break asked;
+            }
+            t = n.next_deadline().max(t + Duration::from_millis(1)).min(end);
+            n.poll(t);
+        };
+        match next {
+            Some(id) => txid = id,
+            None if round == 0 => panic!("no second look"),
+            None => break,
+        }
+    }
+    assert!(announces.values().all(|k| k.len() == 1), "a member announced to twice: {announces:?}");
+    assert_eq!(announces.len(), JOIN_FANOUT, "the join stops at its fanout");
 }
