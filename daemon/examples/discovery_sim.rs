@@ -370,10 +370,10 @@ fn main() {
     out.push_str(&stores);
     out.push_str(&joins);
     println!("{out}");
-    if let Some(path) = args.out {
-        if let Err(e) = std::fs::write(&path, &out) {
-            eprintln!("cannot write {path}: {e}");
-            std::process::exit(1);
-        }
+    if let Some(path) = args.out
+        && let Err(e) = std::fs::write(&path, &out)
+    {
+        eprintln!("cannot write {path}: {e}");
+        std::process::exit(1);
     }
 }

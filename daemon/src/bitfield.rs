@@ -44,7 +44,7 @@ impl Bitfield {
         if bytes.len() != expected {
             return Err(BitfieldError::Length { expected, found: bytes.len() });
         }
-        if len % 8 != 0 && bytes[expected - 1] & (0xff >> (len % 8)) != 0 {
+        if !len.is_multiple_of(8) && bytes[expected - 1] & (0xff >> (len % 8)) != 0 {
             return Err(BitfieldError::TrailingBits);
         }
         let ones = bytes.iter().map(|b| b.count_ones() as usize).sum();

@@ -27,7 +27,7 @@ use crate::service::{logging, notify};
 use crate::shared::{DaemonShared, NodeInfo};
 use crate::state::StateDir;
 use crate::supervisor::content::{ContentPath, OwnDirs, TorrentLabel, check_own_dirs};
-use crate::supervisor::{Event, Supervisor};
+use crate::supervisor::{self, Supervisor};
 use crate::torrent::{ContentGuard, TorrentContext};
 use crate::{discovery, node_id, swarm};
 
@@ -270,26 +270,17 @@ async fn serve(
     let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
     supervisor.load().await;
 
-    let (events_tx, events_rx) = async_channel::unbounded::<Event>();
-    let supervisor_task = executor.spawn(supervisor.run(events_rx));
-
+    // Both bounded: a client waits while the supervisor is busy (the server serves at most
+    // MAX_CLIENTS at once); a signal arriving meanwhile waits its turn.
     let (calls_tx, calls_rx) = async_channel::bounded::<ControlCall>(64);
-    let forward = {
-        let events = events_tx.clone();
-        executor.spawn(async move {
-            while let Ok(call) = calls_rx.recv().await {
-                if events.send(Event::Control(call)).await.is_err() {
-                    break;
-                }
-            }
-        })
-    };
+    let (signals_tx, signals_rx) = async_channel::bounded::<supervisor::Signal>(8);
+    let supervisor_task = executor.spawn(supervisor.run(calls_rx, signals_rx));
     let server_task =
         executor.spawn(server::serve(Async::new(sockets.control)?, shared.clone(), calls_tx, executor.clone()));
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int])?;
-    let signal_task = executor.spawn(handle_signals(signals, events_tx.clone(), shutdown_tx));
+    let signal_task = executor.spawn(handle_signals(signals, signals_tx.clone(), shutdown_tx));
     let status_task = executor.spawn(publish_status(shared.clone()));
 
     notify::ready(&shared.summary());
@@ -305,10 +296,9 @@ async fn serve(
     // Stop taking work first, then let the supervisor stop every torrent.
     drop(server_task);
     drop(peer_port);
-    drop(forward);
     drop(signal_task);
     drop(status_task);
-    let _ = events_tx.send(Event::Shutdown).await;
+    let _ = signals_tx.send(supervisor::Signal::Shutdown).await;
     supervisor_task.await;
     // After the torrents said goodbye to their swarms: persist tables, send what is queued.
     discovery.shutdown().await;
@@ -317,14 +307,14 @@ async fn serve(
 
 async fn handle_signals(
     mut signals: Signals,
-    events: async_channel::Sender<Event>,
+    supervisor: async_channel::Sender<supervisor::Signal>,
     shutdown: async_channel::Sender<()>,
 ) {
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(Signal::Hup) => {
                 info!("SIGHUP: reloading");
-                if events.send(Event::Reload).await.is_err() {
+                if supervisor.send(supervisor::Signal::Reload).await.is_err() {
                     return;
                 }
             }

@@ -469,7 +469,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
                 Err(_) => {}
             }
         }
-        if tick % LEDGER_EVERY_TICKS == 0 {
+        if tick.is_multiple_of(LEDGER_EVERY_TICKS) {
             let asked: Vec<_> = fleet.hosts.iter().map(|h| h.daemon.control().send(&peers_request)).collect();
             for (ledger, asked) in ledgers.iter_mut().zip(asked) {
                 if let Ok(report) = asked.and_then(PendingAnswer::peers) {

@@ -153,7 +153,7 @@ impl Bound {
 /// `1000` → `1 kB/s`; rates are shown in decimal units, as operators write them.
 fn decimal_rate(bytes: u64) -> String {
     for (unit, name) in [(1_000_000_000, "GB/s"), (1_000_000, "MB/s"), (1_000, "kB/s")] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{} {name}", bytes / unit);
         }
     }

@@ -7,8 +7,9 @@
 //! - [`serve`]: one task per client. The peer credentials are checked before a byte is read;
 //!   a request must arrive within [`REQUEST_TIMEOUT`] and fit [`MAX_REQUEST_BYTES`]; at most
 //!   [`MAX_CLIENTS`] are served at once (more wait in the accept queue). `status` and `peers`
-//!   are answered here from [`DaemonShared`]; everything that changes state goes to the
-//!   supervisor as a [`ControlCall`].
+//!   are answered here from [`DaemonShared`]; everything that changes state goes straight to
+//!   the supervisor as a [`ControlCall`], over a bounded channel: a busy supervisor makes
+//!   clients wait (at most [`MAX_CLIENTS`] at once), never queues without limit.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -35,9 +36,19 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 256;
 
-/// A request for the supervisor, with who sent it and where to send the answer.
+/// A request that changes the daemon's state: the supervisor's to answer. (`status` and
+/// `peers` only read, and are answered here from [`DaemonShared`].)
+#[derive(Debug)]
+pub enum Change {
+    Add { descriptor: String, source: String, data_dir: Option<PathBuf>, adopt: bool },
+    Remove { id: String, delete_data: bool },
+    Reload,
+    Verify { id: String },
+}
+
+/// A change for the supervisor, with who sent it and where to send the answer.
 pub struct ControlCall {
-    pub request: Request,
+    pub change: Change,
     /// The client's credentials (some requests depend on who asks: `add --data`).
     pub client: Credentials,
     pub reply: async_channel::Sender<Response>,
@@ -209,21 +220,22 @@ async fn dispatch(
     shared: &DaemonShared,
     supervisor: &async_channel::Sender<ControlCall>,
 ) -> Response {
-    match request {
+    let change = match request {
         Request::Status { id } => {
-            shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r))).unwrap_or_else(Response::Error)
+            return shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r))).unwrap_or_else(Response::Error);
         }
-        Request::Peers { id } => shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error),
-        request => {
-            let (tx, rx) = async_channel::bounded(1);
-            let failed =
-                |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });
-            if supervisor.send(ControlCall { request, client, reply: tx }).await.is_err() {
-                return failed("p2pd is shutting down");
-            }
-            rx.recv().await.unwrap_or_else(|_| failed("p2pd is shutting down"))
-        }
+        Request::Peers { id } => return shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error),
+        Request::Add { descriptor, source, data_dir, adopt } => Change::Add { descriptor, source, data_dir, adopt },
+        Request::Remove { id, delete_data } => Change::Remove { id, delete_data },
+        Request::Reload => Change::Reload,
+        Request::Verify { id } => Change::Verify { id },
+    };
+    let (tx, rx) = async_channel::bounded(1);
+    let failed = |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });
+    if supervisor.send(ControlCall { change, client, reply: tx }).await.is_err() {
+        return failed("p2pd is shutting down");
     }
+    rx.recv().await.unwrap_or_else(|_| failed("p2pd is shutting down"))
 }
 
 enum ReadError {

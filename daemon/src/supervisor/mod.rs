@@ -1,9 +1,9 @@
 //! The supervisor: the one owner of the set of running torrents and of the files in
 //! `torrents/`.
 //!
-//! It runs as a single task fed by a channel of [`Event`]s (control requests that change
-//! state, reloads, shutdown) and handles them one at a time, so add, remove and reload never
-//! race each other. It publishes every running torrent in [`DaemonShared`] for the control
+//! It runs as a single task fed by the control server's calls that change state (a bounded
+//! channel) and by the signals ([`Signal`]: reload, shutdown), and handles them one at a time,
+//! so add, remove and reload never race each other. It publishes every running torrent in [`DaemonShared`] for the control
 //! server to read.
 //!
 //! Invariants:
@@ -30,16 +30,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures_lite::future;
 use log::{error, info, warn};
 use sha2::{Digest, Sha256};
 
 use crate::config::torrent_entry::{TorrentEntry, TorrentSettings};
 use crate::config::{Config, Locations, TORRENTS_DIR};
 use crate::control::access::Credentials;
-use crate::control::protocol::{
-    AddedReport, ErrorKind, ErrorReply, ReloadReport, RemovedReport, Request, Response, TorrentRef,
-};
-use crate::control::server::ControlCall;
+use crate::control::protocol::{AddedReport, ErrorKind, ErrorReply, ReloadReport, RemovedReport, Response, TorrentRef};
+use crate::control::server::{Change, ControlCall};
 use crate::descriptor::{Descriptor, DescriptorError, InfoHash};
 use crate::service::notify;
 use crate::shared::DaemonShared;
@@ -49,9 +48,9 @@ use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle,
 use crate::units::ByteRate;
 use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
 
-/// What the supervisor reacts to.
-pub enum Event {
-    Control(ControlCall),
+/// What the supervisor reacts to besides control calls: the signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
     /// SIGHUP.
     Reload,
     /// SIGTERM or SIGINT.
@@ -245,37 +244,51 @@ impl Supervisor {
         }
     }
 
-    /// Handles events until shutdown, then stops every torrent.
-    pub async fn run(mut self, events: async_channel::Receiver<Event>) {
-        while let Ok(event) = events.recv().await {
-            match event {
-                Event::Control(call) => {
-                    let response = self.handle(call.request, call.client).await;
+    /// Handles control calls and signals, one at a time, until shutdown (a signal, or its
+    /// channel closed), then stops every torrent. Signals go first: a stream of calls cannot
+    /// hold up a shutdown.
+    pub async fn run(mut self, calls: async_channel::Receiver<ControlCall>, signals: async_channel::Receiver<Signal>) {
+        enum Next {
+            Call(ControlCall),
+            Signal(Signal),
+        }
+        loop {
+            let next = future::or(async { signals.recv().await.ok().map(Next::Signal) }, async {
+                match calls.recv().await {
+                    Ok(call) => Some(Next::Call(call)),
+                    // The control server has stopped: only a signal can come now.
+                    Err(_) => future::pending().await,
+                }
+            })
+            .await;
+            match next {
+                Some(Next::Call(call)) => {
+                    let response = self.handle(call.change, call.client).await;
                     let _ = call.reply.send(response).await;
                 }
-                Event::Reload => {
+                Some(Next::Signal(Signal::Reload)) => {
                     let report = self.reload_notifying().await;
                     log_report(&report);
                 }
-                Event::Shutdown => break,
+                Some(Next::Signal(Signal::Shutdown)) | None => break,
             }
         }
         self.shutdown().await;
     }
 
-    async fn handle(&mut self, request: Request, client: Credentials) -> Response {
-        match request {
-            Request::Add { descriptor, source, data_dir, adopt } => {
+    async fn handle(&mut self, change: Change, client: Credentials) -> Response {
+        match change {
+            Change::Add { descriptor, source, data_dir, adopt } => {
                 let request = AddRequest { descriptor, source, data_dir, adopt, client };
                 self.add(request).await.unwrap_or_else(Response::from)
             }
-            Request::Remove { id, delete_data } => self.remove(&id, delete_data).await,
-            Request::Reload => {
+            Change::Remove { id, delete_data } => self.remove(&id, delete_data).await,
+            Change::Reload => {
                 let report = self.reload_notifying().await;
                 log_report(&report);
                 Response::Reloaded(report)
             }
-            Request::Verify { id } => match self.shared.resolve(&id) {
+            Change::Verify { id } => match self.shared.resolve(&id) {
                 Ok(t) => {
                     if let Some(h) = self.torrents.get(&t.info_hash) {
                         h.verify();
@@ -285,11 +298,6 @@ impl Supervisor {
                 }
                 Err(e) => Response::Error(e),
             },
-            // Answered by the control server directly; kept for completeness.
-            Request::Status { id } => {
-                self.shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r))).unwrap_or_else(Response::Error)
-            }
-            Request::Peers { id } => self.shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error),
         }
     }
 

@@ -89,10 +89,11 @@ impl Bans {
         if n < BAN_AFTER {
             return Strike::Counted(n);
         }
-        if !self.banned.contains_key(&key) && self.banned.len() >= MAX_TRACKED {
-            if let Some(k) = self.banned.iter().min_by_key(|(_, b)| b.seq).map(|(k, _)| *k) {
-                self.banned.remove(&k);
-            }
+        if !self.banned.contains_key(&key)
+            && self.banned.len() >= MAX_TRACKED
+            && let Some(k) = self.banned.iter().min_by_key(|(_, b)| b.seq).map(|(k, _)| *k)
+        {
+            self.banned.remove(&k);
         }
         self.next_seq += 1;
         self.banned.insert(key, Banned { addr, node_id, strikes: n, seq: self.next_seq });
