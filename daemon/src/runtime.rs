@@ -1,20 +1,22 @@
-//! Starting and stopping the daemon: [`run`] is what `main` calls.
+//! Starting and stopping the daemon, as a library: [`prepare`] claims everything start-up
+//! needs, [`run`] runs the daemon until told to stop. `main.rs` (or a program embedding p2pd)
+//! does what belongs to a process between the two — detaching, logging, signals — and turns
+//! signals into [`Command`]s.
 //!
-//! Start-up does everything that can fail for a reason the operator must fix *before*
-//! detaching (config, locks, state directory, control socket), so errors reach the terminal
-//! and the exit code; then it detaches (with `--daemon`), starts logging, the executor threads,
-//! the supervisor, the control server and the signal handler, and tells systemd it is ready.
+//! [`prepare`] does everything that can fail for a reason the operator must fix *before*
+//! detaching (config, locks, state directory, control socket, ports), so errors reach the
+//! terminal and the exit code. It starts no thread: a process may fork after it.
 //!
-//! Shutdown (SIGTERM/SIGINT): stop accepting control requests, stop every torrent (each
-//! flushes its state), remove the socket, exit 0.
+//! [`run`] starts the executor threads, the discovery service, the supervisor, the control
+//! server and the peer port, tells systemd it is ready, and serves until
+//! [`Command::Shutdown`] (or the command channel closes): the supervisor stops every torrent
+//! (each flushes its state), the control server and the peer port close, discovery persists its
+//! tables, the socket is removed.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_signal::{Signal, Signals};
-use futures_lite::StreamExt;
-use log::{info, warn};
 use smol::Async;
 use smol::lock::Semaphore;
 
@@ -22,27 +24,17 @@ use crate::config::locations::Environment;
 use crate::config::{Config, ConfigError, Locations};
 use crate::control::access::AccessPolicy;
 use crate::control::server::{self, BindError, ControlCall};
+use crate::node_id::NodeId;
 use crate::service::instance_lock::{InstanceLock, LockError};
-use crate::service::{logging, notify};
+use crate::service::notify;
 use crate::shared::{DaemonShared, NodeInfo};
 use crate::state::StateDir;
+use crate::supervisor::Supervisor;
 use crate::supervisor::content::{ContentPath, OwnDirs, TorrentLabel, check_own_dirs};
-use crate::supervisor::{self, Supervisor};
 use crate::torrent::{ContentGuard, TorrentContext};
-use crate::{discovery, node_id, swarm};
+use crate::{discovery, swarm};
 
-/// How `p2pd` was invoked.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// `--config-dir`; default from [`Environment::default_config_dir`].
-    pub config_dir: Option<PathBuf>,
-    /// `-v` count.
-    pub verbosity: u8,
-    /// `--daemon`: detach and log to syslog.
-    pub daemonize: bool,
-    /// `--pid-file` (with `--daemon`).
-    pub pid_file: Option<PathBuf>,
-}
+pub use crate::supervisor::Command;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,69 +51,89 @@ pub enum StartupError {
     Socket(#[from] BindError),
     #[error("cannot listen on {addr} ({proto}): {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error, proto: &'static str },
-    #[error("cannot detach: {0}")]
-    Daemonize(String),
-    #[error("cannot start logging: {0}")]
-    Logging(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// Any other call that failed, named.
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
 }
 
-fn config_dir_of(options: &RunOptions, env: &Environment) -> PathBuf {
-    let dir = options.config_dir.clone().unwrap_or_else(|| env.default_config_dir());
-    // --daemon changes the working directory; keep paths meaningful.
+impl StartupError {
+    fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> StartupError {
+        move |source| StartupError::Io { what, source }
+    }
+}
+
+fn config_dir_of(config_dir: Option<PathBuf>, env: &Environment) -> PathBuf {
+    let dir = config_dir.unwrap_or_else(|| env.default_config_dir());
+    // Detaching changes the working directory; keep paths meaningful.
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(options: RunOptions) -> Result<(), StartupError> {
+/// What start-up claimed before the daemon runs: the configuration, the instance lock, the
+/// node's identity, the control socket and the node's ports.
+pub struct Prepared {
+    config: Config,
+    locations: Locations,
+    access: AccessPolicy,
+    state: StateDir,
+    lock: InstanceLock,
+    node_id: NodeId,
+    /// Said once logging is up: what start-up noticed (a new node id, a stale socket).
+    notes: Vec<String>,
+    warnings: Vec<String>,
+    sockets: Sockets,
+    listen: std::net::SocketAddr,
+}
+
+/// Loads the configuration in `config_dir` (default: [`Environment::default_config_dir`]) and
+/// claims what the daemon needs. Starts no thread.
+pub fn prepare(config_dir: Option<PathBuf>) -> Result<Prepared, StartupError> {
     let env = Environment::current();
-    let config_dir = config_dir_of(&options, &env);
+    let config_dir = config_dir_of(config_dir, &env);
     let config = Config::load(&config_dir)?;
     let locations = Locations::resolve(&config_dir, &config, &env);
     let access = AccessPolicy::new(config.control_group.as_deref()).map_err(StartupError::Access)?;
     let state = StateDir::open(&locations.state_dir)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
-    let mut lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;
-    let (node_id, id_warning) = node_id::load_or_create(&state)
+    let lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;
+    let (node_id, id_warning) = crate::node_id::load_or_create(&state)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
-    let (listener, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
+    let (control, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
     let (udp, tcp, listen) = bind_node_ports(config.listen)?;
+    Ok(Prepared {
+        config,
+        locations,
+        access,
+        state,
+        lock,
+        node_id,
+        notes: socket_note.into_iter().collect(),
+        warnings: id_warning.into_iter().collect(),
+        sockets: Sockets { control, udp, tcp },
+        listen,
+    })
+}
 
-    let sink = if options.daemonize || config.syslog {
-        logging::Sink::Syslog(config.syslog_socket.clone())
-    } else {
-        logging::Sink::Stderr
-    };
-    if let logging::Sink::Syslog(socket) = &sink {
-        logging::check_syslog(socket.as_deref()).map_err(StartupError::Logging)?;
-    }
-    if options.daemonize {
-        let mut d = daemonize2::Daemonize::new().working_directory("/").umask(0o022);
-        if let Some(pid_file) = &options.pid_file {
-            d = d.pid_file(pid_file);
-        }
-        // fork(2) copies only the calling thread: daemonizing is sound only while this process
-        // has no other thread (nothing above starts one: sockets are plain std sockets and the
-        // async reactor starts on first use, below). Checked rather than assumed.
-        let threads = process_thread_count();
-        if threads != 1 {
-            return Err(StartupError::Daemonize(format!("cannot fork: the process already runs {threads} threads")));
-        }
-        // SAFETY: the process is single-threaded here (checked just above).
-        unsafe { d.start() }.map_err(|e| StartupError::Daemonize(e.to_string()))?;
-        lock.record_pid()?;
-    }
-    logging::init(sink, config.log_level.raised(options.verbosity).to_filter()).map_err(StartupError::Logging)?;
-    if let Some(note) = socket_note {
-        info!("{note}");
-    }
-    let mut warnings = Vec::new();
-    if let Some(w) = id_warning {
-        warn!("{w}");
-        warnings.push(w);
+impl Prepared {
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
+    /// After detaching: the instance lock records the new process id.
+    pub fn record_pid(&mut self) -> Result<(), StartupError> {
+        Ok(self.lock.record_pid()?)
+    }
+}
+
+/// Runs the daemon until [`Command::Shutdown`] arrives on `commands` or it closes.
+/// `verbosity` is the `-v` count, kept on reload (see `log_level`).
+pub fn run(prepared: Prepared, verbosity: u8, commands: async_channel::Receiver<Command>) -> Result<(), StartupError> {
+    let Prepared { config, locations, access, state, lock, node_id, notes, warnings, sockets, listen } = prepared;
+    for note in &notes {
+        log::info!("{note}");
+    }
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
     // The executor's threads park on a plain futex (`futures_lite::future::block_on`), leaving
     // the I/O reactor to async-io's own thread alone. With `smol::block_on` each of them could
     // drive the reactor too, and while any did, async-io's thread polled for its turn on a
@@ -138,19 +150,20 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
                 .name(format!("p2pd-worker-{i}"))
                 .spawn(move || futures_lite::future::block_on(ex.run(stop.recv())))
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(StartupError::io("cannot start the executor's threads"))?;
 
     let node = NodeInfo { node_id, listen, locations: locations.clone() };
-    let sockets = Sockets { control: listener, udp, tcp };
     let result = futures_lite::future::block_on(executor.run(serve(
         executor.clone(),
         node,
         config,
-        options.verbosity,
+        verbosity,
         state,
         access,
         sockets,
         warnings,
+        commands,
     )));
     drop(stop_workers);
     for w in workers {
@@ -158,19 +171,13 @@ pub fn run(options: RunOptions) -> Result<(), StartupError> {
     }
     server::remove_socket(&locations.control_socket);
     drop(lock);
-    info!("stopped");
+    log::info!("stopped");
     result
 }
 
 /// How many port numbers start-up tries when the configured port is 0 and the TCP port of the
 /// number UDP was given turns out to be taken (by another program's connection, typically).
 const PORT_ZERO_ATTEMPTS: usize = 32;
-
-/// How many threads this process runs (`/proc/self/task`); 1 when it cannot be read, since
-/// only Linux has the directory and nothing before daemonizing starts a thread.
-fn process_thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
-}
 
 /// Binds the discovery (UDP) and peer (TCP) sockets on one port number.
 ///
@@ -189,7 +196,7 @@ fn bind_node_ports(
             source,
             proto: "UDP",
         })?;
-        let bound = udp.local_addr()?;
+        let bound = udp.local_addr().map_err(StartupError::io("the discovery socket's address"))?;
         match swarm::listener::bind(bound) {
             Ok(tcp) => return Ok((udp, tcp, bound)),
             Err(e)
@@ -221,6 +228,7 @@ async fn serve(
     access: AccessPolicy,
     sockets: Sockets,
     warnings: Vec<String>,
+    commands: async_channel::Receiver<Command>,
 ) -> Result<(), StartupError> {
     let warnings = Arc::new(Mutex::new(warnings));
     let wire_counters = Arc::new(swarm::counters::WireCounters::default());
@@ -232,7 +240,8 @@ async fn serve(
         state.clone(),
         shared.clone(),
         &executor,
-    )?;
+    )
+    .map_err(StartupError::io("cannot start discovery"))?;
     discovery.bootstrap(&config.bootstrap).await;
     let registry = Arc::new(swarm::listener::Registry::new(config.limits.max_connections_per_ip as usize));
     let swarm_ctx = swarm::SwarmContext {
@@ -256,8 +265,8 @@ async fn serve(
         )),
         counters: wire_counters.clone(),
     };
-    let peer_port =
-        executor.spawn(swarm::listener::serve(Async::new(sockets.tcp)?, registry, wire_counters, executor.clone()));
+    let tcp = Async::new(sockets.tcp).map_err(StartupError::io("the peer port"))?;
+    let peer_port = executor.spawn(swarm::listener::serve(tcp, registry, wire_counters, executor.clone()));
     let ctx = TorrentContext {
         executor: executor.clone(),
         state,
@@ -270,21 +279,16 @@ async fn serve(
     let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
     supervisor.load().await;
 
-    // Both bounded: a client waits while the supervisor is busy (the server serves at most
-    // MAX_CLIENTS at once); a signal arriving meanwhile waits its turn.
+    // Bounded: a client waits while the supervisor is busy (the server serves at most
+    // MAX_CLIENTS at once). The supervisor reads the embedder's commands itself.
     let (calls_tx, calls_rx) = async_channel::bounded::<ControlCall>(64);
-    let (signals_tx, signals_rx) = async_channel::bounded::<supervisor::Signal>(8);
-    let supervisor_task = executor.spawn(supervisor.run(calls_rx, signals_rx));
-    let server_task =
-        executor.spawn(server::serve(Async::new(sockets.control)?, shared.clone(), calls_tx, executor.clone()));
-
-    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-    let signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int])?;
-    let signal_task = executor.spawn(handle_signals(signals, signals_tx.clone(), shutdown_tx));
+    let supervisor_task = executor.spawn(supervisor.run(calls_rx, commands));
+    let control = Async::new(sockets.control).map_err(StartupError::io("the control socket"))?;
+    let server_task = executor.spawn(server::serve(control, shared.clone(), calls_tx, executor.clone()));
     let status_task = executor.spawn(publish_status(shared.clone()));
 
     notify::ready(&shared.summary());
-    info!(
+    log::info!(
         "p2pd {} ready: node {}, listening on {}, control socket {}",
         env!("CARGO_PKG_VERSION"),
         node.node_id,
@@ -292,42 +296,15 @@ async fn serve(
         node.locations.control_socket.display()
     );
 
-    let _ = shutdown_rx.recv().await;
-    // Stop taking work first, then let the supervisor stop every torrent.
+    // Until shutdown: then every torrent stops (answering `status` meanwhile; changes are
+    // refused once the supervisor is gone), and only then the control server and peer port.
+    supervisor_task.await;
     drop(server_task);
     drop(peer_port);
-    drop(signal_task);
     drop(status_task);
-    let _ = signals_tx.send(supervisor::Signal::Shutdown).await;
-    supervisor_task.await;
     // After the torrents said goodbye to their swarms: persist tables, send what is queued.
     discovery.shutdown().await;
     Ok(())
-}
-
-async fn handle_signals(
-    mut signals: Signals,
-    supervisor: async_channel::Sender<supervisor::Signal>,
-    shutdown: async_channel::Sender<()>,
-) {
-    while let Some(signal) = signals.next().await {
-        match signal {
-            Ok(Signal::Hup) => {
-                info!("SIGHUP: reloading");
-                if supervisor.send(supervisor::Signal::Reload).await.is_err() {
-                    return;
-                }
-            }
-            Ok(other) => {
-                let name = if other == Signal::Int { "SIGINT" } else { "SIGTERM" };
-                info!("{name}: shutting down");
-                notify::stopping();
-                let _ = shutdown.send(()).await;
-                return;
-            }
-            Err(e) => warn!("signal handling: {e}"),
-        }
-    }
 }
 
 /// Keeps systemd's `STATUS=` line current.
@@ -359,8 +336,7 @@ async fn publish_status(shared: Arc<DaemonShared>) {
 /// Returns one line per file and whether all were valid.
 pub fn check_config(config_dir: Option<PathBuf>) -> (Vec<String>, bool) {
     let env = Environment::current();
-    let options = RunOptions { config_dir, ..Default::default() };
-    let dir = config_dir_of(&options, &env);
+    let dir = config_dir_of(config_dir, &env);
     let mut lines = Vec::new();
     let mut ok = true;
     match Config::load(&dir) {

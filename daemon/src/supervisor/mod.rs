@@ -2,7 +2,8 @@
 //! `torrents/`.
 //!
 //! It runs as a single task fed by the control server's calls that change state (a bounded
-//! channel) and by the signals ([`Signal`]: reload, shutdown), and handles them one at a time,
+//! channel) and by the [`Command`]s of the program running it (reload, shutdown: `main.rs`
+//! sends them for signals), and handles them one at a time,
 //! so add, remove and reload never race each other. It publishes every running torrent in [`DaemonShared`] for the control
 //! server to read.
 //!
@@ -48,12 +49,12 @@ use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle,
 use crate::units::ByteRate;
 use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
 
-/// What the supervisor reacts to besides control calls: the signals.
+/// What the program running the daemon asks of it (`main.rs` sends these for signals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGHUP.
+pub enum Command {
+    /// Re-read the configuration and `torrents/` (SIGHUP).
     Reload,
-    /// SIGTERM or SIGINT.
+    /// Stop every torrent and return (SIGTERM, SIGINT).
     Shutdown,
 }
 
@@ -244,19 +245,23 @@ impl Supervisor {
         }
     }
 
-    /// Handles control calls and signals, one at a time, until shutdown (a signal, or its
-    /// channel closed), then stops every torrent. Signals go first: a stream of calls cannot
-    /// hold up a shutdown.
-    pub async fn run(mut self, calls: async_channel::Receiver<ControlCall>, signals: async_channel::Receiver<Signal>) {
+    /// Handles control calls and commands, one at a time, until [`Command::Shutdown`] (or the
+    /// command channel closes), then refuses further calls and stops every torrent. Commands go
+    /// first: a stream of calls cannot hold up a shutdown.
+    pub async fn run(
+        mut self,
+        calls: async_channel::Receiver<ControlCall>,
+        commands: async_channel::Receiver<Command>,
+    ) {
         enum Next {
             Call(ControlCall),
-            Signal(Signal),
+            Command(Command),
         }
         loop {
-            let next = future::or(async { signals.recv().await.ok().map(Next::Signal) }, async {
+            let next = future::or(async { commands.recv().await.ok().map(Next::Command) }, async {
                 match calls.recv().await {
                     Ok(call) => Some(Next::Call(call)),
-                    // The control server has stopped: only a signal can come now.
+                    // The control server has stopped: only a command can come now.
                     Err(_) => future::pending().await,
                 }
             })
@@ -266,13 +271,17 @@ impl Supervisor {
                     let response = self.handle(call.change, call.client).await;
                     let _ = call.reply.send(response).await;
                 }
-                Some(Next::Signal(Signal::Reload)) => {
+                Some(Next::Command(Command::Reload)) => {
                     let report = self.reload_notifying().await;
                     log_report(&report);
                 }
-                Some(Next::Signal(Signal::Shutdown)) | None => break,
+                Some(Next::Command(Command::Shutdown)) | None => break,
             }
         }
+        // Clients waiting with a change hear "shutting down" now, not after every torrent stopped
+        // (a call dropped unanswered drops its reply channel).
+        calls.close();
+        while calls.try_recv().is_ok() {}
         self.shutdown().await;
     }
 
