@@ -466,7 +466,7 @@ pub struct Node {
     follow_ups: VecDeque<(Instant, InfoHash)>,
     /// Top-up lookups a join may still make ([`MAX_TOP_UPS`]).
     top_ups: HashMap<InfoHash, u32>,
-    /// Members each join has announced itself to from lookup answers ([`JOIN_FANOUT`]).
+    /// Members that answered each join's announce from lookup answers ([`JOIN_FANOUT`]).
     join_contacts: HashMap<InfoHash, HashSet<SocketAddr>>,
     next_maintenance: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
@@ -506,10 +506,11 @@ const MAX_TOP_UPS: u32 = 8;
 /// others learn it from the swarm's storers, peer exchange or a later re-announce.
 const STATUS_FANOUT: usize = 16;
 
-/// Distinct members a join announces itself to from lookup answers: enough to fill the
-/// torrent's peer list (50 by default) together with the members that announce themselves to
-/// us, and with peer exchange. Every member contacted once per join, never again for a later
-/// lookup that lists it too.
+/// Distinct members a join announces itself to from lookup answers (answered, or being
+/// contacted): enough to fill the torrent's peer list (50 by default) together with the members
+/// that announce themselves to us, and with peer exchange. A member that answered is not
+/// contacted again by a later lookup of the same join that lists it too; one that did not (its
+/// first ping is never retried) may be, so a lost datagram costs one look, not the member.
 const JOIN_FANOUT: usize = 32;
 
 /// How long a token from another node is used before asking for a fresh one (the issuer

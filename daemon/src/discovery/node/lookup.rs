@@ -251,8 +251,10 @@ impl Node {
                 })
                 .map(|p| p.to)
                 .collect();
+            // Members that answered this join's announce are not contacted again; those that
+            // did not (a lost datagram) may be, when a later look lists them again.
             let contacted = self.join_contacts.get(&info_hash);
-            let budget = JOIN_FANOUT.saturating_sub(contacted.map_or(0, HashSet::len));
+            let budget = JOIN_FANOUT.saturating_sub(contacted.map_or(0, HashSet::len) + contacting.len());
             let live: Vec<PeerRecord> = peers
                 .iter()
                 .filter(|p| {
@@ -275,9 +277,6 @@ impl Node {
             let paid_named = unvalidated(self, &paid);
             let unpaid = named - paid_named;
             let budget_left = budget - paid.len();
-            if let Some(contacted) = self.join_contacts.get_mut(&info_hash) {
-                contacted.extend(paid.iter().map(|p| p.addr));
-            }
             for p in paid {
                 let need = Need::Announce { info_hash, status, listed: Some(p.status) };
                 self.with_token(now, p.addr, need, Reach::Named);

@@ -406,6 +406,12 @@ impl Node {
         if !self.swarms.is_member(&info_hash) {
             return;
         }
+        // A member a lookup listed answered this join: later looks need not contact it again.
+        if listed.is_some()
+            && let Some(contacted) = self.join_contacts.get_mut(&info_hash)
+        {
+            contacted.insert(from);
+        }
         let known = self.swarms.get(&info_hash).and_then(|s| s.peers.get(&from)).map(|p| p.status);
         let Some(status) = known.or(listed) else { return };
         let record = PeerRecord { id: sender, addr: from, status };
