@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_lite::{FutureExt, future};
 use smol::Async;
 use smol::lock::Semaphore;
 
@@ -36,7 +39,7 @@ use crate::{discovery, swarm};
 
 pub use crate::supervisor::Command;
 
-/// Why the daemon could not start.
+/// Why the daemon could not start, or stopped other than when told to.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("{0}")]
@@ -54,6 +57,9 @@ pub enum StartupError {
     /// Any other call that failed, named.
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
+    /// While running: a task the daemon cannot live without stopped.
+    #[error("the {task} task stopped ({why}); p2pd cannot run without it")]
+    TaskEnded { task: &'static str, why: String },
 }
 
 impl StartupError {
@@ -233,15 +239,10 @@ async fn serve(
     let warnings = Arc::new(Mutex::new(warnings));
     let wire_counters = Arc::new(swarm::counters::WireCounters::default());
     let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone(), wire_counters.clone()));
-    let discovery = discovery::service::start(
-        sockets.udp,
-        node.node_id,
-        &config.discovery,
-        state.clone(),
-        shared.clone(),
-        &executor,
-    )
-    .map_err(StartupError::io("cannot start discovery"))?;
+    let (discovery, discovery_task) =
+        discovery::service::start(sockets.udp, node.node_id, &config.discovery, state.clone(), shared.clone())
+            .map_err(StartupError::io("cannot start discovery"))?;
+    let mut discovery_task = spawn_critical(&executor, "discovery", discovery_task);
     discovery.bootstrap(&config.bootstrap).await;
     let registry = Arc::new(swarm::listener::Registry::new(config.limits.max_connections_per_ip as usize));
     let swarm_ctx = swarm::SwarmContext {
@@ -266,7 +267,8 @@ async fn serve(
         counters: wire_counters.clone(),
     };
     let tcp = Async::new(sockets.tcp).map_err(StartupError::io("the peer port"))?;
-    let peer_port = executor.spawn(swarm::listener::serve(tcp, registry, wire_counters, executor.clone()));
+    let mut peer_port =
+        spawn_critical(&executor, "peer port", swarm::listener::serve(tcp, registry, wire_counters, executor.clone()));
     let ctx = TorrentContext {
         executor: executor.clone(),
         state,
@@ -282,9 +284,10 @@ async fn serve(
     // Bounded: a client waits while the supervisor is busy (the server serves at most
     // MAX_CLIENTS at once). The supervisor reads the embedder's commands itself.
     let (calls_tx, calls_rx) = async_channel::bounded::<ControlCall>(64);
-    let supervisor_task = executor.spawn(supervisor.run(calls_rx, commands));
+    let mut supervisor_task = spawn_critical(&executor, "supervisor", supervisor.run(calls_rx, commands));
     let control = Async::new(sockets.control).map_err(StartupError::io("the control socket"))?;
-    let server_task = executor.spawn(server::serve(control, shared.clone(), calls_tx, executor.clone()));
+    let mut server_task =
+        spawn_critical(&executor, "control server", server::serve(control, shared.clone(), calls_tx, executor.clone()));
     let status_task = executor.spawn(publish_status(shared.clone()));
 
     notify::ready(&shared.summary());
@@ -298,13 +301,62 @@ async fn serve(
 
     // Until shutdown: then every torrent stops (answering `status` meanwhile; changes are
     // refused once the supervisor is gone), and only then the control server and peer port.
-    supervisor_task.await;
+    // The others run until then: one that ends first (it panicked) ends the daemon.
+    let others = future::or(&mut discovery_task, future::or(&mut server_task, &mut peer_port));
+    let first = future::or(&mut supervisor_task, others).await;
+    if first.task != "supervisor" || first.panic.is_some() {
+        let why = first.panic.unwrap_or_else(|| "it returned".to_string());
+        return Err(StartupError::TaskEnded { task: first.task, why });
+    }
     drop(server_task);
     drop(peer_port);
     drop(status_task);
     // After the torrents said goodbye to their swarms: persist tables, send what is queued.
     discovery.shutdown().await;
+    drop(discovery_task);
     Ok(())
+}
+
+/// How a task the daemon cannot live without ended: its name, and its panic's message.
+struct Ended {
+    task: &'static str,
+    panic: Option<String>,
+}
+
+/// Spawns a task the daemon cannot live without (discovery, the supervisor, the control server,
+/// the peer port): it runs until shutdown. A panic is caught and logged with the task's name;
+/// the task's handle says how it ended, so that [`serve`] stops the daemon with that name
+/// rather than run on without it.
+fn spawn_critical(
+    executor: &smol::Executor<'static>,
+    task: &'static str,
+    future: impl Future<Output = ()> + Send + 'static,
+) -> smol::Task<Ended> {
+    // With the `fault-injection` feature, `P2PD_FAULT_PANIC_TASK=NAME` makes that task panic
+    // half a second after it starts (tests of this very rule).
+    #[cfg(feature = "fault-injection")]
+    let future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+        match std::env::var("P2PD_FAULT_PANIC_TASK").is_ok_and(|t| t == task) {
+            true => Box::pin(async {
+                smol::Timer::after(Duration::from_millis(500)).await;
+                panic!("fault injection (P2PD_FAULT_PANIC_TASK)");
+            }),
+            false => Box::pin(future),
+        };
+    executor.spawn(async move {
+        match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(()) => Ended { task, panic: None },
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                log::error!("the {task} task panicked: {why}");
+                Ended { task, panic: Some(format!("panicked: {why}")) }
+            }
+        }
+    })
 }
 
 /// Keeps systemd's `STATUS=` line current.

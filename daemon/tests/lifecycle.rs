@@ -113,6 +113,28 @@ fn second_instance_on_the_same_config_dir_is_refused() {
     assert_eq!(first.ctl(&["status"]).code, 0);
 }
 
+/// Issue 14: discovery ran as a detached task; had it died, the daemon would have run on
+/// without it, the only sign its torrents' ignored requests. A task the daemon cannot live
+/// without that ends takes the daemon down, non-zero, naming the task — and the others too.
+#[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs `--features p2pd/fault-injection`")]
+fn a_critical_task_that_dies_stops_the_daemon_naming_it() {
+    for task in ["discovery", "control server", "peer port", "supervisor"] {
+        let mut node = Node::new();
+        node.env.push(("P2PD_FAULT_PANIC_TASK".into(), task.into()));
+        node.spawn();
+        let exited = eventually(PATIENCE, "p2pd to exit", || {
+            node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).map(|status| status.code())
+        });
+        node.child = None;
+        assert_eq!(exited, Some(1), "{task}: {}", node.log());
+        let log = node.log();
+        assert!(log.contains(&format!("the {task} task panicked: fault injection")), "{task}: {log}");
+        assert!(log.contains(&format!("p2pd: the {task} task stopped (panicked: fault injection")), "{task}: {log}");
+        assert!(!node.socket().exists(), "{task}: the socket is removed on the way out");
+    }
+}
+
 #[test]
 fn socket_path_in_use_or_not_a_socket() {
     let mut node = Node::new();

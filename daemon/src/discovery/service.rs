@@ -190,15 +190,15 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Starts the service task.
+/// Sets the service up: its handle, and the future to run as its task (until
+/// [`DiscoveryHandle::shutdown`]).
 pub fn start(
     socket: UdpSocket,
     node_id: NodeId,
     settings: &DiscoverySettings,
     state: StateDir,
     shared: Arc<DaemonShared>,
-    executor: &smol::Executor<'static>,
-) -> std::io::Result<DiscoveryHandle> {
+) -> std::io::Result<(DiscoveryHandle, impl Future<Output = ()> + Send + 'static)> {
     let socket = Async::new(socket)?;
     let now = Instant::now();
     let mut node = Node::new(node_id, node_config(settings), rand::random(), now);
@@ -215,8 +215,7 @@ pub fn start(
         saved: HashMap::new(),
         lookups: (0, 0, std::collections::VecDeque::new()),
     };
-    executor.spawn(service.run(rx)).detach();
-    Ok(DiscoveryHandle { commands: tx })
+    Ok((DiscoveryHandle { commands: tx }, service.run(rx)))
 }
 
 /// Loads the routing table and peer tables saved by an earlier run.
