@@ -84,3 +84,18 @@ pub fn load_or_create(state: &StateDir) -> std::io::Result<(NodeId, Option<Strin
     state.save(StateKind::Node, None, &Identity { node_id: id })?;
     Ok((id, warning))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identity file of format version 1 loads as the same node id, without a warning.
+    #[test]
+    fn an_identity_of_format_version_1_keeps_its_id() {
+        let (dir, _) = crate::state::fixture("node.state");
+        let state = StateDir::open(dir.path()).unwrap();
+        let (id, warning) = load_or_create(&state).unwrap();
+        assert_eq!(id.to_hex(), "77af4f672096cbf27dafc90caa2174a518946320d50328727265f4b4c7321571");
+        assert_eq!(warning, None);
+    }
+}

@@ -138,6 +138,16 @@ impl TorrentEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A torrent file as `p2pctl add` wrote it with format version 1 still parses.
+    #[test]
+    fn a_torrent_file_of_format_version_1_parses() {
+        let (_dir, path) = crate::state::fixture("torrent.yaml");
+        let e = TorrentEntry::parse(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.descriptor.info_hash.to_hex(), crate::state::FIXTURE_HASH);
+        assert_eq!(e.settings.data_dir.as_deref(), Some(std::path::Path::new("/tmp/fx/b/data")));
+        assert_eq!(e.descriptor.content.pieces.len(), 7);
+    }
     use crate::descriptor::create::PieceHasher;
     use crate::descriptor::{Content, ContentKind, FileEntry, RelPath};
 

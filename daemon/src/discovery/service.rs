@@ -633,6 +633,27 @@ impl Service {
 mod tests {
     use super::*;
 
+    /// The routing table and a peer table of format version 1 load, with what they held.
+    #[test]
+    fn discovery_state_of_format_version_1_loads() {
+        let (_dir, path) = crate::state::fixture("routing.state");
+        let Loaded::Ok(r) = crate::state::load_file::<RoutingState>(&path, StateKind::Routing) else {
+            panic!("routing table not loaded")
+        };
+        let seed: SocketAddr = "127.0.0.1:46985".parse().unwrap();
+        let seed_id = "f17335341612772ef0901c28ec4674530ca9488b0441b333e1a53055abc8171a";
+        assert_eq!(r.version, STATE_VERSION);
+        assert_eq!(r.nodes.iter().map(|n| (n.id.to_hex(), n.addr)).collect::<Vec<_>>(), [(seed_id.to_string(), seed)]);
+        let (_dir, path) = crate::state::fixture("peers.state");
+        let Loaded::Ok(p) = crate::state::load_file::<PeersState>(&path, StateKind::Peers) else {
+            panic!("peer table not loaded")
+        };
+        assert_eq!(p.version, STATE_VERSION);
+        assert_eq!(p.info_hash.to_hex(), crate::state::FIXTURE_HASH);
+        let peers: Vec<_> = p.peers.iter().map(|s| (s.id.to_hex(), s.addr, s.status, s.seen)).collect();
+        assert_eq!(peers, [(seed_id.to_string(), seed, PeerStatus::Seeding, 1_796_224_745)]);
+    }
+
     fn member(i: u16, status: PeerStatus) -> PeerRecord {
         PeerRecord {
             id: NodeId([i as u8; 32]),

@@ -162,6 +162,24 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+/// The state files of format version 1 as a daemon wrote them (`tests/fixtures/state-v1/`, from
+/// two daemons that shared one torrent: b3c5b869…, 7 pieces). Every loader has a test that reads
+/// its file: a change of format must keep reading these (or say why not, and keep a fixture of
+/// the new one). The returned path is a copy in a temporary directory: a loader that fails
+/// moves the file aside, and must never move the committed one.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1").join(name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = dir.path().join(name);
+    fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    (dir, to)
+}
+
+/// The info hash of the fixtures' torrent.
+#[cfg(test)]
+pub(crate) const FIXTURE_HASH: &str = "b3c5b869a28566de4d6220766a60dc3455a80b320884c4233c9c02cad2fbafa3";
+
 #[cfg(test)]
 mod tests {
     use super::*;

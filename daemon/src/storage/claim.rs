@@ -578,6 +578,21 @@ pub(super) fn is_regular_file(dir: &Dir, name: &str) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claim of format version 1 loads: the torrent, where, how.
+    #[test]
+    fn a_claim_of_format_version_1_loads() {
+        let (dir, path) = crate::state::fixture("claim.state");
+        let hash: InfoHash = crate::state::FIXTURE_HASH.parse().unwrap();
+        std::fs::create_dir(dir.path().join(CLAIMS_DIR)).unwrap();
+        std::fs::rename(&path, dir.path().join(CLAIMS_DIR).join(format!("{hash}{CLAIM_SUFFIX}"))).unwrap();
+        let c = Claims::new(dir.path()).load(&hash).expect("loaded");
+        assert_eq!(c.version, CLAIM_VERSION);
+        assert_eq!(c.info_hash.to_hex(), crate::state::FIXTURE_HASH);
+        assert_eq!((c.data_dir.as_path(), c.name.as_str()), (Path::new("/tmp/fx/b/data"), "fixture.bin"));
+        assert_eq!(c.how, ClaimKind::Created);
+        assert!(c.root.is_some());
+    }
     use crate::descriptor::create::PieceHasher;
     use crate::descriptor::{ContentKind, FileEntry, RelPath};
 

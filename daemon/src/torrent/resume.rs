@@ -39,3 +39,23 @@ impl ResumeState {
         Bitfield::from_hex(&self.have, pieces).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Loaded, StateKind, load_file};
+
+    /// A resume file of format version 1 loads with every piece verified, clean.
+    #[test]
+    fn a_resume_file_of_format_version_1_loads() {
+        let (_dir, path) = crate::state::fixture("resume.state");
+        let Loaded::Ok(r) = load_file::<ResumeState>(&path, StateKind::Resume) else { panic!("not loaded") };
+        assert_eq!(r.version, RESUME_VERSION);
+        assert_eq!(r.info_hash.to_hex(), crate::state::FIXTURE_HASH);
+        assert!(r.clean);
+        assert_eq!(r.placement, Placement::Final);
+        assert_eq!(r.have(7).map(|h| h.count()), Some(7));
+        assert_eq!((r.downloaded, r.uploaded), (100_000, 0));
+        assert_eq!(r.stamps.len(), 1);
+    }
+}
