@@ -24,6 +24,8 @@ pub mod torrent;
 
 pub mod bitfield;
 #[cfg(feature = "daemon")]
+pub mod deadline;
+#[cfg(feature = "daemon")]
 pub mod discovery;
 #[cfg(feature = "daemon")]
 pub mod node_id;

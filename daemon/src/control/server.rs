@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use log::{debug, info, warn};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::Gid;
@@ -27,6 +27,7 @@ use smol::lock::Semaphore;
 
 use super::access::Credentials;
 use super::protocol::{self, ErrorKind, ErrorReply, FrameError, HEADER_BYTES, MAX_REQUEST_BYTES, Request, Response};
+use crate::deadline::within;
 use crate::shared::DaemonShared;
 
 /// Longest time a client may take to send its request.
@@ -173,24 +174,24 @@ async fn handle_client(
     if let Err(reason) = shared.check_access(creds.uid(), creds.gid()) {
         info!("control socket: refused pid {}: {reason}", creds.pid());
         let reply = Response::Error(ErrorReply { kind: ErrorKind::Refused, message: reason });
-        let _ = with_timeout(RESPONSE_TIMEOUT, write_response(&mut stream, &reply)).await;
+        let _ = within(RESPONSE_TIMEOUT, write_response(&mut stream, &reply)).await;
         return;
     }
-    let request = match with_timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(ReadError::Closed)) => return,
-        Ok(Err(ReadError::Frame(e))) => {
+    let request = match within(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Some(Ok(request)) => request,
+        Some(Err(ReadError::Closed)) => return,
+        Some(Err(ReadError::Frame(e))) => {
             debug!("control socket: bad request from pid {}: {e}", creds.pid());
             let kind = if matches!(e, FrameError::Version(_)) { ErrorKind::Version } else { ErrorKind::BadRequest };
             let reply = Response::Error(ErrorReply { kind, message: e.to_string() });
-            let _ = with_timeout(RESPONSE_TIMEOUT, write_response(&mut stream, &reply)).await;
+            let _ = within(RESPONSE_TIMEOUT, write_response(&mut stream, &reply)).await;
             return;
         }
-        Ok(Err(ReadError::Io(e))) => {
+        Some(Err(ReadError::Io(e))) => {
             debug!("control socket: reading request: {e}");
             return;
         }
-        Err(Elapsed) => {
+        None => {
             debug!("control socket: pid {} sent no complete request in {REQUEST_TIMEOUT:?}", creds.pid());
             return;
         }
@@ -198,7 +199,7 @@ async fn handle_client(
     debug!("control socket: pid {} uid {}: {}", creds.pid(), creds.uid(), request_name(&request));
     let client = Credentials { uid: creds.uid(), gid: creds.gid(), pid: creds.pid() };
     let response = dispatch(request, client, shared, supervisor).await;
-    if with_timeout(RESPONSE_TIMEOUT, write_response(&mut stream, &response)).await.is_err() {
+    if !matches!(within(RESPONSE_TIMEOUT, write_response(&mut stream, &response)).await, Some(Ok(()))) {
         debug!("control socket: client did not read its response");
     }
 }
@@ -264,17 +265,4 @@ async fn read_request(stream: &mut Async<UnixStream>) -> Result<Request, ReadErr
 async fn write_response(stream: &mut Async<UnixStream>, response: &Response) -> io::Result<()> {
     stream.write_all(&protocol::encode_frame(response)).await?;
     stream.flush().await
-}
-
-/// A deadline passed.
-#[derive(Debug)]
-pub struct Elapsed;
-
-/// Runs `fut` for at most `limit`.
-pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, Elapsed> {
-    future::or(async { Ok(fut.await) }, async {
-        smol::Timer::after(limit).await;
-        Err(Elapsed)
-    })
-    .await
 }

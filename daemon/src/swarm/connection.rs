@@ -453,7 +453,7 @@ pub async fn connect(
         let theirs = read_handshake(&mut stream).await?;
         Ok((stream, theirs))
     };
-    match with_deadline(HANDSHAKE_TIMEOUT, attempt).await {
+    match crate::deadline::within(HANDSHAKE_TIMEOUT, attempt).await {
         None => Err(ConnectError::TimedOut),
         Some(result) => result.map_err(ConnectError::Failed),
     }
@@ -513,14 +513,6 @@ fn limit_unsent(stream: &Async<TcpStream>) {
     if r != 0 {
         log::debug!("TCP_NOTSENT_LOWAT: {}", std::io::Error::last_os_error());
     }
-}
-
-async fn with_deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        smol::Timer::after(limit).await;
-        None
-    })
-    .await
 }
 
 /// Starts the tasks of an established connection (handshakes done).

@@ -149,11 +149,7 @@ pub async fn serve(
                 let _pending = PendingGuard(pending);
                 let mut stream = stream;
                 let _ = stream.get_ref().set_nodelay(true);
-                let handshake = futures_lite::future::or(async { Some(read_handshake(&mut stream).await) }, async {
-                    smol::Timer::after(HANDSHAKE_TIMEOUT).await;
-                    None
-                })
-                .await;
+                let handshake = crate::deadline::within(HANDSHAKE_TIMEOUT, read_handshake(&mut stream)).await;
                 let handshake = match handshake {
                     Some(Ok(h)) => h,
                     Some(Err(e)) => {
