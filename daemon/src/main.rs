@@ -10,7 +10,7 @@ use async_signal::{Signal, Signals};
 use clap::{ArgAction, Parser};
 use futures_lite::StreamExt;
 use p2pd::runtime::{self, Command, StartupError};
-use p2pd::service::logging::{self, Sink};
+use p2pd::service::logging::{self, LoggingError, Sink};
 use p2pd::service::notify;
 
 /// Tracker-less peer-to-peer file distribution daemon.
@@ -52,8 +52,8 @@ enum Failure {
     Threaded(usize),
     #[error("cannot detach: {0}")]
     Daemonize(#[from] daemonize2::Error),
-    #[error("cannot start logging: {0}")]
-    Logging(String),
+    #[error("{0}")]
+    Logging(#[from] LoggingError),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
 }
@@ -84,13 +84,13 @@ fn run(args: Args) -> Result<(), Failure> {
     let sink = if args.daemon || config.syslog { Sink::Syslog(config.syslog_socket.clone()) } else { Sink::Stderr };
     let level = config.log_level.raised(args.verbose).to_filter();
     if let Sink::Syslog(socket) = &sink {
-        logging::check_syslog(socket.as_deref()).map_err(Failure::Logging)?;
+        logging::check_syslog(socket.as_deref())?;
     }
     if args.daemon {
         detach(args.pid_file.as_deref())?;
         prepared.record_pid()?;
     }
-    logging::init(sink, level).map_err(Failure::Logging)?;
+    logging::init(sink, level)?;
     let signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int]).map_err(Failure::Signals)?;
     let (commands, received) = async_channel::bounded(8);
     std::thread::Builder::new()

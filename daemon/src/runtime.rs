@@ -45,7 +45,7 @@ pub enum StartupError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
-    Access(String),
+    Access(#[from] crate::control::access::GroupError),
     #[error("state directory {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
@@ -97,7 +97,7 @@ pub fn prepare(config_dir: Option<PathBuf>) -> Result<Prepared, StartupError> {
     let config_dir = config_dir_of(config_dir, &env);
     let config = Config::load(&config_dir)?;
     let locations = Locations::resolve(&config_dir, &config, &env);
-    let access = AccessPolicy::new(config.control_group.as_deref()).map_err(StartupError::Access)?;
+    let access = AccessPolicy::new(config.control_group.as_deref())?;
     let state = StateDir::open(&locations.state_dir)
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let lock = InstanceLock::acquire(&config_dir, &locations.state_dir)?;

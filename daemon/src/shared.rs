@@ -106,7 +106,7 @@ impl DaemonShared {
         *lock(&self.access) = policy;
     }
 
-    pub fn check_access(&self, uid: u32, gid: u32) -> Result<(), String> {
+    pub fn check_access(&self, uid: u32, gid: u32) -> Result<(), crate::control::access::Refused> {
         lock(&self.access).check(uid, gid)
     }
 

@@ -27,6 +27,25 @@ impl Credentials {
     }
 }
 
+/// Why `control_group` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("control_group: group `{0}` does not exist")]
+    Missing(String),
+    #[error("control_group: cannot look up group `{name}`: {source}")]
+    Lookup { name: String, source: nix::Error },
+}
+
+/// Why a client was refused: who it is and who may, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{who} may not control this p2pd: only {trusted}")]
+pub struct Refused {
+    /// `user NAME (uid N)`, or `uid N`.
+    pub who: String,
+    /// Who may, and how to admit more.
+    pub trusted: String,
+}
+
 /// The admission rule in force.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
@@ -36,13 +55,13 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     /// Builds the rule; fails if `group` does not exist.
-    pub fn new(group: Option<&str>) -> Result<AccessPolicy, String> {
+    pub fn new(group: Option<&str>) -> Result<AccessPolicy, GroupError> {
         let group = match group {
             None => None,
             Some(name) => match Group::from_name(name) {
                 Ok(Some(g)) => Some((name.to_string(), g.gid)),
-                Ok(None) => return Err(format!("control_group: group `{name}` does not exist")),
-                Err(e) => return Err(format!("control_group: cannot look up group `{name}`: {e}")),
+                Ok(None) => return Err(GroupError::Missing(name.to_string())),
+                Err(source) => return Err(GroupError::Lookup { name: name.to_string(), source }),
             },
         };
         Ok(AccessPolicy { daemon_uid: Uid::effective(), group })
@@ -54,7 +73,7 @@ impl AccessPolicy {
     }
 
     /// Admits or refuses a client with these credentials; a refusal says why, in one line.
-    pub fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
+    pub fn check(&self, uid: u32, gid: u32) -> Result<(), Refused> {
         let uid = Uid::from_raw(uid);
         if uid.is_root() || uid == self.daemon_uid {
             return Ok(());
@@ -82,15 +101,13 @@ impl AccessPolicy {
             .unwrap_or_else(|| format!("uid {}", self.daemon_uid));
         // "root and root" when p2pd itself runs as root.
         let trusted = if self.daemon_uid.is_root() { "root".to_string() } else { format!("root, {daemon_user}") };
-        Err(match &self.group {
-            Some((name, _)) => {
-                format!("{who} may not control this p2pd: only {trusted} and members of group {name} may")
+        let trusted = match &self.group {
+            Some((name, _)) => format!("{trusted} and members of group {name} may"),
+            None => {
+                format!("{} may (set control_group in p2pd.yaml to admit a group)", trusted.replace(", ", " and "))
             }
-            None => format!(
-                "{who} may not control this p2pd: only {} may (set control_group in p2pd.yaml to admit a group)",
-                trusted.replace(", ", " and ")
-            ),
-        })
+        };
+        Err(Refused { who, trusted })
     }
 }
 
@@ -109,13 +126,13 @@ mod tests {
     fn strangers_are_refused_with_a_reason() {
         let p = AccessPolicy::new(None).unwrap();
         let stranger = if Uid::effective().as_raw() == 54321 { 54322 } else { 54321 };
-        let e = p.check(stranger, 54321).unwrap_err();
+        let e = p.check(stranger, 54321).unwrap_err().to_string();
         assert!(e.contains("may not control this p2pd"), "{e}");
     }
 
     #[test]
     fn unknown_group_is_an_error() {
-        let e = AccessPolicy::new(Some("no-such-group-p2pd-test")).unwrap_err();
+        let e = AccessPolicy::new(Some("no-such-group-p2pd-test")).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 

@@ -173,7 +173,7 @@ async fn handle_client(
     };
     if let Err(reason) = shared.check_access(creds.uid(), creds.gid()) {
         info!("control socket: refused pid {}: {reason}", creds.pid());
-        let reply = Response::Error(ErrorReply { kind: ErrorKind::Refused, message: reason });
+        let reply = Response::Error(ErrorReply { kind: ErrorKind::Refused, message: reason.to_string() });
         let _ = within(RESPONSE_TIMEOUT, write_response(&mut stream, &reply)).await;
         return;
     }

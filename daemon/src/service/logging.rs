@@ -18,6 +18,18 @@ pub enum Sink {
     Syslog(Option<std::path::PathBuf>),
 }
 
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error(
+        "cannot connect to syslog at {}: {source} (start a syslog daemon, set syslog_socket, or run in the foreground)",
+        at.display()
+    )]
+    Syslog { at: std::path::PathBuf, source: syslog::Error },
+    #[error("a logger is already installed: {0}")]
+    Installed(#[from] log::SetLoggerError),
+}
+
 fn syslog_logger() -> syslog::Formatter3164 {
     syslog::Formatter3164 {
         facility: syslog::Facility::LOG_DAEMON,
@@ -29,22 +41,17 @@ fn syslog_logger() -> syslog::Formatter3164 {
 
 fn connect_syslog(
     socket: Option<&std::path::Path>,
-) -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, String> {
+) -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, LoggingError> {
     let result = match socket {
         Some(path) => syslog::unix_custom(syslog_logger(), path),
         None => syslog::unix(syslog_logger()),
     };
-    result.map_err(|e| {
-        let at = socket.map(|p| p.display().to_string()).unwrap_or_else(|| "/dev/log".into());
-        format!(
-            "cannot connect to syslog at {at}: {e} (start a syslog daemon, set syslog_socket, or run in the foreground)"
-        )
-    })
+    result.map_err(|source| LoggingError::Syslog { at: socket.unwrap_or("/dev/log".as_ref()).to_path_buf(), source })
 }
 
 /// Checks that syslog can be reached, so `--daemon` fails on the terminal rather than after
 /// detaching.
-pub fn check_syslog(socket: Option<&std::path::Path>) -> Result<(), String> {
+pub fn check_syslog(socket: Option<&std::path::Path>) -> Result<(), LoggingError> {
     connect_syslog(socket).map(drop)
 }
 
@@ -58,7 +65,7 @@ fn syslog_priority(level: Level) -> u8 {
 }
 
 /// Installs the logger; call once.
-pub fn init(sink: Sink, level: LevelFilter) -> Result<(), String> {
+pub fn init(sink: Sink, level: LevelFilter) -> Result<(), LoggingError> {
     match sink {
         Sink::Stderr => {
             let journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -73,13 +80,12 @@ pub fn init(sink: Sink, level: LevelFilter) -> Result<(), String> {
                     }
                 })
                 .target(env_logger::Target::Stderr)
-                .try_init()
-                .map_err(|e| e.to_string())?;
+                .try_init()?;
         }
         Sink::Syslog(socket) => {
             // Connected after any fork, so that lines carry the daemon's own pid.
             let logger = connect_syslog(socket.as_deref())?;
-            log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).map_err(|e| e.to_string())?;
+            log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger)))?;
         }
     }
     log::set_max_level(level);

@@ -385,7 +385,7 @@ impl Supervisor {
         }
     }
 
-    async fn stop_torrent(&mut self, hash: &InfoHash, how: StopMode) -> Result<(), String> {
+    async fn stop_torrent(&mut self, hash: &InfoHash, how: StopMode) -> Result<(), crate::torrent::StateError> {
         let Some(handle) = self.torrents.remove(hash) else { return Ok(()) };
         self.paths.remove(hash);
         self.shared.withdraw(hash);
@@ -582,7 +582,10 @@ impl Supervisor {
             _ => (false, None, String::new()),
         };
         info!("{}: removed ({hash}){what}", torrent.name);
-        let result = stopped.and(deletion.map(|_| ()).map_err(|e| format!("{}: deleting data: {e}", torrent.name)));
+        // What went wrong is told to the client, in words.
+        let result = stopped
+            .map_err(|e| e.to_string())
+            .and(deletion.map(|_| ()).map_err(|e| format!("{}: deleting data: {e}", torrent.name)));
         match result {
             Ok(()) => Response::Removed(RemovedReport {
                 info_hash: hash.to_hex(),

@@ -422,8 +422,13 @@ impl Connection {
     }
 }
 
-fn ioerr(e: std::io::Error) -> String {
-    e.to_string()
+/// Why a peer's handshake was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(#[from] wire::WireError),
 }
 
 /// Why a connection this node dialled ended before the handshakes were exchanged.
@@ -432,7 +437,20 @@ pub enum ConnectError {
     #[error("handshake timed out")]
     TimedOut,
     #[error("{0}")]
-    Failed(String),
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+}
+
+/// Why sending to a peer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed while sending")]
+    Closed,
+    #[error("piece {0} vanished from disk while being sent")]
+    Vanished(u32),
 }
 
 /// Connects to `addr` from `local` (the address this node listens on, when it names one: the
@@ -445,17 +463,17 @@ pub async fn connect(
 ) -> Result<(Async<TcpStream>, Handshake), ConnectError> {
     let attempt = async {
         let mut stream = match local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            Some(ip) => dial_from(ip, addr).await.map_err(ioerr)?,
-            None => Async::<TcpStream>::connect(addr).await.map_err(ioerr)?,
+            Some(ip) => dial_from(ip, addr).await?,
+            None => Async::<TcpStream>::connect(addr).await?,
         };
         let _ = stream.get_ref().set_nodelay(true);
-        stream.write_all(&wire::encode_handshake(&ours)).await.map_err(ioerr)?;
+        stream.write_all(&wire::encode_handshake(&ours)).await?;
         let theirs = read_handshake(&mut stream).await?;
-        Ok((stream, theirs))
+        Ok::<_, ConnectError>((stream, theirs))
     };
     match crate::deadline::within(HANDSHAKE_TIMEOUT, attempt).await {
         None => Err(ConnectError::TimedOut),
-        Some(result) => result.map_err(ConnectError::Failed),
+        Some(result) => result,
     }
 }
 
@@ -483,10 +501,10 @@ async fn dial_from(local: std::net::IpAddr, to: SocketAddr) -> std::io::Result<A
 }
 
 /// Reads a peer's handshake.
-pub async fn read_handshake(stream: &mut Async<TcpStream>) -> Result<Handshake, String> {
+pub async fn read_handshake(stream: &mut Async<TcpStream>) -> Result<Handshake, HandshakeError> {
     let mut buf = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut buf).await.map_err(ioerr)?;
-    wire::decode_handshake(&buf).map_err(|e| e.to_string())
+    stream.read_exact(&mut buf).await?;
+    Ok(wire::decode_handshake(&buf)?)
 }
 
 /// Most bytes a peer connection keeps written but not yet sent. Without a cap the kernel
@@ -568,8 +586,8 @@ pub fn start(
         let _ = events.send(ConnEvent::Closed { key, reason, misbehaved }).await;
     });
     let writer_task = executor.spawn(async move {
-        if let Err(reason) = writer.run().await {
-            let _ = events2.send(ConnEvent::Closed { key, reason, misbehaved: false }).await;
+        if let Err(e) = writer.run().await {
+            let _ = events2.send(ConnEvent::Closed { key, reason: e.to_string(), misbehaved: false }).await;
         }
     });
     Connection {
@@ -958,7 +976,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self) -> Result<(), String> {
+    async fn run(self) -> Result<(), SendError> {
         let mut control: Vec<u8> = Vec::new();
         let mut block: Vec<u8> = Vec::with_capacity(FRAME_HEADER + 8 + MAX_BLOCK as usize);
         loop {
@@ -987,12 +1005,12 @@ impl Writer {
     }
 
     /// Writes `bytes`, stamping progress for the engine's stall check.
-    async fn write(&self, mut bytes: &[u8]) -> Result<(), String> {
+    async fn write(&self, mut bytes: &[u8]) -> Result<(), SendError> {
         self.stats.send_progress();
         while !bytes.is_empty() {
-            let n = (&*self.stream).write(bytes).await.map_err(ioerr)?;
+            let n = (&*self.stream).write(bytes).await?;
             if n == 0 {
-                return Err("connection closed while sending".into());
+                return Err(SendError::Closed);
             }
             bytes = &bytes[n..];
             self.stats.send_progress();
@@ -1001,7 +1019,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn serve(&self, r: BlockRef, block: &mut Vec<u8>) -> Result<(), String> {
+    async fn serve(&self, r: BlockRef, block: &mut Vec<u8>) -> Result<(), SendError> {
         for limit in &self.ctx.upload {
             limit.acquire(r.length as usize).await;
         }
@@ -1022,11 +1040,10 @@ impl Writer {
                         nix::sys::sendfile::sendfile64(s, &*file, Some(&mut offset), left)
                             .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
                     })
-                    .await
-                    .map_err(ioerr)?;
+                    .await?;
                 if sent == 0 {
                     // The file shrank under us; the frame cannot be completed.
-                    return Err(format!("piece {} vanished from disk while being sent", r.piece));
+                    return Err(SendError::Vanished(r.piece));
                 }
                 left -= sent;
                 self.stats.send_progress();
@@ -1062,7 +1079,7 @@ impl Writer {
     }
 
     /// Sends `bytes` flagged as "more follows", so that they leave with what is sent next.
-    async fn send_more(&self, bytes: &[u8]) -> Result<(), String> {
+    async fn send_more(&self, bytes: &[u8]) -> Result<(), SendError> {
         use std::os::fd::AsRawFd;
         let mut sent = 0;
         while sent < bytes.len() {
@@ -1075,8 +1092,7 @@ impl Writer {
                     let n = unsafe { libc::send(s.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) };
                     if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
                 })
-                .await
-                .map_err(ioerr)?;
+                .await?;
             self.stats.send_progress();
         }
         Ok(())

@@ -63,6 +63,17 @@ pub struct TorrentContext {
     pub content_guard: ContentGuard,
 }
 
+/// Why a torrent's state could not be made durable, saved or removed (each names the torrent).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{name}: cannot make the data durable: {source}")]
+    Sync { name: String, source: crate::storage::StorageError },
+    #[error("{name}: cannot save resume state: {source}")]
+    Save { name: String, source: std::io::Error },
+    #[error("{name}: removing state: {source}")]
+    Remove { name: String, source: std::io::Error },
+}
+
 /// See [`TorrentContext::content_guard`].
 pub type ContentGuard = Arc<dyn Fn(&std::path::Path, &str, &InfoHash) -> Result<(), String> + Send + Sync>;
 
@@ -75,7 +86,7 @@ pub enum Command {
     Settings(EffectiveSettings),
     /// Stop, then reply. The torrent's state is flushed, or deleted if it is being removed
     /// (`forget`); `delete_data` also deletes its content.
-    Stop { how: StopMode, done: async_channel::Sender<Result<(), String>> },
+    Stop { how: StopMode, done: async_channel::Sender<Result<(), StateError>> },
 }
 
 /// What happens to a stopping torrent's state and data.
@@ -221,7 +232,7 @@ impl TorrentHandle {
     }
 
     /// Stops the task after it has flushed (or deleted) its state; returns any error it hit.
-    pub async fn stop(self, how: StopMode) -> Result<(), String> {
+    pub async fn stop(self, how: StopMode) -> Result<(), StateError> {
         let (done_tx, done_rx) = async_channel::bounded(1);
         let sent = self.commands.send(Command::Stop { how, done: done_tx }).await;
         let result = if sent.is_ok() { done_rx.recv().await.unwrap_or(Ok(())) } else { Ok(()) };

@@ -28,7 +28,7 @@ use crate::swarm::{Engine, EngineEvent};
 
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
-use super::{Command, EffectiveSettings, StopMode, TorrentContext, TorrentShared, TorrentSpec};
+use super::{Command, EffectiveSettings, StateError, StopMode, TorrentContext, TorrentShared, TorrentSpec};
 
 /// Bytes hashed per blocking batch while checking.
 const CHECK_BATCH_BYTES: u64 = 32 << 20;
@@ -40,7 +40,7 @@ const TICK: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 type Commands = async_channel::Receiver<Command>;
-type Done = async_channel::Sender<Result<(), String>>;
+type Done = async_channel::Sender<Result<(), StateError>>;
 
 /// Why the start-up phase ended early.
 enum Interrupt {
@@ -75,7 +75,7 @@ struct Torrent {
     /// Pieces verified since the last resume save started.
     dirty: bool,
     /// The resume save in progress.
-    saving: Option<smol::Task<Result<(), String>>>,
+    saving: Option<smol::Task<Result<(), StateError>>>,
     /// When status was last published on a verified piece.
     progress_published: Instant,
     /// Whether this run has verified a piece fetched from a peer.
@@ -248,7 +248,7 @@ impl Torrent {
             smol::unblock(move || s.finish())
                 .await
                 .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
-            self.save_now(true).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
+            self.save_now(true).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
         } else {
             let s = storage.clone();
@@ -256,7 +256,7 @@ impl Torrent {
                 .await
                 .map_err(|e: StorageError| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
             // From here on data may be written: the saved state must say "not clean".
-            self.save_now(false).await.map_err(|message| Interrupt::Failed { message, retry: true })?;
+            self.save_now(false).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: {} of {} pieces verified; fetching the rest", self.name(), self.have.count(), self.have.len());
         }
         self.engine = Some(Engine::new(
@@ -396,7 +396,7 @@ impl Torrent {
     }
 
     /// The job that makes the data durable, then records the verified set.
-    fn save_job(&self, clean: bool) -> Option<impl Future<Output = Result<(), String>> + Send + 'static> {
+    fn save_job(&self, clean: bool) -> Option<impl Future<Output = Result<(), StateError>> + Send + 'static> {
         let storage = self.storage.clone()?;
         let state = self.ctx.state.clone();
         let hash = self.spec.descriptor.info_hash;
@@ -406,7 +406,7 @@ impl Torrent {
         let name = self.shared.name.clone();
         Some(smol::unblock(move || {
             // The data the bitmap names must be durable before the bitmap is.
-            storage.sync().map_err(|e| e.to_string())?;
+            storage.sync().map_err(|source| StateError::Sync { name: name.clone(), source })?;
             let resume = ResumeState {
                 version: RESUME_VERSION,
                 info_hash: hash,
@@ -417,15 +417,13 @@ impl Torrent {
                 downloaded,
                 uploaded,
             };
-            state
-                .save(StateKind::Resume, Some(&hash), &resume)
-                .map_err(|e| format!("{name}: cannot save resume state: {e}"))
+            state.save(StateKind::Resume, Some(&hash), &resume).map_err(|source| StateError::Save { name, source })
         }))
     }
 
     /// Saves the resume state and waits; `clean` only when no write can follow before the next
     /// save.
-    async fn save_now(&mut self, clean: bool) -> Result<(), String> {
+    async fn save_now(&mut self, clean: bool) -> Result<(), StateError> {
         if let Some(previous) = self.saving.take() {
             let _ = previous.await;
         }
@@ -546,8 +544,8 @@ impl Torrent {
         if let Err(e) = smol::unblock(move || s.finish()).await {
             return Err(Next::Failed { retry: e.may_pass(), message: e.to_string() });
         }
-        if let Err(message) = self.save_now(true).await {
-            return Err(Next::Failed { message, retry: true });
+        if let Err(e) = self.save_now(true).await {
+            return Err(Next::Failed { message: e.to_string(), retry: true });
         }
         info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
         if let Some(e) = self.engine.as_mut() {
@@ -608,7 +606,7 @@ impl Torrent {
 
     /// Leaves the swarm and flushes state (or deletes state, and maybe data) before the task
     /// ends.
-    async fn stop(&mut self, how: StopMode) -> Result<(), String> {
+    async fn stop(&mut self, how: StopMode) -> Result<(), StateError> {
         let hash = self.spec.descriptor.info_hash;
         let state_now = self.shared.live().state;
         self.stop_engine().await;
@@ -620,7 +618,7 @@ impl Torrent {
             let name = self.shared.name.clone();
             return smol::unblock(move || {
                 // (Peer tables belong to discovery, which drops ours once we left.)
-                state.remove(StateKind::Resume, Some(&hash)).map_err(|e| format!("{name}: removing state: {e}"))
+                state.remove(StateKind::Resume, Some(&hash)).map_err(|source| StateError::Remove { name, source })
             })
             .await;
         }
