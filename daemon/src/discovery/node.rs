@@ -63,6 +63,7 @@ use super::routing::{Insert, RoutingTable, few_per_host};
 use super::swarms::{SwarmStore, Upsert};
 use super::tokens::TokenIssuer;
 use super::wire::{self, Body, MAX_NODES, MAX_PEERS, NodeRecord, Packet, PeerRecord, PeerStatus, Token, canonical};
+use crate::config::DiscoverySettings;
 use crate::descriptor::InfoHash;
 use crate::node_id::NodeId;
 
@@ -127,25 +128,34 @@ pub struct DiscoveryConfig {
 }
 
 impl Default for DiscoveryConfig {
+    /// The operator's defaults (`discovery:` in `p2pd.yaml`, one place: [`DiscoverySettings`])
+    /// and this module's own.
     fn default() -> Self {
+        DiscoveryConfig::from(&DiscoverySettings::default())
+    }
+}
+
+impl From<&DiscoverySettings> for DiscoveryConfig {
+    /// The operator's settings; everything `p2pd.yaml` does not name at this module's values.
+    fn from(s: &DiscoverySettings) -> Self {
         DiscoveryConfig {
-            k: 8,
+            k: s.k as usize,
             alpha: 3,
             first_hops: 1,
-            hop_limit: 16,
-            rpc_timeout: Duration::from_millis(250),
-            rpc_attempts: 4,
+            hop_limit: s.hop_limit,
+            rpc_timeout: Duration::from_millis(s.rpc_timeout_ms),
+            rpc_attempts: s.rpc_attempts,
             path_timeout: Duration::from_secs(2),
-            lookup_timeout: Duration::from_secs(30),
-            peer_ttl: Duration::from_secs(30 * 60),
-            announce_interval: Duration::from_secs(10 * 60),
+            lookup_timeout: Duration::from_secs(s.lookup_timeout_secs),
+            peer_ttl: Duration::from_secs(s.peer_ttl_secs),
+            announce_interval: Duration::from_secs(s.announce_interval_secs),
             refresh_interval: Duration::from_secs(15 * 60),
-            max_peers_per_swarm: 512,
-            max_stored_swarms: 4096,
-            max_nodes_per_ip: 16,
-            max_peers_per_ip: 16,
-            rate_limit: 500.0,
-            rate_burst: 1000.0,
+            max_peers_per_swarm: s.max_peers_per_swarm as usize,
+            max_stored_swarms: s.max_stored_swarms as usize,
+            max_nodes_per_ip: s.max_nodes_per_ip as usize,
+            max_peers_per_ip: s.max_nodes_per_ip as usize,
+            rate_limit: f64::from(s.rate_limit),
+            rate_burst: 2.0 * f64::from(s.rate_limit),
             new_swarm_rate: NEW_SWARM_RATE,
             new_swarm_burst: NEW_SWARM_BURST,
             max_pending: MAX_PENDING,

@@ -42,23 +42,7 @@ const STATE_VERSION: u32 = 1;
 
 /// Turns the operator's settings into the node's configuration.
 pub fn node_config(s: &DiscoverySettings) -> DiscoveryConfig {
-    DiscoveryConfig {
-        k: s.k as usize,
-        hop_limit: s.hop_limit,
-        rpc_timeout: Duration::from_millis(s.rpc_timeout_ms),
-        rpc_attempts: s.rpc_attempts,
-        lookup_timeout: Duration::from_secs(s.lookup_timeout_secs),
-        peer_ttl: Duration::from_secs(s.peer_ttl_secs),
-        announce_interval: Duration::from_secs(s.announce_interval_secs),
-        max_peers_per_swarm: s.max_peers_per_swarm as usize,
-        max_stored_swarms: s.max_stored_swarms as usize,
-        max_nodes_per_ip: s.max_nodes_per_ip as usize,
-        max_peers_per_ip: s.max_nodes_per_ip as usize,
-        rate_limit: s.rate_limit as f64,
-        rate_burst: 2.0 * s.rate_limit as f64,
-        token_period: token_period(),
-        ..DiscoveryConfig::default()
-    }
+    DiscoveryConfig { token_period: token_period(), ..DiscoveryConfig::from(s) }
 }
 
 /// How often the token secret rotates (a token lives one to two periods): 5 minutes. With the
