@@ -57,12 +57,24 @@ fn token_period() -> Duration {
 }
 
 enum Command {
-    Join { info_hash: InfoHash, status: PeerStatus, bootstrap: Vec<SocketAddr> },
-    SetStatus { info_hash: InfoHash, status: PeerStatus },
-    Leave { info_hash: InfoHash },
+    /// Join a swarm, and send its members to `peers`.
+    Join {
+        info_hash: InfoHash,
+        status: PeerStatus,
+        bootstrap: Vec<SocketAddr>,
+        peers: async_channel::Sender<Vec<PeerRecord>>,
+    },
+    SetStatus {
+        info_hash: InfoHash,
+        status: PeerStatus,
+    },
+    Leave {
+        info_hash: InfoHash,
+    },
     Bootstrap(Vec<SocketAddr>),
-    Subscribe { info_hash: InfoHash, peers: async_channel::Sender<Vec<PeerRecord>> },
-    Shutdown { done: async_channel::Sender<()> },
+    Shutdown {
+        done: async_channel::Sender<()>,
+    },
 }
 
 /// How torrents (and the runtime) talk to the discovery service. Cheap to clone.
@@ -89,9 +101,18 @@ pub async fn resolve(addrs: &[NodeAddr]) -> Vec<SocketAddr> {
 
 impl DiscoveryHandle {
     /// Joins a swarm (announcing `status`), using `bootstrap` nodes besides the routing table.
-    pub async fn join(&self, info_hash: InfoHash, status: PeerStatus, bootstrap: &[NodeAddr]) {
+    /// Its members arrive on the returned channel as they are accepted (their announces stored,
+    /// or ours answered): those already known at once, then each as it comes.
+    pub async fn join(
+        &self,
+        info_hash: InfoHash,
+        status: PeerStatus,
+        bootstrap: &[NodeAddr],
+    ) -> async_channel::Receiver<Vec<PeerRecord>> {
         let bootstrap = resolve(bootstrap).await;
-        let _ = self.commands.send(Command::Join { info_hash, status, bootstrap }).await;
+        let (peers, members) = async_channel::bounded(SUBSCRIBER_QUEUE);
+        let _ = self.commands.send(Command::Join { info_hash, status, bootstrap, peers }).await;
+        members
     }
 
     pub async fn set_status(&self, info_hash: InfoHash, status: PeerStatus) {
@@ -108,14 +129,6 @@ impl DiscoveryHandle {
         if !addrs.is_empty() {
             let _ = self.commands.send(Command::Bootstrap(addrs)).await;
         }
-    }
-
-    /// Members of `info_hash` as they are accepted (their announces stored, or ours answered):
-    /// those already known at once, then each as it comes.
-    pub async fn subscribe(&self, info_hash: InfoHash) -> async_channel::Receiver<Vec<PeerRecord>> {
-        let (tx, rx) = async_channel::bounded(SUBSCRIBER_QUEUE);
-        let _ = self.commands.send(Command::Subscribe { info_hash, peers: tx }).await;
-        rx
     }
 
     /// Persists state, sends what is queued, and stops the service.
@@ -422,18 +435,10 @@ impl Service {
 
     fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
-            Command::Join { info_hash, status, bootstrap } => {
+            Command::Join { info_hash, status, bootstrap, peers } => {
                 info!("discovery: joining swarm {info_hash} as {}", status.as_str());
                 self.node.join(now, info_hash, status, &bootstrap);
-            }
-            Command::SetStatus { info_hash, status } => self.node.set_status(now, info_hash, status),
-            Command::Leave { info_hash } => {
-                self.node.leave(now, info_hash);
-                self.feed.unsubscribe(&info_hash);
-            }
-            Command::Bootstrap(addrs) => self.node.bootstrap(now, &addrs),
-            Command::Subscribe { info_hash, peers } => {
-                // Members already known are delivered at once.
+                // Members already known (a persisted table) are delivered at once.
                 let known: Vec<PeerRecord> = self
                     .node
                     .swarms()
@@ -443,6 +448,12 @@ impl Service {
                 self.feed.subscribe(info_hash, peers, known);
                 self.feed.deliver();
             }
+            Command::SetStatus { info_hash, status } => self.node.set_status(now, info_hash, status),
+            Command::Leave { info_hash } => {
+                self.node.leave(now, info_hash);
+                self.feed.unsubscribe(&info_hash);
+            }
+            Command::Bootstrap(addrs) => self.node.bootstrap(now, &addrs),
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
         self.dirty = true;

@@ -281,8 +281,7 @@ impl Torrent {
     async fn join_swarm(&mut self, status: PeerStatus) {
         let hash = self.spec.descriptor.info_hash;
         if self.swarm.is_none() {
-            self.ctx.discovery.join(hash, status, &self.spec.descriptor.bootstrap).await;
-            self.swarm = Some(self.ctx.discovery.subscribe(hash).await);
+            self.swarm = Some(self.ctx.discovery.join(hash, status, &self.spec.descriptor.bootstrap).await);
         } else if self.announced != Some(status) {
             self.ctx.discovery.set_status(hash, status).await;
         }
