@@ -197,7 +197,7 @@ fn bind_node_ports(
     // another number each time.
     let mut passed_over = Vec::new();
     loop {
-        let udp = discovery::service::bind(listen).map_err(|source| StartupError::Listen {
+        let udp = discovery::driver::bind(listen).map_err(|source| StartupError::Listen {
             addr: listen,
             source,
             proto: "UDP",
@@ -240,7 +240,7 @@ async fn serve(
     let wire_counters = Arc::new(swarm::counters::WireCounters::default());
     let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone(), wire_counters.clone()));
     let (discovery, discovery_task) =
-        discovery::service::start(sockets.udp, node.node_id, &config.discovery, state.clone(), shared.clone())
+        discovery::driver::start(sockets.udp, node.node_id, &config.discovery, state.clone(), shared.clone())
             .map_err(StartupError::io("cannot start discovery"))?;
     let mut discovery_task = spawn_critical(&executor, "discovery", discovery_task);
     discovery.bootstrap(&config.bootstrap).await;

@@ -326,7 +326,7 @@ fn a_quiet_node_stays_idle_and_stops_on_sigterm() {
     let mut node = Node::new();
     node.start();
     // Quiet past the first save and the interval after it.
-    std::thread::sleep(p2pd::discovery::service::SAVE_EVERY * 2 + Duration::from_secs(2));
+    std::thread::sleep(p2pd::discovery::driver::SAVE_EVERY * 2 + Duration::from_secs(2));
     let before = cpu_ticks(node.pid());
     std::thread::sleep(Duration::from_secs(4));
     let used = cpu_ticks(node.pid()) - before;

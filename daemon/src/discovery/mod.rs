@@ -3,15 +3,15 @@
 //! - [`wire`]: the datagram format (pure).
 //! - [`node`]: the protocol state machine, sans I/O (routing, forwarding, lookups, announces).
 //! - [`routing`], [`swarms`], [`tokens`], [`ratelimit`], [`key`]: its parts.
-//! - [`service`]: the daemon's driver: the UDP socket, timers, persistence, torrents' requests.
+//! - [`driver`]: the daemon's driver: the UDP socket, timers, persistence, torrents' requests.
 //!
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
+pub mod driver;
 pub mod key;
 pub mod node;
 pub mod ratelimit;
 pub mod routing;
-pub mod service;
 pub mod sim;
 pub mod swarms;
 pub mod tokens;

@@ -1,6 +1,6 @@
 //! The discovery node, sans I/O: datagrams and time go in, datagrams and events come out.
 //!
-//! The caller (the daemon's [`service`](super::service), or the simulator) feeds
+//! The caller (the daemon's [`driver`](super::driver), or the simulator) feeds
 //! [`Node::handle_datagram`] with every datagram and its source, calls [`Node::poll`] when
 //! [`Node::next_deadline`] passes, and sends what [`Node::take_transmits`] returns. Nothing
 //! here touches a socket or a clock, so the same code runs in the daemon and in a

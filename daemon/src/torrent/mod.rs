@@ -18,7 +18,7 @@ use smol::lock::Semaphore;
 
 use crate::control::protocol::{PeerInfo, TorrentState, TorrentStatus};
 use crate::descriptor::{Descriptor, InfoHash};
-use crate::discovery::service::DiscoveryHandle;
+use crate::discovery::driver::DiscoveryHandle;
 use crate::state::StateDir;
 use crate::swarm::SwarmContext;
 use crate::units::ByteRate;
