@@ -1,5 +1,6 @@
 //! The transfer engine of one torrent: connections, piece selection, verification, upload
-//! slots, bans.
+//! slots, bans. Why the numbers are what they are, with the measurements: `STATE.md` beside
+//! this file.
 //!
 //! Owned by the torrent task (one owner: nothing here is shared but the verified set, which
 //! connections read to validate requests). [`Engine::next`] runs the engine until something
@@ -13,15 +14,12 @@
 //!   and the others are cancelled (a copy that crossed the cancel is dropped unverified: each
 //!   piece is verified once).
 //! - Interest: `Peer::useful` counts the pieces a peer has that we lack; we are interested
-//!   while it is non-zero. Debug builds check it against the bitfields every tick — a count
-//!   that drifted to zero once left a download one piece short, not interested in the seed.
+//!   while it is non-zero. Debug builds check it against the bitfields every tick.
 //! - A peer that delivers nothing for [`STALL_AFTER`] while owing us data loses its pieces to
 //!   other peers and is asked for one piece at a time until it delivers again (at most
 //!   4 × [`STALL_AFTER`]). The clock starts at the later of its last block and our first request
 //!   since it last owed us nothing: a peer we had not asked for anything for a while is not
-//!   stalled the moment we ask again. Asking it for nothing instead once turned a seed's
-//!   moment of TCP back-off, or a request queued behind others, into half a minute in which
-//!   leechers that needed pieces only the seed had did not ask for them.
+//!   stalled the moment we ask again.
 //! - Memory: the bytes of pieces being fetched (each has a whole-piece buffer) are capped per
 //!   peer (`limits.max_in_flight_per_peer`; a peer may always have one piece) and per torrent
 //!   (`limits.max_in_flight_per_torrent`, counting pieces waiting to be verified), whatever the
@@ -88,14 +86,9 @@ const DECLINED_ALONE: Duration = Duration::from_millis(100);
 /// Pieces hashed and written at once.
 const MAX_VERIFYING: usize = 2;
 /// How long an unchoked peer should take to receive one piece from us: the upload slots
-/// in use are what the uplink serves at this pace ([`Engine::upload_slots`]). Split among
-/// more peers, every piece crawls out at a fraction of the uplink: a 20 Mbit/s seed with 32
-/// slots took 3.4 s per 256 KiB piece, longer than its first copies keep second copies away
-/// ([`super::first_copies::PATIENCE`]), and sent 1.7 × the content while unique pieces
-/// waited. Scenario 6 (64 hosts, 20 Mbit/s), three runs each: slowest 1.66–1.71 × T_min at
-/// once and 1.68–1.80 rolling, seed 1.66–1.74 × F; with slots by rate 1.46–1.52 and
-/// 1.62–1.63, seed 1.32–1.45 × F (scenarios 2 and 5 unchanged: their uplinks allow every
-/// peer a slot).
+/// in use are what the uplink serves at this pace ([`Engine::upload_slots`]): split among
+/// more peers, every piece crawls out at a fraction of the uplink, slower than first copies
+/// keep second copies away ([`super::first_copies::PATIENCE`]). (Measurements: STATE.md.)
 const SLOT_PIECE_TIME: Duration = Duration::from_millis(500);
 /// The fewest upload slots the uplink's rate may leave (unless `limits.upload_slots` is
 /// lower).
@@ -111,10 +104,9 @@ const UP_CAPACITY_DECAY: f64 = 0.98;
 /// Bytes in flight per peer: a quarter second of what it delivers, within bounds. Requests
 /// queue at the sender, each connection's behind its own, so the budget is also how long a
 /// freshly announced piece waits there before it can be passed on: on a LAN a quarter second
-/// of a peer's rate covers the round trip many times over. A second of it (with a 1 MiB floor)
-/// left a 16-leecher seed-bound swarm ~1.5 s behind the seed, every hop (testbed, scenario 2:
-/// 1.12 → 1.05 × T_min). The floor matters where a peer's share of a busy uplink is small (a
-/// seed serving 16 leechers gives each well under 1 MB/s); 4 MiB once cost that swarm 5 %.
+/// of a peer's rate covers the round trip many times over. The floor matters where a peer's
+/// share of a busy uplink is small (a seed serving 16 leechers gives each well under 1 MB/s).
+/// (Measurements: STATE.md.)
 const BUDGET_SECS: f64 = 0.25;
 const MIN_IN_FLIGHT: u64 = 512 << 10;
 /// Events from a torrent's connections waiting for the engine; a reader waits for room.
