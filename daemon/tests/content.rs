@@ -16,19 +16,6 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
 }
 
-/// Copies a tree as a publisher's copy would be: bytes, permission bits, empty directories.
-fn copy_tree(from: &Path, to: &Path) {
-    if from.is_file() {
-        std::fs::copy(from, to).unwrap(); // copies the permission bits too
-        return;
-    }
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        copy_tree(&e.path(), &to.join(e.file_name()));
-    }
-}
-
 /// Asserts that `path` holds exactly `expected` (without printing megabytes when it does not).
 fn assert_holds(path: &Path, expected: &[u8]) {
     let found = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -40,11 +27,6 @@ fn assert_holds(path: &Path, expected: &[u8]) {
         expected.len(),
         if found.starts_with(expected) { " (the expected ones, then more)" } else { " (different)" }
     );
-}
-
-fn wait_complete(node: &Node, hash: &str) {
-    let r = node.ctl(&["wait", hash, "--timeout", "120"]);
-    assert_eq!(r.code, 0, "wait failed: {r:?}\n{}", node.log());
 }
 
 /// Regression: a toolchain directory arrived byte-identical but with every file 0644, so its
@@ -83,7 +65,7 @@ fn a_tool_directory_arrives_runnable_with_its_empty_files_and_directories() {
     let mut leecher = Node::new();
     leecher.start();
     assert_eq!(leecher.add(&desc), hash);
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     let copy = leecher.data().join("tools");
     assert!(!leecher.data().join("tools.part").exists());
 

@@ -127,7 +127,7 @@ fn remove_delete_data_deletes_only_that_torrent() {
     let tree_desc = create_descriptor(&src.join("tree"), &node.root.path().join("tree.desc"), &[]);
     let other_desc = create_descriptor(&src.join("other.bin"), &node.root.path().join("other.desc"), &[]);
     std::fs::create_dir_all(node.data()).unwrap();
-    copy_dir(&src.join("tree"), &node.data().join("tree"));
+    copy_tree(&src.join("tree"), &node.data().join("tree"));
     std::fs::copy(src.join("other.bin"), node.data().join("other.bin")).unwrap();
     std::fs::write(node.data().join("tree/operator-notes.txt"), b"not part of the torrent").unwrap();
     let tree = node.add(&tree_desc);
@@ -263,16 +263,4 @@ fn read_reply(s: &mut UnixStream) -> String {
     let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
     s.read_exact(&mut body).expect("reply body");
     String::from_utf8(body).unwrap()
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }

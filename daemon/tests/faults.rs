@@ -107,7 +107,7 @@ fn a_crash_at_each_step_of_a_save_leaves_the_old_or_the_new_file() {
         if !kept {
             node.add(&desc);
         }
-        wait_complete(&node, &hash);
+        node.wait_state(&hash, "seeding");
         assert_eq!(std::fs::read(node.data().join("f.bin")).unwrap(), bytes);
 
         // The resume state, the routing table and the peer table: all saved at shutdown.
@@ -141,10 +141,6 @@ fn a_crash_at_each_step_of_a_save_leaves_the_old_or_the_new_file() {
             );
         }
     }
-}
-
-fn wait_complete(node: &Node, hash: &str) {
-    node.wait_state(hash, "seeding");
 }
 
 /// SIGKILL at random moments, many times during one download: every restart keeps what was

@@ -15,11 +15,6 @@ fn wait_listed(node: &Node, hash: &str, addrs: &[String]) -> Vec<String> {
     })
 }
 
-fn wait_complete(node: &Node, hash: &str) {
-    let r = node.ctl(&["wait", hash, "--timeout", "120"]);
-    assert_eq!(r.code, 0, "wait failed: {r:?}\n{}", node.log());
-}
-
 /// A seed and two leechers on `[::1]`: the second leecher knows only the first (a lookup through
 /// it), both download the whole content, and each lists the others by their IPv6 addresses.
 #[test]
@@ -42,14 +37,14 @@ fn discovery_and_transfer_over_ipv6() {
     let mut first = Node::listening_on("[::1]", "");
     first.start();
     first.add(&desc);
-    wait_complete(&first, &hash);
+    first.wait_complete(&hash);
     // The second knows only the first, which is not in the descriptor.
     let mut second = Node::listening_on("[::1]", &format!("bootstrap: [\"{}\"]\n", first.addr()));
     second.start();
     let only_first =
         create_descriptor(&src.join("v6.bin"), &second.root.path().join("v6.desc"), &["--bootstrap", &first.addr()]);
     assert_eq!(second.add(&only_first), hash);
-    wait_complete(&second, &hash);
+    second.wait_complete(&hash);
     for node in [&first, &second] {
         assert_eq!(std::fs::read(node.data().join("v6.bin")).unwrap(), bytes);
     }
@@ -86,7 +81,7 @@ fn a_dual_stack_seed_is_reached_over_ipv6_and_ipv4() {
         assert_eq!(leecher.add(&desc), hash);
     }
     for leecher in [&over_v6, &over_v4] {
-        wait_complete(leecher, &hash);
+        leecher.wait_complete(&hash);
         assert_eq!(std::fs::read(leecher.data().join("dual.bin")).unwrap(), bytes);
     }
     // The IPv4 leecher by its IPv4 address (not v4-mapped).

@@ -23,18 +23,6 @@ fn start_seed(seed: &Node, source: &Path, extra: &[&str]) -> (std::path::PathBuf
     (desc, hash)
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    if from.is_file() {
-        std::fs::copy(from, to).unwrap();
-        return;
-    }
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        copy_tree(&e.path(), &to.join(e.file_name()));
-    }
-}
-
 /// Whether two trees hold the same files with the same bytes.
 fn same_tree(a: &Path, b: &Path) -> bool {
     if a.is_file() {
@@ -46,11 +34,6 @@ fn same_tree(a: &Path, b: &Path) -> bool {
         v
     };
     b.is_dir() && names(a) == names(b) && names(a).iter().all(|n| same_tree(&a.join(n), &b.join(n)))
-}
-
-fn wait_complete(node: &Node, hash: &str) {
-    let r = node.ctl(&["wait", hash, "--timeout", "120"]);
-    assert_eq!(r.code, 0, "wait failed: {r:?}\n{}", node.log());
 }
 
 #[test]
@@ -82,8 +65,8 @@ fn seed_and_three_leechers_file_and_directory() {
         l.add(&tree_desc);
     }
     for l in &leechers {
-        wait_complete(l, &file_hash);
-        wait_complete(l, &tree_hash);
+        l.wait_complete(&file_hash);
+        l.wait_complete(&tree_hash);
         assert!(same_tree(&src.join("big.bin"), &l.data().join("big.bin")), "file differs");
         assert!(same_tree(&src.join("tree"), &l.data().join("tree")), "directory differs");
         assert!(!l.data().join("big.bin.part").exists() && !l.data().join("tree.part").exists());
@@ -124,7 +107,7 @@ fn a_leecher_with_half_the_pieces_fetches_only_the_rest() {
     std::fs::write(leecher.data().join("half.bin"), &bytes[..4 << 20]).unwrap();
     leecher.start();
     leecher.ctl_ok(&["add", desc.to_str().unwrap(), "--adopt"]);
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     assert_eq!(std::fs::read(leecher.data().join("half.bin")).unwrap(), bytes);
     let downloaded = leecher.torrent(&hash).unwrap()["downloaded"].as_u64().unwrap();
     assert_eq!(downloaded, 4 << 20, "only the missing half came over the network");
@@ -145,7 +128,7 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_content_still_arrives() {
     // The liar makes itself known first.
     leecher.add(&desc);
     liar.raw.announce(&leecher.addr(), info_hash, PeerStatus::Seeding);
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     assert_eq!(std::fs::read(leecher.data().join("c.bin")).unwrap(), bytes);
     let banned = eventually(PATIENCE, "the liar to be listed as banned", || {
         peers(&leecher, &hash).into_iter().find(|p| p["address"] == liar.addr() && p["banned"] == true)
@@ -228,7 +211,7 @@ fn connection_counters_count_dials_accepts_and_handshake_timeouts() {
     leecher.start();
     leecher.add(&desc);
     mute.raw.announce(&leecher.addr(), info_hash, PeerStatus::Seeding);
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     let l = eventually(PATIENCE, "the dial to the mute peer to time out", || {
         let c = connection_counters(&leecher);
         (count(&c, "dial_timed_out") >= 1).then_some(c)
@@ -278,7 +261,7 @@ fn a_stalled_peer_does_not_stop_the_download() {
     });
     assert_eq!(wire["requested_bytes"], 256 << 10, "one piece while snubbed: {wire}");
     assert!(leecher.log().contains("stalled with"), "the stall is logged");
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     assert_eq!(std::fs::read(leecher.data().join("s.bin")).unwrap(), bytes);
 }
 
@@ -304,7 +287,7 @@ fn sigkill_mid_download_resumes_without_fetching_verified_pieces_again() {
         assert!(!leecher.data().join("k.bin").exists(), "nothing under the final name before completion");
         leecher.start();
     }
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     assert_eq!(std::fs::read(leecher.data().join("k.bin")).unwrap(), bytes);
     // Everything the seed sent, over every session: one copy, plus at most what was in flight
     // at each kill (pieces received but not yet verified are fetched again, by design).
@@ -380,7 +363,7 @@ fn remove_with_delete_data_mid_download_stops_only_that_torrent() {
     eventually(PATIENCE, "a to be under way", || (leecher.torrent(&hash_a)?["bytes_done"].as_u64()? > 0).then_some(()));
     leecher.ctl_ok(&["remove", &hash_a, "--delete-data"]);
     assert!(!leecher.data().join("a.bin.part").exists() && !leecher.data().join("a.bin").exists());
-    wait_complete(&leecher, &hash_b);
+    leecher.wait_complete(&hash_b);
     assert!(leecher.data().join("b.bin").exists(), "the other torrent is untouched");
 }
 
@@ -398,7 +381,7 @@ fn wait_exit_codes() {
     let r = leecher.ctl(&["wait", &hash, "--timeout", "0.5"]);
     assert_eq!(r.code, 6, "timed out: {r:?}");
     assert!(r.stderr.contains("timed out"));
-    wait_complete(&leecher, &hash);
+    leecher.wait_complete(&hash);
     assert_eq!(leecher.ctl(&["wait", &hash]).code, 0, "already complete");
     // A torrent that fails: its data directory cannot be created.
     let blocked = leecher.root.path().join("blocked");

@@ -272,6 +272,12 @@ impl Node {
         child.wait().unwrap().code().unwrap_or(-1)
     }
 
+    /// Waits (`p2pctl wait`, up to two minutes) until the torrent is complete and verified.
+    pub fn wait_complete(&self, hash: &str) {
+        let r = self.ctl(&["wait", hash, "--timeout", "120"]);
+        assert_eq!(r.code, 0, "wait failed: {r:?}\n{}", self.log());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
@@ -652,5 +658,18 @@ pub fn settled<T: PartialEq>(mut read: impl FnMut() -> T) -> T {
             return now;
         }
         seen = now;
+    }
+}
+
+/// Copies a file, or a directory tree (permission bits too, as `std::fs::copy` does).
+pub fn copy_tree(from: &Path, to: &Path) {
+    if from.is_file() {
+        std::fs::copy(from, to).unwrap();
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        copy_tree(&e.path(), &to.join(e.file_name()));
     }
 }
