@@ -493,24 +493,7 @@ impl Service {
 
     /// Counters and swarm views for `status` and `peers`.
     fn publish(&self, now: Instant) {
-        let c = self.node.counters;
-        let rpc = RpcCounters {
-            sent: c.sent,
-            received: c.received,
-            timeouts: c.timeouts,
-            retries: c.retries,
-            dropped_malformed: c.dropped_malformed,
-            rate_limited: c.rate_limited,
-            handled: c.handled,
-            dropped_unsolicited: c.dropped_unsolicited,
-            bad_tokens: c.bad_tokens,
-            duplicates: c.duplicates,
-            forwarded: c.forwarded,
-            amplification_suppressed: c.amplification_suppressed,
-            announces_not_stored: c.announces_not_stored,
-            new_swarms_limited: c.new_swarms_limited,
-            forwards_refused: c.forwards_refused,
-        };
+        let rpc: RpcCounters = self.node.counters;
         let mut views = HashMap::new();
         for (hash, swarm) in self.node.swarms().swarms() {
             let peers = swarm

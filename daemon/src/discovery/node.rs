@@ -202,35 +202,10 @@ pub enum Event {
     LookupDone(LookupReport),
 }
 
-/// Datagram accounting: `received == handled + dropped_malformed + rate_limited +
-/// dropped_unsolicited` always holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub received: u64,
-    pub handled: u64,
-    pub dropped_malformed: u64,
-    pub rate_limited: u64,
-    /// Answers nobody asked for, or datagrams from ourselves.
-    pub dropped_unsolicited: u64,
-    pub sent: u64,
-    pub timeouts: u64,
-    pub retries: u64,
-    /// Requests refused for a missing or stale token (answered with `retry`).
-    pub bad_tokens: u64,
-    /// Requests seen again (loops, duplicates): acknowledged, not handled twice.
-    pub duplicates: u64,
-    pub forwarded: u64,
-    /// Datagrams not sent because they would have exceeded the anti-amplification budget.
-    pub amplification_suppressed: u64,
-    /// Announces answered but not stored: for a swarm this node is neither a member of nor
-    /// among the `k` closest to.
-    pub announces_not_stored: u64,
-    /// Announces not stored because their source host created stored swarms too fast.
-    pub new_swarms_limited: u64,
-    /// Requests for others (get_peers, forward) dropped unanswered because forwards held
-    /// every slot they may take ([`MAX_PENDING_FORWARDS`]).
-    pub forwards_refused: u64,
-}
+/// What the node counts: the `rpc` counters of `p2pctl status --json`, kept in that type so
+/// that the status needs no copy field by field. Datagram accounting:
+/// `received == handled + dropped_malformed + rate_limited + dropped_unsolicited` always holds.
+pub type Counters = crate::control::protocol::RpcCounters;
 
 /// A request that needs the receiver's token.
 #[derive(Debug, Clone)]
