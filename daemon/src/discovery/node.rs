@@ -451,8 +451,9 @@ pub struct Node {
     follow_ups: VecDeque<(Instant, InfoHash)>,
     /// Top-up lookups a join may still make ([`MAX_TOP_UPS`]).
     top_ups: HashMap<InfoHash, u32>,
-    /// Members that answered each join's announce from lookup answers ([`JOIN_FANOUT`]).
-    join_contacts: HashMap<InfoHash, HashSet<SocketAddr>>,
+    /// Members that answered each join's announce from lookup answers, with the status they
+    /// acknowledged ([`JOIN_FANOUT`]).
+    join_contacts: HashMap<InfoHash, HashMap<SocketAddr, PeerStatus>>,
     next_maintenance: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
     next_refresh: Instant,

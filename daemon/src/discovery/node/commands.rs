@@ -30,7 +30,7 @@ impl Node {
         self.next_announce.insert(info_hash, now + self.config.announce_interval);
         self.follow_ups.retain(|(_, h)| *h != info_hash);
         self.top_ups.insert(info_hash, MAX_TOP_UPS);
-        self.join_contacts.insert(info_hash, HashSet::new());
+        self.join_contacts.insert(info_hash, HashMap::new());
         for after in FOLLOW_UP_LOOKUPS {
             self.follow_ups.push_back((now + after, info_hash));
         }

@@ -251,17 +251,19 @@ impl Node {
                 })
                 .map(|p| p.to)
                 .collect();
-            // Members that answered this join's announce are not contacted again; those that
-            // did not (a lost datagram) may be, when a later look lists them again.
-            let contacted = self.join_contacts.get(&info_hash);
-            let budget = JOIN_FANOUT.saturating_sub(contacted.map_or(0, HashSet::len) + contacting.len());
+            // Members that acknowledged our current status are not contacted again; those that
+            // did not answer (a lost datagram), or heard an older status (ours changed while
+            // the announce was on its way), are, when a later look lists them again.
+            let contacted: HashMap<SocketAddr, PeerStatus> =
+                self.join_contacts.get(&info_hash).cloned().unwrap_or_default();
+            let budget = JOIN_FANOUT.saturating_sub(contacted.len() + contacting.len());
             let live: Vec<PeerRecord> = peers
                 .iter()
                 .filter(|p| {
                     p.status != PeerStatus::Leaving
                         && p.id != self.id
                         && !contacting.contains(&p.addr)
-                        && !contacted.is_some_and(|c| c.contains(&p.addr))
+                        && contacted.get(&p.addr) != Some(&status)
                 })
                 .copied()
                 .collect();
@@ -272,11 +274,15 @@ impl Node {
             // Paid for closest to our own id first: nodes joining at once then spread their
             // first contacts over the swarm instead of all picking the same members.
             let target = key_of_node(&self.id);
-            let mut paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
-            paid.truncate(budget);
+            let paid = self.affordable(now, from, 0, live, |p| key_of_node(&p.id), &target, |p| p.addr);
+            // Telling a member contacted before of our new status takes no new slot.
+            let (mut paid, new): (Vec<PeerRecord>, Vec<PeerRecord>) =
+                paid.into_iter().partition(|p| contacted.contains_key(&p.addr));
+            let new_contacts = new.len().min(budget);
+            paid.extend(new.into_iter().take(budget));
             let paid_named = unvalidated(self, &paid);
             let unpaid = named - paid_named;
-            let budget_left = budget - paid.len();
+            let budget_left = budget - new_contacts;
             for p in paid {
                 let need = Need::Announce { info_hash, status, listed: Some(p.status) };
                 self.with_token(now, p.addr, need, Reach::Named);

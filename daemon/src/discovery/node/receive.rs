@@ -382,8 +382,8 @@ impl Node {
                 self.on_get_peers_answer(now, lookup, from, packet.sender, body);
             }
             (Purpose::Need { need: Need::Forward(_), .. }, Body::Forwarded { .. }) => {}
-            (Purpose::Need { need: Need::Announce { info_hash, listed, .. }, .. }, Body::Announced { .. }) => {
-                self.on_announced(now, info_hash, from, packet.sender, listed);
+            (Purpose::Need { need: Need::Announce { info_hash, status, listed }, .. }, Body::Announced { .. }) => {
+                self.on_announced(now, info_hash, from, packet.sender, status, listed);
             }
             (purpose, body) => {
                 debug!("discovery: unexpected {} from {from} for {purpose:?}", body.name());
@@ -401,16 +401,18 @@ impl Node {
         info_hash: InfoHash,
         from: SocketAddr,
         sender: NodeId,
+        announced: PeerStatus,
         listed: Option<PeerStatus>,
     ) {
         if !self.swarms.is_member(&info_hash) {
             return;
         }
-        // A member a lookup listed answered this join: later looks need not contact it again.
+        // A member a lookup listed acknowledged this status: later looks of this join need not
+        // tell it again (unless ours changes).
         if listed.is_some()
             && let Some(contacted) = self.join_contacts.get_mut(&info_hash)
         {
-            contacted.insert(from);
+            contacted.insert(from, announced);
         }
         let known = self.swarms.get(&info_hash).and_then(|s| s.peers.get(&from)).map(|p| p.status);
         let Some(status) = known.or(listed) else { return };

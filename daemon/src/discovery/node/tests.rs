@@ -434,7 +434,7 @@ fn a_lister_makes_a_join_ask_again_only_itself_and_only_when_its_answer_paid() {
             .values()
             .filter(|p| matches!(p.purpose, Purpose::Ping { then: Some(After::Need(Need::Announce { .. })) }))
             .count();
-        let busy = n.join_contacts.get(&hash).map_or(0, HashSet::len) + contacting;
+        let busy = n.join_contacts.get(&hash).map_or(0, HashMap::len) + contacting;
         assert!(busy <= JOIN_FANOUT, "{busy}");
         if busy < JOIN_FANOUT {
             assert_eq!(asked_again, top_ups, "{listed} listed each time");
@@ -1268,4 +1268,53 @@ fn a_member_that_never_answered_is_contacted_again_by_a_later_look() {
         txid = next.expect("a follow-up look");
     }
     assert_eq!(pings, 2, "contacted again after its first ping went unanswered");
+}
+
+/// A member that acknowledged our join as idle hears our new status from the next look that
+/// lists it: our status changed while the announce was on its way, before the member was in
+/// our table for `set_status` to reach (a 1-piece download did, and the seed never learned it
+/// was seeding).
+#[test]
+fn a_member_that_heard_an_older_status_is_told_the_new_one_by_a_later_look() {
+    let (mut n, now) = node(33);
+    let hop = from(1);
+    let hash = InfoHash([6; 32]);
+    let mut txid = lookup_through(&mut n, now, hop, hash);
+    let member = PeerRecord { id: NodeId([0x91; 32]), addr: from(50), status: PeerStatus::Seeding };
+    let mut told = Vec::new();
+    let mut t = now;
+    for _ in 0..2 {
+        n.credit.earn(&hop, 1 << 20);
+        let answer =
+            request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] });
+        n.handle_datagram(t, hop, &answer);
+        let mut next = None;
+        while next.is_none() && t < now + Duration::from_secs(10) {
+            for (to, p, _) in answers(&mut n) {
+                let body = match p.body {
+                    Body::Ping if to == member.addr => Body::Pong { token: [3; 16], observed: from(99) },
+                    Body::Announce { status, .. } if to == member.addr => {
+                        told.push(status);
+                        if status == PeerStatus::Idle {
+                            // Our status changes while the idle announce is on its way: the member
+                            // is not in our table yet, so `set_status` cannot reach it.
+                            n.set_status(t, hash, PeerStatus::Seeding);
+                        }
+                        Body::Announced { info_hash: hash }
+                    }
+                    Body::GetPeers { .. } if to == hop => {
+                        next = Some(p.txid);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: member.id, body }));
+            }
+            t = n.next_deadline().max(t + Duration::from_millis(1));
+            n.poll(t);
+        }
+        txid = next.expect("a follow-up look");
+    }
+    assert_eq!(told.first(), Some(&PeerStatus::Idle));
+    assert!(told.contains(&PeerStatus::Seeding), "the new status reached the member: {told:?}");
 }
