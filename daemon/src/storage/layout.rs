@@ -43,6 +43,12 @@ impl Layout {
         }
     }
 
+    /// The geometry of one file of `total_length` bytes (what a piece's arithmetic needs when
+    /// the files do not matter).
+    pub fn single_file(piece_length: u64, total_length: u64) -> Layout {
+        Layout { piece_length, total_length, file_starts: vec![0], file_lengths: vec![total_length] }
+    }
+
     pub fn piece_length(&self) -> u64 {
         self.piece_length
     }

@@ -1086,7 +1086,7 @@ impl Engine {
                         p.owed_since = now;
                     }
                     p.fetches.ask(piece as u32, len);
-                    p.conn.fetch(piece as u32, len as u32);
+                    p.conn.fetch(piece as u32);
                 }
             }
         }

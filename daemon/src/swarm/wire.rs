@@ -55,7 +55,9 @@ pub const BLOCK: u32 = 128 << 10;
 /// Largest bitfield (one bit per piece).
 pub const MAX_BITFIELD: usize = MAX_PIECES / 8;
 /// Largest frame body.
-pub const MAX_BODY: usize = 8 + MAX_BLOCK as usize;
+pub const MAX_BODY: usize = BLOCK_HEAD + MAX_BLOCK as usize;
+/// Bytes of a block's body before its data: piece and offset.
+pub const BLOCK_HEAD: usize = 8;
 
 /// The first bytes each side sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,13 +293,20 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
 }
 
 /// The header of a block frame carrying `data_len` bytes (the data follows it on the wire).
-pub fn block_header(piece: u32, offset: u32, data_len: usize) -> [u8; FRAME_HEADER + 8] {
-    let mut out = [0u8; FRAME_HEADER + 8];
+pub fn block_header(piece: u32, offset: u32, data_len: usize) -> [u8; FRAME_HEADER + BLOCK_HEAD] {
+    let mut out = [0u8; FRAME_HEADER + BLOCK_HEAD];
     out[..4].copy_from_slice(&((1 + 8 + data_len) as u32).to_be_bytes());
     out[4] = Kind::Block.code();
     out[5..9].copy_from_slice(&piece.to_be_bytes());
     out[9..13].copy_from_slice(&offset.to_be_bytes());
     out
+}
+
+/// Decodes the start of a block's body (after its frame header): its piece and offset. The
+/// data that follows is `body_len - BLOCK_HEAD` bytes ([`parse_header`] guarantees at least
+/// [`BLOCK_HEAD`]).
+pub fn parse_block_head(head: [u8; BLOCK_HEAD]) -> (u32, u32) {
+    (u32_at(&head, 0), u32_at(&head, 4))
 }
 
 /// Encodes a message as one frame.
@@ -372,6 +381,17 @@ mod tests {
         peers.extend_from_slice(&[0x1a, 0x22]);
         assert_eq!(encode(&Message::Peers(vec![v4])), peers);
         assert_eq!(decode(&peers).unwrap(), Some((Message::Peers(vec![v4]), peers.len())));
+    }
+
+    #[test]
+    fn a_block_header_is_the_block_frame_without_its_data() {
+        let data = vec![9u8; 1000];
+        let frame = encode(&Message::Block { piece: 0x0102_0304, offset: 65536, data: data.clone() });
+        let head = block_header(0x0102_0304, 65536, data.len());
+        assert_eq!(&frame[..head.len()], &head);
+        let header = parse_header(head[..FRAME_HEADER].try_into().unwrap()).unwrap();
+        assert_eq!((header.kind, header.body_len), (Kind::Block, BLOCK_HEAD + data.len()));
+        assert_eq!(parse_block_head(head[FRAME_HEADER..].try_into().unwrap()), (0x0102_0304, 65536));
     }
 
     #[test]
