@@ -210,7 +210,7 @@ fn sigkill_at_random_moments_during_one_download() {
     eprintln!("{kills} kills; the seed sent {:.3} copies ({again} bytes again)", sent as f64 / bytes.len() as f64);
     // Each kill may cost what the leecher had asked for and not yet written — its requests in
     // flight (at most IN_FLIGHT) and the two pieces it verifies at once (MAX_VERIFYING in
-    // swarm/engine.rs; a comparison and a write into the page cache, which keep up with
+    // swarm/engine/verify.rs; a comparison and a write into the page cache, which keep up with
     // 8 MiB/s) — never what was verified: a piece verified but not yet recorded is hashed again
     // at the restart, not fetched. 512 KiB a kill; measured: 0 to 256 KiB again in all over
     // 7 kills (docs/RELIABILITY.md).

@@ -108,8 +108,8 @@ fn fds(pid: i32) -> usize {
 /// To see it fail: in `Registry::take_slot` (daemon/src/swarm/listener.rs) compare with
 /// `usize::MAX` instead of `max`, and all 100 idle connections stay open until the handshake
 /// timeout closes them together; make a violation (e.g. the out-of-range `have` in
-/// `Reader::on_frame`, daemon/src/swarm/connection.rs) end with `End::Closed` instead of
-/// `End::Misbehaved`, and its reason is missing from the log.
+/// `PeerState::have`, daemon/src/swarm/connection/peer_state.rs) pass instead of returning a
+/// `Violation`, and its reason is missing from the log.
 #[test]
 fn hostile_peers_do_not_stop_an_honest_transfer() {
     let mut seed = Node::with_config("limits:\n  upload_rate: 8MiB\n");

@@ -460,7 +460,7 @@ mod tests {
             any::<u32>().prop_map(Message::Have),
             arb_ref().prop_map(Message::Request),
             // A block carries at least one byte: requests of length 0 are refused
-            // (connection.rs), and a block without data is a bad length on the wire.
+            // (connection/peer_state.rs), and a block without data is a bad length on the wire.
             (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 1..3000))
                 .prop_map(|(piece, offset, data)| Message::Block { piece, offset, data }),
             arb_ref().prop_map(Message::Cancel),
