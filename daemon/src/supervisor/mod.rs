@@ -24,6 +24,7 @@
 
 pub mod content;
 mod reload;
+mod running;
 
 pub use reload::scan_torrent_files;
 
@@ -48,6 +49,7 @@ use crate::storage::claim::{self, Claim, ClaimError, ClaimKind, Claims, Deletion
 use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle, TorrentSpec};
 use crate::units::ByteRate;
 use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
+use running::Running;
 
 /// What the program running the daemon asks of it (`main.rs` sends these for signals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +67,6 @@ struct FileRecord {
     fingerprint: [u8; 32],
     /// Settings from the last valid version of the file.
     settings: Option<TorrentSettings>,
-    /// The torrent this file runs.
-    running: Option<InfoHash>,
     /// The problem with the current version, if it is not in effect.
     error: Option<String>,
 }
@@ -79,9 +79,8 @@ pub struct Supervisor {
     verbosity: u8,
     ctx: TorrentContext,
     shared: Arc<DaemonShared>,
-    torrents: BTreeMap<InfoHash, TorrentHandle>,
-    /// Where each running torrent keeps its content (for the one-path-one-torrent rule).
-    paths: BTreeMap<InfoHash, ContentPath>,
+    /// The running torrents (the one map; it keeps `shared` in step).
+    running: Running,
     /// Which content each torrent owns (`STATE/claims/`).
     claims: Claims,
     /// Every file seen in `torrents/`, by file name.
@@ -181,9 +180,8 @@ impl Supervisor {
             config,
             verbosity,
             ctx,
+            running: Running::new(shared.clone()),
             shared,
-            torrents: BTreeMap::new(),
-            paths: BTreeMap::new(),
             claims,
             files: BTreeMap::new(),
         }
@@ -213,7 +211,7 @@ impl Supervisor {
             error!("{line}");
         }
         self.forget_unnamed_claims().await;
-        info!("managing {} torrents", self.torrents.len());
+        info!("managing {} torrents", self.running.len());
     }
 
     /// Forgets the claims on content of every info hash that no file in `torrents/` names: a
@@ -299,7 +297,7 @@ impl Supervisor {
             }
             Change::Verify { id } => match self.shared.resolve(&id) {
                 Ok(t) => {
-                    if let Some(h) = self.torrents.get(&t.info_hash) {
+                    if let Some(h) = self.running.get(&t.info_hash) {
                         h.verify();
                     }
                     info!("{}: full verify requested", t.name);
@@ -350,14 +348,14 @@ impl Supervisor {
         except: Option<InfoHash>,
     ) -> Result<(), Box<PathInUse>> {
         let Some((hash, theirs)) = self
-            .paths
-            .iter()
+            .running
+            .paths()
             .filter(|(h, _)| Some(**h) != except && **h != new.info_hash)
             .find_map(|(h, p)| path.overlap(p).map(|theirs| (*h, theirs)))
         else {
             return Ok(());
         };
-        let handle = self.torrents.get(&hash);
+        let handle = self.running.get(&hash);
         Err(Box::new(PathInUse {
             path: path.complete.clone(),
             new,
@@ -375,25 +373,11 @@ impl Supervisor {
         path: ContentPath,
     ) {
         let spec = TorrentSpec { descriptor, settings: self.effective(settings), file: file.to_string() };
-        let handle = TorrentHandle::start(spec, self.ctx.clone());
-        let hash = handle.info_hash();
-        self.shared.publish(handle.shared.clone());
-        self.torrents.insert(hash, handle);
-        self.paths.insert(hash, path);
-        if let Some(record) = self.files.get_mut(file) {
-            record.running = Some(hash);
-        }
+        self.running.insert(TorrentHandle::start(spec, self.ctx.clone()), path);
     }
 
     async fn stop_torrent(&mut self, hash: &InfoHash, how: StopMode) -> Result<(), crate::torrent::StateError> {
-        let Some(handle) = self.torrents.remove(hash) else { return Ok(()) };
-        self.paths.remove(hash);
-        self.shared.withdraw(hash);
-        for record in self.files.values_mut() {
-            if record.running == Some(*hash) {
-                record.running = None;
-            }
-        }
+        let Some(handle) = self.running.remove(hash) else { return Ok(()) };
         handle.stop(how).await
     }
 
@@ -426,16 +410,16 @@ impl Supervisor {
             info!("add {label} from uid {} (pid {}) refused: {refused}", client.uid, client.pid);
             return Err(refused);
         }
-        if let Some(existing) = self.torrents.get(&hash) {
+        if let Some(existing) = self.running.get(&hash) {
             let (data_dir, name) = (existing.spec.settings.data_dir.clone(), descriptor.content.name.clone());
             let adopted = adopt && self.adopt_running(hash, &data_dir, &name).await?;
             if adopted {
                 info!("{label}: adopted what is at {}; checking it again", data_dir.join(&name).display());
-                if let Some(h) = self.torrents.get(&hash) {
+                if let Some(h) = self.running.get(&hash) {
                     h.verify();
                 }
             }
-            let existing = self.torrents.get(&hash).map(|h| h.spec.file.clone()).unwrap_or_default();
+            let existing = self.running.get(&hash).map(|h| h.spec.file.clone()).unwrap_or_default();
             return Ok(Response::Added(AddedReport {
                 info_hash: hash.to_hex(),
                 name,
@@ -496,7 +480,6 @@ impl Supervisor {
             FileRecord {
                 fingerprint: Sha256::digest(yaml.as_bytes()).into(),
                 settings: Some(entry.settings.clone()),
-                running: None,
                 error: None,
             },
         );
@@ -545,7 +528,7 @@ impl Supervisor {
             Err(e) => return Response::Error(e),
         };
         let hash = torrent.info_hash;
-        let Some((file, spec)) = self.torrents.get(&hash).map(|h| (h.spec.file.clone(), h.spec.clone())) else {
+        let Some((file, spec)) = self.running.get(&hash).map(|h| (h.spec.file.clone(), h.spec.clone())) else {
             return failed(ErrorKind::NotFound, format!("no torrent matches `{id}`"));
         };
         let path = self.torrents_dir().join(&file);
@@ -605,15 +588,9 @@ impl Supervisor {
     }
 
     async fn shutdown(&mut self) {
-        info!("stopping {} torrents", self.torrents.len());
-        let handles: Vec<_> = std::mem::take(&mut self.torrents).into_values().collect();
-        let stops: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                self.shared.withdraw(&h.info_hash());
-                self.ctx.executor.spawn(h.stop(StopMode::Suspend))
-            })
-            .collect();
+        info!("stopping {} torrents", self.running.len());
+        let stops: Vec<_> =
+            self.running.drain().into_iter().map(|h| self.ctx.executor.spawn(h.stop(StopMode::Suspend))).collect();
         for stop in stops {
             if let Err(e) = stop.await {
                 warn!("{e}");

@@ -192,10 +192,9 @@ impl Supervisor {
         let present: BTreeSet<&str> = scanned.iter().map(|s| s.name.as_str()).collect();
         let gone: Vec<String> = self.files.keys().filter(|n| !present.contains(n.as_str())).cloned().collect();
         for name in gone {
-            if let Some(record) = self.files.remove(&name)
-                && let Some(hash) = record.running
-            {
-                let torrent = self.torrents.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
+            self.files.remove(&name);
+            if let Some(hash) = self.running.run_by(&name) {
+                let torrent = self.running.get(&hash).map(|h| h.shared.name.clone()).unwrap_or_default();
                 self.forget_torrent(&hash).await;
                 report.applied.push(format!("stopped {torrent} ({}): torrents/{name} was removed", short(&hash)));
             }
@@ -224,14 +223,10 @@ impl Supervisor {
     }
 
     fn reject(&mut self, name: &str, fingerprint: [u8; 32], message: String, report: &mut ReloadReport) {
-        let record = self.files.entry(name.to_string()).or_insert(FileRecord {
-            fingerprint,
-            settings: None,
-            running: None,
-            error: None,
-        });
+        let record =
+            self.files.entry(name.to_string()).or_insert(FileRecord { fingerprint, settings: None, error: None });
         record.fingerprint = fingerprint;
-        let kept = if record.running.is_some() { " (the torrent keeps running as before)" } else { "" };
+        let kept = if self.running.run_by(name).is_some() { " (the torrent keeps running as before)" } else { "" };
         record.error = Some(message.clone());
         report.rejected.push(format!("{message}{kept}"));
     }
@@ -239,10 +234,8 @@ impl Supervisor {
     /// A file whose current version is valid.
     async fn accept(&mut self, name: &str, fingerprint: [u8; 32], entry: TorrentEntry, report: &mut ReloadReport) {
         let hash = entry.info_hash();
-        let previous = self.files.get(name).and_then(|r| r.running);
-        if let Some(other) =
-            self.files.iter().find(|(n, r)| n.as_str() != name && r.running == Some(hash)).map(|(n, _)| n.clone())
-        {
+        let previous = self.running.run_by(name);
+        if let Some(other) = self.running.get(&hash).map(|h| h.spec.file.clone()).filter(|other| other != name) {
             self.reject(
                 name,
                 fingerprint,
@@ -267,7 +260,7 @@ impl Supervisor {
             }
             Some(path)
         };
-        let record = FileRecord { fingerprint, settings: Some(entry.settings.clone()), running: previous, error: None };
+        let record = FileRecord { fingerprint, settings: Some(entry.settings.clone()), error: None };
         self.files.insert(name.to_string(), record);
         match (previous, path) {
             (Some(old), _) if old == hash => self.refresh_settings(name, report).await,
@@ -298,9 +291,9 @@ impl Supervisor {
     /// live when possible, by restarting it when its data directory changed.
     async fn refresh_settings(&mut self, name: &str, report: &mut ReloadReport) {
         let Some(record) = self.files.get(name).cloned() else { return };
-        let (Some(hash), Some(settings)) = (record.running, record.settings) else { return };
+        let (Some(hash), Some(settings)) = (self.running.run_by(name), record.settings) else { return };
         let wanted = self.effective(&settings);
-        let Some(handle) = self.torrents.get_mut(&hash) else { return };
+        let Some(handle) = self.running.get_mut(&hash) else { return };
         let current = handle.spec.settings.clone();
         if current == wanted {
             return;
@@ -321,9 +314,6 @@ impl Supervisor {
                 return;
             }
             let _ = self.stop_torrent(&hash, StopMode::Suspend).await;
-            if let Some(r) = self.files.get_mut(name) {
-                r.running = None;
-            }
             self.start_torrent(name, descriptor, &settings, path);
             report.applied.push(format!(
                 "{torrent}: data directory {} → {} (restarted)",
