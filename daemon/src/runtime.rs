@@ -359,7 +359,6 @@ fn spawn_critical(
     })
 }
 
-/// Keeps systemd's `STATUS=` line current.
 /// The check every torrent start runs on where its data directory really is: its content may
 /// not meet p2pd's state or configuration directory (supervisor/content.rs).
 fn content_guard(locations: &Locations) -> ContentGuard {
@@ -370,10 +369,11 @@ fn content_guard(locations: &Locations) -> ContentGuard {
     };
     Arc::new(move |dir, name, hash| {
         let torrent = TorrentLabel { name: name.to_string(), info_hash: *hash };
-        check_own_dirs(&ContentPath::resolve(dir, name), &torrent, &own).map_err(|e| e.to_string())
+        check_own_dirs(&ContentPath::resolve(dir, name), &torrent, &own)
     })
 }
 
+/// Keeps systemd's `STATUS=` line current.
 async fn publish_status(shared: Arc<DaemonShared>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
@@ -422,7 +422,7 @@ pub fn check_config(config_dir: Option<PathBuf>) -> (Vec<String>, bool) {
             }
         }
         Err(e) => {
-            lines.push(e);
+            lines.push(e.to_string());
             ok = false;
         }
     }

@@ -63,7 +63,9 @@ pub enum CreateError {
     #[error("{}: file name is not valid UTF-8", shown(.0))]
     NotUtf8(PathBuf),
     #[error("{}: {problem}", shown(.path))]
-    BadName { path: PathBuf, problem: String },
+    BadName { path: PathBuf, problem: super::path::ComponentError },
+    #[error("{}: has no file name", shown(.0))]
+    NoName(PathBuf),
     #[error("{}: there is nothing to distribute (no bytes in any file)", shown(.0))]
     Empty(PathBuf),
     #[error("{}: more than {MAX_FILES} files", shown(.0))]
@@ -117,7 +119,7 @@ pub fn plan(path: &Path) -> Result<Plan, CreateError> {
         .canonicalize()
         .map_err(io_err(path))?
         .file_name()
-        .ok_or_else(|| CreateError::BadName { path: path.into(), problem: "has no file name".into() })?
+        .ok_or_else(|| CreateError::NoName(path.into()))?
         .to_str()
         .ok_or_else(|| CreateError::NotUtf8(path.into()))?
         .to_string();

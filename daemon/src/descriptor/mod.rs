@@ -307,27 +307,38 @@ impl fmt::Display for NodeAddr {
     }
 }
 
-impl FromStr for NodeAddr {
-    type Err = String;
+/// Why a `host:port` address does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeAddrError {
+    #[error("`{0}` has port 0")]
+    PortZero(String),
+    #[error("`{0}` is missing a port (expected host:port)")]
+    MissingPort(String),
+    #[error("`{0}` is not a valid address (write IPv6 as [addr]:port)")]
+    BadIpv6(String),
+    #[error("`{0}` has an invalid port (expected 1-65535)")]
+    BadPort(String),
+    #[error("`{0}` is neither an IP address nor a valid host name")]
+    BadHost(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for NodeAddr {
+    type Err = NodeAddrError;
+
+    fn from_str(s: &str) -> Result<Self, NodeAddrError> {
         if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
             if sa.port() == 0 {
-                return Err(format!("`{s}` has port 0"));
+                return Err(NodeAddrError::PortZero(s.to_string()));
             }
             return Ok(NodeAddr { host: sa.ip().to_string(), port: sa.port() });
         }
         let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(format!("`{s}` is missing a port (expected host:port)"));
+            return Err(NodeAddrError::MissingPort(s.to_string()));
         };
         if host.contains(':') || host.starts_with('[') {
-            return Err(format!("`{s}` is not a valid address (write IPv6 as [addr]:port)"));
+            return Err(NodeAddrError::BadIpv6(s.to_string()));
         }
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("`{s}` has an invalid port (expected 1-65535)"))?;
+        let port: u16 = port.parse().ok().filter(|&p| p != 0).ok_or_else(|| NodeAddrError::BadPort(s.to_string()))?;
         let valid_name = !host.is_empty()
             && host.len() <= 253
             && host.split('.').all(|label| {
@@ -337,7 +348,7 @@ impl FromStr for NodeAddr {
                     && !label.starts_with('-')
             });
         if !valid_name {
-            return Err(format!("`{host}` is neither an IP address nor a valid host name"));
+            return Err(NodeAddrError::BadHost(host.to_string()));
         }
         Ok(NodeAddr { host: host.to_ascii_lowercase(), port })
     }
@@ -402,7 +413,7 @@ impl Descriptor {
             .bootstrap
             .iter()
             .enumerate()
-            .map(|(i, a)| a.parse::<NodeAddr>().map_err(|e| invalid(format!("bootstrap[{i}]"), e)))
+            .map(|(i, a)| a.parse::<NodeAddr>().map_err(|e| invalid(format!("bootstrap[{i}]"), e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let claimed: InfoHash = doc.info_hash.parse().map_err(|e: HexHashError| invalid("info_hash", e.to_string()))?;
         let computed = content.info_hash();
@@ -567,7 +578,8 @@ fn validate_files(list: &[FileDocument]) -> Result<Vec<FileEntry>, DescriptorErr
     let mut files = Vec::with_capacity(list.len());
     let mut total: u64 = 0;
     for (i, f) in list.iter().enumerate() {
-        let path: RelPath = f.path.parse().map_err(|p| invalid(format!("content.files[{i}].path"), p))?;
+        let path: RelPath =
+            f.path.parse().map_err(|p: path::PathError| invalid(format!("content.files[{i}].path"), p.to_string()))?;
         total = total.saturating_add(f.length);
         if f.length > MAX_TOTAL_LENGTH || total > MAX_TOTAL_LENGTH {
             return Err(invalid(
@@ -616,7 +628,7 @@ fn validate_empty_dirs(list: &[String], files: &[FileEntry]) -> Result<Vec<RelPa
     let dirs = list
         .iter()
         .enumerate()
-        .map(|(i, d)| d.parse::<RelPath>().map_err(|p| invalid(format!("content.directories[{i}]"), p)))
+        .map(|(i, d)| d.parse::<RelPath>().map_err(|p| invalid(format!("content.directories[{i}]"), p.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     // As for files: sorted by components, a path that equals or lies below its predecessor
     // conflicts with it (everything below a path sorts right after it).

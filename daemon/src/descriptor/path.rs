@@ -14,6 +14,41 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest path component, in bytes (the Linux `NAME_MAX`).
 pub const MAX_COMPONENT_BYTES: usize = 255;
 
+/// What is wrong with a relative path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("is empty")]
+    Empty,
+    #[error("is {0} bytes long, more than {MAX_PATH_BYTES}")]
+    TooLong(usize),
+    #[error("`{}` is absolute; paths must be relative", shown(.0))]
+    Absolute(String),
+    #[error("contains a NUL byte")]
+    Nul,
+    /// One of its components is wrong.
+    #[error("`{}` {problem}", shown(.path))]
+    Component { path: String, problem: ComponentError },
+}
+
+/// What is wrong with one component of a path (or a content name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentError {
+    #[error("has an empty component")]
+    Empty,
+    #[error("contains a `..` component")]
+    DotDot,
+    #[error("contains a `.` component")]
+    Dot,
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("`{}` contains `/`", shown(.0))]
+    Slash(String),
+    #[error("contains the control character U+{0:04X}")]
+    Control(u32),
+    #[error("has a component of {0} bytes, more than {MAX_COMPONENT_BYTES}")]
+    TooLong(usize),
+}
+
 /// A validated relative path, as its components.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelPath(Vec<String>);
@@ -25,7 +60,7 @@ impl RelPath {
     }
 
     /// Builds a path from already-validated components.
-    pub fn from_components(components: Vec<String>) -> Result<RelPath, String> {
+    pub fn from_components(components: Vec<String>) -> Result<RelPath, ComponentError> {
         for c in &components {
             validate_component(c)?;
         }
@@ -53,24 +88,24 @@ impl fmt::Display for RelPath {
 }
 
 impl FromStr for RelPath {
-    type Err = String;
+    type Err = PathError;
 
-    fn from_str(s: &str) -> Result<RelPath, String> {
+    fn from_str(s: &str) -> Result<RelPath, PathError> {
         if s.is_empty() {
-            return Err("is empty".into());
+            return Err(PathError::Empty);
         }
         if s.len() > MAX_PATH_BYTES {
-            return Err(format!("is {} bytes long, more than {MAX_PATH_BYTES}", s.len()));
+            return Err(PathError::TooLong(s.len()));
         }
         if s.starts_with('/') {
-            return Err(format!("`{}` is absolute; paths must be relative", shown(s)));
+            return Err(PathError::Absolute(s.to_string()));
         }
         if s.contains('\0') {
-            return Err("contains a NUL byte".into());
+            return Err(PathError::Nul);
         }
         let components: Vec<String> = s.split('/').map(str::to_string).collect();
         for c in &components {
-            validate_component(c).map_err(|problem| format!("`{}` {problem}", shown(s)))?;
+            validate_component(c).map_err(|problem| PathError::Component { path: s.to_string(), problem })?;
         }
         Ok(RelPath(components))
     }
@@ -79,27 +114,27 @@ impl FromStr for RelPath {
 /// Checks one path component (also used for the content name). Control characters are the
 /// Unicode `Cc` category: C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F), which some
 /// terminals also obey.
-pub fn validate_component(c: &str) -> Result<(), String> {
+pub fn validate_component(c: &str) -> Result<(), ComponentError> {
     if c.is_empty() {
-        return Err("has an empty component".into());
+        return Err(ComponentError::Empty);
     }
     if c == ".." {
-        return Err("contains a `..` component".into());
+        return Err(ComponentError::DotDot);
     }
     if c == "." {
-        return Err("contains a `.` component".into());
+        return Err(ComponentError::Dot);
     }
     if c.contains('\0') {
-        return Err("contains a NUL byte".into());
+        return Err(ComponentError::Nul);
     }
     if c.contains('/') {
-        return Err(format!("`{}` contains `/`", shown(c)));
+        return Err(ComponentError::Slash(c.to_string()));
     }
     if let Some(ch) = c.chars().find(|ch| ch.is_control()) {
-        return Err(format!("contains the control character U+{:04X}", ch as u32));
+        return Err(ComponentError::Control(ch as u32));
     }
     if c.len() > MAX_COMPONENT_BYTES {
-        return Err(format!("has a component of {} bytes, more than {MAX_COMPONENT_BYTES}", c.len()));
+        return Err(ComponentError::TooLong(c.len()));
     }
     Ok(())
 }
@@ -138,7 +173,7 @@ mod tests {
             ("del\x7f", "U+007F"),
             ("csi\u{9b}", "U+009B"),
         ] {
-            let e = path.parse::<RelPath>().unwrap_err();
+            let e = path.parse::<RelPath>().unwrap_err().to_string();
             assert!(e.contains(needle), "{path:?}: {e}");
             assert!(!e.chars().any(char::is_control), "the message itself is printable: {e:?}");
         }

@@ -125,14 +125,24 @@ pub fn load_file<T: DeserializeOwned>(path: &Path, kind: StateKind) -> Loaded<T>
     };
     match decode_file(&bytes, kind) {
         Ok(value) => Loaded::Ok(value),
-        Err(reason) => quarantine_with(path, reason),
+        Err(reason) => quarantine_with(path, reason.to_string()),
     }
 }
 
+/// Why a state file's bytes do not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The header or checksum is wrong.
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+    #[error("body does not parse: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
 /// Decodes the bytes of a state file of `kind` (pure: header, checksum, then the JSON body).
-pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: StateKind) -> Result<T, String> {
-    let body = format::decode(kind.tag(), bytes).map_err(|e| e.to_string())?;
-    serde_json::from_slice::<T>(body).map_err(|e| format!("body does not parse: {e}"))
+pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: StateKind) -> Result<T, DecodeError> {
+    let body = format::decode(kind.tag(), bytes)?;
+    Ok(serde_json::from_slice::<T>(body)?)
 }
 
 fn quarantine_with<T>(path: &Path, reason: String) -> Loaded<T> {

@@ -147,9 +147,9 @@ struct AddRequest {
 #[derive(Debug, thiserror::Error)]
 enum SweepError {
     #[error("cannot read the torrents directory ({0})")]
-    TorrentsDir(String),
+    TorrentsDir(#[from] reload::ScanError),
     #[error("torrents/{file} cannot be read ({why}), and may name any torrent")]
-    Unreadable { file: String, why: String },
+    Unreadable { file: String, why: reload::FileError },
     #[error(transparent)]
     Claim(#[from] ClaimError),
 }

@@ -25,24 +25,42 @@ use crate::yaml;
 /// One file of `torrents/` as read from disk.
 struct Scanned {
     name: String,
-    content: Result<String, String>,
+    content: Result<String, yaml::ReadError>,
+}
+
+/// The torrents directory could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", dir.display())]
+pub struct ScanError {
+    dir: std::path::PathBuf,
+    source: std::io::Error,
+}
+
+/// What is wrong with one torrent file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Read(#[from] yaml::ReadError),
+    #[error(transparent)]
+    Parse(#[from] crate::config::torrent_entry::TorrentEntryError),
 }
 
 /// Reads every `*.yaml` file of `dir` (not hidden, not temporaries), sorted by name.
-fn scan(dir: &Path) -> Result<Vec<Scanned>, String> {
+fn scan(dir: &Path) -> Result<Vec<Scanned>, ScanError> {
+    let unreadable = |source| ScanError { dir: dir.to_path_buf(), source };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(e) => return Err(unreadable(e)),
     };
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entry = entry.map_err(unreadable)?;
         let Ok(name) = entry.file_name().into_string() else { continue };
         if name.starts_with('.') || !name.ends_with(".yaml") || name.contains(TEMP_MARKER) {
             continue;
         }
-        let content = yaml::read_bounded(&entry.path(), DESCRIPTOR_YAML_LIMITS.max_bytes).map_err(|e| e.to_string());
+        let content = yaml::read_bounded(&entry.path(), DESCRIPTOR_YAML_LIMITS.max_bytes);
         out.push(Scanned { name, content });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -50,15 +68,15 @@ fn scan(dir: &Path) -> Result<Vec<Scanned>, String> {
 }
 
 /// A torrent file's name and its info hash, or what is wrong with it.
-pub type FileCheck = (String, Result<InfoHash, String>);
+pub type FileCheck = (String, Result<InfoHash, FileError>);
 
 /// Validates every torrent file of `dir` (for `p2pd --check-config`).
-pub fn scan_torrent_files(dir: &Path) -> Result<Vec<FileCheck>, String> {
+pub fn scan_torrent_files(dir: &Path) -> Result<Vec<FileCheck>, ScanError> {
     Ok(scan(dir)?
         .into_iter()
         .map(|s| {
             let parsed =
-                s.content.and_then(|t| TorrentEntry::parse(&t).map(|e| e.info_hash()).map_err(|e| e.to_string()));
+                s.content.map_err(FileError::from).and_then(|t| Ok(TorrentEntry::parse(&t).map(|e| e.info_hash())?));
             (s.name, parsed)
         })
         .collect())

@@ -75,7 +75,9 @@ pub enum StateError {
 }
 
 /// See [`TorrentContext::content_guard`].
-pub type ContentGuard = Arc<dyn Fn(&std::path::Path, &str, &InfoHash) -> Result<(), String> + Send + Sync>;
+pub type ContentGuard = Arc<
+    dyn Fn(&std::path::Path, &str, &InfoHash) -> Result<(), Box<crate::supervisor::content::InOwnDir>> + Send + Sync,
+>;
 
 /// Instructions from the supervisor.
 #[derive(Debug)]

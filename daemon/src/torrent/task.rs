@@ -193,7 +193,7 @@ impl Torrent {
             let (name, hash) = (self.spec.descriptor.content.name.clone(), self.spec.descriptor.info_hash);
             smol::unblock(move || guard(&s.data_dir_real_path(), &name, &hash))
                 .await
-                .map_err(|message| Interrupt::Failed { retry: false, message })?;
+                .map_err(|e| Interrupt::Failed { retry: false, message: e.to_string() })?;
         }
 
         let resume = self.load_resume();
