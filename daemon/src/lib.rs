@@ -39,3 +39,5 @@ pub mod shared;
 pub mod supervisor;
 #[cfg(feature = "daemon")]
 pub mod swarm;
+#[cfg(feature = "daemon")]
+pub mod tasks;

@@ -347,11 +347,7 @@ fn spawn_critical(
         match AssertUnwindSafe(future).catch_unwind().await {
             Ok(()) => Ended { task, panic: None },
             Err(payload) => {
-                let why = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_string());
+                let why = crate::tasks::panic_message(&*payload);
                 log::error!("the {task} task panicked: {why}");
                 Ended { task, panic: Some(format!("panicked: {why}")) }
             }

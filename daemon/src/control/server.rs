@@ -29,6 +29,7 @@ use super::access::Credentials;
 use super::protocol::{self, ErrorKind, ErrorReply, FrameError, HEADER_BYTES, MAX_REQUEST_BYTES, Request, Response};
 use crate::deadline::within;
 use crate::shared::DaemonShared;
+use crate::tasks::TaskGroup;
 
 /// Longest time a client may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,6 +139,7 @@ pub async fn serve(
     executor: Arc<smol::Executor<'static>>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut clients = TaskGroup::new("control client");
     loop {
         let permit = slots.acquire_arc().await;
         let stream = match listener.accept().await {
@@ -150,12 +152,10 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let supervisor = supervisor.clone();
-        executor
-            .spawn(async move {
-                handle_client(stream, &shared, &supervisor).await;
-                drop(permit);
-            })
-            .detach();
+        clients.spawn(&executor, async move {
+            handle_client(stream, &shared, &supervisor).await;
+            drop(permit);
+        });
     }
 }
 

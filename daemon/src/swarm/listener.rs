@@ -18,6 +18,7 @@ use super::connection::{HANDSHAKE_TIMEOUT, read_handshake};
 use super::counters::{WireCounters, WireEvent};
 use super::wire::Handshake;
 use crate::descriptor::InfoHash;
+use crate::tasks::TaskGroup;
 
 /// A connection whose handshake named a torrent we serve.
 pub struct Incoming {
@@ -117,6 +118,7 @@ pub async fn serve(
     executor: Arc<smol::Executor<'static>>,
 ) {
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handshakes = TaskGroup::new("peer handshake");
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -144,34 +146,32 @@ pub async fn serve(
         let registry = registry.clone();
         let pending = pending.clone();
         let counters = counters.clone();
-        executor
-            .spawn(async move {
-                let _pending = PendingGuard(pending);
-                let mut stream = stream;
-                let _ = stream.get_ref().set_nodelay(true);
-                let handshake = crate::deadline::within(HANDSHAKE_TIMEOUT, read_handshake(&mut stream)).await;
-                let handshake = match handshake {
-                    Some(Ok(h)) => h,
-                    Some(Err(e)) => {
-                        counters.count(WireEvent::IncomingDropped);
-                        return debug!("peer port: {remote}: bad handshake: {e}");
-                    }
-                    None => {
-                        counters.count(WireEvent::IncomingDropped);
-                        return debug!("peer port: {remote}: no handshake within {HANDSHAKE_TIMEOUT:?}");
-                    }
-                };
-                let delivered = match registry.route(&handshake.info_hash) {
-                    Some(tx) => tx.send(Incoming { stream, handshake, remote, slot }).await.is_ok(),
-                    None => {
-                        debug!("peer port: {remote}: asked for unknown swarm {}", handshake.info_hash);
-                        false
-                    }
-                };
-                if !delivered {
+        handshakes.spawn(&executor, async move {
+            let _pending = PendingGuard(pending);
+            let mut stream = stream;
+            let _ = stream.get_ref().set_nodelay(true);
+            let handshake = crate::deadline::within(HANDSHAKE_TIMEOUT, read_handshake(&mut stream)).await;
+            let handshake = match handshake {
+                Some(Ok(h)) => h,
+                Some(Err(e)) => {
                     counters.count(WireEvent::IncomingDropped);
+                    return debug!("peer port: {remote}: bad handshake: {e}");
                 }
-            })
-            .detach();
+                None => {
+                    counters.count(WireEvent::IncomingDropped);
+                    return debug!("peer port: {remote}: no handshake within {HANDSHAKE_TIMEOUT:?}");
+                }
+            };
+            let delivered = match registry.route(&handshake.info_hash) {
+                Some(tx) => tx.send(Incoming { stream, handshake, remote, slot }).await.is_ok(),
+                None => {
+                    debug!("peer port: {remote}: asked for unknown swarm {}", handshake.info_hash);
+                    false
+                }
+            };
+            if !delivered {
+                counters.count(WireEvent::IncomingDropped);
+            }
+        });
     }
 }

@@ -106,20 +106,17 @@ impl Engine {
             let counters = self.ctx.counters.clone();
             let local = self.ctx.listen_ip;
             counters.count(WireEvent::Dialed);
-            self.ctx
-                .executor
-                .spawn(async move {
-                    let result = match connection::connect(addr, local, hs).await {
-                        Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
-                        Err(e) => {
-                            debug!("connect to {addr}: {e}");
-                            counters.count(WireEvent::DialFailed { timed_out: matches!(e, ConnectError::TimedOut) });
-                            Err(addr)
-                        }
-                    };
-                    let _ = tx.send(result).await;
-                })
-                .detach();
+            self.dials.spawn(&self.ctx.executor, async move {
+                let result = match connection::connect(addr, local, hs).await {
+                    Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
+                    Err(e) => {
+                        debug!("connect to {addr}: {e}");
+                        counters.count(WireEvent::DialFailed { timed_out: matches!(e, ConnectError::TimedOut) });
+                        Err(addr)
+                    }
+                };
+                let _ = tx.send(result).await;
+            });
         }
     }
 

@@ -142,7 +142,8 @@ impl Engine {
     pub(super) fn start_verifying(&mut self) {
         while let Some(r) = self.verify_queue.start_next() {
             let expected = self.hashes[r.piece as usize];
-            verify::spawn(&self.ctx.executor, self.storage.clone(), expected, r, self.verified.0.clone());
+            let (storage, done) = (self.storage.clone(), self.verified.0.clone());
+            self.verifiers.spawn(&self.ctx.executor, verify::run(storage, expected, r, done));
         }
     }
 

@@ -80,6 +80,7 @@ use crate::descriptor::{InfoHash, PieceHash};
 use crate::discovery::wire::PeerRecord;
 use crate::node_id::NodeId;
 use crate::storage::{Layout, Storage, StorageError};
+use crate::tasks::TaskGroup;
 
 pub use self::peer::{DROP_CONFIRM, STALL_AFTER};
 pub use super::bans::BAN_AFTER;
@@ -193,6 +194,10 @@ pub struct Engine {
     verify_queue: VerifyQueue,
     /// Connects started and not yet answered (at most [`MAX_DIALS_IN_FLIGHT`]).
     dialling: usize,
+    /// The tasks dialling (cancelled with the engine).
+    dials: TaskGroup,
+    /// The tasks verifying pieces.
+    verifiers: TaskGroup,
     /// Piece buffers, reused.
     pool: Arc<BufferPool>,
     upload: Arc<RateLimit>,
@@ -255,6 +260,8 @@ impl Engine {
             verified: async_channel::bounded(verify::MAX_VERIFYING),
             verify_queue: VerifyQueue::default(),
             dialling: 0,
+            dials: TaskGroup::new("dial"),
+            verifiers: TaskGroup::new("verify"),
             pool: Arc::new(BufferPool::default()),
             upload,
             download,

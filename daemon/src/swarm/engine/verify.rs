@@ -94,21 +94,12 @@ pub fn verify_and_write(storage: &Storage, expected: &PieceHash, r: Received) ->
     Verified { key: r.key, piece: r.piece, result, data: r.data }
 }
 
-/// Verifies `r` on a blocking thread and sends the result to `done`.
-pub fn spawn(
-    executor: &smol::Executor<'static>,
-    storage: Arc<Storage>,
-    expected: PieceHash,
-    r: Received,
-    done: async_channel::Sender<Verified>,
-) {
-    executor
-        .spawn(async move {
-            let verified = smol::unblock(move || verify_and_write(&storage, &expected, r)).await;
-            // The engine gone, nobody waits for the result.
-            let _ = done.send(verified).await;
-        })
-        .detach();
+/// Verifies `r` on a blocking thread and sends the result to `done` (the engine runs it as a
+/// task of its own).
+pub async fn run(storage: Arc<Storage>, expected: PieceHash, r: Received, done: async_channel::Sender<Verified>) {
+    let verified = smol::unblock(move || verify_and_write(&storage, &expected, r)).await;
+    // The engine gone, nobody waits for the result.
+    let _ = done.send(verified).await;
 }
 
 #[cfg(test)]
