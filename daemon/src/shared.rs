@@ -14,10 +14,12 @@ use crate::config::Locations;
 use crate::control::access::AccessPolicy;
 use crate::control::protocol::{
     ErrorKind, ErrorReply, LookupStats, NodeStatus, PeerInfo, PeersReport, RpcCounters, STATUS_SCHEMA_VERSION,
-    StatusReport, TorrentState,
+    StatusReport, TorrentState, WireState,
 };
 use crate::descriptor::InfoHash;
+use crate::discovery::driver::SwarmMember;
 use crate::node_id::NodeId;
+use crate::swarm::PeerView;
 use crate::swarm::counters::WireCounters;
 use crate::torrent::TorrentShared;
 
@@ -44,7 +46,7 @@ pub struct DaemonShared {
     /// discovery service.
     rpc: Mutex<(RpcCounters, u64, LookupStats)>,
     /// Every swarm's members as discovery knows them, published by the discovery service.
-    swarm_views: Mutex<HashMap<InfoHash, Vec<PeerInfo>>>,
+    swarm_views: Mutex<HashMap<InfoHash, Vec<SwarmMember>>>,
     /// Peer-wire connection counters (`node.peer_connections`).
     wire: Arc<WireCounters>,
 }
@@ -78,14 +80,14 @@ impl DaemonShared {
         rpc: RpcCounters,
         routing_table_size: u64,
         lookups: LookupStats,
-        views: HashMap<InfoHash, Vec<PeerInfo>>,
+        views: HashMap<InfoHash, Vec<SwarmMember>>,
     ) {
         *lock(&self.rpc) = (rpc, routing_table_size, lookups);
         *lock(&self.swarm_views) = views;
     }
 
     /// Discovery's view of one swarm.
-    pub fn swarm_view(&self, hash: &InfoHash) -> Vec<PeerInfo> {
+    pub fn swarm_view(&self, hash: &InfoHash) -> Vec<SwarmMember> {
         lock(&self.swarm_views).get(hash).cloned().unwrap_or_default()
     }
 
@@ -151,14 +153,13 @@ impl DaemonShared {
     /// `peers ID`.
     pub fn peers(&self, id: &str) -> Result<PeersReport, ErrorReply> {
         let t = self.resolve(id)?;
-        // Discovery's table, with what the torrent knows of its connections laid over it.
-        let mut peers = self.swarm_view(&t.info_hash);
-        for conn in t.live().peers {
-            match peers.iter_mut().find(|p| p.address == conn.address) {
-                Some(p) => *p = PeerInfo { status: p.status.clone(), last_seen_secs: p.last_seen_secs, ..conn },
-                None => peers.push(conn),
-            }
-        }
+        // Discovery's table, with what the torrent knows of its connections laid over it (by
+        // address).
+        let members = self.swarm_view(&t.info_hash);
+        let engine = t.live().peers;
+        let mut peers: Vec<PeerInfo> =
+            members.iter().map(|m| member_line(m, engine.iter().find(|p| p.addr == m.record.addr))).collect();
+        peers.extend(engine.iter().filter(|p| !members.iter().any(|m| m.record.addr == p.addr)).map(engine_line));
         peers.sort_by(|a, b| a.address.cmp(&b.address));
         Ok(PeersReport { info_hash: t.info_hash.to_hex(), name: t.name.clone(), peers })
     }
@@ -181,6 +182,58 @@ impl DaemonShared {
             crate::units::human_bytes(down),
             crate::units::human_bytes(up),
         )
+    }
+}
+
+/// A line of `p2pctl peers` for a member discovery knows: its announced status and when it was
+/// last heard from, with what the engine knows of its connection (matched by address) if any.
+fn member_line(m: &SwarmMember, conn: Option<&PeerView>) -> PeerInfo {
+    let mut line = conn.map(engine_line).unwrap_or_else(|| PeerInfo {
+        address: m.record.addr.to_string(),
+        node_id: m.record.id.to_hex(),
+        status: String::new(),
+        last_seen_secs: 0,
+        connected: false,
+        strikes: 0,
+        banned: false,
+        downloaded: 0,
+        uploaded: 0,
+        wire: None,
+    });
+    line.status = m.record.status.as_str().to_string();
+    line.last_seen_secs = m.last_seen.as_secs();
+    line
+}
+
+/// A line of `p2pctl peers` for a peer only the engine knows: `seeding`, `leeching` or
+/// `banned` by what it has and did.
+fn engine_line(p: &PeerView) -> PeerInfo {
+    let status = if p.banned {
+        "banned"
+    } else if p.complete {
+        "seeding"
+    } else {
+        "leeching"
+    };
+    PeerInfo {
+        address: p.addr.to_string(),
+        node_id: p.node_id.to_hex(),
+        status: status.to_string(),
+        last_seen_secs: 0,
+        connected: p.link.is_some(),
+        strikes: p.strikes,
+        banned: p.banned,
+        downloaded: p.downloaded,
+        uploaded: p.uploaded,
+        wire: p.link.as_ref().map(|l| WireState {
+            interested: l.interested,
+            choked_by_peer: l.choked_by_peer,
+            peer_interested: l.peer_interested,
+            choking: l.choking,
+            requested_bytes: l.requested_bytes,
+            last_block_secs: l.last_block.map(|d| d.as_secs()),
+            snubbed: l.snubbed,
+        }),
     }
 }
 
@@ -253,5 +306,45 @@ mod tests {
         assert_eq!(r("ab1").unwrap(), hash(0xab));
         assert_eq!(r("a").unwrap_err().kind, ErrorKind::Ambiguous);
         assert_eq!(r("zzz").unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_peers_line_has_discoverys_status_and_the_connections_state() {
+        use crate::discovery::wire::{PeerRecord, PeerStatus};
+        use crate::swarm::LinkView;
+        let addr: SocketAddr = "10.0.0.2:6690".parse().unwrap();
+        let member = SwarmMember {
+            record: PeerRecord { id: NodeId([2; 32]), addr, status: PeerStatus::Leeching },
+            last_seen: std::time::Duration::from_secs(7),
+        };
+        let conn = PeerView {
+            addr,
+            node_id: NodeId([2; 32]),
+            complete: true,
+            strikes: 1,
+            banned: false,
+            downloaded: 10,
+            uploaded: 20,
+            link: Some(LinkView {
+                interested: true,
+                choked_by_peer: false,
+                peer_interested: false,
+                choking: true,
+                requested_bytes: 5,
+                last_block: Some(std::time::Duration::from_secs(3)),
+                snubbed: false,
+            }),
+        };
+        let alone = member_line(&member, None);
+        assert_eq!((alone.status.as_str(), alone.last_seen_secs, alone.connected), ("leeching", 7, false));
+        assert_eq!((alone.address.as_str(), alone.wire.is_none()), ("10.0.0.2:6690", true));
+        let both = member_line(&member, Some(&conn));
+        assert_eq!((both.status.as_str(), both.last_seen_secs), ("leeching", 7), "the announced status");
+        assert_eq!((both.connected, both.strikes, both.downloaded, both.uploaded), (true, 1, 10, 20));
+        assert_eq!(both.wire.as_ref().map(|w| (w.requested_bytes, w.last_block_secs)), Some((5, Some(3))));
+        let unannounced = engine_line(&conn);
+        assert_eq!((unannounced.status.as_str(), unannounced.last_seen_secs), ("seeding", 0));
+        let banned = engine_line(&PeerView { banned: true, link: None, ..conn });
+        assert_eq!((banned.status.as_str(), banned.connected, banned.banned), ("banned", false, true));
     }
 }

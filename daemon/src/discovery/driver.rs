@@ -23,7 +23,7 @@ use super::node::{DiscoveryConfig, Event, Node};
 use super::persist;
 use super::wire::{MAX_DATAGRAM, PeerRecord, PeerStatus};
 use crate::config::DiscoverySettings;
-use crate::control::protocol::{LookupStats, PeerInfo, RpcCounters};
+use crate::control::protocol::{LookupStats, RpcCounters};
 use crate::descriptor::{InfoHash, NodeAddr};
 use crate::node_id::NodeId;
 use crate::shared::DaemonShared;
@@ -70,6 +70,14 @@ enum Command {
     Shutdown {
         done: async_channel::Sender<()>,
     },
+}
+
+/// A member of a swarm as discovery knows it (published for `p2pctl peers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmMember {
+    pub record: PeerRecord,
+    /// Since it was last heard from.
+    pub last_seen: Duration,
 }
 
 /// How torrents (and the runtime) talk to the discovery service. Cheap to clone.
@@ -330,17 +338,9 @@ impl Service {
             let peers = swarm
                 .peers
                 .values()
-                .map(|p| PeerInfo {
-                    address: p.addr.to_string(),
-                    node_id: p.id.to_hex(),
-                    status: p.status.as_str().to_string(),
-                    last_seen_secs: now.duration_since(p.last_seen).as_secs(),
-                    connected: false,
-                    strikes: 0,
-                    banned: false,
-                    downloaded: 0,
-                    uploaded: 0,
-                    wire: None,
+                .map(|p| SwarmMember {
+                    record: PeerRecord { id: p.id, addr: p.addr, status: p.status },
+                    last_seen: now.saturating_duration_since(p.last_seen),
                 })
                 .collect();
             views.insert(*hash, peers);

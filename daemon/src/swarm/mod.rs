@@ -32,4 +32,4 @@ pub mod picker;
 pub mod socket_reader;
 pub mod wire;
 
-pub use engine::{Engine, EngineEvent, InFlightLimits, SwarmContext};
+pub use engine::{Engine, EngineEvent, InFlightLimits, LinkView, PeerView, SwarmContext};

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use smol::lock::Semaphore;
 
-use crate::control::protocol::{PeerInfo, TorrentState, TorrentStatus};
+use crate::control::protocol::{TorrentState, TorrentStatus};
 use crate::descriptor::{Descriptor, InfoHash};
 use crate::discovery::driver::DiscoveryHandle;
 use crate::state::StateDir;
@@ -124,7 +124,8 @@ pub struct LiveStatus {
     pub uploaded: u64,
     pub download_rate: u64,
     pub upload_rate: u64,
-    pub peers: Vec<PeerInfo>,
+    /// Connected and banned peers.
+    pub peers: Vec<crate::swarm::PeerView>,
     pub data_dir: PathBuf,
     pub file: String,
     /// When this run first verified a piece fetched from a peer.
@@ -185,7 +186,7 @@ impl TorrentShared {
             bytes_done: s.bytes_done,
             pieces_done: s.pieces_done,
             pieces_total: self.pieces_total,
-            peers: s.peers.iter().filter(|p| p.connected).count() as u32,
+            peers: s.peers.iter().filter(|p| p.link.is_some()).count() as u32,
             download_rate: s.download_rate,
             upload_rate: s.upload_rate,
             downloaded: s.downloaded,

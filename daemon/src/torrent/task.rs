@@ -149,7 +149,7 @@ impl Torrent {
         let pieces_done = self.have.count() as u64;
         let (engine_down, engine_up) = self.engine.as_ref().map(|e| e.totals()).unwrap_or((0, 0));
         let (down_rate, up_rate) = self.engine.as_ref().map(|e| e.rates()).unwrap_or((0, 0));
-        let peers = self.engine.as_ref().map(|e| e.peer_infos()).unwrap_or_default();
+        let peers = self.engine.as_ref().map(|e| e.peer_views()).unwrap_or_default();
         let (downloaded, uploaded) = (self.downloaded + engine_down, self.uploaded + engine_up);
         self.shared.update(|s| {
             if s.state != state && state == TorrentState::Seeding {

@@ -42,14 +42,15 @@
 //! The policies are pure modules beside this one, each with its unit tests: [`admission`]
 //! (who may connect), [`choking`] (upload slots and who holds them), [`peer`] (per-peer
 //! budget, stall and health rules), [`verify`] (the verify pipeline's queue); [`report`] turns
-//! the engine's view into `p2pctl peers` lines. This file wires them to the connections.
+//! the engine's view of its peers ([`PeerView`], turned into `p2pctl peers` lines at the control
+//! edge). This file wires them to the connections.
 
 pub mod admission;
 pub mod choking;
 mod connections;
 mod messages;
 pub mod peer;
-mod report;
+pub mod report;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -75,7 +76,6 @@ use super::listener::{Incoming, IpSlot, Registry};
 use super::picker::{PeerKey, Picker};
 use super::wire::{Handshake, Message};
 use crate::bitfield::Bitfield;
-use crate::control::protocol::PeerInfo;
 use crate::descriptor::{InfoHash, PieceHash};
 use crate::discovery::wire::PeerRecord;
 use crate::node_id::NodeId;
@@ -83,6 +83,7 @@ use crate::storage::{Layout, Storage, StorageError};
 use crate::tasks::TaskGroup;
 
 pub use self::peer::{DROP_CONFIRM, STALL_AFTER};
+pub use self::report::{LinkView, PeerView};
 pub use super::bans::BAN_AFTER;
 /// How often the unchoked set is reconsidered.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
@@ -302,8 +303,8 @@ impl Engine {
     }
 
     /// Connected and banned peers, for `p2pctl peers`.
-    pub fn peer_infos(&self) -> Vec<PeerInfo> {
-        report::peer_infos(self.peers.values(), &self.bans)
+    pub fn peer_views(&self) -> Vec<PeerView> {
+        report::peer_views(self.peers.values(), &self.bans)
     }
 
     /// Members of the swarm learned by discovery.
