@@ -80,6 +80,8 @@ struct Torrent {
     progress_published: Instant,
     /// Whether this run has verified a piece fetched from a peer.
     fetched_any: bool,
+    /// The state last published (the task's own record; the status cell is for readers).
+    published: std::cell::Cell<TorrentState>,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -103,6 +105,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         saving: None,
         progress_published: Instant::now(),
         fetched_any: false,
+        published: std::cell::Cell::new(TorrentState::Checking),
     };
     let mut full_check = false;
     loop {
@@ -151,6 +154,7 @@ impl Torrent {
         let (down_rate, up_rate) = self.engine.as_ref().map(|e| e.rates()).unwrap_or((0, 0));
         let peers = self.engine.as_ref().map(|e| e.peer_views()).unwrap_or_default();
         let (downloaded, uploaded) = (self.downloaded + engine_down, self.uploaded + engine_up);
+        self.published.set(state);
         self.shared.update(|s| {
             if s.state != state && state == TorrentState::Seeding {
                 s.completed_at = Some(Instant::now());
@@ -607,7 +611,7 @@ impl Torrent {
     /// ends.
     async fn stop(&mut self, how: StopMode) -> Result<(), StateError> {
         let hash = self.spec.descriptor.info_hash;
-        let state_now = self.shared.live().state;
+        let state_now = self.published.get();
         self.stop_engine().await;
         if self.swarm.take().is_some() {
             self.ctx.discovery.leave(hash).await;
