@@ -29,6 +29,9 @@ use crate::node_id::NodeId;
 use crate::shared::DaemonShared;
 use crate::state::StateDir;
 
+/// Commands from torrents waiting for the service; a torrent sending more waits (each is
+/// handled in microseconds, so only a burst of hundreds of torrents starting at once meets it).
+const COMMAND_QUEUE: usize = 256;
 /// Longest interval between saves of changed tables.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
 /// How often views and counters are published (and members a torrent could not take yet
@@ -175,7 +178,7 @@ pub fn start(
     let now = Instant::now();
     let mut node = Node::new(node_id, node_config(settings), rand::random(), now);
     persist::restore(&mut node, &state, &shared, now, unix_now());
-    let (tx, rx) = async_channel::unbounded();
+    let (tx, rx) = async_channel::bounded(COMMAND_QUEUE);
     let service = Service {
         node,
         socket,

@@ -7,6 +7,7 @@
 //! held across an `.await` or any I/O, so `p2pctl status` never waits on a torrent's disk.
 
 pub mod check;
+mod mailbox;
 pub mod resume;
 mod task;
 
@@ -206,7 +207,7 @@ impl TorrentShared {
 pub struct TorrentHandle {
     pub shared: Arc<TorrentShared>,
     pub spec: TorrentSpec,
-    commands: async_channel::Sender<Command>,
+    commands: mailbox::Outbox,
     task: smol::Task<()>,
 }
 
@@ -214,7 +215,7 @@ impl TorrentHandle {
     /// Starts the torrent's task.
     pub fn start(spec: TorrentSpec, ctx: TorrentContext) -> TorrentHandle {
         let shared = Arc::new(TorrentShared::new(&spec));
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = mailbox::mailbox();
         let task = ctx.executor.clone().spawn(task::run(spec.clone(), ctx, shared.clone(), rx));
         TorrentHandle { shared, spec, commands: tx, task }
     }
@@ -225,20 +226,23 @@ impl TorrentHandle {
 
     /// Asks for a full recheck.
     pub fn verify(&self) {
-        let _ = self.commands.try_send(Command::Verify);
+        self.commands.send(Command::Verify);
     }
 
     /// Applies new settings that keep the data directory.
     pub fn apply_settings(&mut self, settings: EffectiveSettings) {
         self.spec.settings = settings.clone();
-        let _ = self.commands.try_send(Command::Settings(settings));
+        self.commands.send(Command::Settings(settings));
     }
 
     /// Stops the task after it has flushed (or deleted) its state; returns any error it hit.
     pub async fn stop(self, how: StopMode) -> Result<(), StateError> {
         let (done_tx, done_rx) = async_channel::bounded(1);
-        let sent = self.commands.send(Command::Stop { how, done: done_tx }).await;
-        let result = if sent.is_ok() { done_rx.recv().await.unwrap_or(Ok(())) } else { Ok(()) };
+        self.commands.send(Command::Stop { how, done: done_tx });
+        // Our side goes now: a task that is gone (or goes before taking the stop) drops the
+        // mailbox with it, and so the reply's sender, so the wait below cannot hang.
+        drop(self.commands);
+        let result = done_rx.recv().await.unwrap_or(Ok(()));
         self.task.await;
         result
     }

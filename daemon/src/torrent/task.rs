@@ -39,7 +39,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Progress is also published as pieces verify, at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-type Commands = async_channel::Receiver<Command>;
+type Commands = super::mailbox::Inbox;
 type Done = async_channel::Sender<Result<(), StateError>>;
 
 /// Why the start-up phase ended early.
@@ -465,7 +465,7 @@ impl Torrent {
         let mut timer = smol::Timer::after(TICK);
         loop {
             enum Woke {
-                Command(Result<Command, async_channel::RecvError>),
+                Command(Result<Command, super::mailbox::Closed>),
                 Members(Result<Vec<PeerRecord>, async_channel::RecvError>),
                 Engine(EngineEvent),
                 Tick,
