@@ -82,6 +82,33 @@ fn a_status_change_is_told_to_a_bounded_sample_of_a_large_swarm() {
     }
 }
 
+/// Runs `n` from `*t` until it asks `hop` for the swarm again (the next look of a join), or
+/// until `end`; every other datagram it sends goes to `reply`, which may answer it. Returns the
+/// txid of that request.
+fn until_next_look(
+    n: &mut Node,
+    t: &mut Instant,
+    hop: SocketAddr,
+    end: Instant,
+    mut reply: impl FnMut(&mut Node, Instant, SocketAddr, Packet),
+) -> Option<u32> {
+    loop {
+        let mut asked = None;
+        for (to, p, _) in answers(n) {
+            if to == hop && matches!(p.body, Body::GetPeers { .. }) {
+                asked = Some(p.txid);
+                continue;
+            }
+            reply(n, *t, to, p);
+        }
+        if asked.is_some() || *t >= end {
+            return asked;
+        }
+        *t = n.next_deadline().max(*t + Duration::from_millis(1)).min(end);
+        n.poll(*t);
+    }
+}
+
 /// Issue 13: each lookup of a join announced it again to every member its answer listed, so
 /// follow-up lookups re-announced to the whole swarm. A join now contacts each member once, and
 /// at most `JOIN_FANOUT` members.
@@ -113,32 +140,19 @@ fn a_join_contacts_each_listed_member_once_and_at_most_join_fanout() {
         // Members answer pings and announces, until the next look (a top-up, or a follow-up
         // lookup) asks the hop again.
         let end = t + Duration::from_secs(10);
-        let next = loop {
-            let mut asked = None;
-            for (to, p, _) in answers(&mut n) {
-                let Some(m) = listed.iter().find(|m| m.addr == to) else {
-                    if to == hop && matches!(p.body, Body::GetPeers { .. }) {
-                        asked = Some(p.txid);
-                    }
-                    continue;
-                };
-                let body = match p.body {
-                    Body::Ping => Body::Pong { token: [3; 16], observed: from(99) },
-                    Body::Announce { .. } => {
-                        // A retry (the same txid) is not a second announce.
-                        announces.entry(to).or_default().insert(p.txid);
-                        Body::Announced { info_hash: hash }
-                    }
-                    other => panic!("{other:?} to a member"),
-                };
-                n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: m.id, body }));
-            }
-            if asked.is_some() || t >= end {
-                break asked;
-            }
-            t = n.next_deadline().max(t + Duration::from_millis(1)).min(end);
-            n.poll(t);
-        };
+        let next = until_next_look(&mut n, &mut t, hop, end, |n, t, to, p| {
+            let Some(m) = listed.iter().find(|m| m.addr == to) else { return };
+            let body = match p.body {
+                Body::Ping => Body::Pong { token: [3; 16], observed: from(99) },
+                Body::Announce { .. } => {
+                    // A retry (the same txid) is not a second announce.
+                    announces.entry(to).or_default().insert(p.txid);
+                    Body::Announced { info_hash: hash }
+                }
+                other => panic!("{other:?} to a member"),
+            };
+            n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: m.id, body }));
+        });
         match next {
             Some(id) => txid = id,
             None if round == 0 => panic!("no second look"),
@@ -167,19 +181,11 @@ fn a_member_that_never_answered_is_contacted_again_by_a_later_look() {
             request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] });
         n.handle_datagram(t, hop, &answer);
         // The member stays silent; run until the next look asks the hop again.
-        let mut next = None;
-        while next.is_none() && t < now + Duration::from_secs(10) {
-            for (to, p, _) in answers(&mut n) {
-                if to == member.addr && matches!(p.body, Body::Ping) {
-                    pings += 1;
-                }
-                if to == hop && matches!(p.body, Body::GetPeers { .. }) {
-                    next = Some(p.txid);
-                }
+        let next = until_next_look(&mut n, &mut t, hop, now + Duration::from_secs(10), |_, _, to, p| {
+            if to == member.addr && matches!(p.body, Body::Ping) {
+                pings += 1;
             }
-            t = n.next_deadline().max(t + Duration::from_millis(1));
-            n.poll(t);
-        }
+        });
         txid = next.expect("a follow-up look");
     }
     assert_eq!(pings, 2, "contacted again after its first ping went unanswered");
@@ -203,31 +209,22 @@ fn a_member_that_heard_an_older_status_is_told_the_new_one_by_a_later_look() {
         let answer =
             request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] });
         n.handle_datagram(t, hop, &answer);
-        let mut next = None;
-        while next.is_none() && t < now + Duration::from_secs(10) {
-            for (to, p, _) in answers(&mut n) {
-                let body = match p.body {
-                    Body::Ping if to == member.addr => Body::Pong { token: [3; 16], observed: from(99) },
-                    Body::Announce { status, .. } if to == member.addr => {
-                        told.push(status);
-                        if status == PeerStatus::Idle {
-                            // Our status changes while the idle announce is on its way: the member
-                            // is not in our table yet, so `set_status` cannot reach it.
-                            n.set_status(t, hash, PeerStatus::Seeding);
-                        }
-                        Body::Announced { info_hash: hash }
+        let next = until_next_look(&mut n, &mut t, hop, now + Duration::from_secs(10), |n, t, to, p| {
+            let body = match p.body {
+                Body::Ping if to == member.addr => Body::Pong { token: [3; 16], observed: from(99) },
+                Body::Announce { status, .. } if to == member.addr => {
+                    told.push(status);
+                    if status == PeerStatus::Idle {
+                        // Our status changes while the idle announce is on its way: the member
+                        // is not in our table yet, so `set_status` cannot reach it.
+                        n.set_status(t, hash, PeerStatus::Seeding);
                     }
-                    Body::GetPeers { .. } if to == hop => {
-                        next = Some(p.txid);
-                        continue;
-                    }
-                    _ => continue,
-                };
-                n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: member.id, body }));
-            }
-            t = n.next_deadline().max(t + Duration::from_millis(1));
-            n.poll(t);
-        }
+                    Body::Announced { info_hash: hash }
+                }
+                _ => return,
+            };
+            n.handle_datagram(t, to, &wire::encode(&Packet { txid: p.txid, sender: member.id, body }));
+        });
         txid = next.expect("a follow-up look");
     }
     assert_eq!(told.first(), Some(&PeerStatus::Idle));
