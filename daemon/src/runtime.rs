@@ -308,11 +308,13 @@ async fn serve(
         let why = first.panic.unwrap_or_else(|| "it returned".to_string());
         return Err(StartupError::TaskEnded { task: first.task, why });
     }
-    drop(server_task);
     drop(peer_port);
     drop(status_task);
     // After the torrents said goodbye to their swarms: persist tables, send what is queued.
+    // The control server runs until then: a client waiting on the supervisor is told that p2pd
+    // is shutting down rather than cut off.
     discovery.shutdown().await;
+    drop(server_task);
     drop(discovery_task);
     Ok(())
 }

@@ -154,12 +154,15 @@ impl DaemonShared {
     pub fn peers(&self, id: &str) -> Result<PeersReport, ErrorReply> {
         let t = self.resolve(id)?;
         // Discovery's table, with what the torrent knows of its connections laid over it (by
-        // address).
+        // address; of two connections to one address, the later one).
         let members = self.swarm_view(&t.info_hash);
         let engine = t.live().peers;
+        let by_addr: HashMap<SocketAddr, &PeerView> = engine.iter().map(|p| (p.addr, p)).collect();
         let mut peers: Vec<PeerInfo> =
-            members.iter().map(|m| member_line(m, engine.iter().find(|p| p.addr == m.record.addr))).collect();
-        peers.extend(engine.iter().filter(|p| !members.iter().any(|m| m.record.addr == p.addr)).map(engine_line));
+            members.iter().map(|m| member_line(m, by_addr.get(&m.record.addr).copied())).collect();
+        peers.extend(
+            by_addr.values().filter(|p| !members.iter().any(|m| m.record.addr == p.addr)).map(|p| engine_line(p)),
+        );
         peers.sort_by(|a, b| a.address.cmp(&b.address));
         Ok(PeersReport { info_hash: t.info_hash.to_hex(), name: t.name.clone(), peers })
     }

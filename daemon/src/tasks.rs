@@ -6,8 +6,8 @@
 //!   `smol::Task` in a field and dropping the owner cancels them.
 //! - Short-lived tasks an owner starts by the dozen (a control client, a handshake on the peer
 //!   port, a dial, a piece being verified) go into the owner's [`TaskGroup`]: named, their
-//!   panics caught and logged with that name (a bug in one peer's handshake must not take an
-//!   executor thread down), and cancelled with the group when the owner goes.
+//!   panics caught and logged with that name (a detached task's panic would vanish unseen),
+//!   and cancelled with the group when the owner goes.
 //!
 //! Invariant: a [`TaskGroup`] holds only running tasks, besides those that ended since its last
 //! spawn (each spawn reaps them), so it holds at most the owner's own bound of concurrent tasks

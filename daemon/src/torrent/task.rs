@@ -82,6 +82,8 @@ struct Torrent {
     fetched_any: bool,
     /// The state last published (the task's own record; the status cell is for readers).
     published: std::cell::Cell<TorrentState>,
+    /// A full verify was asked for during a check that was not one: it runs next.
+    verify_asked: bool,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -106,6 +108,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         progress_published: Instant::now(),
         fetched_any: false,
         published: std::cell::Cell::new(TorrentState::Checking),
+        verify_asked: false,
     };
     let mut full_check = false;
     loop {
@@ -333,6 +336,9 @@ impl Torrent {
         full_check: bool,
     ) -> Result<(), Interrupt> {
         self.have = plan.trusted;
+        if full_check {
+            self.verify_asked = false;
+        }
         if plan.to_check.is_empty() {
             return Ok(());
         }
@@ -365,7 +371,8 @@ impl Torrent {
                 match cmd {
                     Command::Stop { how, done } => return Err(Interrupt::Stop { how, done: Some(done) }),
                     Command::Settings(s) => self.apply(s),
-                    Command::Verify => {}
+                    // Not lost: a partial check is followed by the full one asked for.
+                    Command::Verify => self.verify_asked |= !full_check,
                 }
             }
             let storage = storage.clone();
@@ -462,6 +469,9 @@ impl Torrent {
     async fn active(&mut self, commands: &Commands) -> Next {
         // One timer, reset after it fires (not re-created per event: pieces verify by the
         // thousand per second).
+        if std::mem::take(&mut self.verify_asked) {
+            return Next::Restart { full_check: true };
+        }
         let mut timer = smol::Timer::after(TICK);
         loop {
             enum Woke {

@@ -189,7 +189,8 @@ impl Engine {
             .iter()
             .map(|(&key, p)| Link { key, node_id: p.conn.node_id, addr: p.conn.addr, outgoing: p.conn.outgoing })
             .collect();
-        if let Some(other) = admission::claimed_elsewhere(&connected, node_id, addr) {
+        let own_or_banned = node_id == self.ctx.node_id || self.bans.is_banned(addr.ip());
+        if let Some(other) = admission::claimed_elsewhere(&connected, node_id, addr).filter(|_| !own_or_banned) {
             info!("{}: {addr} claims the node id of {other}, connected from another address", self.name);
         }
         let torrent = admission::Torrent {
