@@ -109,6 +109,13 @@ fn until_next_look(
     }
 }
 
+/// `hop` answers the look `txid` listing `peers`, paid for in advance (so that credit is not
+/// what limits the join).
+fn answer_look(n: &mut Node, t: Instant, hop: SocketAddr, txid: u32, hash: InfoHash, peers: Vec<PeerRecord>) {
+    n.credit.earn(&hop, 1 << 20);
+    n.handle_datagram(t, hop, &request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers }));
+}
+
 /// Issue 13: each lookup of a join announced it again to every member its answer listed, so
 /// follow-up lookups re-announced to the whole swarm. A join now contacts each member once, and
 /// at most `JOIN_FANOUT` members.
@@ -130,13 +137,7 @@ fn a_join_contacts_each_listed_member_once_and_at_most_join_fanout() {
         // The hop lists the last look's new members again, and 10 new ones.
         listed.extend((0..10).map(|i| member(round, i)));
         let peers = listed[listed.len().saturating_sub(wire::MAX_PEERS)..].to_vec();
-        // Paid for in advance, so that credit is not what limits the join.
-        n.credit.earn(&hop, 1 << 20);
-        n.handle_datagram(
-            t,
-            hop,
-            &request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers }),
-        );
+        answer_look(&mut n, t, hop, txid, hash, peers);
         // Members answer pings and announces, until the next look (a top-up, or a follow-up
         // lookup) asks the hop again.
         let end = t + Duration::from_secs(10);
@@ -176,10 +177,7 @@ fn a_member_that_never_answered_is_contacted_again_by_a_later_look() {
     let mut pings = 0;
     let mut t = now;
     for _ in 0..2 {
-        n.credit.earn(&hop, 1 << 20);
-        let answer =
-            request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] });
-        n.handle_datagram(t, hop, &answer);
+        answer_look(&mut n, t, hop, txid, hash, vec![member]);
         // The member stays silent; run until the next look asks the hop again.
         let next = until_next_look(&mut n, &mut t, hop, now + Duration::from_secs(10), |_, _, to, p| {
             if to == member.addr && matches!(p.body, Body::Ping) {
@@ -205,10 +203,7 @@ fn a_member_that_heard_an_older_status_is_told_the_new_one_by_a_later_look() {
     let mut told = Vec::new();
     let mut t = now;
     for _ in 0..2 {
-        n.credit.earn(&hop, 1 << 20);
-        let answer =
-            request_free(txid, Body::Peers { request_id: 0, info_hash: hash, holder: None, peers: vec![member] });
-        n.handle_datagram(t, hop, &answer);
+        answer_look(&mut n, t, hop, txid, hash, vec![member]);
         let next = until_next_look(&mut n, &mut t, hop, now + Duration::from_secs(10), |n, t, to, p| {
             let body = match p.body {
                 Body::Ping if to == member.addr => Body::Pong { token: [3; 16], observed: from(99) },
