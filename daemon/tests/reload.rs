@@ -246,3 +246,57 @@ fn in_flight_limits_apply_on_reload() {
     // Applied: the next reload has nothing to do.
     assert_eq!(node.ctl_ok(&["reload"]).trim(), "nothing changed");
 }
+
+/// `paused: true` in a torrent file takes effect at once, even in the middle of checking what is
+/// on disk; a verify asked while paused runs once the torrent is resumed.
+#[test]
+fn pause_during_a_check_holds_and_a_verify_asked_while_paused_runs_on_resume() {
+    let mut node = Node::new();
+    node.start();
+    // Large enough that the check takes a while; written (not sparse, whose holes need no
+    // hashing), and described where it lies, so the add finds it complete.
+    std::fs::create_dir_all(node.data()).unwrap();
+    let content = node.data().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&content).unwrap());
+        for i in 0..1536u32 {
+            f.write_all(&[i as u8; 1 << 20]).unwrap();
+        }
+    }
+    let desc = create_descriptor(&content, &node.root.path().join("big.desc"), &[]);
+    let hash = node.add(&desc);
+    let file = node.torrents().join(format!("{hash}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let set_paused = |paused: bool| {
+        let body = if paused { format!("paused: true\n{text}") } else { text.clone() };
+        std::fs::write(&file, body).unwrap();
+        node.ctl_ok(&["reload"])
+    };
+
+    node.wait_state(&hash, "checking");
+    let out = set_paused(true);
+    assert!(out.contains("big.bin: paused"), "{out}");
+    node.wait_state(&hash, "paused");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(node.torrent(&hash).unwrap()["state"], "paused", "the check went on and the torrent ran");
+    assert!(!node.log().contains("complete and verified"), "{}", node.log());
+
+    let out = set_paused(false);
+    assert!(out.contains("big.bin: resumed"), "{out}");
+    node.wait_state(&hash, "seeding");
+    let checks = || node.log().matches("big.bin: checking").count();
+    let before = checks();
+
+    set_paused(true);
+    node.wait_state(&hash, "paused");
+    node.ctl_ok(&["verify", &hash[..12]]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(node.torrent(&hash).unwrap()["state"], "paused", "a verify does not unpause");
+    set_paused(false);
+    eventually(PATIENCE, "the verify asked while paused to run", || {
+        node.log().contains("(full verify requested)").then_some(())
+    });
+    node.wait_state(&hash, "seeding");
+    assert!(checks() > before, "{}", node.log());
+}

@@ -361,7 +361,7 @@ impl Supervisor {
             new,
             existing: TorrentLabel { name: handle.map(|h| h.shared.name.clone()).unwrap_or_default(), info_hash: hash },
             existing_path: theirs.to_path_buf(),
-            existing_file: handle.map(|h| h.spec.file.clone()).unwrap_or_default(),
+            existing_file: handle.map(|h| h.file().to_string()).unwrap_or_default(),
         }))
     }
 
@@ -411,7 +411,7 @@ impl Supervisor {
             return Err(refused);
         }
         if let Some(existing) = self.running.get(&hash) {
-            let (data_dir, name) = (existing.spec.settings.data_dir.clone(), descriptor.content.name.clone());
+            let (data_dir, name) = (existing.data_dir(), descriptor.content.name.clone());
             let adopted = adopt && self.adopt_running(hash, &data_dir, &name).await?;
             if adopted {
                 info!("{label}: adopted what is at {}; checking it again", data_dir.join(&name).display());
@@ -419,7 +419,7 @@ impl Supervisor {
                     h.verify();
                 }
             }
-            let existing = self.running.get(&hash).map(|h| h.spec.file.clone()).unwrap_or_default();
+            let existing = self.running.get(&hash).map(|h| h.file().to_string()).unwrap_or_default();
             return Ok(Response::Added(AddedReport {
                 info_hash: hash.to_hex(),
                 name,
@@ -528,7 +528,9 @@ impl Supervisor {
             Err(e) => return Response::Error(e),
         };
         let hash = torrent.info_hash;
-        let Some((file, spec)) = self.running.get(&hash).map(|h| (h.spec.file.clone(), h.spec.clone())) else {
+        let Some((file, data_dir, descriptor)) =
+            self.running.get(&hash).map(|h| (h.file().to_string(), h.data_dir(), h.descriptor().clone()))
+        else {
             return failed(ErrorKind::NotFound, format!("no torrent matches `{id}`"));
         };
         let path = self.torrents_dir().join(&file);
@@ -548,7 +550,7 @@ impl Supervisor {
         let stopped = self.stop_torrent(&hash, StopMode::Forget).await;
         let claims = self.claims.clone();
         let deletion = smol::unblock(move || {
-            let (dir, content) = (&spec.settings.data_dir, &spec.descriptor.content);
+            let (dir, content) = (&data_dir, &descriptor.content);
             if delete_data {
                 claim::delete_owned(&claims, hash, dir, content).map(Some)
             } else {

@@ -253,7 +253,7 @@ impl Supervisor {
     async fn accept(&mut self, name: &str, fingerprint: [u8; 32], entry: TorrentEntry, report: &mut ReloadReport) {
         let hash = entry.info_hash();
         let previous = self.running.run_by(name);
-        if let Some(other) = self.running.get(&hash).map(|h| h.spec.file.clone()).filter(|other| other != name) {
+        if let Some(other) = self.running.get(&hash).map(|h| h.file().to_string()).filter(|other| other != name) {
             self.reject(
                 name,
                 fingerprint,
@@ -311,14 +311,14 @@ impl Supervisor {
         let Some(record) = self.files.get(name).cloned() else { return };
         let (Some(hash), Some(settings)) = (self.running.run_by(name), record.settings) else { return };
         let wanted = self.effective(&settings);
-        let Some(handle) = self.running.get_mut(&hash) else { return };
-        let current = handle.spec.settings.clone();
+        let Some(handle) = self.running.get(&hash) else { return };
+        let current = handle.settings();
         if current == wanted {
             return;
         }
         let torrent = handle.shared.name.clone();
         if current.data_dir != wanted.data_dir {
-            let descriptor = handle.spec.descriptor.clone();
+            let descriptor = handle.descriptor().clone();
             let path = self.content_path(&settings, &descriptor).await;
             let label = TorrentLabel { name: torrent.clone(), info_hash: hash };
             let refused = match self.check_own_dirs(&path, &label).await {

@@ -4,7 +4,7 @@
 //! answer from) exactly while it is in this map — starting and stopping go through
 //! [`Running::insert`] and [`Running::remove`], nothing else publishes or withdraws; each
 //! running torrent has its content path here (for the one-path-one-torrent rule) and the name
-//! of the file in `torrents/` that runs it (its spec), so which file runs which torrent is
+//! of the file in `torrents/` that runs it (published by the task), so which file runs which torrent is
 //! derived, never recorded twice.
 
 use std::collections::BTreeMap;
@@ -60,17 +60,13 @@ impl Running {
         self.torrents.get(hash).map(|e| &e.handle)
     }
 
-    pub(super) fn get_mut(&mut self, hash: &InfoHash) -> Option<&mut TorrentHandle> {
-        self.torrents.get_mut(hash).map(|e| &mut e.handle)
-    }
-
     pub(super) fn len(&self) -> usize {
         self.torrents.len()
     }
 
     /// The torrent the file `torrents/NAME` runs, if it runs one.
     pub(super) fn run_by(&self, file: &str) -> Option<InfoHash> {
-        self.torrents.iter().find(|(_, e)| e.handle.spec.file == file).map(|(h, _)| *h)
+        self.torrents.iter().find(|(_, e)| e.handle.file() == file).map(|(h, _)| *h)
     }
 
     /// Every running torrent's content path.

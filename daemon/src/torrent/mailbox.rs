@@ -9,6 +9,11 @@
 //! asked is lost (a request is replaced only by a newer one of its kind); the task takes a stop
 //! first, then settings, then a verify; once the [`Outbox`] is dropped the task sees
 //! [`Closed`] after taking what was left.
+//!
+//! The task owns its settings and publishes the ones it runs with; what the supervisor asked
+//! and the task has not yet applied is here. Settings taken stay visible ("in hand") until the
+//! task says it has applied and published them ([`Inbox::settled`]), so [`Outbox::asked_settings`]
+//! followed by a look at the published ones never sees an older value than the latest asked.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +24,8 @@ use crate::torrent::{EffectiveSettings, StateError};
 struct Pending {
     stop: Option<(StopMode, async_channel::Sender<Result<(), StateError>>)>,
     settings: Option<EffectiveSettings>,
+    /// Settings the task took and has not yet said are applied.
+    in_hand: Option<EffectiveSettings>,
     verify: bool,
 }
 
@@ -28,6 +35,7 @@ impl Pending {
             return Some(Command::Stop { how, done });
         }
         if let Some(s) = self.settings.take() {
+            self.in_hand = Some(s.clone());
             return Some(Command::Settings(s));
         }
         std::mem::take(&mut self.verify).then_some(Command::Verify)
@@ -77,9 +85,20 @@ impl Outbox {
         drop(p);
         let _ = self.bell.try_send(());
     }
+
+    /// The latest settings asked for that the task has not yet applied and published.
+    pub fn asked_settings(&self) -> Option<EffectiveSettings> {
+        let p = lock(&self.pending);
+        p.settings.clone().or_else(|| p.in_hand.clone())
+    }
 }
 
 impl Inbox {
+    /// The settings last taken are applied and published.
+    pub fn settled(&self) {
+        lock(&self.pending).in_hand = None;
+    }
+
     /// The next request, if one is pending.
     pub fn try_recv(&self) -> Result<Command, Empty> {
         lock(&self.pending).take().ok_or(Empty)
@@ -129,6 +148,22 @@ mod tests {
         out.send(Command::Stop { how: StopMode::Suspend, done });
         assert!(matches!(inbox.try_recv(), Ok(Command::Stop { .. })));
         assert!(matches!(inbox.try_recv(), Ok(Command::Verify)));
+    }
+
+    #[test]
+    fn asked_settings_stay_visible_until_the_task_has_applied_them() {
+        let (out, inbox) = mailbox();
+        assert_eq!(out.asked_settings(), None);
+        out.send(Command::Settings(settings(true)));
+        assert!(matches!(inbox.try_recv(), Ok(Command::Settings(_))));
+        assert_eq!(out.asked_settings(), Some(settings(true)), "taken, not yet applied");
+        out.send(Command::Settings(settings(false)));
+        assert_eq!(out.asked_settings(), Some(settings(false)), "the latest asked wins");
+        inbox.settled();
+        assert_eq!(out.asked_settings(), Some(settings(false)), "a newer request is still pending");
+        assert!(matches!(inbox.try_recv(), Ok(Command::Settings(s)) if !s.paused));
+        inbox.settled();
+        assert_eq!(out.asked_settings(), None);
     }
 
     #[test]

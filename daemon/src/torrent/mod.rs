@@ -2,9 +2,14 @@
 //!
 //! Each torrent is one task ([`task`]) that owns all of the torrent's mutable state — storage,
 //! the verified-piece set, its resume file — and is driven by [`Command`]s from the supervisor.
-//! What the outside may read is published in [`TorrentShared`]: a status cell behind a
+//! What the outside may read is published in [`TorrentShared`]: what never changes while the
+//! task runs (descriptor, its file in `torrents/`, data directory) and a status cell behind a
 //! `std::sync::Mutex` that the task updates and the control server copies. The lock is never
 //! held across an `.await` or any I/O, so `p2pctl status` never waits on a torrent's disk.
+//!
+//! The task owns its settings: the supervisor asks for new ones through the mailbox, the task
+//! applies them and publishes what it runs with; [`TorrentHandle::settings`] reads that (or
+//! the request not yet applied), so the supervisor keeps no copy of its own.
 
 pub mod check;
 mod mailbox;
@@ -106,6 +111,9 @@ pub enum StopMode {
 #[derive(Debug)]
 pub struct TorrentShared {
     pub info_hash: InfoHash,
+    pub descriptor: Arc<Descriptor>,
+    /// Name of its file in `torrents/`.
+    pub file: String,
     /// When this task started (for `running_secs`).
     pub started: Instant,
     pub name: String,
@@ -127,8 +135,8 @@ pub struct LiveStatus {
     pub upload_rate: u64,
     /// Connected and banned peers.
     pub peers: Vec<crate::swarm::PeerView>,
-    pub data_dir: PathBuf,
-    pub file: String,
+    /// The settings the task runs with (its data directory never changes while it runs).
+    pub settings: EffectiveSettings,
     /// When this run first verified a piece fetched from a peer.
     pub first_piece_at: Option<Instant>,
     /// When this run reached `seeding`.
@@ -140,6 +148,8 @@ impl TorrentShared {
         let c = &spec.descriptor.content;
         TorrentShared {
             info_hash: spec.descriptor.info_hash,
+            descriptor: spec.descriptor.clone(),
+            file: spec.file.clone(),
             started: Instant::now(),
             name: c.name.clone(),
             length: c.total_length,
@@ -154,8 +164,7 @@ impl TorrentShared {
                 download_rate: 0,
                 upload_rate: 0,
                 peers: Vec::new(),
-                data_dir: spec.settings.data_dir.clone(),
-                file: spec.file.clone(),
+                settings: spec.settings.clone(),
                 first_piece_at: None,
                 completed_at: None,
             }),
@@ -197,8 +206,8 @@ impl TorrentShared {
             running_secs: self.started.elapsed().as_secs(),
             first_piece_secs: s.first_piece_at.map(|t| t.duration_since(self.started).as_secs_f64()),
             completed_secs: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
-            data_dir: s.data_dir,
-            file: s.file,
+            data_dir: s.settings.data_dir,
+            file: self.file.clone(),
         }
     }
 }
@@ -206,7 +215,6 @@ impl TorrentShared {
 /// The supervisor's handle on a running torrent task.
 pub struct TorrentHandle {
     pub shared: Arc<TorrentShared>,
-    pub spec: TorrentSpec,
     commands: mailbox::Outbox,
     task: smol::Task<()>,
 }
@@ -216,12 +224,33 @@ impl TorrentHandle {
     pub fn start(spec: TorrentSpec, ctx: TorrentContext) -> TorrentHandle {
         let shared = Arc::new(TorrentShared::new(&spec));
         let (tx, rx) = mailbox::mailbox();
-        let task = ctx.executor.clone().spawn(task::run(spec.clone(), ctx, shared.clone(), rx));
-        TorrentHandle { shared, spec, commands: tx, task }
+        let task = ctx.executor.clone().spawn(task::run(spec, ctx, shared.clone(), rx));
+        TorrentHandle { shared, commands: tx, task }
     }
 
     pub fn info_hash(&self) -> InfoHash {
         self.shared.info_hash
+    }
+
+    pub fn descriptor(&self) -> &Arc<Descriptor> {
+        &self.shared.descriptor
+    }
+
+    /// Name of its file in `torrents/`.
+    pub fn file(&self) -> &str {
+        &self.shared.file
+    }
+
+    /// The settings the torrent runs with, or the latest asked for and not yet applied.
+    pub fn settings(&self) -> EffectiveSettings {
+        // The request first: the task publishes what it applied before it clears the request,
+        // so this order never sees settings older than the latest asked.
+        self.commands.asked_settings().unwrap_or_else(|| self.shared.live().settings)
+    }
+
+    /// The data directory it runs in (fixed for the life of the task).
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared.live().settings.data_dir
     }
 
     /// Asks for a full recheck.
@@ -230,8 +259,8 @@ impl TorrentHandle {
     }
 
     /// Applies new settings that keep the data directory.
-    pub fn apply_settings(&mut self, settings: EffectiveSettings) {
-        self.spec.settings = settings.clone();
+    pub fn apply_settings(&self, settings: EffectiveSettings) {
+        debug_assert_eq!(settings.data_dir, self.data_dir(), "a new data directory needs a new task");
         self.commands.send(Command::Settings(settings));
     }
 

@@ -44,8 +44,16 @@ type Done = async_channel::Sender<Result<(), StateError>>;
 
 /// Why the start-up phase ended early.
 enum Interrupt {
-    Stop { how: StopMode, done: Option<Done> },
-    Failed { message: String, retry: bool },
+    Stop {
+        how: StopMode,
+        done: Option<Done>,
+    },
+    Failed {
+        message: String,
+        retry: bool,
+    },
+    /// Paused during the check: start again (as paused).
+    Paused,
 }
 
 /// What ended the active phase.
@@ -117,6 +125,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
             Ok(()) => t.active(&commands).await,
             Err(Interrupt::Stop { how, done }) => Next::Stop { how, done },
             Err(Interrupt::Failed { message, retry }) => Next::Failed { message, retry },
+            Err(Interrupt::Paused) => Next::Restart { full_check: false },
         };
         let next = match next {
             Next::Failed { message, retry } => {
@@ -370,7 +379,14 @@ impl Torrent {
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop { how, done } => return Err(Interrupt::Stop { how, done: Some(done) }),
-                    Command::Settings(s) => self.apply(s),
+                    Command::Settings(s) => {
+                        self.apply(s, commands);
+                        if self.spec.settings.paused {
+                            // The check is not lost either: it runs again once resumed.
+                            self.verify_asked |= full_check;
+                            return Err(Interrupt::Paused);
+                        }
+                    }
                     // Not lost: a partial check is followed by the full one asked for.
                     Command::Verify => self.verify_asked |= !full_check,
                 }
@@ -469,7 +485,8 @@ impl Torrent {
     async fn active(&mut self, commands: &Commands) -> Next {
         // One timer, reset after it fires (not re-created per event: pieces verify by the
         // thousand per second).
-        if std::mem::take(&mut self.verify_asked) {
+        // A verify asked while paused waits for the resume.
+        if !self.spec.settings.paused && std::mem::take(&mut self.verify_asked) {
             return Next::Restart { full_check: true };
         }
         let mut timer = smol::Timer::after(TICK);
@@ -509,10 +526,11 @@ impl Torrent {
             match woke {
                 Woke::Command(Err(_)) => return Next::Stop { how: StopMode::Suspend, done: None },
                 Woke::Command(Ok(Command::Stop { how, done })) => return Next::Stop { how, done: Some(done) },
+                Woke::Command(Ok(Command::Verify)) if self.spec.settings.paused => self.verify_asked = true,
                 Woke::Command(Ok(Command::Verify)) => return Next::Restart { full_check: true },
                 Woke::Command(Ok(Command::Settings(settings))) => {
                     let pause_changed = settings.paused != self.spec.settings.paused;
-                    self.apply(settings);
+                    self.apply(settings, commands);
                     if pause_changed {
                         return Next::Restart { full_check: false };
                     }
@@ -569,13 +587,16 @@ impl Torrent {
         Ok(())
     }
 
-    /// Applies new settings (same data directory).
-    fn apply(&mut self, settings: EffectiveSettings) {
+    /// Applies new settings (same data directory) and publishes them.
+    fn apply(&mut self, settings: EffectiveSettings, commands: &Commands) {
         self.upload.set(settings.upload_rate);
         self.download.set(settings.download_rate);
         if let Some(e) = self.engine.as_mut() {
             e.set_max_peers(settings.max_peers as usize);
         }
+        self.shared.update(|s| s.settings = settings.clone());
+        // Published first: until now the supervisor reads the request (mailbox.rs).
+        commands.settled();
         self.spec.settings = settings;
     }
 
@@ -611,7 +632,7 @@ impl Torrent {
             Some(Ok(Command::Stop { how, done })) => Next::Stop { how, done: Some(done) },
             Some(Ok(Command::Verify)) => Next::Restart { full_check: true },
             Some(Ok(Command::Settings(s))) => {
-                self.apply(s);
+                self.apply(s, commands);
                 Next::Restart { full_check: false }
             }
         }
