@@ -15,7 +15,6 @@ pub mod node;
 pub mod persist;
 pub mod ratelimit;
 pub mod routing;
-pub mod sim;
 pub mod swarms;
 pub mod tokens;
 pub mod wire;

@@ -54,9 +54,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::RngExt;
 
+use self::rng::NodeRng;
 use super::key::{Key, distance, key_of_hash, key_of_node};
 use super::ratelimit::{ByteCredit, HostLimiter, SourceLimiter};
 use super::routing::{Insert, RoutingTable, few_per_host};
@@ -416,11 +416,13 @@ struct NodeLookup {
     in_flight: usize,
 }
 
-/// The discovery node.
+/// The discovery node. A clone is independent (its random generator forked: [`rng`]), for
+/// running several scenarios on one simulated network.
+#[derive(Clone)]
 pub struct Node {
     id: NodeId,
     config: DiscoveryConfig,
-    rng: StdRng,
+    rng: NodeRng,
     routing: RoutingTable,
     swarms: SwarmStore,
     issuer: TokenIssuer,
@@ -524,7 +526,7 @@ pub const NEW_SWARM_RATE: f64 = 0.1;
 
 impl Node {
     pub fn new(id: NodeId, config: DiscoveryConfig, seed: u64, now: Instant) -> Node {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = NodeRng::seed_from_u64(seed);
         let issuer = TokenIssuer::new(&mut rng, now, config.token_period);
         Node {
             id,
@@ -586,41 +588,6 @@ impl Node {
         &mut self.config
     }
 
-    /// An independent copy (its random generator reseeded from this one), for running
-    /// several scenarios on one simulated network. Written out rather than derived: the
-    /// generator (a CSPRNG: token secrets come from it) is deliberately not `Clone`.
-    pub fn fork(&mut self) -> Node {
-        Node {
-            id: self.id,
-            config: self.config.clone(),
-            rng: StdRng::seed_from_u64(self.rng.random()),
-            routing: self.routing.clone(),
-            swarms: self.swarms.clone(),
-            issuer: self.issuer.clone(),
-            limiter: self.limiter.clone(),
-            new_swarms: self.new_swarms.clone(),
-            credit: self.credit.clone(),
-            tokens: self.tokens.clone(),
-            pending: self.pending.clone(),
-            pending_for_others: self.pending_for_others,
-            lookups: self.lookups.clone(),
-            request_ids: self.request_ids.clone(),
-            node_lookups: self.node_lookups.clone(),
-            seen: self.seen.clone(),
-            seen_order: self.seen_order.clone(),
-            bootstrap: self.bootstrap.clone(),
-            next_announce: self.next_announce.clone(),
-            follow_ups: self.follow_ups.clone(),
-            top_ups: self.top_ups.clone(),
-            join_contacts: self.join_contacts.clone(),
-            next_maintenance: self.next_maintenance,
-            next_refresh: self.next_refresh,
-            outbox: self.outbox.clone(),
-            events: self.events.clone(),
-            counters: self.counters,
-        }
-    }
-
     /// Puts nodes known from an earlier run back in the routing table, and pings them all so
     /// that those still alive are confirmed (and the dead ones dropped in due course).
     pub fn restore_routing(&mut self, now: Instant, nodes: &[NodeRecord]) {
@@ -679,6 +646,7 @@ mod commands;
 mod find_node;
 mod lookup;
 mod receive;
+mod rng;
 mod send;
 mod timers;
 

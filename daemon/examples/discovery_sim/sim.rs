@@ -2,8 +2,9 @@
 //!
 //! Thousands of real [`Node`]s exchange real encoded datagrams through an event queue with
 //! random latency, random loss, and nodes that vanish without notice. Same seed, same run.
-//! The daemon never uses this; it exists so the protocol's cost and reliability at 10,000
-//! nodes can be measured on one machine. Tests use real daemons and sockets instead.
+//! The daemon never uses this (so it lives beside the benchmark, not in the library); it exists
+//! so the protocol's cost and reliability at 10,000 nodes can be measured on one machine. Tests
+//! use real daemons and sockets instead.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::node::{DiscoveryConfig, Event, Node};
-use crate::node_id::NodeId;
+use p2pd::discovery::{DiscoveryConfig, Event, Node};
+use p2pd::node_id::NodeId;
 
 /// Past this much quiet (only housekeeping timers left), the network is idle.
 const IDLE_HORIZON: Duration = Duration::from_secs(120);
@@ -86,7 +87,7 @@ impl SimNet {
     /// An independent copy, to run another scenario on the same formed network.
     pub fn fork(&mut self) -> SimNet {
         SimNet {
-            nodes: self.nodes.iter_mut().map(Node::fork).collect(),
+            nodes: self.nodes.clone(),
             alive: self.alive.clone(),
             addrs: self.addrs.clone(),
             by_addr: self.by_addr.clone(),

@@ -13,10 +13,12 @@
 use std::time::Duration;
 
 use p2pd::descriptor::InfoHash;
-use p2pd::discovery::sim::SimNet;
+mod sim;
+
 use p2pd::discovery::wire::PeerStatus;
 use p2pd::discovery::{DiscoveryConfig, Event, Forwarding};
 use rand::RngExt;
+use sim::SimNet;
 
 struct Args {
     nodes: Vec<usize>,
