@@ -3,11 +3,15 @@
 //! - Long-lived tasks the daemon cannot live without go through `runtime::spawn_critical`
 //!   (the daemon stops, naming the task, if one ends).
 //! - A torrent's task, a connection's reader and writer, a resume save: their owner keeps the
-//!   `smol::Task` in a field and dropping the owner cancels them.
+//!   `smol::Task` in a field and dropping the owner cancels them. A torrent's task catches its
+//!   own panic and fails that torrent alone (`torrent::TorrentHandle::start`), so stopping it
+//!   never carries the panic into the supervisor.
 //! - Short-lived tasks an owner starts by the dozen (a control client, a handshake on the peer
 //!   port, a dial, a piece being verified) go into the owner's [`TaskGroup`]: named, their
 //!   panics caught and logged with that name (a detached task's panic would vanish unseen),
-//!   and cancelled with the group when the owner goes.
+//!   and cancelled with the group when the owner goes. Where the owner counts such tasks until
+//!   their result arrives (dials, verifies), the task catches its own panic and still sends a
+//!   result, so the count cannot stay up.
 //!
 //! Invariant: a [`TaskGroup`] holds only running tasks, besides those that ended since its last
 //! spawn (each spawn reaps them), so it holds at most the owner's own bound of concurrent tasks

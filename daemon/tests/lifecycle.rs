@@ -135,6 +135,34 @@ fn a_critical_task_that_dies_stops_the_daemon_naming_it() {
     }
 }
 
+/// A bug in one torrent's task costs that torrent, not the daemon: it shows as `error` with
+/// what happened, the other torrents go on, and it can still be removed (the supervisor used
+/// to re-raise the task's panic when stopping it, taking the daemon down).
+#[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs `--features p2pd/fault-injection`")]
+fn a_panicking_torrent_task_fails_that_torrent_only() {
+    let mut node = Node::new();
+    node.env.push(("P2PD_FAULT_PANIC_TORRENT".into(), "doomed.bin".into()));
+    node.start();
+    let src = node.root.path().join("src");
+    random_file(&src.join("doomed.bin"), 50_000, 1);
+    random_file(&src.join("fine.bin"), 50_000, 2);
+    let doomed = node.add(&create_descriptor(&src.join("doomed.bin"), &node.root.path().join("d.desc"), &[]));
+    let fine = node.add(&create_descriptor(&src.join("fine.bin"), &node.root.path().join("f.desc"), &[]));
+    let t = node.wait_state(&doomed, "error");
+    let error = t["error"].as_str().unwrap();
+    assert!(error.contains("internal error") && error.contains("fault injection"), "{error}");
+    assert!(node.log().contains("doomed.bin: internal error"), "{}", node.log());
+    node.wait_state(&fine, "leeching");
+
+    let out = node.ctl_ok(&["remove", &doomed[..12]]);
+    assert!(out.contains("doomed.bin"), "{out}");
+    assert!(node.torrent(&doomed).is_none());
+    assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "p2pd exited: {}", node.log());
+    assert_eq!(node.torrent(&fine).unwrap()["state"], "leeching");
+    assert_eq!(node.stop(), 0, "{}", node.log());
+}
+
 #[test]
 fn socket_path_in_use_or_not_a_socket() {
     let mut node = Node::new();

@@ -16,10 +16,12 @@ mod mailbox;
 pub mod resume;
 mod task;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_lite::FutureExt;
 use smol::lock::Semaphore;
 
 use crate::control::protocol::{TorrentState, TorrentStatus};
@@ -212,6 +214,24 @@ impl TorrentShared {
     }
 }
 
+/// A bug in one torrent's task ends that torrent only: it shows as `error` with what happened,
+/// leaves its swarm, and the supervisor can still stop or remove it (the panic is not carried
+/// to it). Its engine and files went with the task as it unwound.
+async fn contain_panic(shared: &TorrentShared, discovery: &DiscoveryHandle, why: String) {
+    let message = format!(
+        "internal error: this torrent's task panicked ({why}); this is a bug in p2pd, please report it. \
+         Restart p2pd (or remove and add the torrent again) to resume"
+    );
+    log::error!("{}: {message}", shared.name);
+    shared.update(|s| {
+        s.state = TorrentState::Error;
+        s.error = Some(message);
+        s.peers.clear();
+        (s.download_rate, s.upload_rate) = (0, 0);
+    });
+    discovery.leave(shared.info_hash).await;
+}
+
 /// The supervisor's handle on a running torrent task.
 pub struct TorrentHandle {
     pub shared: Arc<TorrentShared>,
@@ -224,7 +244,13 @@ impl TorrentHandle {
     pub fn start(spec: TorrentSpec, ctx: TorrentContext) -> TorrentHandle {
         let shared = Arc::new(TorrentShared::new(&spec));
         let (tx, rx) = mailbox::mailbox();
-        let task = ctx.executor.clone().spawn(task::run(spec, ctx, shared.clone(), rx));
+        let (executor, discovery, published) = (ctx.executor.clone(), ctx.discovery.clone(), shared.clone());
+        let task = executor.spawn(async move {
+            let run = AssertUnwindSafe(task::run(spec, ctx, published.clone(), rx));
+            if let Err(payload) = run.catch_unwind().await {
+                contain_panic(&published, &discovery, crate::tasks::panic_message(&*payload)).await;
+            }
+        });
         TorrentHandle { shared, commands: tx, task }
     }
 

@@ -95,6 +95,12 @@ struct Torrent {
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
+    // With the `fault-injection` feature, `P2PD_FAULT_PANIC_TORRENT=NAME` makes the task of the
+    // torrent named NAME panic as it starts (tests of containing a torrent's bug).
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("P2PD_FAULT_PANIC_TORRENT").is_ok_and(|n| n == shared.name) {
+        panic!("fault injection (P2PD_FAULT_PANIC_TORRENT)");
+    }
     let pieces = spec.descriptor.content.piece_count();
     let upload = Arc::new(RateLimit::new(spec.settings.upload_rate));
     let download = Arc::new(RateLimit::new(spec.settings.download_rate));

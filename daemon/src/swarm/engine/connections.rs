@@ -8,9 +8,11 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use futures_lite::FutureExt;
 use log::{debug, info};
 use rand::seq::SliceRandom;
 
@@ -107,11 +109,18 @@ impl Engine {
             let local = self.ctx.listen_ip;
             counters.count(WireEvent::Dialed);
             self.dials.spawn(&self.ctx.executor, async move {
-                let result = match connection::connect(addr, local, hs).await {
-                    Ok((stream, theirs)) => Ok((addr, stream, theirs, slot)),
-                    Err(e) => {
+                // A result is always sent (the engine counts dials until theirs arrives), a
+                // panic in the dial included: that one is a failed connect.
+                let dial = AssertUnwindSafe(connection::connect(addr, local, hs)).catch_unwind().await;
+                let result = match dial {
+                    Ok(Ok((stream, theirs))) => Ok((addr, stream, theirs, slot)),
+                    Ok(Err(e)) => {
                         debug!("connect to {addr}: {e}");
                         counters.count(WireEvent::DialFailed { timed_out: matches!(e, ConnectError::TimedOut) });
+                        Err(addr)
+                    }
+                    Err(payload) => {
+                        log::error!("connect to {addr} panicked: {}", crate::tasks::panic_message(&*payload));
                         Err(addr)
                     }
                 };

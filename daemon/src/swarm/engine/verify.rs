@@ -8,6 +8,7 @@
 //! [`MAX_VERIFY_BACKLOG`] bytes wait (hashing is behind).
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crate::descriptor::PieceHash;
@@ -96,8 +97,23 @@ pub fn verify_and_write(storage: &Storage, expected: &PieceHash, r: Received) ->
 
 /// Verifies `r` on a blocking thread and sends the result to `done` (the engine runs it as a
 /// task of its own).
+///
+/// A result is always sent, a panic included (as an error that fails the torrent, naming the
+/// bug): the engine counts pieces being verified until their result arrives, and a result
+/// lost would keep that count up, and the piece marked as verifying, for good.
 pub async fn run(storage: Arc<Storage>, expected: PieceHash, r: Received, done: async_channel::Sender<Verified>) {
-    let verified = smol::unblock(move || verify_and_write(&storage, &expected, r)).await;
+    let (key, piece) = (r.key, r.piece);
+    let verified = smol::unblock(move || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| verify_and_write(&storage, &expected, r))).unwrap_or_else(
+            |payload| {
+                let why = crate::tasks::panic_message(&*payload);
+                let source = std::io::Error::other(format!("internal error: panicked ({why}); this is a bug in p2pd"));
+                let context = format!("verifying piece {piece}");
+                Verified { key, piece, result: Err(StorageError::Io { context, source }), data: Vec::new() }
+            },
+        )
+    })
+    .await;
     // The engine gone, nobody waits for the result.
     let _ = done.send(verified).await;
 }
