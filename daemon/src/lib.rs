@@ -8,6 +8,12 @@
 //! - [`config`]: `p2pd.yaml`, `torrents/*.yaml` and default locations;
 //! - [`control::protocol`]: requests and responses on the control socket;
 //! - [`units`], [`yaml`]: sizes and rates; bounded YAML parsing.
+//!
+//! Module docs state their invariants by naming the private constants and helpers that keep
+//! them; these docs are for p2pd's developers (`cargo doc --document-private-items`), so links
+//! to private items are intended.
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod config;
 pub mod control;

@@ -9,7 +9,7 @@
 //!   routing.state        discovery routing table
 //! ```
 //!
-//! Every `.state` file is a [`format`] header (kind, length, SHA-256) followed by a JSON body,
+//! Every `.state` file is a [`format`](mod@format) header (kind, length, SHA-256) followed by a JSON body,
 //! and is replaced only through [`atomic::write_atomic`]. A file that fails its checksum or
 //! does not parse is moved aside (`*.corrupt-<time>`), reported in `status`, and the daemon
 //! carries on from empty state for that file — never silently overwriting the evidence.
