@@ -105,6 +105,16 @@ pub fn prepare(config_dir: Option<PathBuf>) -> Result<Prepared, StartupError> {
         .map_err(|source| StartupError::StateDir { path: locations.state_dir.clone(), source })?;
     let (control, socket_note) = server::bind(&locations.control_socket, access.group_gid())?;
     let (udp, tcp, listen) = bind_node_ports(config.listen)?;
+    let metrics = config
+        .metrics_listen
+        .map(|addr| {
+            crate::metrics::http::bind(addr).map_err(|source| StartupError::Listen {
+                addr,
+                source,
+                proto: "HTTP, metrics_listen",
+            })
+        })
+        .transpose()?;
     Ok(Prepared {
         config,
         locations,
@@ -114,7 +124,7 @@ pub fn prepare(config_dir: Option<PathBuf>) -> Result<Prepared, StartupError> {
         node_id,
         notes: socket_note.into_iter().collect(),
         warnings: id_warning.into_iter().collect(),
-        sockets: Sockets { control, udp, tcp },
+        sockets: Sockets { control, udp, tcp, metrics },
         listen,
     })
 }
@@ -222,6 +232,8 @@ struct Sockets {
     control: std::os::unix::net::UnixListener,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+    /// `metrics_listen`, if set.
+    metrics: Option<std::net::TcpListener>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,6 +251,15 @@ async fn serve(
     let warnings = Arc::new(Mutex::new(warnings));
     let wire_counters = Arc::new(swarm::counters::WireCounters::default());
     let shared = Arc::new(DaemonShared::new(node.clone(), access, warnings.clone(), wire_counters.clone()));
+    // First, so that `/health` answers and `/ready` says "starting" while the rest starts.
+    if let Some(addr) = sockets.metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+        log::info!("serving metrics on http://{addr}/metrics");
+    }
+    let (metrics, metrics_sockets) = crate::metrics::Endpoint::new();
+    let metrics_task = executor.spawn(crate::tasks::logging_panics(
+        "metrics endpoint",
+        crate::metrics::http::serve(sockets.metrics, metrics_sockets, shared.clone(), executor.clone()),
+    ));
     let (discovery, discovery_task) =
         discovery::driver::start(sockets.udp, node.node_id, &config.discovery, state.clone(), shared.clone())
             .map_err(StartupError::io("cannot start discovery"))?;
@@ -278,7 +299,13 @@ async fn serve(
         swarm: swarm_ctx,
         content_guard: content_guard(&node.locations),
     };
-    let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone());
+    // With the `fault-injection` feature, `P2PD_FAULT_START_DELAY_MS` holds start-up here (the
+    // metrics endpoint serving, state not loaded), for tests of `/ready`.
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("P2PD_FAULT_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        smol::Timer::after(Duration::from_millis(ms)).await;
+    }
+    let mut supervisor = Supervisor::new(node.locations.clone(), config, verbosity, ctx, shared.clone(), metrics);
     supervisor.load().await;
 
     // Bounded: a client waits while the supervisor is busy (the server serves at most
@@ -290,6 +317,7 @@ async fn serve(
         spawn_critical(&executor, "control server", server::serve(control, shared.clone(), calls_tx, executor.clone()));
     let status_task = executor.spawn(publish_status(shared.clone()));
 
+    shared.set_phase(crate::shared::Phase::Ready);
     notify::ready(&shared.summary());
     log::info!(
         "p2pd {} ready: node {}, listening on {}, control socket {}",
@@ -316,6 +344,7 @@ async fn serve(
     discovery.shutdown().await;
     drop(server_task);
     drop(discovery_task);
+    drop(metrics_task);
     Ok(())
 }
 

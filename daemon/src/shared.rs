@@ -49,6 +49,20 @@ pub struct DaemonShared {
     swarm_views: Mutex<HashMap<InfoHash, Vec<SwarmMember>>>,
     /// Peer-wire connection counters (`node.peer_connections`).
     wire: Arc<WireCounters>,
+    /// Starting, ready or stopping (`/ready`).
+    phase: std::sync::atomic::AtomicU8,
+}
+
+/// Where the daemon is in its life, for `/ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Loading state, binding, starting torrents.
+    Starting = 0,
+    /// State loaded and every socket bound and served.
+    Ready = 1,
+    /// Shutting down: torrents stopping, state being saved.
+    Stopping = 2,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,7 +85,31 @@ impl DaemonShared {
             rpc: Mutex::new((RpcCounters::default(), 0, LookupStats::default())),
             swarm_views: Mutex::new(HashMap::new()),
             wire,
+            phase: std::sync::atomic::AtomicU8::new(Phase::Starting as u8),
         }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Stopping,
+        }
+    }
+
+    /// Payload moved and pieces failed since start-up, over every torrent.
+    pub fn payload(&self) -> crate::swarm::counters::PayloadTotals {
+        self.wire.payload()
+    }
+
+    /// Discovery's counters and routing-table size, as last published.
+    pub fn discovery_counters(&self) -> (RpcCounters, u64) {
+        let (rpc, nodes, _) = *lock(&self.rpc);
+        (rpc, nodes)
     }
 
     /// Called by the discovery service with its latest counters and swarm tables.

@@ -91,6 +91,8 @@ pub struct Config {
     pub limits: Limits,
     /// Discovery protocol tunables.
     pub discovery: DiscoverySettings,
+    /// Where `/metrics`, `/health` and `/ready` are served over HTTP; absent: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -108,6 +110,7 @@ impl Default for Config {
             syslog_socket: None,
             limits: Limits::default(),
             discovery: DiscoverySettings::default(),
+            metrics_listen: None,
         }
     }
 }

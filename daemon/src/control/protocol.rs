@@ -167,6 +167,15 @@ pub enum TorrentState {
 }
 
 impl TorrentState {
+    /// Every state, in the order `status` documents them.
+    pub const ALL: [TorrentState; 5] = [
+        TorrentState::Checking,
+        TorrentState::Leeching,
+        TorrentState::Seeding,
+        TorrentState::Paused,
+        TorrentState::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TorrentState::Checking => "checking",

@@ -85,6 +85,8 @@ pub struct Supervisor {
     claims: Claims,
     /// Every file seen in `torrents/`, by file name.
     files: BTreeMap<String, FileRecord>,
+    /// The HTTP metrics endpoint, given a new socket when `metrics_listen` changes.
+    metrics: crate::metrics::Endpoint,
 }
 
 /// Why `add` was refused.
@@ -173,9 +175,11 @@ impl Supervisor {
         verbosity: u8,
         ctx: TorrentContext,
         shared: Arc<DaemonShared>,
+        metrics: crate::metrics::Endpoint,
     ) -> Supervisor {
         let claims = Claims::new(ctx.state.root());
         Supervisor {
+            metrics,
             locations,
             config,
             verbosity,
@@ -276,6 +280,7 @@ impl Supervisor {
                 Some(Next::Command(Command::Shutdown)) | None => break,
             }
         }
+        self.shared.set_phase(crate::shared::Phase::Stopping);
         // Clients waiting with a change hear "shutting down" now, not after every torrent stopped
         // (a call dropped unanswered drops its reply channel).
         calls.close();
@@ -591,6 +596,12 @@ impl Supervisor {
 
     async fn shutdown(&mut self) {
         info!("stopping {} torrents", self.running.len());
+        // With the `fault-injection` feature, `P2PD_FAULT_STOP_DELAY_MS` holds the shutdown
+        // here (for tests of `/ready` while stopping).
+        #[cfg(feature = "fault-injection")]
+        if let Some(ms) = std::env::var("P2PD_FAULT_STOP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            smol::Timer::after(std::time::Duration::from_millis(ms)).await;
+        }
         let stops: Vec<_> =
             self.running.drain().into_iter().map(|h| self.ctx.executor.spawn(h.stop(StopMode::Suspend))).collect();
         for stop in stops {

@@ -189,6 +189,28 @@ impl Supervisor {
             sw.in_flight.set(new.limits.max_in_flight_per_peer.0, new.limits.max_in_flight_per_torrent.0);
             report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
         }
+        if new.metrics_listen != old.metrics_listen {
+            let show = |a: &Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "(off)".into());
+            let socket = new.metrics_listen.map(crate::metrics::http::bind).transpose();
+            match socket {
+                Ok(socket) => {
+                    self.metrics.replace(socket);
+                    report.applied.push(format!(
+                        "metrics_listen: {} → {}",
+                        show(&old.metrics_listen),
+                        show(&new.metrics_listen)
+                    ));
+                }
+                Err(e) => {
+                    report.rejected.push(format!(
+                        "metrics_listen: cannot listen on {}: {e}; keeping {}",
+                        show(&new.metrics_listen),
+                        show(&old.metrics_listen)
+                    ));
+                    new.metrics_listen = old.metrics_listen;
+                }
+            }
+        }
         if new.bootstrap != old.bootstrap {
             report.applied.push(format!("bootstrap: {} addresses", new.bootstrap.len()));
         }

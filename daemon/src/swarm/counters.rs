@@ -7,6 +7,10 @@
 //! port is counted once in `accepted` and, if it is closed before it reaches a torrent, once
 //! in `incoming_dropped`. A connection that reaches a torrent (either direction) is counted
 //! once in `established` or once in `refused`.
+//!
+//! Besides connections, the payload moved since start-up over every torrent (block bytes
+//! received and sent, as they pass the socket) and the pieces that failed their hash check:
+//! the daemon-wide counters of `/metrics`, which go on counting after a torrent is removed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +26,17 @@ pub struct WireCounters {
     incoming_dropped: AtomicU64,
     established: AtomicU64,
     refused: AtomicU64,
+    payload_received: AtomicU64,
+    payload_sent: AtomicU64,
+    hash_failures: AtomicU64,
+}
+
+/// Payload and hash failures since start-up, over every torrent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayloadTotals {
+    pub received: u64,
+    pub sent: u64,
+    pub hash_failures: u64,
 }
 
 /// What [`WireCounters::count`] records.
@@ -56,6 +71,30 @@ impl WireCounters {
             WireEvent::Refused => &self.refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Block bytes read from a peer.
+    pub fn received(&self, bytes: u64) {
+        self.payload_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Block bytes sent to a peer.
+    pub fn sent(&self, bytes: u64) {
+        self.payload_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A piece failed its hash check.
+    pub fn hash_failed(&self) {
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn payload(&self) -> PayloadTotals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PayloadTotals {
+            received: get(&self.payload_received),
+            sent: get(&self.payload_sent),
+            hash_failures: get(&self.hash_failures),
+        }
     }
 
     pub fn snapshot(&self) -> ConnectionCounters {

@@ -236,6 +236,8 @@ pub struct ConnContext {
     pub upload: [Arc<RateLimit>; 2],
     pub download: [Arc<RateLimit>; 2],
     pub first_copies: Arc<FirstCopies>,
+    /// The daemon-wide payload counters.
+    pub counters: Arc<crate::swarm::counters::WireCounters>,
 }
 
 /// The engine's side of a connection. Dropping it stops both tasks.

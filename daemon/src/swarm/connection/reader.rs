@@ -230,6 +230,7 @@ impl Reader {
         };
         read_limited(&mut self.socket, &self.ctx.download, slot).await?;
         self.stats.downloaded.fetch_add(len as u64, Ordering::Relaxed);
+        self.ctx.counters.received(len as u64);
         self.stats.block_arrived();
         if let Some(done) = self.peer.block_read(piece, offset) {
             let (piece, data, digest) = (done.piece, done.data, done.digest);

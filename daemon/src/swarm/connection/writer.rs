@@ -130,6 +130,7 @@ impl Writer {
     /// Counts a block sent; its piece's last block completes a first copy.
     fn uploaded(&self, r: BlockRef) {
         self.stats.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
+        self.ctx.counters.sent(u64::from(r.length));
         let piece = r.piece as usize;
         if u64::from(r.offset) + u64::from(r.length) == self.ctx.layout.piece_len(piece) {
             self.ctx.first_copies.sent(piece, self.key);

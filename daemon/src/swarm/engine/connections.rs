@@ -38,6 +38,7 @@ impl Engine {
             upload: [self.ctx.upload.clone(), self.upload.clone()],
             download: [self.ctx.download.clone(), self.download.clone()],
             first_copies: self.first_copies.clone(),
+            counters: self.ctx.counters.clone(),
         }
     }
 

@@ -179,6 +179,7 @@ impl Engine {
             }
             Ok(false) => {
                 self.picker.failed(piece);
+                self.ctx.counters.hash_failed();
                 let p = self.peers.get(&key)?;
                 let (node, addr) = (p.conn.node_id, p.conn.addr);
                 match self.bans.strike(addr, node) {

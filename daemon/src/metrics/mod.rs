@@ -1,0 +1,84 @@
+//! Metrics and health over HTTP (`metrics_listen` in `p2pd.yaml`; docs/METRICS.md).
+//!
+//! - [`exposition`]: a [`Snapshot`](exposition::Snapshot) of the daemon's figures → the
+//!   Prometheus text format (pure, by the `prometheus` crate).
+//! - [`http`]: the bounded HTTP endpoint serving it, with `/health` and `/ready`.
+//!
+//! A scrape reads what `status` reads (the torrents' status cells, discovery's published
+//! counters, the daemon-wide payload counters) and asks nobody: scraping never waits on the
+//! supervisor, a torrent or the disk, besides one `statvfs` of the data directory.
+
+pub mod exposition;
+pub mod http;
+
+use std::path::Path;
+
+use exposition::{Snapshot, TorrentFigures};
+
+use crate::shared::DaemonShared;
+
+/// The endpoint's side the supervisor keeps: hands the server a new socket on reload.
+#[derive(Clone)]
+pub struct Endpoint {
+    sockets: async_channel::Sender<Option<std::net::TcpListener>>,
+}
+
+impl Endpoint {
+    /// The handle and the receiving end [`http::serve`] takes.
+    pub fn new() -> (Endpoint, async_channel::Receiver<Option<std::net::TcpListener>>) {
+        let (tx, rx) = async_channel::bounded(1);
+        (Endpoint { sockets: tx }, rx)
+    }
+
+    /// Serves on `listener` from now on (none: stops serving). Never waits: a socket the
+    /// server has not taken yet is replaced (and closed), the latest wins.
+    pub fn replace(&self, listener: Option<std::net::TcpListener>) {
+        let _ = self.sockets.force_send(listener);
+    }
+}
+
+/// The figures of one scrape, read now.
+pub fn snapshot(shared: &DaemonShared) -> Snapshot {
+    let torrents = shared
+        .torrents()
+        .iter()
+        .map(|t| {
+            let live = t.live();
+            TorrentFigures {
+                info_hash: t.info_hash.to_hex(),
+                name: t.name.clone(),
+                state: live.state,
+                downloaded: live.downloaded,
+                uploaded: live.uploaded,
+                pieces_done: live.pieces_done,
+                pieces_total: t.pieces_total,
+                peers: live.peers.iter().filter(|p| p.link.is_some()).count() as u64,
+            }
+        })
+        .collect();
+    let (rpc, routing_table_nodes) = shared.discovery_counters();
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        torrents,
+        payload: shared.payload(),
+        rpc,
+        routing_table_nodes,
+        data_dir_free: free_bytes(&shared.node.locations.data_dir),
+    }
+}
+
+/// One scrape, encoded, with the standard `process_*` metrics.
+pub fn scrape(shared: &DaemonShared) -> Result<String, exposition::EncodeError> {
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    exposition::encode(&snapshot(shared), Some(Box::new(process)))
+}
+
+/// Bytes available to p2pd in the filesystem of `dir` (or of its nearest existing ancestor,
+/// before the directory is made).
+// The block counts are 32 bits wide on some targets.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let s = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+}
