@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use clap_complete::Shell;
+use p2pd::units::ByteRate;
 
 /// Control a p2pd daemon: add and remove torrents, watch them, make descriptors.
 ///
@@ -100,6 +101,40 @@ pub enum Command {
     Verify {
         /// Info hash, a unique prefix of it, or the torrent's name
         id: String,
+    },
+    /// Pause a torrent: it keeps its data and state but neither downloads nor uploads
+    /// (recorded in its torrent file, so it stays paused across reloads and restarts)
+    Pause {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused torrent
+    Resume {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a torrent's limits, live (recorded in its torrent file)
+    Set {
+        /// Info hash, a unique prefix of it, or the torrent's name
+        id: String,
+        /// This torrent's download limit, e.g. 50MiB or 200Mbit; 0 or unlimited: none of its own
+        #[arg(long, value_name = "RATE", value_parser = crate::commands::set::download_rate)]
+        download_rate: Option<ByteRate>,
+        /// This torrent's upload limit; 0 or unlimited: none of its own
+        #[arg(long, value_name = "RATE", value_parser = crate::commands::set::upload_rate)]
+        upload_rate: Option<ByteRate>,
+        /// Most peer connections for this torrent
+        #[arg(long, value_name = "N", value_parser = crate::commands::set::max_peers)]
+        max_peers: Option<u32>,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Wait until a torrent is complete and verified
     Wait {

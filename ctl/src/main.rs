@@ -16,6 +16,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 use client::Client;
 use exit::{CtlResult, Exit};
+use p2pd::control::protocol::SettingsChange;
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
@@ -60,6 +61,16 @@ fn run(cli: Cli) -> CtlResult {
         Command::Peers { id, json } => commands::peers::run(&client()?, id, json),
         Command::Reload => commands::reload::run(&client()?),
         Command::Verify { id } => commands::verify::run(&client()?, id),
+        Command::Pause { id, json } => {
+            commands::set::run(&client()?, id, SettingsChange { paused: Some(true), ..Default::default() }, json)
+        }
+        Command::Resume { id, json } => {
+            commands::set::run(&client()?, id, SettingsChange { paused: Some(false), ..Default::default() }, json)
+        }
+        Command::Set { id, download_rate, upload_rate, max_peers, json } => {
+            let change = SettingsChange { paused: None, download_rate, upload_rate, max_peers };
+            commands::set::run(&client()?, id, change, json)
+        }
         Command::Wait { id, timeout } => commands::wait::run(&client()?, id, timeout),
         Command::Watch => commands::watch::run(&client()?),
         Command::Completions { shell } => commands::docs::completions(shell),

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod peers;
 pub mod reload;
 pub mod remove;
+pub mod set;
 pub mod status;
 pub mod verify;
 pub mod wait;

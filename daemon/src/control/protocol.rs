@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::bounds;
 use crate::descriptor::MAX_DESCRIPTOR_BYTES;
+use crate::units::ByteRate;
 
 /// Version of the request/response types.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -57,6 +59,43 @@ pub enum Request {
     Reload,
     /// Recheck every piece of a torrent against its hash.
     Verify { id: String },
+    /// Change a torrent's settings (`pause`, `resume`, `set`): applied live and recorded in its
+    /// file in `torrents/`.
+    Set { id: String, settings: SettingsChange },
+}
+
+/// The settings `set` changes; an absent field is left as it is. The same bounds as in a
+/// torrent file apply (checked while the request is decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// `0` or unlimited removes the torrent's own limit.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_byte_rate::<bounds::TorrentDownloadRate, _>"
+    )]
+    pub download_rate: Option<ByteRate>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_byte_rate::<bounds::TorrentUploadRate, _>"
+    )]
+    pub upload_rate: Option<ByteRate>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::optional_number::<bounds::TorrentMaxPeers, _, _>"
+    )]
+    pub max_peers: Option<u32>,
+}
+
+impl SettingsChange {
+    pub fn is_empty(&self) -> bool {
+        *self == SettingsChange::default()
+    }
 }
 
 /// A request with the protocol version.
@@ -77,7 +116,19 @@ pub enum Response {
     Peers(PeersReport),
     Reloaded(ReloadReport),
     Verifying(TorrentRef),
+    Updated(UpdatedReport),
     Error(ErrorReply),
+}
+
+/// What `set` (or `pause`, `resume`) changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatedReport {
+    pub info_hash: String,
+    pub name: String,
+    /// One line per change now in effect (empty: the torrent already had these settings).
+    pub changes: Vec<String>,
+    /// The torrent's file, where the settings are recorded.
+    pub file: PathBuf,
 }
 
 /// Why a request failed; p2pctl maps each kind to an exit code.
@@ -512,6 +563,15 @@ mod tests {
             Request::Peers { id: "x".into() },
             Request::Reload,
             Request::Verify { id: "x".into() },
+            Request::Set {
+                id: "x".into(),
+                settings: SettingsChange {
+                    paused: Some(true),
+                    download_rate: Some(ByteRate(Some(5_000_000))),
+                    upload_rate: Some(ByteRate::UNLIMITED),
+                    max_peers: Some(9),
+                },
+            },
         ];
         for r in requests {
             let frame = encode_frame(&RequestEnvelope { version: PROTOCOL_VERSION, request: r.clone() });

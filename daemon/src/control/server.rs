@@ -46,6 +46,7 @@ pub enum Change {
     Remove { id: String, delete_data: bool },
     Reload,
     Verify { id: String },
+    Set { id: String, settings: crate::control::protocol::SettingsChange },
 }
 
 /// A change for the supervisor, with who sent it and where to send the answer.
@@ -212,6 +213,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Peers { .. } => "peers",
         Request::Reload => "reload",
         Request::Verify { .. } => "verify",
+        Request::Set { .. } => "set",
     }
 }
 
@@ -230,6 +232,7 @@ async fn dispatch(
         Request::Remove { id, delete_data } => Change::Remove { id, delete_data },
         Request::Reload => Change::Reload,
         Request::Verify { id } => Change::Verify { id },
+        Request::Set { id, settings } => Change::Set { id, settings },
     };
     let (tx, rx) = async_channel::bounded(1);
     let failed = |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });

@@ -25,6 +25,7 @@
 pub mod content;
 mod reload;
 mod running;
+mod settings;
 
 pub use reload::scan_torrent_files;
 
@@ -310,6 +311,7 @@ impl Supervisor {
                 }
                 Err(e) => Response::Error(e),
             },
+            Change::Set { id, settings } => self.set(&id, settings).await,
         }
     }
 

@@ -329,7 +329,7 @@ impl Supervisor {
 
     /// Gives a running torrent the settings its file (and the config defaults) now imply:
     /// live when possible, by restarting it when its data directory changed.
-    async fn refresh_settings(&mut self, name: &str, report: &mut ReloadReport) {
+    pub(super) async fn refresh_settings(&mut self, name: &str, report: &mut ReloadReport) {
         let Some(record) = self.files.get(name).cloned() else { return };
         let (Some(hash), Some(settings)) = (self.running.run_by(name), record.settings) else { return };
         let wanted = self.effective(&settings);
