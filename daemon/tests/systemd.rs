@@ -100,3 +100,49 @@ fn speaks_the_notify_protocol() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     node.kill();
 }
+
+/// `WatchdogSec=`: the supervisor feeds systemd's watchdog between requests at half the
+/// timeout, and stops when it is wedged (here: a reload that never ends), so systemd would
+/// restart the daemon.
+#[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs `--features p2pd/fault-injection`")]
+fn feeds_the_watchdog_until_the_supervisor_is_wedged() {
+    let mut node = Node::new();
+    let sock_path = node.root.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let log = std::fs::File::create(node.log_path()).unwrap();
+    let mut child = Command::new(p2pd_bin())
+        .arg("--config-dir")
+        .arg(node.cfg())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "600000")
+        .env("P2PD_FAULT_RELOAD_HANGS", "1")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    expect(&sock, &mut seen, "READY=1", |m| m.lines().any(|l| l == "READY=1"));
+    // Fed every 0.3 s: at least four times in two seconds, while idle and while answering.
+    let count = |window: Duration| {
+        let (end, mut n, mut buf) = (Instant::now() + window, 0, vec![0u8; 4096]);
+        while Instant::now() < end {
+            if let Ok(k) = sock.recv(&mut buf) {
+                n += String::from_utf8_lossy(&buf[..k]).lines().filter(|l| *l == "WATCHDOG=1").count();
+            }
+        }
+        n
+    };
+    let fed = count(Duration::from_secs(2));
+    assert!((4..=10).contains(&fed), "fed {fed} times in 2 s at a 0.6 s timeout");
+    assert_eq!(node.ctl(&["status"]).code, 0);
+
+    // Wedge the supervisor: the feeding stops.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let mut seen = Vec::new();
+    expect(&sock, &mut seen, "RELOADING=1", |m| m.contains("RELOADING=1"));
+    assert_eq!(count(Duration::from_secs(2)), 0, "the watchdog was fed by a wedged supervisor");
+    let _ = child.kill();
+    let _ = child.wait();
+    node.kill();
+}

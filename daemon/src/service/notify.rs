@@ -32,3 +32,14 @@ pub fn status(status: &str) {
 pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }
+
+/// How often to tell systemd the daemon is alive (`WATCHDOG=1`), when the unit sets
+/// `WatchdogSec=`: half the timeout, as sd_watchdog_enabled(3) advises. `None`: no watchdog.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled().map(|timeout| timeout / 2).filter(|d| !d.is_zero())
+}
+
+/// The daemon is alive: its supervisor is taking requests.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}

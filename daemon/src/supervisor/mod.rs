@@ -259,17 +259,40 @@ impl Supervisor {
         enum Next {
             Call(ControlCall),
             Command(Command),
+            Watchdog,
+        }
+        // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests: a
+        // supervisor wedged on one (a hung disk, a bug) stops feeding it, and systemd restarts
+        // p2pd. Every request the supervisor handles ends in bounded time otherwise.
+        let watchdog = notify::watchdog_interval();
+        let mut fed = std::time::Instant::now();
+        if watchdog.is_some() {
+            notify::watchdog();
         }
         loop {
-            let next = future::or(async { commands.recv().await.ok().map(Next::Command) }, async {
+            let due = async {
+                match watchdog {
+                    Some(every) => {
+                        smol::Timer::at(fed + every).await;
+                        Some(Next::Watchdog)
+                    }
+                    None => future::pending().await,
+                }
+            };
+            let requests = future::or(async { commands.recv().await.ok().map(Next::Command) }, async {
                 match calls.recv().await {
                     Ok(call) => Some(Next::Call(call)),
                     // The control server has stopped: only a command can come now.
                     Err(_) => future::pending().await,
                 }
-            })
-            .await;
+            });
+            let next = future::or(due, requests).await;
+            if watchdog.is_some_and(|every| fed.elapsed() >= every) {
+                notify::watchdog();
+                fed = std::time::Instant::now();
+            }
             match next {
+                Some(Next::Watchdog) => {}
                 Some(Next::Call(call)) => {
                     let response = self.handle(call.change, call.client).await;
                     let _ = call.reply.send(response).await;
@@ -591,6 +614,12 @@ impl Supervisor {
 
     async fn reload_notifying(&mut self) -> ReloadReport {
         notify::reloading();
+        // With the `fault-injection` feature, `P2PD_FAULT_RELOAD_HANGS` wedges the supervisor
+        // in a reload (for tests of the watchdog).
+        #[cfg(feature = "fault-injection")]
+        if std::env::var_os("P2PD_FAULT_RELOAD_HANGS").is_some() {
+            future::pending::<()>().await;
+        }
         let report = self.reload().await;
         notify::ready(&self.shared.summary());
         report
