@@ -34,6 +34,8 @@ pub mod deadline;
 #[cfg(feature = "daemon")]
 pub mod discovery;
 #[cfg(feature = "daemon")]
+pub mod hooks;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod node_id;

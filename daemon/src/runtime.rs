@@ -298,6 +298,7 @@ async fn serve(
         discovery: discovery.clone(),
         swarm: swarm_ctx,
         content_guard: content_guard(&node.locations),
+        hooks: crate::hooks::Hooks::new(executor.clone(), &config.hooks),
     };
     // With the `fault-injection` feature, `P2PD_FAULT_START_DELAY_MS` holds start-up here (the
     // metrics endpoint serving, state not loaded), for tests of `/ready`.

@@ -100,6 +100,8 @@ bounded_keys! { CONFIG:
     MaxStoredSwarms = "discovery.max_stored_swarms", Count, 0, 65_536;
     MaxNodesPerIp = "discovery.max_nodes_per_ip", Count, 1, 1_024;
     RateLimit = "discovery.rate_limit", PerSec, 1, 100_000;
+    HookTimeoutSecs = "hooks.timeout_secs", Secs, 1, 86_400;
+    HookMaxConcurrent = "hooks.max_concurrent", Count, 1, 64;
 }
 
 bounded_keys! { TORRENT:

@@ -7,6 +7,7 @@
 //! `p2pctl remove`.
 
 pub mod bounds;
+pub mod hooks;
 pub mod locations;
 pub mod torrent_entry;
 
@@ -93,6 +94,8 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     /// Where `/metrics`, `/health` and `/ready` are served over HTTP; absent: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Programs run on torrents' events.
+    pub hooks: hooks::HooksConfig,
 }
 
 impl Default for Config {
@@ -111,6 +114,7 @@ impl Default for Config {
             limits: Limits::default(),
             discovery: DiscoverySettings::default(),
             metrics_listen: None,
+            hooks: hooks::HooksConfig::default(),
         }
     }
 }
@@ -299,6 +303,9 @@ impl Config {
         {
             return bad("control_group", "is not a valid group name");
         }
+        if let Err((field, problem)) = self.hooks.check() {
+            return bad(field, &problem);
+        }
         for (field, path) in
             [("state_dir", &self.state_dir), ("data_dir", &self.data_dir), ("control_socket", &self.control_socket)]
         {
@@ -342,6 +349,7 @@ mod tests {
         let mut keys: Vec<String> = serialized.as_object().unwrap().keys().cloned().collect();
         keys.extend(serialized["limits"].as_object().unwrap().keys().cloned());
         keys.extend(serialized["discovery"].as_object().unwrap().keys().cloned());
+        keys.extend(serialized["hooks"].as_object().unwrap().keys().cloned());
         for key in keys {
             assert!(text.contains(&format!("{key}:")), "config/p2pd.yaml does not document `{key}`");
         }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::bounds;
+use super::hooks::TorrentHooks;
 use crate::descriptor::{DESCRIPTOR_YAML_LIMITS, Descriptor, DescriptorDocument, DescriptorError, InfoHash};
 use crate::units::ByteRate;
 use crate::yaml::{self, YamlError};
@@ -31,6 +32,9 @@ pub struct TorrentSettings {
     /// Most peer connections for this torrent (within the global limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_peers: Option<u32>,
+    /// This torrent's own hooks, replacing the daemon's for the events named.
+    #[serde(default, skip_serializing_if = "TorrentHooks::is_empty")]
+    pub hooks: TorrentHooks,
 }
 
 /// The YAML shape of a torrent file: the settings' keys, then `descriptor:`.
@@ -59,6 +63,8 @@ pub struct TorrentEntryDocument {
         deserialize_with = "bounds::optional_number::<bounds::TorrentMaxPeers, _, _>"
     )]
     pub max_peers: Option<u32>,
+    #[serde(default, skip_serializing_if = "TorrentHooks::is_empty")]
+    pub hooks: TorrentHooks,
     pub descriptor: DescriptorDocument,
 }
 
@@ -94,7 +100,11 @@ impl TorrentEntry {
             download_rate: document.download_rate,
             upload_rate: document.upload_rate,
             max_peers: document.max_peers,
+            hooks: document.hooks,
         };
+        if let Err((field, problem)) = settings.hooks.check() {
+            return Err(TorrentEntryError::Invalid { field, problem });
+        }
         if let Some(dir) = &settings.data_dir
             && !dir.is_absolute()
         {
@@ -119,6 +129,7 @@ impl TorrentEntry {
             download_rate: s.download_rate,
             upload_rate: s.upload_rate,
             max_peers: s.max_peers,
+            hooks: s.hooks,
             descriptor: self.descriptor.to_document(),
         };
         let body = serde_saphyr::to_string(&document)

@@ -43,6 +43,7 @@ use crate::control::access::Credentials;
 use crate::control::protocol::{AddedReport, ErrorKind, ErrorReply, ReloadReport, RemovedReport, Response, TorrentRef};
 use crate::control::server::{Change, ControlCall};
 use crate::descriptor::{Descriptor, DescriptorError, InfoHash};
+use crate::hooks::{HookEvent, HookTorrent};
 use crate::service::notify;
 use crate::shared::DaemonShared;
 use crate::state::atomic;
@@ -345,6 +346,7 @@ impl Supervisor {
             download_rate: s.download_rate.unwrap_or(ByteRate::UNLIMITED),
             upload_rate: s.upload_rate.unwrap_or(ByteRate::UNLIMITED),
             max_peers: s.max_peers.unwrap_or(self.config.limits.max_peers_per_torrent),
+            hooks: crate::config::hooks::HookCommands::resolve(&self.config.hooks, &s.hooks),
         }
     }
 
@@ -411,11 +413,23 @@ impl Supervisor {
         handle.stop(how).await
     }
 
+    /// The `on_removed` hook of a running torrent and what it is told (taken before it stops).
+    fn removed_hook(&self, hash: &InfoHash) -> Option<(crate::config::hooks::Argv, HookTorrent)> {
+        let h = self.running.get(hash)?;
+        let name = h.descriptor().content.name.clone();
+        let torrent = HookTorrent { info_hash: *hash, data_path: h.data_dir().join(&name), name, error: None };
+        Some((h.settings().hooks.on_removed, torrent))
+    }
+
     /// Stops a torrent that is no longer managed: its state and its claim on the content go
     /// (problems are logged; the torrent is gone either way); the content stays.
     async fn forget_torrent(&mut self, hash: &InfoHash) {
+        let removed_hook = self.removed_hook(hash);
         if let Err(e) = self.stop_torrent(hash, StopMode::Forget).await {
             warn!("{e}");
+        }
+        if let Some((argv, t)) = removed_hook {
+            self.ctx.hooks.fire(HookEvent::Removed, &argv, t);
         }
         let (claims, hash) = (self.claims.clone(), *hash);
         if let Err(e) = smol::unblock(move || claims.remove(&hash)).await {
@@ -575,6 +589,7 @@ impl Supervisor {
             );
         }
         self.files.remove(&file);
+        let removed_hook = self.removed_hook(&hash);
         // Stopped first, so that nothing writes while the content is deleted; deleted only
         // where the torrent owns it.
         let stopped = self.stop_torrent(&hash, StopMode::Forget).await;
@@ -597,6 +612,9 @@ impl Supervisor {
             _ => (false, None, String::new()),
         };
         info!("{}: removed ({hash}){what}", torrent.name);
+        if let Some((argv, t)) = removed_hook {
+            self.ctx.hooks.fire(HookEvent::Removed, &argv, t);
+        }
         // What went wrong is told to the client, in words.
         let result = stopped
             .map_err(|e| e.to_string())

@@ -211,6 +211,13 @@ impl Supervisor {
                 }
             }
         }
+        if new.hooks.timeout_secs != old.hooks.timeout_secs || new.hooks.max_concurrent != old.hooks.max_concurrent {
+            self.ctx.hooks.configure(&new.hooks);
+            report.applied.push(format!(
+                "hooks: timeout_secs {} → {}, max_concurrent {} → {}",
+                old.hooks.timeout_secs, new.hooks.timeout_secs, old.hooks.max_concurrent, new.hooks.max_concurrent
+            ));
+        }
         if new.bootstrap != old.bootstrap {
             report.applied.push(format!("bootstrap: {} addresses", new.bootstrap.len()));
         }
@@ -385,6 +392,16 @@ fn describe_settings(old: &crate::torrent::EffectiveSettings, new: &crate::torre
     }
     if old.max_peers != new.max_peers {
         parts.push(format!("max_peers {} → {}", old.max_peers, new.max_peers));
+    }
+    for (event, o, n) in [
+        ("on_complete", &old.hooks.on_complete, &new.hooks.on_complete),
+        ("on_error", &old.hooks.on_error, &new.hooks.on_error),
+        ("on_removed", &old.hooks.on_removed, &new.hooks.on_removed),
+    ] {
+        if o != n {
+            let show = |a: &Vec<String>| if a.is_empty() { "(none)".to_string() } else { a.join(" ") };
+            parts.push(format!("hooks.{event} {} → {}", show(o), show(n)));
+        }
     }
     parts.join(", ")
 }

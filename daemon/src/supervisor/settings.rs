@@ -107,6 +107,7 @@ mod tests {
             download_rate: Some(ByteRate(Some(1000))),
             upload_rate: Some(ByteRate(Some(2000))),
             max_peers: None,
+            hooks: Default::default(),
         };
         let change = SettingsChange {
             paused: Some(true),

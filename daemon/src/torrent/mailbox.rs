@@ -130,6 +130,7 @@ mod tests {
             download_rate: ByteRate::UNLIMITED,
             paused,
             max_peers: 50,
+            hooks: Default::default(),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct EffectiveSettings {
     pub download_rate: ByteRate,
     pub upload_rate: ByteRate,
     pub max_peers: u32,
+    /// The programs run on its events.
+    pub hooks: crate::config::hooks::HookCommands,
 }
 
 /// Everything needed to run a torrent.
@@ -69,6 +71,8 @@ pub struct TorrentContext {
     /// `add` and reload check the configured path; this is checked at every start, since a
     /// directory on that path can be swapped for a symbolic link afterwards.
     pub content_guard: ContentGuard,
+    /// Runs the operator's programs on torrents' events.
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Why a torrent's state could not be made durable, saved or removed (each names the torrent).

@@ -29,6 +29,7 @@ use crate::swarm::{Engine, EngineEvent};
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
 use super::{Command, EffectiveSettings, StateError, StopMode, TorrentContext, TorrentShared, TorrentSpec};
+use crate::hooks::{HookEvent, HookTorrent};
 
 /// Bytes hashed per blocking batch while checking.
 const CHECK_BATCH_BYTES: u64 = 32 << 20;
@@ -588,9 +589,29 @@ impl Torrent {
         if let Some(e) = self.engine.as_mut() {
             e.on_complete();
         }
+        // Here only, where a download completes: a torrent that starts complete never passes.
+        self.fire(HookEvent::Complete, None);
         self.publish(TorrentState::Seeding, None);
         self.join_swarm(PeerStatus::Seeding).await;
         Ok(())
+    }
+
+    /// Runs the torrent's hook for `event`, if it has one (in the background).
+    fn fire(&self, event: HookEvent, error: Option<String>) {
+        let hooks = &self.spec.settings.hooks;
+        let argv = match event {
+            HookEvent::Complete => &hooks.on_complete,
+            HookEvent::Error => &hooks.on_error,
+            HookEvent::Removed => &hooks.on_removed,
+        };
+        let content = &self.spec.descriptor.content;
+        let torrent = HookTorrent {
+            info_hash: self.spec.descriptor.info_hash,
+            name: content.name.clone(),
+            data_path: self.spec.settings.data_dir.join(&content.name),
+            error,
+        };
+        self.ctx.hooks.fire(event, argv, torrent);
     }
 
     /// Applies new settings (same data directory) and publishes them.
@@ -623,6 +644,9 @@ impl Torrent {
     async fn failed(&mut self, commands: &Commands, message: String, retry: bool) -> Next {
         let message = if retry { format!("{message} (retrying every {} s)", RETRY_AFTER.as_secs()) } else { message };
         warn!("{}: {message}", self.name());
+        if self.published.get() != TorrentState::Error {
+            self.fire(HookEvent::Error, Some(message.clone()));
+        }
         self.publish(TorrentState::Error, Some(message));
         let timeout = async {
             if retry {
