@@ -27,6 +27,7 @@ use smol::lock::Semaphore;
 use crate::control::protocol::{TorrentState, TorrentStatus};
 use crate::descriptor::{Descriptor, InfoHash};
 use crate::discovery::driver::DiscoveryHandle;
+use crate::hooks::{HookEvent, HookTorrent};
 use crate::state::StateDir;
 use crate::swarm::SwarmContext;
 use crate::units::ByteRate;
@@ -50,6 +51,26 @@ pub struct TorrentSpec {
     pub settings: EffectiveSettings,
     /// Name of its file in `torrents/`.
     pub file: String,
+}
+
+impl TorrentSpec {
+    /// The command of this torrent's hook for `event` (empty: none) and what it is told.
+    pub fn hook(&self, event: HookEvent, error: Option<String>) -> (&crate::config::hooks::Argv, HookTorrent) {
+        let hooks = &self.settings.hooks;
+        let argv = match event {
+            HookEvent::Complete => &hooks.on_complete,
+            HookEvent::Error => &hooks.on_error,
+            HookEvent::Removed => &hooks.on_removed,
+        };
+        let content = &self.descriptor.content;
+        let torrent = HookTorrent {
+            info_hash: self.descriptor.info_hash,
+            name: content.name.clone(),
+            data_path: self.settings.data_dir.join(&content.name),
+            error,
+        };
+        (argv, torrent)
+    }
 }
 
 /// Daemon-wide services a torrent task uses.

@@ -29,7 +29,7 @@ use crate::swarm::{Engine, EngineEvent};
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
 use super::{Command, EffectiveSettings, StateError, StopMode, TorrentContext, TorrentShared, TorrentSpec};
-use crate::hooks::{HookEvent, HookTorrent};
+use crate::hooks::HookEvent;
 
 /// Bytes hashed per blocking batch while checking.
 const CHECK_BATCH_BYTES: u64 = 32 << 20;
@@ -598,19 +598,7 @@ impl Torrent {
 
     /// Runs the torrent's hook for `event`, if it has one (in the background).
     fn fire(&self, event: HookEvent, error: Option<String>) {
-        let hooks = &self.spec.settings.hooks;
-        let argv = match event {
-            HookEvent::Complete => &hooks.on_complete,
-            HookEvent::Error => &hooks.on_error,
-            HookEvent::Removed => &hooks.on_removed,
-        };
-        let content = &self.spec.descriptor.content;
-        let torrent = HookTorrent {
-            info_hash: self.spec.descriptor.info_hash,
-            name: content.name.clone(),
-            data_path: self.spec.settings.data_dir.join(&content.name),
-            error,
-        };
+        let (argv, torrent) = self.spec.hook(event, error);
         self.ctx.hooks.fire(event, argv, torrent);
     }
 
