@@ -1,6 +1,6 @@
 //! Metrics and health over HTTP (`metrics_listen` in `p2pd.yaml`; docs/METRICS.md).
 //!
-//! - [`exposition`]: a [`Snapshot`](exposition::Snapshot) of the daemon's figures → the
+//! - [`exposition`]: a [`Snapshot`] of the daemon's figures → the
 //!   Prometheus text format (pure, by the `prometheus` crate).
 //! - [`http`]: the bounded HTTP endpoint serving it, with `/health` and `/ready`.
 //!
