@@ -33,6 +33,11 @@ pub const MAX_FAILED_REMEMBERED: usize = 1024;
 /// Before reconnecting to a peer whose connection closed.
 const AFTER_CLOSE: Duration = Duration::from_secs(5);
 
+/// The wait before dialling again after `failures` failed connects in a row.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((5u64 << failures.min(4)).min(60))
+}
+
 #[derive(Debug, Clone)]
 struct Candidate {
     status: PeerStatus,
@@ -96,7 +101,13 @@ impl Candidates {
                 None => return,
             };
         }
-        let c = Candidate { status: peer.status, next_attempt: now, failures: 0, connecting: false, exchanged: false };
+        // An address that just failed when exchange named it (discovery's answer often
+        // arrives a moment after a peer's): its back-off holds, not a second dial at once.
+        let (failures, next_attempt) = match self.failed_exchanged.get(&peer.addr) {
+            Some(&at) if at + backoff(1) > now => (1, at + backoff(1)),
+            _ => (0, now),
+        };
+        let c = Candidate { status: peer.status, next_attempt, failures, connecting: false, exchanged: false };
         self.by_addr.insert(peer.addr, c);
     }
 
@@ -176,7 +187,7 @@ impl Candidates {
             self.remove(addr);
             return true;
         }
-        c.next_attempt = now + Duration::from_secs((5u64 << c.failures.min(4)).min(60));
+        c.next_attempt = now + backoff(c.failures);
         false
     }
 
@@ -206,6 +217,28 @@ mod tests {
     fn peer(i: u32, status: PeerStatus) -> PeerRecord {
         let ip = std::net::Ipv4Addr::from_bits(0x0a00_0000 + i);
         PeerRecord { id: NodeId([0; 32]), addr: SocketAddr::new(ip.into(), 6690), status }
+    }
+
+    /// Exchange named a full seed, the connect failed, and discovery named it a moment later:
+    /// not dialled again until the back-off of that failure is over.
+    #[test]
+    fn discovery_naming_an_address_that_just_failed_keeps_its_back_off() {
+        let mut c = Candidates::default();
+        let now = Instant::now();
+        let p = peer(1, PeerStatus::Seeding);
+        assert!(c.learn_exchanged(p.addr, now));
+        c.dialling(&p.addr);
+        assert!(c.failed(&p.addr, now), "an exchanged address is dropped at its first failure");
+        c.learn(&p, now + Duration::from_millis(1));
+        let none = HashSet::new();
+        assert!(c.due(now + Duration::from_secs(9), false, &none).is_empty(), "dialled again at once");
+        assert_eq!(c.due(now + Duration::from_secs(10), false, &none), vec![p.addr]);
+        // Long after, discovery's word is fresh.
+        let mut c2 = Candidates::default();
+        assert!(c2.learn_exchanged(p.addr, now));
+        c2.failed(&p.addr, now);
+        c2.learn(&p, now + Duration::from_secs(30));
+        assert_eq!(c2.due(now + Duration::from_secs(30), false, &none), vec![p.addr]);
     }
 
     #[test]
