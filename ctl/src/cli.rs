@@ -132,6 +132,9 @@ pub enum Command {
         /// Most peer connections for this torrent
         #[arg(long, value_name = "N", value_parser = crate::commands::set::max_peers)]
         max_peers: Option<u32>,
+        /// Put it first in the download queue (limits.max_active_downloads)
+        #[arg(long)]
+        priority: bool,
         /// Print the answer as JSON
         #[arg(long)]
         json: bool,

@@ -67,8 +67,8 @@ fn run(cli: Cli) -> CtlResult {
         Command::Resume { id, json } => {
             commands::set::run(&client()?, id, SettingsChange { paused: Some(false), ..Default::default() }, json)
         }
-        Command::Set { id, download_rate, upload_rate, max_peers, json } => {
-            let change = SettingsChange { paused: None, download_rate, upload_rate, max_peers };
+        Command::Set { id, download_rate, upload_rate, max_peers, priority, json } => {
+            let change = SettingsChange { paused: None, download_rate, upload_rate, max_peers, priority };
             commands::set::run(&client()?, id, change, json)
         }
         Command::Wait { id, timeout } => commands::wait::run(&client()?, id, timeout),

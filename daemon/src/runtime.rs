@@ -299,6 +299,7 @@ async fn serve(
         swarm: swarm_ctx,
         content_guard: content_guard(&node.locations),
         hooks: crate::hooks::Hooks::new(executor.clone(), &config.hooks),
+        queue: crate::torrent::queue::DownloadQueue::new(config.limits.max_active_downloads),
     };
     // With the `fault-injection` feature, `P2PD_FAULT_START_DELAY_MS` holds start-up here (the
     // metrics endpoint serving, state not loaded), for tests of `/ready`.

@@ -10,7 +10,10 @@ use crate::exit::{CtlError, CtlResult, Exit};
 
 pub fn run(client: &Client, id: String, settings: SettingsChange, json: bool) -> CtlResult {
     if settings.is_empty() {
-        return Err(CtlError::new(Exit::Usage, "nothing to set: give --download-rate, --upload-rate or --max-peers"));
+        return Err(CtlError::new(
+            Exit::Usage,
+            "nothing to set: give --download-rate, --upload-rate, --max-peers or --priority",
+        ));
     }
     let response = client.call(Request::Set { id, settings })?;
     let Response::Updated(r) = &response else {

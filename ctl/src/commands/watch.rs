@@ -19,7 +19,7 @@ pub fn run(client: &Client) -> CtlResult {
     let active: Vec<_> = report
         .torrents
         .iter()
-        .filter(|t| matches!(t.state, TorrentState::Checking | TorrentState::Leeching))
+        .filter(|t| matches!(t.state, TorrentState::Checking | TorrentState::Queued | TorrentState::Leeching))
         .map(|t| t.info_hash.clone())
         .collect();
     if active.is_empty() {

@@ -83,6 +83,7 @@ bounded_keys! { CONFIG:
     UploadRate = "limits.upload_rate", Rate, MIN_RATE, MAX_RATE;
     MaxPeers = "limits.max_peers", Count, 1, MAX_PEERS;
     MaxPeersPerTorrent = "limits.max_peers_per_torrent", Count, 1, MAX_PEERS;
+    MaxActiveDownloads = "limits.max_active_downloads", Count, 0, 10_000;
     UploadSlots = "limits.upload_slots", Count, 1, 1_000;
     MaxConnectionsPerIp = "limits.max_connections_per_ip", Count, 1, 1_000;
     // At most what a peer lets one connection queue (`swarm::connection::MAX_QUEUED_UPLOADS`

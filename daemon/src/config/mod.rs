@@ -135,6 +135,9 @@ pub struct Limits {
     /// Most peer connections per torrent.
     #[serde(deserialize_with = "bounds::number::<bounds::MaxPeersPerTorrent, _, _>")]
     pub max_peers_per_torrent: u32,
+    /// Torrents downloading at once, at most (0: no limit); the others wait, `queued`.
+    #[serde(deserialize_with = "bounds::number::<bounds::MaxActiveDownloads, _, _>")]
+    pub max_active_downloads: u32,
     /// Peers a torrent uploads to at the same time, at most (fewer while the measured upload
     /// rate cannot serve them all a piece within half a second; see the swarm engine).
     #[serde(deserialize_with = "bounds::number::<bounds::UploadSlots, _, _>")]
@@ -158,6 +161,7 @@ impl Default for Limits {
             upload_rate: ByteRate::UNLIMITED,
             max_peers: 500,
             max_peers_per_torrent: 50,
+            max_active_downloads: 0,
             upload_slots: 32,
             max_connections_per_ip: 32,
             max_in_flight_per_peer: ByteSize(64 << 20),

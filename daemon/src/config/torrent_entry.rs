@@ -35,6 +35,10 @@ pub struct TorrentSettings {
     /// This torrent's own hooks, replacing the daemon's for the events named.
     #[serde(default, skip_serializing_if = "TorrentHooks::is_empty")]
     pub hooks: TorrentHooks,
+    /// Its place in the download queue: lower goes first (`p2pctl add` writes the time it was
+    /// added, in milliseconds since 1970; absent: after every torrent that has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u64>,
 }
 
 /// The YAML shape of a torrent file: the settings' keys, then `descriptor:`.
@@ -65,6 +69,8 @@ pub struct TorrentEntryDocument {
     pub max_peers: Option<u32>,
     #[serde(default, skip_serializing_if = "TorrentHooks::is_empty")]
     pub hooks: TorrentHooks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u64>,
     pub descriptor: DescriptorDocument,
 }
 
@@ -101,6 +107,7 @@ impl TorrentEntry {
             upload_rate: document.upload_rate,
             max_peers: document.max_peers,
             hooks: document.hooks,
+            queue: document.queue,
         };
         if let Err((field, problem)) = settings.hooks.check() {
             return Err(TorrentEntryError::Invalid { field, problem });
@@ -130,6 +137,7 @@ impl TorrentEntry {
             upload_rate: s.upload_rate,
             max_peers: s.max_peers,
             hooks: s.hooks,
+            queue: s.queue,
             descriptor: self.descriptor.to_document(),
         };
         let body = serde_saphyr::to_string(&document)

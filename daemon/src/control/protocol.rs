@@ -90,6 +90,9 @@ pub struct SettingsChange {
         deserialize_with = "bounds::optional_number::<bounds::TorrentMaxPeers, _, _>"
     )]
     pub max_peers: Option<u32>,
+    /// Put the torrent first in the download queue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub priority: bool,
 }
 
 impl SettingsChange {
@@ -213,14 +216,17 @@ pub enum TorrentState {
     Seeding,
     /// Stopped by its settings.
     Paused,
+    /// Checked and incomplete, waiting for its turn to download (`limits.max_active_downloads`).
+    Queued,
     /// Stopped by a problem (see `error`).
     Error,
 }
 
 impl TorrentState {
     /// Every state, in the order `status` documents them.
-    pub const ALL: [TorrentState; 5] = [
+    pub const ALL: [TorrentState; 6] = [
         TorrentState::Checking,
+        TorrentState::Queued,
         TorrentState::Leeching,
         TorrentState::Seeding,
         TorrentState::Paused,
@@ -233,6 +239,7 @@ impl TorrentState {
             TorrentState::Leeching => "leeching",
             TorrentState::Seeding => "seeding",
             TorrentState::Paused => "paused",
+            TorrentState::Queued => "queued",
             TorrentState::Error => "error",
         }
     }
@@ -570,6 +577,7 @@ mod tests {
                     download_rate: Some(ByteRate(Some(5_000_000))),
                     upload_rate: Some(ByteRate::UNLIMITED),
                     max_peers: Some(9),
+                    priority: true,
                 },
             },
         ];

@@ -347,6 +347,7 @@ impl Supervisor {
             upload_rate: s.upload_rate.unwrap_or(ByteRate::UNLIMITED),
             max_peers: s.max_peers.unwrap_or(self.config.limits.max_peers_per_torrent),
             hooks: crate::config::hooks::HookCommands::resolve(&self.config.hooks, &s.hooks),
+            queue_rank: s.queue.unwrap_or(u64::MAX),
         }
     }
 
@@ -487,7 +488,15 @@ impl Supervisor {
             }
         };
         let entry = TorrentEntry {
-            settings: TorrentSettings { data_dir: Some(data_dir.clone()), ..Default::default() },
+            settings: TorrentSettings {
+                data_dir: Some(data_dir.clone()),
+                // The download queue goes in the order torrents were added.
+                queue: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .and_then(|d| u64::try_from(d.as_millis()).ok()),
+                ..Default::default()
+            },
             descriptor,
         };
         let path = self.content_path(&entry.settings, &entry.descriptor).await;

@@ -187,6 +187,7 @@ impl Supervisor {
             sw.upload_slots.store(new.limits.upload_slots as usize, std::sync::atomic::Ordering::SeqCst);
             sw.registry.set_max_per_ip(new.limits.max_connections_per_ip as usize);
             sw.in_flight.set(new.limits.max_in_flight_per_peer.0, new.limits.max_in_flight_per_torrent.0);
+            self.ctx.queue.set_limit(new.limits.max_active_downloads);
             report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
         }
         if new.metrics_listen != old.metrics_listen {
@@ -393,6 +394,9 @@ fn describe_settings(old: &crate::torrent::EffectiveSettings, new: &crate::torre
     if old.max_peers != new.max_peers {
         parts.push(format!("max_peers {} → {}", old.max_peers, new.max_peers));
     }
+    if old.queue_rank != new.queue_rank {
+        parts.push("moved in the download queue".to_string());
+    }
     for (event, o, n) in [
         ("on_complete", &old.hooks.on_complete, &new.hooks.on_complete),
         ("on_error", &old.hooks.on_error, &new.hooks.on_error),
@@ -417,6 +421,9 @@ fn describe_limits(old: &Config, new: &Config) -> String {
     }
     if o.max_peers != n.max_peers {
         parts.push(format!("max_peers {} → {}", o.max_peers, n.max_peers));
+    }
+    if o.max_active_downloads != n.max_active_downloads {
+        parts.push(format!("max_active_downloads {} → {}", o.max_active_downloads, n.max_active_downloads));
     }
     if o.max_peers_per_torrent != n.max_peers_per_torrent {
         parts.push(format!("max_peers_per_torrent {} → {}", o.max_peers_per_torrent, n.max_peers_per_torrent));

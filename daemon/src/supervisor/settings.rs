@@ -14,8 +14,8 @@ use crate::control::protocol::{ErrorKind, ReloadReport, Response, SettingsChange
 use crate::state::atomic;
 use crate::units::ByteRate;
 
-/// `settings` with `change` made.
-fn changed(mut settings: TorrentSettings, change: &SettingsChange) -> TorrentSettings {
+/// `settings` with `change` made; `first` is the queue place before every other torrent's.
+fn changed(mut settings: TorrentSettings, change: &SettingsChange, first: u64) -> TorrentSettings {
     // A torrent's own limit of "unlimited" is no limit of its own: the key is left out.
     let own = |rate: ByteRate| (rate != ByteRate::UNLIMITED).then_some(rate);
     if let Some(paused) = change.paused {
@@ -29,6 +29,9 @@ fn changed(mut settings: TorrentSettings, change: &SettingsChange) -> TorrentSet
     }
     if let Some(n) = change.max_peers {
         settings.max_peers = Some(n);
+    }
+    if change.priority && settings.queue.is_none_or(|q| q > first) {
+        settings.queue = Some(first);
     }
     settings
 }
@@ -68,7 +71,15 @@ impl Supervisor {
             );
         }
         let old = record.settings.clone().unwrap_or_default();
-        let new = changed(old.clone(), &change);
+        // Before every other torrent (ties go by info hash, so strictly before).
+        let first = self
+            .files
+            .iter()
+            .filter(|(name, _)| **name != file)
+            .filter_map(|(_, r)| r.settings.as_ref()?.queue)
+            .min()
+            .map_or(0, |q| q.saturating_sub(1));
+        let new = changed(old.clone(), &change, first);
         if new == old {
             return report(Vec::new());
         }
@@ -108,6 +119,7 @@ mod tests {
             upload_rate: Some(ByteRate(Some(2000))),
             max_peers: None,
             hooks: Default::default(),
+            queue: None,
         };
         let change = SettingsChange {
             paused: Some(true),
@@ -115,7 +127,7 @@ mod tests {
             max_peers: Some(7),
             ..SettingsChange::default()
         };
-        let new = changed(old.clone(), &change);
+        let new = changed(old.clone(), &change, 0);
         assert!(new.paused);
         assert_eq!(new.download_rate, None);
         assert_eq!(new.upload_rate, old.upload_rate, "not named, not touched");

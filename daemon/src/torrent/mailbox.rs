@@ -131,6 +131,7 @@ mod tests {
             paused,
             max_peers: 50,
             hooks: Default::default(),
+            queue_rank: 0,
         }
     }
 

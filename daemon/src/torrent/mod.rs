@@ -13,6 +13,7 @@
 
 pub mod check;
 mod mailbox;
+pub mod queue;
 pub mod resume;
 mod task;
 
@@ -42,6 +43,8 @@ pub struct EffectiveSettings {
     pub max_peers: u32,
     /// The programs run on its events.
     pub hooks: crate::config::hooks::HookCommands,
+    /// Its place in the download queue (lower first; see [`queue`]).
+    pub queue_rank: u64,
 }
 
 /// Everything needed to run a torrent.
@@ -94,6 +97,16 @@ pub struct TorrentContext {
     pub content_guard: ContentGuard,
     /// Runs the operator's programs on torrents' events.
     pub hooks: crate::hooks::Hooks,
+    /// Turns to download (`limits.max_active_downloads`).
+    pub queue: queue::DownloadQueue,
+}
+
+impl TorrentContext {
+    /// Runs `spec`'s hook for `event`, if it has one (in the background).
+    pub fn fire_hook(&self, spec: &TorrentSpec, event: HookEvent, error: Option<String>) {
+        let (argv, torrent) = spec.hook(event, error);
+        self.hooks.fire(event, argv, torrent);
+    }
 }
 
 /// Why a torrent's state could not be made durable, saved or removed (each names the torrent).
@@ -271,7 +284,15 @@ impl TorrentHandle {
         let (tx, rx) = mailbox::mailbox();
         let (executor, discovery, published) = (ctx.executor.clone(), ctx.discovery.clone(), shared.clone());
         let task = executor.spawn(async move {
-            let run = AssertUnwindSafe(task::run(spec, ctx, published.clone(), rx));
+            let run = AssertUnwindSafe(async {
+                // With the `fault-injection` feature, `P2PD_FAULT_PANIC_TORRENT=NAME` makes the
+                // task of the torrent named NAME panic as it starts (tests of containing a bug).
+                #[cfg(feature = "fault-injection")]
+                if std::env::var("P2PD_FAULT_PANIC_TORRENT").is_ok_and(|n| n == published.name) {
+                    panic!("fault injection (P2PD_FAULT_PANIC_TORRENT)");
+                }
+                task::run(spec, ctx, published.clone(), rx).await
+            });
             if let Err(payload) = run.catch_unwind().await {
                 contain_panic(&published, &discovery, crate::tasks::panic_message(&*payload)).await;
             }

@@ -2,9 +2,9 @@
 //! and transfer engine.
 //!
 //! ```text
-//!   start ──► checking ──► seeding ◄─────────┐
-//!     │           │                           │ all pieces verified
-//!     │           └──────► leeching ──────────┘
+//!   start ──► checking ──► seeding ◄───────────────────────┐
+//!     │           │                                         │ all pieces verified
+//!     │           └──────► queued (turn.rs) ──► leeching ───┘
 //!     └─► paused            (any) ──► error ──► (retry / verify / new settings) ──► start
 //! ```
 //! `Stop` is honoured in every state: the task leaves the swarm, flushes its resume state (or
@@ -20,6 +20,7 @@ use log::{info, warn};
 use crate::bitfield::Bitfield;
 use crate::control::protocol::TorrentState;
 use crate::discovery::wire::{PeerRecord, PeerStatus};
+use crate::hooks::HookEvent;
 use crate::state::{Loaded, StateKind};
 use crate::storage::claim::{self, Claims};
 use crate::storage::{Storage, StorageError};
@@ -29,7 +30,6 @@ use crate::swarm::{Engine, EngineEvent};
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
 use super::{Command, EffectiveSettings, StateError, StopMode, TorrentContext, TorrentShared, TorrentSpec};
-use crate::hooks::HookEvent;
 
 /// Bytes hashed per blocking batch while checking.
 const CHECK_BATCH_BYTES: u64 = 32 << 20;
@@ -40,6 +40,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Progress is also published as pieces verify, at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
+mod turn;
 type Commands = super::mailbox::Inbox;
 type Done = async_channel::Sender<Result<(), StateError>>;
 
@@ -93,15 +94,13 @@ struct Torrent {
     published: std::cell::Cell<TorrentState>,
     /// A full verify was asked for during a check that was not one: it runs next.
     verify_asked: bool,
+    /// The place in the download line, then the turn to download while incomplete
+    /// (`limits.max_active_downloads`, turn.rs).
+    place: Option<super::queue::Place>,
+    turn: Option<super::queue::Turn>,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
-    // With the `fault-injection` feature, `P2PD_FAULT_PANIC_TORRENT=NAME` makes the task of the
-    // torrent named NAME panic as it starts (tests of containing a torrent's bug).
-    #[cfg(feature = "fault-injection")]
-    if std::env::var("P2PD_FAULT_PANIC_TORRENT").is_ok_and(|n| n == shared.name) {
-        panic!("fault injection (P2PD_FAULT_PANIC_TORRENT)");
-    }
     let pieces = spec.descriptor.content.piece_count();
     let upload = Arc::new(RateLimit::new(spec.settings.upload_rate));
     let download = Arc::new(RateLimit::new(spec.settings.download_rate));
@@ -124,6 +123,8 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         fetched_any: false,
         published: std::cell::Cell::new(TorrentState::Checking),
         verify_asked: false,
+        place: None,
+        turn: None,
     };
     let mut full_check = false;
     loop {
@@ -247,6 +248,10 @@ impl Torrent {
             })
             .await
         };
+        // Pieces may be missing: keep this torrent's place in the download line while checking.
+        if !plan.trusted.is_complete() {
+            self.take_place();
+        }
         // What the check looks at, so that a root replaced during it is not claimed as checked.
         let checked = {
             let s = storage.clone();
@@ -267,6 +272,7 @@ impl Torrent {
         owned.map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
 
         if self.have.is_complete() {
+            self.place = None;
             let s = storage.clone();
             smol::unblock(move || s.finish())
                 .await
@@ -274,6 +280,7 @@ impl Torrent {
             self.save_now(true).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
         } else {
+            self.wait_turn(commands).await?;
             let s = storage.clone();
             smol::unblock(move || s.prepare_download())
                 .await
@@ -590,16 +597,11 @@ impl Torrent {
             e.on_complete();
         }
         // Here only, where a download completes: a torrent that starts complete never passes.
-        self.fire(HookEvent::Complete, None);
+        self.ctx.fire_hook(&self.spec, HookEvent::Complete, None);
+        self.turn = None;
         self.publish(TorrentState::Seeding, None);
         self.join_swarm(PeerStatus::Seeding).await;
         Ok(())
-    }
-
-    /// Runs the torrent's hook for `event`, if it has one (in the background).
-    fn fire(&self, event: HookEvent, error: Option<String>) {
-        let (argv, torrent) = self.spec.hook(event, error);
-        self.ctx.hooks.fire(event, argv, torrent);
     }
 
     /// Applies new settings (same data directory) and publishes them.
@@ -617,6 +619,7 @@ impl Torrent {
 
     /// Ends transfers (keeping the counters) before a restart or a failure.
     async fn stop_engine(&mut self) {
+        (self.place, self.turn) = (None, None);
         if let Some(mut e) = self.engine.take() {
             let (d, u) = e.totals();
             self.downloaded += d;
@@ -633,7 +636,7 @@ impl Torrent {
         let message = if retry { format!("{message} (retrying every {} s)", RETRY_AFTER.as_secs()) } else { message };
         warn!("{}: {message}", self.name());
         if self.published.get() != TorrentState::Error {
-            self.fire(HookEvent::Error, Some(message.clone()));
+            self.ctx.fire_hook(&self.spec, HookEvent::Error, Some(message.clone()));
         }
         self.publish(TorrentState::Error, Some(message));
         let timeout = async {
