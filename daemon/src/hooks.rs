@@ -31,6 +31,8 @@ pub const MAX_WAITING: usize = 1024;
 pub const MAX_LOGGED_LINES: usize = 100;
 /// Bytes of one logged line, at most.
 pub const MAX_LINE_BYTES: usize = 1024;
+/// Output is still read this long after the hook exited.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// A torrent's event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,10 +157,27 @@ async fn run(event: HookEvent, argv: &Argv, t: &HookTorrent, timeout: Duration) 
         log_lines(child.stdout.take(), label.clone(), lines.clone()),
         log_lines(child.stderr.take(), label.clone(), lines.clone()),
     );
+    // Its exit ends it: output is read until then and for OUTPUT_GRACE after (a process it
+    // left in the background may hold the pipes open; it is left alone).
+    let (exited, exit) = async_channel::bounded::<()>(1);
+    let status = child.status();
     let finished = future::or(
         async {
-            output.await;
-            Some(child.status().await)
+            let reading = future::or(
+                async {
+                    output.await;
+                },
+                async {
+                    let _ = exit.recv().await;
+                    smol::Timer::after(OUTPUT_GRACE).await;
+                },
+            );
+            let waiting = async {
+                let status = status.await;
+                let _ = exited.try_send(());
+                status
+            };
+            Some(future::zip(waiting, reading).await.0)
         },
         async {
             smol::Timer::after(timeout).await;

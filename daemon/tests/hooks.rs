@@ -162,3 +162,29 @@ fn a_hanging_hook_is_killed_with_its_children_and_never_blocks_the_daemon() {
     });
     node.ctl_ok(&["remove", &hash[..12]]);
 }
+
+/// A hook that exits leaving a process in the background is done when it exits: its status is
+/// logged then (not a timeout kill), and what it left behind is not killed.
+#[test]
+fn a_hook_is_done_when_it_exits_even_with_a_process_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("bg");
+    let mut node = Node::with_config(&format!(
+        "hooks:\n  on_removed: [/bin/sh, -c, 'sleep 30 & echo $! > \"$0\"; echo left-one-behind; exit 3', {}]\n  timeout_secs: 20\n",
+        pid_file.display()
+    ));
+    node.start();
+    let src = node.root.path().join("a.bin");
+    random_file(&src, 10_000, 1);
+    let hash = node.add(&create_descriptor(&src, &node.root.path().join("a.desc"), &[]));
+    node.ctl_ok(&["remove", &hash[..12]]);
+    eventually(Duration::from_secs(10), "the exit status to be logged", || {
+        node.log().contains("on_removed hook `/bin/sh`: exit status: 3 after").then_some(())
+    });
+    let log = node.log();
+    assert!(log.contains("on_removed hook `/bin/sh`: left-one-behind"), "{log}");
+    assert!(!log.contains("killed"), "{log}");
+    let bg: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(Path::new(&format!("/proc/{bg}")).exists(), "the background process was killed");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(bg), nix::sys::signal::Signal::SIGKILL);
+}

@@ -112,7 +112,7 @@ fn feeds_the_watchdog_until_the_supervisor_is_wedged() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let log = std::fs::File::create(node.log_path()).unwrap();
-    let mut child = Command::new(p2pd_bin())
+    let child = Command::new(p2pd_bin())
         .arg("--config-dir")
         .arg(node.cfg())
         .env("NOTIFY_SOCKET", &sock_path)
@@ -121,6 +121,7 @@ fn feeds_the_watchdog_until_the_supervisor_is_wedged() {
         .stderr(log)
         .spawn()
         .unwrap();
+    let child = KilledOnDrop(child);
     let mut seen = Vec::new();
     expect(&sock, &mut seen, "READY=1", |m| m.lines().any(|l| l == "READY=1"));
     // Fed every 0.3 s: at least four times in two seconds, while idle and while answering.
@@ -137,12 +138,26 @@ fn feeds_the_watchdog_until_the_supervisor_is_wedged() {
     assert!((4..=10).contains(&fed), "fed {fed} times in 2 s at a 0.6 s timeout");
     assert_eq!(node.ctl(&["status"]).code, 0);
 
-    // Wedge the supervisor: the feeding stops.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    // Wedge the supervisor: fed on through a long request for ten timeouts (6 s here), then no
+    // longer.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
     let mut seen = Vec::new();
     expect(&sock, &mut seen, "RELOADING=1", |m| m.contains("RELOADING=1"));
+    assert!(count(Duration::from_secs(2)) >= 3, "a long request starved the watchdog at once");
+    // Past the grace (7 s after RELOADING), reading on: a full notify socket would hold up the
+    // daemon's sends and shift them late.
+    count(Duration::from_secs(5));
     assert_eq!(count(Duration::from_secs(2)), 0, "the watchdog was fed by a wedged supervisor");
-    let _ = child.kill();
-    let _ = child.wait();
     node.kill();
+}
+
+/// Kills (SIGKILL) and reaps the daemon however the test ends: a wedged p2pd does not stop on
+/// SIGTERM, and one left running holds the test harness's output open.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -6,7 +6,7 @@
 //! [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] headers, arriving within [`HEAD_TIMEOUT`]; a
 //! connection (keep-alive included) lives at most [`CONNECTION_LIFETIME`]; request bodies are
 //! never read. A scrape is gathered and encoded on the blocking pool, so it never holds an
-//! executor thread.
+//! executor thread, and one at a time.
 //!
 //! The listening socket can be replaced while serving (`metrics_listen` changed by a reload):
 //! the new one is bound first by [`bind`], so a failure leaves the old one serving.
@@ -54,6 +54,9 @@ pub async fn serve(
 ) {
     let mut listener = first.and_then(adopt);
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    // One scrape is gathered at a time: clients that ask together wait their turn, so no
+    // number of them costs more than one core's share.
+    let scraping = Arc::new(Semaphore::new(1));
     let mut clients = TaskGroup::new("metrics client");
     enum Woke {
         Socket(Option<TcpListener>),
@@ -82,9 +85,9 @@ pub async fn serve(
             Woke::Accepted(Ok((stream, _))) => {
                 // Over the limit: closed unread.
                 let Some(slot) = slots.try_acquire_arc() else { continue };
-                let shared = shared.clone();
+                let (shared, scraping) = (shared.clone(), scraping.clone());
                 clients.spawn(&executor, async move {
-                    serve_client(stream, shared).await;
+                    serve_client(stream, shared, scraping).await;
                     drop(slot);
                 });
             }
@@ -101,10 +104,10 @@ fn adopt(listener: TcpListener) -> Option<Async<TcpListener>> {
     Async::new(listener).map_err(|e| log::warn!("metrics endpoint: cannot serve the socket: {e}")).ok()
 }
 
-async fn serve_client(stream: Async<std::net::TcpStream>, shared: Arc<DaemonShared>) {
+async fn serve_client(stream: Async<std::net::TcpStream>, shared: Arc<DaemonShared>, scraping: Arc<Semaphore>) {
     let service = hyper::service::service_fn(move |request| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(&request, shared).await) }
+        let (shared, scraping) = (shared.clone(), scraping.clone());
+        async move { Ok::<_, Infallible>(respond(&request, shared, &scraping).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
@@ -132,20 +135,30 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 
-async fn respond(request: &Request<Incoming>, shared: Arc<DaemonShared>) -> Response<Full<Bytes>> {
+async fn respond(
+    request: &Request<Incoming>,
+    shared: Arc<DaemonShared>,
+    scraping: &Semaphore,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET and HEAD\n");
         r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     match request.uri().path() {
-        "/metrics" => match smol::unblock(move || super::scrape(&shared)).await {
-            Ok(body) => text(StatusCode::OK, super::exposition::CONTENT_TYPE, body),
-            Err(e) => {
-                log::error!("metrics endpoint: cannot encode the metrics: {e}");
-                text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("cannot encode the metrics: {e}\n"))
+        "/metrics" => {
+            let scraped = {
+                let _turn = scraping.acquire().await;
+                smol::unblock(move || super::scrape(&shared)).await
+            };
+            match scraped {
+                Ok(body) => text(StatusCode::OK, super::exposition::CONTENT_TYPE, body),
+                Err(e) => {
+                    log::error!("metrics endpoint: cannot encode the metrics: {e}");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("cannot encode the metrics: {e}\n"))
+                }
             }
-        },
+        }
         "/health" => text(StatusCode::OK, PLAIN, "ok\n"),
         "/ready" => match shared.phase() {
             Phase::Ready => text(StatusCode::OK, PLAIN, "ready\n"),

@@ -12,6 +12,7 @@ pub mod exposition;
 pub mod http;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use exposition::{Snapshot, TorrentFigures};
 
@@ -63,7 +64,7 @@ pub fn snapshot(shared: &DaemonShared) -> Snapshot {
         payload: shared.payload(),
         rpc,
         routing_table_nodes,
-        data_dir_free: free_bytes(&shared.node.locations.data_dir),
+        data_dir_free: free_bytes_once(&shared.node.locations.data_dir),
     }
 }
 
@@ -71,6 +72,23 @@ pub fn snapshot(shared: &DaemonShared) -> Snapshot {
 pub fn scrape(shared: &DaemonShared) -> Result<String, exposition::EncodeError> {
     let process = prometheus::process_collector::ProcessCollector::for_self();
     exposition::encode(&snapshot(shared), Some(Box::new(process)))
+}
+
+/// A `statvfs` still running (a hung network filesystem) and the last answer.
+static FREE_SPACE_ASKING: AtomicBool = AtomicBool::new(false);
+static FREE_SPACE_LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// [`free_bytes`], with at most one call in flight: while one hangs, scrapes report the last
+/// answer instead of each leaving a blocked thread behind.
+fn free_bytes_once(dir: &Path) -> Option<u64> {
+    let last = || Some(FREE_SPACE_LAST.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX);
+    if FREE_SPACE_ASKING.swap(true, Ordering::SeqCst) {
+        return last();
+    }
+    let now = free_bytes(dir);
+    FREE_SPACE_LAST.store(now.unwrap_or(u64::MAX), Ordering::Relaxed);
+    FREE_SPACE_ASKING.store(false, Ordering::SeqCst);
+    now
 }
 
 /// Bytes available to p2pd in the filesystem of `dir` (or of its nearest existing ancestor,

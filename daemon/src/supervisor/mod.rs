@@ -262,9 +262,10 @@ impl Supervisor {
             Command(Command),
             Watchdog,
         }
-        // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests: a
-        // supervisor wedged on one (a hung disk, a bug) stops feeding it, and systemd restarts
-        // p2pd. Every request the supervisor handles ends in bounded time otherwise.
+        // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests and,
+        // during one, for up to WATCHDOG_GRACE timeouts (a slow disk deleting a large tree
+        // legitimately takes a while): a supervisor wedged longer (a hung disk, a bug) stops
+        // feeding it, and systemd restarts p2pd.
         let watchdog = notify::watchdog_interval();
         let mut fed = std::time::Instant::now();
         if watchdog.is_some() {
@@ -295,11 +296,11 @@ impl Supervisor {
             match next {
                 Some(Next::Watchdog) => {}
                 Some(Next::Call(call)) => {
-                    let response = self.handle(call.change, call.client).await;
+                    let response = fed_while(watchdog, self.handle(call.change, call.client)).await;
                     let _ = call.reply.send(response).await;
                 }
                 Some(Next::Command(Command::Reload)) => {
-                    let report = self.reload_notifying().await;
+                    let report = fed_while(watchdog, self.reload_notifying()).await;
                     log_report(&report);
                 }
                 Some(Next::Command(Command::Shutdown)) | None => break,
@@ -668,6 +669,24 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// How many watchdog timeouts one request may take while the watchdog is still fed.
+const WATCHDOG_GRACE: u32 = 10;
+
+/// Runs `work`, feeding the watchdog (fed every `every`) for up to [`WATCHDOG_GRACE`] times its
+/// timeout, then no longer: work that takes longer than that is taken to be wedged.
+async fn fed_while<T>(every: Option<std::time::Duration>, work: impl Future<Output = T>) -> T {
+    let Some(every) = every else { return work.await };
+    let feeding = async {
+        // `every` is half the timeout.
+        for _ in 0..2 * WATCHDOG_GRACE {
+            smol::Timer::after(every).await;
+            notify::watchdog();
+        }
+        future::pending::<T>().await
+    };
+    future::or(work, feeding).await
 }
 
 fn log_report(report: &ReloadReport) {

@@ -70,6 +70,23 @@ impl Supervisor {
                 format!("torrents/{file} has an error ({e}); fix it and reload before changing settings"),
             );
         }
+        // The file as it is now: an edit not yet reloaded is the operator's, never overwritten.
+        let on_disk = {
+            let path = path.clone();
+            smol::unblock(move || std::fs::read(&path)).await
+        };
+        match on_disk {
+            Ok(bytes) if <[u8; 32]>::from(Sha256::digest(&bytes)) == record.fingerprint => {}
+            Ok(_) => {
+                return failed(
+                    ErrorKind::Failed,
+                    format!(
+                        "torrents/{file} changed since it was last read; run `p2pctl reload` first, then try again"
+                    ),
+                );
+            }
+            Err(e) => return failed(ErrorKind::Failed, format!("cannot read {}: {e}", path.display())),
+        }
         let old = record.settings.clone().unwrap_or_default();
         // Before every other torrent (ties go by info hash, so strictly before).
         let first = self

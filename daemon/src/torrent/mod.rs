@@ -254,7 +254,7 @@ impl TorrentShared {
 
 /// A bug in one torrent's task ends that torrent only: it shows as `error` with what happened,
 /// leaves its swarm, and the supervisor can still stop or remove it (the panic is not carried
-/// to it). Its engine and files went with the task as it unwound.
+/// to it). What the task held (engine, files) is dropped with its future.
 async fn contain_panic(shared: &TorrentShared, discovery: &DiscoveryHandle, why: String) {
     let message = format!(
         "internal error: this torrent's task panicked ({why}); this is a bug in p2pd, please report it. \
@@ -283,7 +283,8 @@ impl TorrentHandle {
         let shared = Arc::new(TorrentShared::new(&spec));
         let (tx, rx) = mailbox::mailbox();
         let (executor, discovery, published) = (ctx.executor.clone(), ctx.discovery.clone(), shared.clone());
-        let task = executor.spawn(async move {
+        // The whole body guarded too: dropping what the panic left behind could panic again.
+        let task = executor.spawn(crate::tasks::logging_panics("torrent", async move {
             let run = AssertUnwindSafe(async {
                 // With the `fault-injection` feature, `P2PD_FAULT_PANIC_TORRENT=NAME` makes the
                 // task of the torrent named NAME panic as it starts (tests of containing a bug).
@@ -296,7 +297,7 @@ impl TorrentHandle {
             if let Err(payload) = run.catch_unwind().await {
                 contain_panic(&published, &discovery, crate::tasks::panic_message(&*payload)).await;
             }
-        });
+        }));
         TorrentHandle { shared, commands: tx, task }
     }
 

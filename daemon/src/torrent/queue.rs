@@ -9,8 +9,8 @@
 //! were added, or earlier when moved to the front with `p2pctl set --priority`), then by info
 //! hash.
 //!
-//! Invariants: with a limit of n > 0, at most n turns are held at once; a turn is given to a
-//! waiter only when no waiter of a lower (rank, hash) could take it; every release and every
+//! Invariants: with a limit of n > 0, at most n turns are held at once; with f turns free, a
+//! waiter gets one only if fewer than f waiters (still checking, or waiting) rank before it; every release and every
 //! limit change wakes the waiters to look again; a place dropped (its task stops, or it was
 //! complete) is forgotten and the others look again.
 
@@ -41,13 +41,16 @@ impl QueueState {
         if self.active.contains(&rank.1) {
             return true;
         }
-        let room = self.limit == 0 || self.active.len() < self.limit;
-        let first = self.waiting.keys().next().is_none_or(|w| *w >= rank);
-        if room && first {
+        // Free turns go to the first waiters in rank order: one still checking keeps its turn
+        // free while it checks, but does not hold back those behind it beyond that.
+        let free = if self.limit == 0 { usize::MAX } else { self.limit.saturating_sub(self.active.len()) };
+        let ahead = self.waiting.keys().take_while(|w| **w < rank).count();
+        let admitted = ahead < free;
+        if admitted {
             self.waiting.remove(&rank);
             self.active.insert(rank.1);
         }
-        room && first
+        admitted
     }
 
     /// Records a waiter and how to wake it.
@@ -182,6 +185,17 @@ mod tests {
         assert_eq!(q.active(), 1);
         q.release(&h(3));
         assert!(q.try_take((3, h(2))));
+    }
+
+    #[test]
+    fn one_still_checking_holds_back_only_the_turns_it_may_take() {
+        let mut q = QueueState::new(3);
+        let (tx, _rx) = async_channel::bounded(1);
+        q.wait((0, h(0)), tx.clone());
+        assert!(q.try_take((5, h(5))), "two of three turns are free for those behind it");
+        assert!(q.try_take((6, h(6))));
+        assert!(!q.try_take((7, h(7))), "the last free turn is kept for the one checking");
+        assert!(q.try_take((0, h(0))));
     }
 
     #[test]

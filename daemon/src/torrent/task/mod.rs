@@ -4,7 +4,7 @@
 //! ```text
 //!   start ──► checking ──► seeding ◄───────────────────────┐
 //!     │           │                                         │ all pieces verified
-//!     │           └──────► queued (turn.rs) ──► leeching ───┘
+//!     │           └──────► queued (waiting.rs) ──► leeching ───┘
 //!     └─► paused            (any) ──► error ──► (retry / verify / new settings) ──► start
 //! ```
 //! `Stop` is honoured in every state: the task leaves the swarm, flushes its resume state (or
@@ -40,7 +40,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Progress is also published as pieces verify, at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-mod turn;
+mod waiting;
 type Commands = super::mailbox::Inbox;
 type Done = async_channel::Sender<Result<(), StateError>>;
 
@@ -98,6 +98,8 @@ struct Torrent {
     /// (`limits.max_active_downloads`, turn.rs).
     place: Option<super::queue::Place>,
     turn: Option<super::queue::Turn>,
+    /// `on_error` ran for the current trouble (until a piece verifies or it seeds).
+    error_hooked: bool,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -125,6 +127,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         verify_asked: false,
         place: None,
         turn: None,
+        error_hooked: false,
     };
     let mut full_check = false;
     loop {
@@ -553,6 +556,7 @@ impl Torrent {
                 Woke::Members(Err(_)) => self.swarm = None,
                 Woke::Engine(EngineEvent::Verified(piece)) => {
                     self.have.set(piece);
+                    self.error_hooked = false;
                     self.dirty = true;
                     if !self.fetched_any {
                         self.fetched_any = true;
@@ -628,34 +632,6 @@ impl Torrent {
         }
         if let Some(task) = self.saving.take() {
             let _ = task.await;
-        }
-    }
-
-    /// In `error`: wait for a retry (if the problem may pass), a verify, new settings or stop.
-    async fn failed(&mut self, commands: &Commands, message: String, retry: bool) -> Next {
-        let message = if retry { format!("{message} (retrying every {} s)", RETRY_AFTER.as_secs()) } else { message };
-        warn!("{}: {message}", self.name());
-        if self.published.get() != TorrentState::Error {
-            self.ctx.fire_hook(&self.spec, HookEvent::Error, Some(message.clone()));
-        }
-        self.publish(TorrentState::Error, Some(message));
-        let timeout = async {
-            if retry {
-                smol::Timer::after(RETRY_AFTER).await;
-            } else {
-                future::pending::<()>().await;
-            }
-            None
-        };
-        match future::or(async { Some(commands.recv().await) }, timeout).await {
-            None => Next::Restart { full_check: false },
-            Some(Err(_)) => Next::Stop { how: StopMode::Suspend, done: None },
-            Some(Ok(Command::Stop { how, done })) => Next::Stop { how, done: Some(done) },
-            Some(Ok(Command::Verify)) => Next::Restart { full_check: true },
-            Some(Ok(Command::Settings(s))) => {
-                self.apply(s, commands);
-                Next::Restart { full_check: false }
-            }
         }
     }
 

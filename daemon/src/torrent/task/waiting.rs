@@ -1,12 +1,13 @@
-//! Waiting for a turn to download (`limits.max_active_downloads`, `torrent/queue.rs`): the
-//! torrent shows as `queued` and still takes the supervisor's requests (stop, pause, a verify,
-//! a new place in the queue) while it waits.
+//! The states in which the task waits, still taking the supervisor's requests: `queued`, for
+//! a turn to download (`limits.max_active_downloads`, `torrent/queue.rs`), and `error`, for a
+//! retry, a verify, new settings or a stop.
 
 use futures_lite::future;
-use log::info;
+use log::{info, warn};
 
-use super::{Commands, Interrupt, Torrent};
+use super::{Commands, Interrupt, Next, RETRY_AFTER, Torrent};
 use crate::control::protocol::TorrentState;
+use crate::hooks::HookEvent;
 use crate::torrent::{Command, StopMode};
 
 impl Torrent {
@@ -51,6 +52,35 @@ impl Torrent {
                         return Err(Interrupt::Paused);
                     }
                 }
+            }
+        }
+    }
+
+    /// In `error`: wait for a retry (if the problem may pass), a verify, new settings or stop.
+    pub(super) async fn failed(&mut self, commands: &Commands, message: String, retry: bool) -> Next {
+        let message = if retry { format!("{message} (retrying every {} s)", RETRY_AFTER.as_secs()) } else { message };
+        warn!("{}: {message}", self.name());
+        // Once per trouble, not at every retry: again only after the torrent made progress.
+        if !std::mem::replace(&mut self.error_hooked, true) {
+            self.ctx.fire_hook(&self.spec, HookEvent::Error, Some(message.clone()));
+        }
+        self.publish(TorrentState::Error, Some(message));
+        let timeout = async {
+            if retry {
+                smol::Timer::after(RETRY_AFTER).await;
+            } else {
+                future::pending::<()>().await;
+            }
+            None
+        };
+        match future::or(async { Some(commands.recv().await) }, timeout).await {
+            None => Next::Restart { full_check: false },
+            Some(Err(_)) => Next::Stop { how: StopMode::Suspend, done: None },
+            Some(Ok(Command::Stop { how, done })) => Next::Stop { how, done: Some(done) },
+            Some(Ok(Command::Verify)) => Next::Restart { full_check: true },
+            Some(Ok(Command::Settings(s))) => {
+                self.apply(s, commands);
+                Next::Restart { full_check: false }
             }
         }
     }
