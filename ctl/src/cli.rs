@@ -63,6 +63,10 @@ pub enum Command {
         /// differing pieces are downloaded over it (also for a torrent already added)
         #[arg(long)]
         adopt: bool,
+        /// Keep it as cache: p2pd may delete it, data and all, once it has seeded for
+        /// retention.min_seed_time, when its filesystem is fuller than retention.high_water
+        #[arg(long)]
+        cache: bool,
     },
     /// Stop managing a torrent
     Remove {

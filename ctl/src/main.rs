@@ -54,7 +54,9 @@ fn run(cli: Cli) -> CtlResult {
         Command::Create { path, output, piece_size, bootstrap } => {
             commands::create::run(&path, output, piece_size, bootstrap)
         }
-        Command::Add { descriptor, data, adopt } => commands::add::run(&client()?, &descriptor, data, adopt),
+        Command::Add { descriptor, data, adopt, cache } => {
+            commands::add::run(&client()?, &descriptor, data, adopt, cache)
+        }
         Command::Remove { id, delete_data } => commands::remove::run(&client()?, id, delete_data),
         Command::Status { id, json } => commands::status::run(&client()?, id, json),
         Command::List { json } => commands::status::list(&client()?, json),

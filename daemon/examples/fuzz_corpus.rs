@@ -137,6 +137,7 @@ fn control(descriptors: &[Descriptor]) {
                 source: "x.desc".into(),
                 data_dir: None,
                 adopt: false,
+                cache: false,
             },
         ),
         ("remove", Request::Remove { id: "abc".into(), delete_data: true }),
@@ -168,6 +169,7 @@ fn state() {
         stamps: vec![Some(FileStamp { length: 9, mtime_ns: 1_700_000_000_000_000_000 }), None],
         downloaded: 1 << 20,
         uploaded: 5,
+        completed_at: Some(1_700_000_000),
     };
     let body = serde_json::to_vec(&resume).expect("serializes");
     write("state_file", "resume", &format::encode("resume", &body));

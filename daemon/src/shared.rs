@@ -51,6 +51,16 @@ pub struct DaemonShared {
     wire: Arc<WireCounters>,
     /// Starting, ready or stopping (`/ready`).
     phase: std::sync::atomic::AtomicU8,
+    /// Cache torrents evicted under `retention:` (counted by the supervisor).
+    pub evictions: Evictions,
+}
+
+/// Evictions since start-up (`p2pd_evictions_total`, `p2pd_evicted_bytes_total`).
+#[derive(Debug, Default)]
+pub struct Evictions {
+    pub count: std::sync::atomic::AtomicU64,
+    /// Content bytes of the torrents evicted.
+    pub bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Where the daemon is in its life, for `/ready`.
@@ -86,6 +96,7 @@ impl DaemonShared {
             swarm_views: Mutex::new(HashMap::new()),
             wire,
             phase: std::sync::atomic::AtomicU8::new(Phase::Starting as u8),
+            evictions: Evictions::default(),
         }
     }
 

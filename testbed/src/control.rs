@@ -30,5 +30,6 @@ pub fn add_request(descriptor: &str, source: &Path) -> EncodedRequest {
         source: source.display().to_string(),
         data_dir: None,
         adopt: false,
+        cache: false,
     })
 }

@@ -1,4 +1,4 @@
-//! `p2pctl add FILE.desc [--data DIR] [--adopt]`: prints the info hash on stdout.
+//! `p2pctl add FILE.desc [--data DIR] [--adopt] [--cache]`: prints the info hash on stdout.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use p2pd::descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 use crate::client::Client;
 use crate::exit::{CtlError, CtlResult, Exit};
 
-pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool) -> CtlResult {
+pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool, cache: bool) -> CtlResult {
     let text = p2pd::yaml::read_bounded(file, MAX_DESCRIPTOR_BYTES)
         .map_err(|e| CtlError::failed(format!("{}: {e}", file.display())))?;
     // Check locally first: a clear message without bothering the daemon (which checks again).
@@ -18,7 +18,7 @@ pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool) -> 
         None => None,
     };
     let response =
-        client.call(Request::Add { descriptor: text, source: file.display().to_string(), data_dir, adopt })?;
+        client.call(Request::Add { descriptor: text, source: file.display().to_string(), data_dir, adopt, cache })?;
     let Response::Added(added) = response else {
         return Err(CtlError::failed("unexpected answer from p2pd"));
     };
@@ -36,7 +36,13 @@ pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool) -> 
             added.file.display()
         );
     } else {
-        eprintln!("added {}: data in {}, recorded in {}", added.name, added.data_dir.display(), added.file.display());
+        let cached = if cache { " (as cache: evicted when its filesystem is full)" } else { "" };
+        eprintln!(
+            "added {}{cached}: data in {}, recorded in {}",
+            added.name,
+            added.data_dir.display(),
+            added.file.display()
+        );
     }
     Ok(Exit::Ok)
 }

@@ -9,6 +9,7 @@
 pub mod bounds;
 pub mod hooks;
 pub mod locations;
+pub mod retention;
 pub mod torrent_entry;
 
 use std::net::SocketAddr;
@@ -96,6 +97,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Programs run on torrents' events.
     pub hooks: hooks::HooksConfig,
+    /// When cache torrents are deleted to keep their filesystems below a fill level.
+    pub retention: retention::Retention,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             discovery: DiscoverySettings::default(),
             metrics_listen: None,
             hooks: hooks::HooksConfig::default(),
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -310,6 +314,9 @@ impl Config {
         if let Err((field, problem)) = self.hooks.check() {
             return bad(field, &problem);
         }
+        if let Err((field, problem)) = self.retention.check() {
+            return bad(field, &problem);
+        }
         for (field, path) in
             [("state_dir", &self.state_dir), ("data_dir", &self.data_dir), ("control_socket", &self.control_socket)]
         {
@@ -354,6 +361,7 @@ mod tests {
         keys.extend(serialized["limits"].as_object().unwrap().keys().cloned());
         keys.extend(serialized["discovery"].as_object().unwrap().keys().cloned());
         keys.extend(serialized["hooks"].as_object().unwrap().keys().cloned());
+        keys.extend(serialized["retention"].as_object().unwrap().keys().cloned());
         for key in keys {
             assert!(text.contains(&format!("{key}:")), "config/p2pd.yaml does not document `{key}`");
         }

@@ -39,6 +39,10 @@ pub struct TorrentSettings {
     /// added, in milliseconds since 1970; absent: after every torrent that has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u64>,
+    /// A cache torrent may be deleted, data and file, to keep its filesystem below the
+    /// `retention:` high-water mark (`p2pctl add --cache`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
 }
 
 /// The YAML shape of a torrent file: the settings' keys, then `descriptor:`.
@@ -71,6 +75,8 @@ pub struct TorrentEntryDocument {
     pub hooks: TorrentHooks,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
     pub descriptor: DescriptorDocument,
 }
 
@@ -108,6 +114,7 @@ impl TorrentEntry {
             max_peers: document.max_peers,
             hooks: document.hooks,
             queue: document.queue,
+            cache: document.cache,
         };
         if let Err((field, problem)) = settings.hooks.check() {
             return Err(TorrentEntryError::Invalid { field, problem });
@@ -138,6 +145,7 @@ impl TorrentEntry {
             max_peers: s.max_peers,
             hooks: s.hooks,
             queue: s.queue,
+            cache: s.cache,
             descriptor: self.descriptor.to_document(),
         };
         let body = serde_saphyr::to_string(&document)
@@ -186,6 +194,7 @@ mod tests {
             settings: TorrentSettings {
                 data_dir: Some("/srv/data".into()),
                 upload_rate: Some(ByteRate(Some(1000))),
+                cache: true,
                 ..Default::default()
             },
             descriptor: Descriptor { info_hash: content.info_hash(), content, bootstrap: vec![] },

@@ -48,6 +48,10 @@ pub enum Request {
         /// accept an `add` without it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         adopt: bool,
+        /// A cache torrent: it may be evicted under `retention:` (`--cache`). Sent only when
+        /// true, as `adopt`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cache: bool,
     },
     /// Stop managing a torrent; optionally delete its data.
     Remove { id: String, delete_data: bool },
@@ -393,6 +397,13 @@ pub struct TorrentStatus {
     /// Seconds from that start to complete and verified (`seeding`), if reached in this run.
     #[serde(default)]
     pub completed_secs: Option<f64>,
+    /// A cache torrent may be evicted to keep its filesystem below `retention.high_water`.
+    #[serde(default)]
+    pub cache: bool,
+    /// When the content was first complete and verified on this node, in seconds since 1970
+    /// (kept across restarts; evictions go least recently completed first).
+    #[serde(default)]
+    pub completed_at: Option<u64>,
     /// Where the content is.
     pub data_dir: PathBuf,
     /// The torrent file, relative to `torrents/`.
@@ -563,8 +574,14 @@ mod tests {
     #[test]
     fn request_round_trip() {
         let requests = [
-            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: Some("/d".into()), adopt: false },
-            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: None, adopt: true },
+            Request::Add {
+                descriptor: "x".into(),
+                source: "a.desc".into(),
+                data_dir: Some("/d".into()),
+                adopt: false,
+                cache: false,
+            },
+            Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: None, adopt: true, cache: true },
             Request::Remove { id: "ab".into(), delete_data: true },
             Request::Status { id: None },
             Request::Peers { id: "x".into() },
@@ -600,7 +617,13 @@ mod tests {
         let old = br#"{"version":1,"request":{"type":"add","descriptor":"x","source":"a.desc","data_dir":null}}"#;
         let Request::Add { adopt, .. } = decode_request(old).unwrap() else { panic!("not an add") };
         assert!(!adopt);
-        let new = Request::Add { descriptor: "x".into(), source: "a.desc".into(), data_dir: None, adopt: false };
+        let new = Request::Add {
+            descriptor: "x".into(),
+            source: "a.desc".into(),
+            data_dir: None,
+            adopt: false,
+            cache: false,
+        };
         let frame = encode_frame(&RequestEnvelope { version: PROTOCOL_VERSION, request: new });
         assert_eq!(body(&frame), &old[..]);
         let old_reply = br#"{"type":"removed","info_hash":"ab","name":"x","data_deleted":true}"#;

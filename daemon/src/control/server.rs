@@ -42,7 +42,7 @@ pub const MAX_CLIENTS: usize = 256;
 /// `peers` only read, and are answered here from [`DaemonShared`].)
 #[derive(Debug)]
 pub enum Change {
-    Add { descriptor: String, source: String, data_dir: Option<PathBuf>, adopt: bool },
+    Add { descriptor: String, source: String, data_dir: Option<PathBuf>, adopt: bool, cache: bool },
     Remove { id: String, delete_data: bool },
     Reload,
     Verify { id: String },
@@ -228,7 +228,9 @@ async fn dispatch(
             return shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r))).unwrap_or_else(Response::Error);
         }
         Request::Peers { id } => return shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error),
-        Request::Add { descriptor, source, data_dir, adopt } => Change::Add { descriptor, source, data_dir, adopt },
+        Request::Add { descriptor, source, data_dir, adopt, cache } => {
+            Change::Add { descriptor, source, data_dir, adopt, cache }
+        }
         Request::Remove { id, delete_data } => Change::Remove { id, delete_data },
         Request::Reload => Change::Reload,
         Request::Verify { id } => Change::Verify { id },

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub routing_table_nodes: u64,
     /// Free bytes for p2pd in the default data directory's filesystem (`None`: could not tell).
     pub data_dir_free: Option<u64>,
+    /// Cache torrents evicted under `retention:` since p2pd started, and their content bytes.
+    pub evictions: u64,
+    pub evicted_bytes: u64,
 }
 
 /// Why a snapshot could not be encoded (a bug: every name here is valid).
@@ -142,6 +145,13 @@ pub fn encode(s: &Snapshot, process: Option<Box<dyn Collector>>) -> Result<Strin
         s.rpc.timeouts,
     )?;
     gauge(&r, "p2pd_routing_table_nodes", "Nodes in the discovery routing table.", s.routing_table_nodes)?;
+    counter(
+        &r,
+        "p2pd_evictions_total",
+        "Cache torrents evicted (data and file deleted) to keep their filesystem below retention.high_water.",
+        s.evictions,
+    )?;
+    counter(&r, "p2pd_evicted_bytes_total", "Content bytes of the cache torrents evicted.", s.evicted_bytes)?;
     if let Some(free) = s.data_dir_free {
         gauge(&r, "p2pd_data_dir_free_bytes", "Bytes free for p2pd in the data directory's filesystem.", free)?;
     }
@@ -188,6 +198,8 @@ mod tests {
             rpc: RpcCounters { sent: 11, received: 12, timeouts: 13, ..RpcCounters::default() },
             routing_table_nodes: 42,
             data_dir_free: Some(1 << 40),
+            evictions: 2,
+            evicted_bytes: 3 << 30,
         }
     }
 
@@ -222,6 +234,8 @@ mod tests {
             ("p2pd_discovery_rpc_timeouts_total", "13"),
             ("p2pd_routing_table_nodes", "42"),
             ("p2pd_data_dir_free_bytes", "1099511627776"),
+            ("p2pd_evictions_total", "2"),
+            ("p2pd_evicted_bytes_total", "3221225472"),
         ] {
             assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
         }

@@ -65,6 +65,8 @@ pub fn snapshot(shared: &DaemonShared) -> Snapshot {
         rpc,
         routing_table_nodes,
         data_dir_free: free_bytes_once(&shared.node.locations.data_dir),
+        evictions: shared.evictions.count.load(Ordering::Relaxed),
+        evicted_bytes: shared.evictions.bytes.load(Ordering::Relaxed),
     }
 }
 

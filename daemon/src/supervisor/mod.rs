@@ -24,8 +24,10 @@
 
 pub mod content;
 mod reload;
+mod retention;
 mod running;
 mod settings;
+mod watchdog;
 
 pub use reload::scan_torrent_files;
 
@@ -52,6 +54,7 @@ use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle,
 use crate::units::ByteRate;
 use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
 use running::Running;
+use watchdog::fed_while;
 
 /// What the program running the daemon asks of it (`main.rs` sends these for signals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,7 @@ struct AddRequest {
     source: String,
     data_dir: Option<PathBuf>,
     adopt: bool,
+    cache: bool,
     client: Credentials,
 }
 
@@ -261,6 +265,7 @@ impl Supervisor {
             Call(ControlCall),
             Command(Command),
             Watchdog,
+            Retention,
         }
         // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests and,
         // during one, for up to WATCHDOG_GRACE timeouts (a slow disk deleting a large tree
@@ -268,6 +273,7 @@ impl Supervisor {
         // feeding it, and systemd restarts p2pd.
         let watchdog = notify::watchdog_interval();
         let mut fed = std::time::Instant::now();
+        let mut retention = smol::Timer::interval(retention::CHECK_EVERY);
         if watchdog.is_some() {
             notify::watchdog();
         }
@@ -288,6 +294,10 @@ impl Supervisor {
                     Err(_) => future::pending().await,
                 }
             });
+            let due = future::or(due, async {
+                futures_lite::StreamExt::next(&mut retention).await;
+                Some(Next::Retention)
+            });
             let next = future::or(due, requests).await;
             if watchdog.is_some_and(|every| fed.elapsed() >= every) {
                 notify::watchdog();
@@ -295,6 +305,7 @@ impl Supervisor {
             }
             match next {
                 Some(Next::Watchdog) => {}
+                Some(Next::Retention) => fed_while(watchdog, self.enforce_retention()).await,
                 Some(Next::Call(call)) => {
                     let response = fed_while(watchdog, self.handle(call.change, call.client)).await;
                     let _ = call.reply.send(response).await;
@@ -316,8 +327,8 @@ impl Supervisor {
 
     async fn handle(&mut self, change: Change, client: Credentials) -> Response {
         match change {
-            Change::Add { descriptor, source, data_dir, adopt } => {
-                let request = AddRequest { descriptor, source, data_dir, adopt, client };
+            Change::Add { descriptor, source, data_dir, adopt, cache } => {
+                let request = AddRequest { descriptor, source, data_dir, adopt, cache, client };
                 self.add(request).await.unwrap_or_else(Response::from)
             }
             Change::Remove { id, delete_data } => self.remove(&id, delete_data).await,
@@ -349,6 +360,7 @@ impl Supervisor {
             max_peers: s.max_peers.unwrap_or(self.config.limits.max_peers_per_torrent),
             hooks: crate::config::hooks::HookCommands::resolve(&self.config.hooks, &s.hooks),
             queue_rank: s.queue.unwrap_or(u64::MAX),
+            cache: s.cache,
         }
     }
 
@@ -440,7 +452,7 @@ impl Supervisor {
     }
 
     async fn add(&mut self, request: AddRequest) -> Result<Response, AddError> {
-        let AddRequest { descriptor: text, source, data_dir, adopt, client } = request;
+        let AddRequest { descriptor: text, source, data_dir, adopt, cache, client } = request;
         let descriptor =
             Descriptor::parse(&text).map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
         let hash = descriptor.info_hash;
@@ -496,6 +508,7 @@ impl Supervisor {
                     .duration_since(std::time::UNIX_EPOCH)
                     .ok()
                     .and_then(|d| u64::try_from(d.as_millis()).ok()),
+                cache,
                 ..Default::default()
             },
             descriptor,
@@ -539,7 +552,8 @@ impl Supervisor {
         );
         let name = entry.descriptor.content.name.clone();
         let adopting = if adopt { ", adopting what is there" } else { "" };
-        info!("{name}: added from {source} ({hash}), data in {}{adopting}", data_dir.display());
+        let caching = if cache { ", as cache (may be evicted)" } else { "" };
+        info!("{name}: added from {source} ({hash}), data in {}{adopting}{caching}", data_dir.display());
         self.start_torrent(&file, Arc::new(entry.descriptor), &entry.settings, path);
         Ok(Response::Added(AddedReport {
             info_hash: hash.to_hex(),
@@ -669,24 +683,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// How many watchdog timeouts one request may take while the watchdog is still fed.
-const WATCHDOG_GRACE: u32 = 10;
-
-/// Runs `work`, feeding the watchdog (fed every `every`) for up to [`WATCHDOG_GRACE`] times its
-/// timeout, then no longer: work that takes longer than that is taken to be wedged.
-async fn fed_while<T>(every: Option<std::time::Duration>, work: impl Future<Output = T>) -> T {
-    let Some(every) = every else { return work.await };
-    let feeding = async {
-        // `every` is half the timeout.
-        for _ in 0..2 * WATCHDOG_GRACE {
-            smol::Timer::after(every).await;
-            notify::watchdog();
-        }
-        future::pending::<T>().await
-    };
-    future::or(work, feeding).await
 }
 
 fn log_report(report: &ReloadReport) {

@@ -60,6 +60,11 @@ impl Running {
         self.torrents.get(hash).map(|e| &e.handle)
     }
 
+    /// Every running torrent.
+    pub(super) fn handles(&self) -> impl Iterator<Item = &TorrentHandle> {
+        self.torrents.values().map(|e| &e.handle)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.torrents.len()
     }

@@ -137,6 +137,7 @@ mod tests {
             max_peers: None,
             hooks: Default::default(),
             queue: None,
+            cache: true,
         };
         let change = SettingsChange {
             paused: Some(true),
@@ -150,5 +151,6 @@ mod tests {
         assert_eq!(new.upload_rate, old.upload_rate, "not named, not touched");
         assert_eq!(new.max_peers, Some(7));
         assert_eq!(new.data_dir, old.data_dir);
+        assert!(new.cache);
     }
 }

@@ -112,6 +112,7 @@ mod tests {
             stamps: vec![stamp(1), stamp(2)],
             downloaded: 0,
             uploaded: 0,
+            completed_at: None,
         }
     }
 

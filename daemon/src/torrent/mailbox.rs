@@ -132,6 +132,7 @@ mod tests {
             max_peers: 50,
             hooks: Default::default(),
             queue_rank: 0,
+            cache: false,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct EffectiveSettings {
     pub hooks: crate::config::hooks::HookCommands,
     /// Its place in the download queue (lower first; see [`queue`]).
     pub queue_rank: u64,
+    /// It may be evicted (`retention:`).
+    pub cache: bool,
 }
 
 /// Everything needed to run a torrent.
@@ -181,6 +183,9 @@ pub struct LiveStatus {
     pub first_piece_at: Option<Instant>,
     /// When this run reached `seeding`.
     pub completed_at: Option<Instant>,
+    /// When the content was first complete and verified here (Unix seconds; kept in the
+    /// resume state across restarts).
+    pub completed_unix: Option<u64>,
 }
 
 impl TorrentShared {
@@ -207,6 +212,7 @@ impl TorrentShared {
                 settings: spec.settings.clone(),
                 first_piece_at: None,
                 completed_at: None,
+                completed_unix: None,
             }),
         }
     }
@@ -246,6 +252,8 @@ impl TorrentShared {
             running_secs: self.started.elapsed().as_secs(),
             first_piece_secs: s.first_piece_at.map(|t| t.duration_since(self.started).as_secs_f64()),
             completed_secs: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
+            cache: s.settings.cache,
+            completed_at: s.completed_unix,
             data_dir: s.settings.data_dir,
             file: self.file.clone(),
         }

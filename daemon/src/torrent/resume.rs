@@ -31,6 +31,10 @@ pub struct ResumeState {
     /// Payload bytes transferred over the torrent's lifetime.
     pub downloaded: u64,
     pub uploaded: u64,
+    /// When the content was first complete and verified, in seconds since 1970 (absent in
+    /// files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<u64>,
 }
 
 impl ResumeState {
@@ -57,5 +61,6 @@ mod tests {
         assert_eq!(r.have(7).map(|h| h.count()), Some(7));
         assert_eq!((r.downloaded, r.uploaded), (100_000, 0));
         assert_eq!(r.stamps.len(), 1);
+        assert_eq!(r.completed_at, None);
     }
 }

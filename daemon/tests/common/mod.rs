@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mount;
 mod skip;
 #[allow(unused_imports)]
 pub use skip::{Need, on_path, require, skip};
@@ -672,4 +673,18 @@ pub fn copy_tree(from: &Path, to: &Path) {
         let e = e.unwrap();
         copy_tree(&e.path(), &to.join(e.file_name()));
     }
+}
+
+/// Makes `seed` (started) seed a new file `name` of `len` pseudo-random bytes (from `rng_seed`):
+/// writes it into its data directory, describes it in `NAME.desc` (bootstrap: the seed) and
+/// waits until it seeds. Returns the descriptor and the info hash.
+pub fn seed_new_file(seed: &Node, name: &str, len: usize, rng_seed: u64) -> (PathBuf, String) {
+    let src = seed.root.path().join("src").join(name);
+    random_file(&src, len, rng_seed);
+    let desc = create_descriptor(&src, &seed.root.path().join(format!("{name}.desc")), &["--bootstrap", &seed.addr()]);
+    std::fs::create_dir_all(seed.data()).unwrap();
+    std::fs::copy(&src, seed.data().join(name)).unwrap();
+    let hash = seed.add(&desc);
+    seed.wait_state(&hash, "seeding");
+    (desc, hash)
 }

@@ -100,6 +100,9 @@ struct Torrent {
     turn: Option<super::queue::Turn>,
     /// `on_error` ran for the current trouble (until a piece verifies or it seeds).
     error_hooked: bool,
+    /// When the content was first complete here (Unix seconds): from the resume state, or
+    /// set when it first seeds.
+    completed_unix: std::cell::Cell<Option<u64>>,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -128,6 +131,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         place: None,
         turn: None,
         error_hooked: false,
+        completed_unix: std::cell::Cell::new(None),
     };
     let mut full_check = false;
     loop {
@@ -178,6 +182,10 @@ impl Torrent {
         let peers = self.engine.as_ref().map(|e| e.peer_views()).unwrap_or_default();
         let (downloaded, uploaded) = (self.downloaded + engine_down, self.uploaded + engine_up);
         self.published.set(state);
+        if state == TorrentState::Seeding && self.completed_unix.get().is_none() {
+            self.completed_unix.set(Some(unix_now()));
+        }
+        let completed_unix = self.completed_unix.get();
         self.shared.update(|s| {
             if s.state != state && state == TorrentState::Seeding {
                 s.completed_at = Some(Instant::now());
@@ -191,6 +199,7 @@ impl Torrent {
             s.download_rate = down_rate;
             s.upload_rate = up_rate;
             s.peers = peers;
+            s.completed_unix = completed_unix;
         });
     }
 
@@ -227,6 +236,7 @@ impl Torrent {
         if let Some(r) = &resume {
             self.downloaded = r.downloaded;
             self.uploaded = r.uploaded;
+            self.completed_unix.set(self.completed_unix.get().or(r.completed_at));
         }
         if self.spec.settings.paused {
             if self.swarm.take().is_some() {
@@ -447,6 +457,7 @@ impl Torrent {
         let (d, u) = self.engine.as_ref().map(|e| e.totals()).unwrap_or((0, 0));
         let (downloaded, uploaded) = (self.downloaded + d, self.uploaded + u);
         let name = self.shared.name.clone();
+        let completed_at = self.completed_unix.get();
         Some(smol::unblock(move || {
             // The data the bitmap names must be durable before the bitmap is.
             storage.sync().map_err(|source| StateError::Sync { name: name.clone(), source })?;
@@ -459,6 +470,7 @@ impl Torrent {
                 stamps: storage.stamps(),
                 downloaded,
                 uploaded,
+                completed_at,
             };
             state.save(StateKind::Resume, Some(&hash), &resume).map_err(|source| StateError::Save { name, source })
         }))
@@ -593,6 +605,7 @@ impl Torrent {
         if let Err(e) = smol::unblock(move || s.finish()).await {
             return Err(Next::Failed { retry: e.may_pass(), message: e.to_string() });
         }
+        self.completed_unix.set(Some(unix_now()));
         if let Err(e) = self.save_now(true).await {
             return Err(Next::Failed { message: e.to_string(), retry: true });
         }
@@ -671,4 +684,9 @@ impl TorrentContext {
     pub fn report_warning(&self, line: String) {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
+}
+
+/// Seconds since 1970 (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
