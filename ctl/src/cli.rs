@@ -153,6 +153,23 @@ pub enum Command {
     },
     /// Show progress bars for the active torrents until they finish
     Watch,
+    /// Take this node out of the fleet: start no more downloads (incomplete torrents stop,
+    /// their progress kept), seed until every torrent has enough other complete copies in its
+    /// swarm, then stop p2pd (exit status 0: systemd leaves the unit stopped)
+    ///
+    /// Waits, printing progress, until p2pd has stopped. Exit: 0 drained, 6 p2pd stopped at
+    /// --timeout with too few copies of some torrent, 1 p2pd stopped before the drain ended.
+    Drain {
+        /// Other complete copies each seeding torrent must have before p2pd stops
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        min_copies: u32,
+        /// Stop after this many seconds whatever the copies [default: no limit]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Start the drain and return at once
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell

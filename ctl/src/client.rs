@@ -44,6 +44,11 @@ impl Client {
         ControlClient::new(&self.socket).with_timeout(RESPONSE_TIMEOUT).call(request).map_err(|e| self.error(e))
     }
 
+    /// [`Client::call`] waiting up to `timeout` for the answer (a drain answers when it ends).
+    pub fn call_waiting(&self, request: Request, timeout: Duration) -> CtlResult<Response> {
+        ControlClient::new(&self.socket).with_timeout(timeout).call(request).map_err(|e| self.error(e))
+    }
+
     /// The message and exit code for a failed exchange.
     fn error(&self, e: ClientError) -> CtlError {
         let socket = self.socket.display();

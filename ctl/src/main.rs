@@ -75,6 +75,9 @@ fn run(cli: Cli) -> CtlResult {
         }
         Command::Wait { id, timeout } => commands::wait::run(&client()?, id, timeout),
         Command::Watch => commands::watch::run(&client()?),
+        Command::Drain { min_copies, timeout, no_wait } => {
+            commands::drain::run(&client()?, min_copies, timeout, no_wait)
+        }
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
     }

@@ -13,8 +13,8 @@ use std::time::Instant;
 use crate::config::Locations;
 use crate::control::access::AccessPolicy;
 use crate::control::protocol::{
-    ErrorKind, ErrorReply, LookupStats, NodeStatus, PeerInfo, PeersReport, RpcCounters, STATUS_SCHEMA_VERSION,
-    StatusReport, TorrentState, WireState,
+    DrainReport, ErrorKind, ErrorReply, LookupStats, NodeStatus, PeerInfo, PeersReport, RpcCounters,
+    STATUS_SCHEMA_VERSION, StatusReport, TorrentState, WireState,
 };
 use crate::descriptor::InfoHash;
 use crate::discovery::driver::SwarmMember;
@@ -53,6 +53,8 @@ pub struct DaemonShared {
     phase: std::sync::atomic::AtomicU8,
     /// Cache torrents evicted under `retention:` (counted by the supervisor).
     pub evictions: Evictions,
+    /// The drain in progress, as the supervisor last published it.
+    drain: Mutex<Option<DrainReport>>,
 }
 
 /// Evictions since start-up (`p2pd_evictions_total`, `p2pd_evicted_bytes_total`).
@@ -97,6 +99,7 @@ impl DaemonShared {
             wire,
             phase: std::sync::atomic::AtomicU8::new(Phase::Starting as u8),
             evictions: Evictions::default(),
+            drain: Mutex::new(None),
         }
     }
 
@@ -168,6 +171,28 @@ impl DaemonShared {
         torrents.into_iter().find(|t| t.info_hash == hash).ok_or_else(|| not_found(id))
     }
 
+    /// Publishes where the drain stands (`node.drain` in `status`).
+    pub fn publish_drain(&self, report: DrainReport) {
+        *lock(&self.drain) = Some(report);
+    }
+
+    /// Other nodes known to hold all of `t`: connected peers that have every piece and swarm
+    /// members that announced themselves seeding, counted once each (by node id), never this
+    /// node.
+    pub fn complete_copies(&self, t: &TorrentShared) -> u32 {
+        let me = self.node.node_id;
+        let mut holders: std::collections::HashSet<NodeId> =
+            t.live().peers.iter().filter(|p| p.complete && !p.banned).map(|p| p.node_id).collect();
+        holders.extend(
+            self.swarm_view(&t.info_hash)
+                .iter()
+                .filter(|m| m.record.status == crate::discovery::wire::PeerStatus::Seeding)
+                .map(|m| m.record.id),
+        );
+        holders.remove(&me);
+        u32::try_from(holders.len()).unwrap_or(u32::MAX)
+    }
+
     /// `status [ID]`.
     pub fn status(&self, id: Option<&str>) -> Result<StatusReport, ErrorReply> {
         let all = self.torrents();
@@ -195,6 +220,7 @@ impl DaemonShared {
             lookups,
             peer_connections: self.wire.snapshot(),
             state_warnings: lock(&self.warnings).clone(),
+            drain: lock(&self.drain).clone(),
         };
         Ok(StatusReport { version: STATUS_SCHEMA_VERSION, node, torrents })
     }

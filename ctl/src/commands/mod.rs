@@ -5,6 +5,7 @@
 pub mod add;
 pub mod create;
 pub mod docs;
+pub mod drain;
 pub mod peers;
 pub mod reload;
 pub mod remove;

@@ -44,6 +44,16 @@ pub fn run(client: &Client, id: Option<String>, as_json: bool) -> CtlResult {
         for w in &n.state_warnings {
             println!("warning: {w}");
         }
+        if let Some(d) = &n.drain {
+            let short = d.torrents.iter().filter(|t| t.copies < d.min_copies).count();
+            let left =
+                d.seconds_left.map(|s| format!(", stops in {} at most", format::duration(s))).unwrap_or_default();
+            println!(
+                "draining: {short} of {} torrents still have fewer than {} other complete copies{left}",
+                d.torrents.len(),
+                d.min_copies
+            );
+        }
         if report.torrents.is_empty() {
             println!("no torrents; add one with `p2pctl add FILE.desc`");
             return Ok(Exit::Ok);

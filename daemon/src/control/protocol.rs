@@ -66,6 +66,16 @@ pub enum Request {
     /// Change a torrent's settings (`pause`, `resume`, `set`): applied live and recorded in its
     /// file in `torrents/`.
     Set { id: String, settings: SettingsChange },
+    /// Take this node out of the fleet: start no downloads, seed until every torrent has
+    /// `min_copies` other complete copies known in its swarm (or `timeout_secs`), then exit.
+    /// Answered at once with where the drain starts or, with `wait`, when it ends (just
+    /// before p2pd stops).
+    Drain {
+        min_copies: u32,
+        timeout_secs: Option<u64>,
+        #[serde(default)]
+        wait: bool,
+    },
 }
 
 /// The settings `set` changes; an absent field is left as it is. The same bounds as in a
@@ -124,7 +134,41 @@ pub enum Response {
     Reloaded(ReloadReport),
     Verifying(TorrentRef),
     Updated(UpdatedReport),
+    Draining(DrainReport),
     Error(ErrorReply),
+}
+
+/// Where a drain stands (`drain`, and `node.drain` in `status` while one runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// Other complete copies each torrent waits for.
+    pub min_copies: u32,
+    /// Seconds until p2pd stops whatever the copies (none: no timeout).
+    pub seconds_left: Option<u64>,
+    /// The seeding torrents waited for, with the other complete copies known now.
+    pub torrents: Vec<DrainTorrent>,
+    /// Incomplete torrents stopped (their state saved) when the drain began.
+    pub stopped: Vec<TorrentRef>,
+    /// The drain is over and p2pd is stopping (the answer to a `wait`ing drain).
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// One seeding torrent of a drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainTorrent {
+    pub info_hash: String,
+    pub name: String,
+    /// Other nodes known to hold every piece: connected peers that have them all, and swarm
+    /// members that announced themselves seeding.
+    pub copies: u32,
+}
+
+impl DrainReport {
+    /// Whether every torrent has its copies.
+    pub fn satisfied(&self) -> bool {
+        self.torrents.iter().all(|t| t.copies >= self.min_copies)
+    }
 }
 
 /// What `set` (or `pause`, `resume`) changed.
@@ -289,6 +333,9 @@ pub struct NodeStatus {
     pub peer_connections: ConnectionCounters,
     /// State files that could not be read at start-up (moved aside), one line each.
     pub state_warnings: Vec<String>,
+    /// The drain in progress (`p2pctl drain`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainReport>,
 }
 
 /// Discovery RPC counters since start-up. Every datagram received is counted exactly once as

@@ -47,6 +47,7 @@ pub enum Change {
     Reload,
     Verify { id: String },
     Set { id: String, settings: crate::control::protocol::SettingsChange },
+    Drain { min_copies: u32, timeout_secs: Option<u64>, wait: bool },
 }
 
 /// A change for the supervisor, with who sent it and where to send the answer.
@@ -214,6 +215,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Reload => "reload",
         Request::Verify { .. } => "verify",
         Request::Set { .. } => "set",
+        Request::Drain { .. } => "drain",
     }
 }
 
@@ -235,6 +237,7 @@ async fn dispatch(
         Request::Reload => Change::Reload,
         Request::Verify { id } => Change::Verify { id },
         Request::Set { id, settings } => Change::Set { id, settings },
+        Request::Drain { min_copies, timeout_secs, wait } => Change::Drain { min_copies, timeout_secs, wait },
     };
     let (tx, rx) = async_channel::bounded(1);
     let failed = |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });

@@ -22,7 +22,9 @@
 //! - An invalid file never stops a running torrent: its previous state is kept and the
 //!   problem reported.
 
+mod add;
 pub mod content;
+mod drain;
 mod reload;
 mod retention;
 mod running;
@@ -37,22 +39,22 @@ use std::sync::Arc;
 
 use futures_lite::future;
 use log::{error, info, warn};
-use sha2::{Digest, Sha256};
 
-use crate::config::torrent_entry::{TorrentEntry, TorrentSettings};
+use crate::config::torrent_entry::TorrentSettings;
 use crate::config::{Config, Locations, TORRENTS_DIR};
 use crate::control::access::Credentials;
-use crate::control::protocol::{AddedReport, ErrorKind, ErrorReply, ReloadReport, RemovedReport, Response, TorrentRef};
+use crate::control::protocol::{ErrorKind, ErrorReply, ReloadReport, RemovedReport, Response, TorrentRef};
 use crate::control::server::{Change, ControlCall};
-use crate::descriptor::{Descriptor, DescriptorError, InfoHash};
+use crate::descriptor::{Descriptor, InfoHash};
 use crate::hooks::{HookEvent, HookTorrent};
 use crate::service::notify;
 use crate::shared::DaemonShared;
 use crate::state::atomic;
-use crate::storage::claim::{self, Claim, ClaimError, ClaimKind, Claims, Deletion};
+use crate::storage::claim::{self, ClaimError, Claims, Deletion};
 use crate::torrent::{EffectiveSettings, StopMode, TorrentContext, TorrentHandle, TorrentSpec};
 use crate::units::ByteRate;
-use content::{ContentPath, DataDirRefused, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
+use add::AddRequest;
+use content::{ContentPath, InOwnDir, OwnDirs, PathInUse, TorrentLabel};
 use running::Running;
 use watchdog::fed_while;
 
@@ -92,63 +94,8 @@ pub struct Supervisor {
     files: BTreeMap<String, FileRecord>,
     /// The HTTP metrics endpoint, given a new socket when `metrics_listen` changes.
     metrics: crate::metrics::Endpoint,
-}
-
-/// Why `add` was refused.
-#[derive(Debug, thiserror::Error)]
-enum AddError {
-    #[error("{source_name}: {error}")]
-    Descriptor { source_name: String, error: DescriptorError },
-    #[error("data directory `{}` must be absolute", .0.display())]
-    RelativeDataDir(PathBuf),
-    #[error(transparent)]
-    DataDir(#[from] DataDirRefused),
-    #[error(transparent)]
-    PathInUse(#[from] Box<PathInUse>),
-    #[error(transparent)]
-    OwnDir(#[from] Box<InOwnDir>),
-    #[error(
-        "--adopt from {who} refused: only root and p2pd's own user ({daemon_user}) may adopt content, \
-         since adopted content becomes the torrent's to overwrite, cut and delete; add it without \
-         --adopt (content that verifies completely, at its described length, is taken as it is), or \
-         run p2pctl as root or {daemon_user}"
-    )]
-    AdoptRefused { who: String, daemon_user: String },
-    #[error("torrents/{file} already exists and is not in effect ({why}); fix or remove it first")]
-    FileNotInEffect { file: String, why: String },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot record the adoption of {}: {source}", path.display())]
-    Adopt { path: PathBuf, source: ClaimError },
-}
-
-impl AddError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            AddError::Descriptor { .. } | AddError::RelativeDataDir(_) | AddError::OwnDir(_) => ErrorKind::Invalid,
-            AddError::DataDir(_) | AddError::AdoptRefused { .. } => ErrorKind::Refused,
-            AddError::PathInUse(_)
-            | AddError::FileNotInEffect { .. }
-            | AddError::Write { .. }
-            | AddError::Adopt { .. } => ErrorKind::Failed,
-        }
-    }
-}
-
-impl From<AddError> for Response {
-    fn from(e: AddError) -> Response {
-        failed(e.kind(), e.to_string())
-    }
-}
-
-/// What `add` was asked to do.
-struct AddRequest {
-    descriptor: String,
-    source: String,
-    data_dir: Option<PathBuf>,
-    adopt: bool,
-    cache: bool,
-    client: Credentials,
+    /// The drain in progress (`p2pctl drain`).
+    drain: Option<drain::Drain>,
 }
 
 /// Why claims of removed torrents were not forgotten at start-up.
@@ -160,14 +107,6 @@ enum SweepError {
     Unreadable { file: String, why: reload::FileError },
     #[error(transparent)]
     Claim(#[from] ClaimError),
-}
-
-/// A user, for messages: `user nobody (uid 65534)`, or `uid 65534` without a name.
-fn user_label(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) => format!("user {} (uid {uid})", u.name),
-        _ => format!("uid {uid}"),
-    }
 }
 
 fn failed(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -194,6 +133,7 @@ impl Supervisor {
             shared,
             claims,
             files: BTreeMap::new(),
+            drain: None,
         }
     }
 
@@ -266,6 +206,7 @@ impl Supervisor {
             Command(Command),
             Watchdog,
             Retention,
+            Drain,
         }
         // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests and,
         // during one, for up to WATCHDOG_GRACE timeouts (a slow disk deleting a large tree
@@ -294,9 +235,17 @@ impl Supervisor {
                     Err(_) => future::pending().await,
                 }
             });
+            let draining = self.drain.is_some();
             let due = future::or(due, async {
                 futures_lite::StreamExt::next(&mut retention).await;
                 Some(Next::Retention)
+            });
+            let due = future::or(due, async {
+                if !draining {
+                    future::pending::<()>().await;
+                }
+                smol::Timer::after(drain::CHECK_EVERY).await;
+                Some(Next::Drain)
             });
             let next = future::or(due, requests).await;
             if watchdog.is_some_and(|every| fed.elapsed() >= every) {
@@ -306,9 +255,20 @@ impl Supervisor {
             match next {
                 Some(Next::Watchdog) => {}
                 Some(Next::Retention) => fed_while(watchdog, self.enforce_retention()).await,
+                Some(Next::Drain) if self.drain_done() => break,
+                Some(Next::Drain) => {}
                 Some(Next::Call(call)) => {
                     let response = fed_while(watchdog, self.handle(call.change, call.client)).await;
-                    let _ = call.reply.send(response).await;
+                    match self.drain.as_mut().filter(|d| d.waiting) {
+                        // A drain that waits is answered when it ends.
+                        Some(d) => (d.waiting, d.reply) = (false, Some(call.reply)),
+                        None => {
+                            let _ = call.reply.send(response).await;
+                        }
+                    }
+                }
+                Some(Next::Command(Command::Reload)) if self.drain.is_some() => {
+                    warn!("SIGHUP ignored: p2pd is draining (`p2pctl drain`) and stops when done");
                 }
                 Some(Next::Command(Command::Reload)) => {
                     let report = fed_while(watchdog, self.reload_notifying()).await;
@@ -326,6 +286,15 @@ impl Supervisor {
     }
 
     async fn handle(&mut self, change: Change, client: Credentials) -> Response {
+        let starts = match &change {
+            Change::Add { .. } => Some("adds no torrents"),
+            Change::Reload => Some("does not reload"),
+            Change::Set { settings, .. } if settings.paused == Some(false) => Some("resumes no torrents"),
+            _ => None,
+        };
+        if let Some(refused) = starts.and_then(|what| self.refused_while_draining(what)) {
+            return refused;
+        }
         match change {
             Change::Add { descriptor, source, data_dir, adopt, cache } => {
                 let request = AddRequest { descriptor, source, data_dir, adopt, cache, client };
@@ -348,6 +317,7 @@ impl Supervisor {
                 Err(e) => Response::Error(e),
             },
             Change::Set { id, settings } => self.set(&id, settings).await,
+            Change::Drain { min_copies, timeout_secs, wait } => self.start_drain(min_copies, timeout_secs, wait).await,
         }
     }
 
@@ -449,145 +419,6 @@ impl Supervisor {
         if let Err(e) = smol::unblock(move || claims.remove(&hash)).await {
             warn!("cannot forget which content {hash} owned: {e}");
         }
-    }
-
-    async fn add(&mut self, request: AddRequest) -> Result<Response, AddError> {
-        let AddRequest { descriptor: text, source, data_dir, adopt, cache, client } = request;
-        let descriptor =
-            Descriptor::parse(&text).map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
-        let hash = descriptor.info_hash;
-        let label = TorrentLabel { name: descriptor.content.name.clone(), info_hash: hash };
-        // Before anything else, for a torrent already running too.
-        if adopt && !client.may_adopt() {
-            let uid = nix::unistd::Uid::effective();
-            let daemon_user = match nix::unistd::User::from_uid(uid) {
-                Ok(Some(u)) => u.name,
-                _ => format!("uid {uid}"),
-            };
-            let refused = AddError::AdoptRefused { who: user_label(client.uid), daemon_user };
-            info!("add {label} from uid {} (pid {}) refused: {refused}", client.uid, client.pid);
-            return Err(refused);
-        }
-        if let Some(existing) = self.running.get(&hash) {
-            let (data_dir, name) = (existing.data_dir(), descriptor.content.name.clone());
-            let adopted = adopt && self.adopt_running(hash, &data_dir, &name).await?;
-            if adopted {
-                info!("{label}: adopted what is at {}; checking it again", data_dir.join(&name).display());
-                if let Some(h) = self.running.get(&hash) {
-                    h.verify();
-                }
-            }
-            let existing = self.running.get(&hash).map(|h| h.file().to_string()).unwrap_or_default();
-            return Ok(Response::Added(AddedReport {
-                info_hash: hash.to_hex(),
-                name,
-                already_present: true,
-                file: self.torrents_dir().join(existing),
-                data_dir,
-                adopted,
-            }));
-        }
-        let data_dir = match data_dir {
-            None => self.locations.data_dir.clone(),
-            Some(d) if !d.is_absolute() => return Err(AddError::RelativeDataDir(d)),
-            Some(d) if client.may_use_any_directory() => d,
-            Some(d) => {
-                let roots = self.locations.data_roots.clone();
-                let checked = smol::unblock(move || content::check_data_dir(&d, &roots)).await;
-                if let Err(e) = &checked {
-                    info!("add {label} from uid {} (pid {}) refused: {e}", client.uid, client.pid);
-                }
-                checked?
-            }
-        };
-        let entry = TorrentEntry {
-            settings: TorrentSettings {
-                data_dir: Some(data_dir.clone()),
-                // The download queue goes in the order torrents were added.
-                queue: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .and_then(|d| u64::try_from(d.as_millis()).ok()),
-                cache,
-                ..Default::default()
-            },
-            descriptor,
-        };
-        let path = self.content_path(&entry.settings, &entry.descriptor).await;
-        self.check_own_dirs(&path, &label).await?;
-        self.path_in_use(&path, label.clone(), None)?;
-        let file = entry.file_name();
-        if let Some(record) = self.files.get(&file) {
-            let why = record.error.clone().unwrap_or_else(|| "it names another torrent".into());
-            return Err(AddError::FileNotInEffect { file, why });
-        }
-        if adopt {
-            self.save_adoption(hash, &data_dir, &entry.descriptor.content.name).await?;
-        }
-        let yaml = entry.to_yaml();
-        let dir = self.torrents_dir();
-        let target = dir.join(&file);
-        let written = {
-            let (target, bytes) = (target.clone(), yaml.clone().into_bytes());
-            smol::unblock(move || {
-                std::fs::create_dir_all(&dir)?;
-                atomic::write_atomic_mode(&target, &bytes, 0o640)
-            })
-            .await
-        };
-        if let Err(source) = written {
-            if adopt {
-                let claims = self.claims.clone();
-                let _ = smol::unblock(move || claims.remove(&hash)).await;
-            }
-            return Err(AddError::Write { path: target, source });
-        }
-        self.files.insert(
-            file.clone(),
-            FileRecord {
-                fingerprint: Sha256::digest(yaml.as_bytes()).into(),
-                settings: Some(entry.settings.clone()),
-                error: None,
-            },
-        );
-        let name = entry.descriptor.content.name.clone();
-        let adopting = if adopt { ", adopting what is there" } else { "" };
-        let caching = if cache { ", as cache (may be evicted)" } else { "" };
-        info!("{name}: added from {source} ({hash}), data in {}{adopting}{caching}", data_dir.display());
-        self.start_torrent(&file, Arc::new(entry.descriptor), &entry.settings, path);
-        Ok(Response::Added(AddedReport {
-            info_hash: hash.to_hex(),
-            name,
-            already_present: false,
-            file: target,
-            data_dir,
-            adopted: adopt,
-        }))
-    }
-
-    /// Records that torrent `hash` owns whatever is at `name` in `data_dir` (`--adopt`).
-    async fn save_adoption(&self, hash: InfoHash, data_dir: &std::path::Path, name: &str) -> Result<(), AddError> {
-        let (claims, dir, name) = (self.claims.clone(), data_dir.to_path_buf(), name.to_string());
-        let path = data_dir.join(&name);
-        smol::unblock(move || {
-            let claim = Claim::new(hash, &dir, &name, ClaimKind::Adopted)
-                .map_err(|source| ClaimError { path: dir.clone(), source })?;
-            claims.save(&claim)
-        })
-        .await
-        .map_err(|source| AddError::Adopt { path, source })
-    }
-
-    /// `add --adopt` of a torrent already running: adopts what is at its content path unless
-    /// that is the root it owns already; returns whether it adopted.
-    async fn adopt_running(&self, hash: InfoHash, data_dir: &std::path::Path, name: &str) -> Result<bool, AddError> {
-        let (claims, dir, n) = (self.claims.clone(), data_dir.to_path_buf(), name.to_string());
-        let owned = smol::unblock(move || claims.owns(&hash, &dir, &n)).await;
-        if owned {
-            return Ok(false);
-        }
-        self.save_adoption(hash, data_dir, name).await?;
-        Ok(true)
     }
 
     async fn remove(&mut self, id: &str, delete_data: bool) -> Response {

@@ -171,6 +171,10 @@ fn ago(secs: u64) -> String {
 impl Supervisor {
     /// One retention round (every [`CHECK_EVERY`]): evicts what [`plan`] names.
     pub(super) async fn enforce_retention(&mut self) {
+        if self.drain.is_some() {
+            // A draining node keeps its seeds until others hold copies.
+            return;
+        }
         let complete: Vec<Complete> = self
             .running
             .handles()
