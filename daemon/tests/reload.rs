@@ -290,7 +290,8 @@ fn pause_during_a_check_holds_and_a_verify_asked_while_paused_runs_on_resume() {
 
     set_paused(true);
     node.wait_state(&hash, "paused");
-    node.ctl_ok(&["verify", &hash[..12]]);
+    let said = node.ctl_ok(&["verify", &hash[..12]]);
+    assert!(said.contains("big.bin") && said.contains("is paused: every piece is verified when it resumes"), "{said}");
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(node.torrent(&hash).unwrap()["state"], "paused", "a verify does not unpause");
     set_paused(false);
