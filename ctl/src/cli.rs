@@ -63,8 +63,8 @@ pub enum Command {
         /// differing pieces are downloaded over it (also for a torrent already added)
         #[arg(long)]
         adopt: bool,
-        /// Keep it as cache: p2pd may delete it, data and all, once it has seeded for
-        /// retention.min_seed_time, when its filesystem is fuller than retention.high_water
+        /// Keep it as cache: p2pd may delete it, data and all, once it completed at least
+        /// retention.min_seed_time ago, when its filesystem is fuller than retention.high_water
         #[arg(long)]
         cache: bool,
     },
@@ -157,14 +157,14 @@ pub enum Command {
     /// their progress kept), seed until every torrent has enough other complete copies in its
     /// swarm, then stop p2pd (exit status 0: systemd leaves the unit stopped)
     ///
-    /// Waits, printing progress, until p2pd has stopped. Exit: 0 drained, 6 p2pd stopped at
-    /// --timeout with too few copies of some torrent, 1 p2pd stopped before the drain ended.
+    /// Waits, printing progress, until the drain ends (p2pd then stops). Exit: 0 drained, 6
+    /// --timeout came first (p2pd stops all the same), 1 p2pd stopped before the drain ended.
     Drain {
         /// Other complete copies each seeding torrent must have before p2pd stops
         #[arg(long, value_name = "K", default_value_t = 1)]
         min_copies: u32,
-        /// Stop after this many seconds whatever the copies [default: no limit]
-        #[arg(long, value_name = "SECS")]
+        /// Stop after this many seconds whatever the copies (1 to 31622400) [default: no limit]
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_622_400))]
         timeout: Option<u64>,
         /// Start the drain and return at once
         #[arg(long)]

@@ -23,6 +23,10 @@ use crate::swarm::PeerView;
 use crate::swarm::counters::WireCounters;
 use crate::torrent::TorrentShared;
 
+/// How recently a swarm member must have been heard announcing itself seeding to count as a
+/// copy ([`DaemonShared::complete_copies`]).
+pub const FRESH_SEED: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Facts about the node fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -176,17 +180,21 @@ impl DaemonShared {
         *lock(&self.drain) = Some(report);
     }
 
-    /// Other nodes known to hold all of `t`: connected peers that have every piece and swarm
-    /// members that announced themselves seeding, counted once each (by node id), never this
-    /// node.
+    /// Other nodes known to hold all of `t`: connected peers that have every piece, and swarm
+    /// members heard announcing themselves seeding within [`FRESH_SEED`], counted once each
+    /// (by node id), never this node nor a banned address. On the safe side for a drain: a
+    /// copy not heard of lately is not counted.
     pub fn complete_copies(&self, t: &TorrentShared) -> u32 {
         let me = self.node.node_id;
+        let peers = t.live().peers;
+        let banned: std::collections::HashSet<SocketAddr> = peers.iter().filter(|p| p.banned).map(|p| p.addr).collect();
         let mut holders: std::collections::HashSet<NodeId> =
-            t.live().peers.iter().filter(|p| p.complete && !p.banned).map(|p| p.node_id).collect();
+            peers.iter().filter(|p| p.complete && !p.banned && p.link.is_some()).map(|p| p.node_id).collect();
         holders.extend(
             self.swarm_view(&t.info_hash)
                 .iter()
                 .filter(|m| m.record.status == crate::discovery::wire::PeerStatus::Seeding)
+                .filter(|m| m.last_seen <= FRESH_SEED && !banned.contains(&m.record.addr))
                 .map(|m| m.record.id),
         );
         holders.remove(&me);

@@ -69,6 +69,8 @@ fn a_drained_node_seeds_until_another_node_has_a_copy_then_exits_0() {
     assert_ne!(refused.code, 0);
     assert!(refused.stderr.contains("draining"), "{}", refused.stderr);
     assert_ne!(seed.ctl(&["reload"]).code, 0, "no reload while draining");
+    assert_ne!(seed.ctl(&["verify", &hash]).code, 0, "no verify while draining (it could start a download)");
+    assert_ne!(seed.ctl(&["pause", &hash]).code, 0, "no pause of a torrent the drain waits for");
 
     // No other copy yet: it keeps seeding.
     std::thread::sleep(Duration::from_secs(3));

@@ -41,15 +41,16 @@ fn the_least_recently_completed_cache_torrent_is_evicted_and_the_others_kept() {
     node.start();
 
     let cache = |desc: &Path| node.ctl_ok(&["add", "--cache", desc.to_str().unwrap()]).trim().to_string();
+    // The torrent not added as cache completes first: the oldest, yet never evicted.
+    assert_eq!(node.add(&kept_desc), kept);
+    node.wait_complete(&kept);
+    assert_eq!(node.torrent(&kept).unwrap()["cache"], false);
     assert_eq!(cache(&old_desc), old);
     node.wait_complete(&old);
     let old_status = node.torrent(&old).unwrap();
     assert_eq!(old_status["cache"], true);
     assert!(old_status["completed_at"].as_u64().is_some(), "{old_status}");
     assert!(std::fs::read_to_string(node.torrents().join(format!("{old}.yaml"))).unwrap().contains("cache: true"));
-    assert_eq!(node.add(&kept_desc), kept);
-    node.wait_complete(&kept);
-    assert_eq!(node.torrent(&kept).unwrap()["cache"], false);
     // Completed a second later than the old one, at least.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(cache(&new_desc), new);

@@ -1,12 +1,15 @@
 //! Draining (`p2pctl drain`): taking a node out of the fleet without making a swarm lose its
 //! last seeds.
 //!
-//! When a drain begins, every torrent that is not seeding stops (its state saved, so it
-//! resumes when p2pd next starts) and nothing new starts: `add` and `reload` are refused. The
-//! seeding torrents keep seeding; once a second, each one's other complete copies are counted
-//! (`DaemonShared::complete_copies`) and published in `status` (`node.drain`). When every one
-//! has `min_copies` of them, or the timeout passes, the supervisor's loop ends and p2pd stops
-//! cleanly (exit status 0, so systemd leaves the unit stopped).
+//! When a drain begins, every torrent that downloads (or waits in the queue to) stops, its
+//! state saved so that it resumes when p2pd next starts, and nothing new starts: `add`,
+//! `reload`, `resume`, `pause` and `verify` are refused. The torrents it waits for are fixed
+//! then: every one not downloading and not paused (one still checking counts once it seeds;
+//! one found incomplete is stopped too). Once a second each one's other complete copies are
+//! counted (`DaemonShared::complete_copies`) and published in `status` (`node.drain`); a
+//! torrent that is not seeding has none. When every one has `min_copies` of them, or the
+//! timeout passes, the supervisor's loop ends and p2pd stops cleanly (exit status 0, so
+//! systemd leaves the unit stopped).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,7 @@ use log::{info, warn};
 
 use super::Supervisor;
 use crate::control::protocol::{DrainReport, DrainTorrent, ErrorKind, Response, TorrentRef, TorrentState};
+use crate::descriptor::InfoHash;
 use crate::torrent::StopMode;
 
 /// How often a drain counts copies.
@@ -28,6 +32,10 @@ pub const MAX_TIMEOUT_SECS: u64 = 366 * 24 * 3600;
 pub(super) struct Drain {
     min_copies: u32,
     deadline: Option<Instant>,
+    /// The torrents it waits for, fixed when it began: every one not downloading and not
+    /// paused (a checking one counts once it seeds; one that fails or stops seeding stays short).
+    waited: Vec<(InfoHash, String)>,
+    /// Torrents stopped because they were downloading (their state saved).
     stopped: Vec<TorrentRef>,
     /// The request that began it waits for the end, and its answer channel is not taken yet.
     pub(super) waiting: bool,
@@ -35,8 +43,13 @@ pub(super) struct Drain {
     pub(super) reply: Option<async_channel::Sender<Response>>,
 }
 
+/// Downloading, or waiting to: what a drain stops.
+fn downloading(state: TorrentState) -> bool {
+    matches!(state, TorrentState::Leeching | TorrentState::Queued)
+}
+
 impl Supervisor {
-    /// `drain`: stops what is not seeding and starts counting copies.
+    /// `drain`: stops what downloads and starts counting copies.
     pub(super) async fn start_drain(&mut self, min_copies: u32, timeout_secs: Option<u64>, wait: bool) -> Response {
         if self.drain.is_some() {
             return super::failed(ErrorKind::Failed, "p2pd is already draining (see `p2pctl status`)");
@@ -47,63 +60,95 @@ impl Supervisor {
                 format!("--min-copies {min_copies} is above the maximum ({MAX_MIN_COPIES})"),
             );
         }
-        if timeout_secs.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
-            return super::failed(ErrorKind::Failed, "--timeout is longer than a year");
+        if timeout_secs.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECS) {
+            return super::failed(ErrorKind::Failed, "--timeout must be from 1 second to a year");
         }
-        let not_seeding: Vec<_> = self
+        let waited = self
             .running
             .handles()
-            .filter(|h| h.shared.live().state != TorrentState::Seeding)
-            .map(|h| (h.info_hash(), TorrentRef { info_hash: h.info_hash().to_hex(), name: h.shared.name.clone() }))
+            .filter(|h| {
+                let state = h.shared.live().state;
+                !downloading(state) && state != TorrentState::Paused
+            })
+            .map(|h| (h.info_hash(), h.shared.name.clone()))
             .collect();
-        for (hash, _) in &not_seeding {
-            if let Err(e) = self.stop_torrent(hash, StopMode::Suspend).await {
-                warn!("drain: {e}");
-            }
-        }
-        let not_seeding: Vec<TorrentRef> = not_seeding.into_iter().map(|(_, t)| t).collect();
         let timeout = timeout_secs.map(|s| format!("{s} s")).unwrap_or_else(|| "none".into());
-        info!(
-            "drain: starting no downloads ({} stopped); seeding {} torrents until each has {min_copies} other \
-             complete copies (timeout: {timeout}), then stopping",
-            not_seeding.len(),
-            self.running.len()
-        );
         self.drain = Some(Drain {
             min_copies,
             deadline: timeout_secs.map(|s| Instant::now() + Duration::from_secs(s)),
-            stopped: not_seeding,
+            waited,
+            stopped: Vec::new(),
             waiting: wait,
             reply: None,
         });
+        self.stop_downloads().await;
+        let d = self.drain.as_ref().map(|d| (d.stopped.len(), d.waited.len())).unwrap_or_default();
+        info!(
+            "drain: starting no downloads ({} stopped); seeding {} torrents until each has {min_copies} other \
+             complete copies (timeout: {timeout}), then stopping",
+            d.0, d.1
+        );
         Response::Draining(self.drain_report())
+    }
+
+    /// Stops every torrent that downloads (a checking torrent may turn out incomplete).
+    async fn stop_downloads(&mut self) {
+        let now: Vec<_> = self
+            .running
+            .handles()
+            .filter(|h| downloading(h.shared.live().state))
+            .map(|h| (h.info_hash(), TorrentRef { info_hash: h.info_hash().to_hex(), name: h.shared.name.clone() }))
+            .collect();
+        for (hash, t) in now {
+            if let Err(e) = self.stop_torrent(&hash, StopMode::Suspend).await {
+                warn!("drain: {e}");
+            }
+            info!("drain: {} stopped (incomplete; it resumes when p2pd next starts)", t.name);
+            if let Some(d) = self.drain.as_mut() {
+                d.waited.retain(|(h, _)| *h != hash);
+                d.stopped.push(t);
+            }
+        }
     }
 
     /// Where the drain stands now (call only while draining).
     fn drain_report(&self) -> DrainReport {
-        let (min_copies, deadline, stopped) = match &self.drain {
-            Some(d) => (d.min_copies, d.deadline, d.stopped.clone()),
-            None => (0, None, Vec::new()),
+        let Some(d) = &self.drain else {
+            return DrainReport {
+                min_copies: 0,
+                seconds_left: None,
+                torrents: Vec::new(),
+                stopped: Vec::new(),
+                done: false,
+            };
         };
-        let torrents = self
-            .running
-            .handles()
-            .filter(|h| h.shared.live().state == TorrentState::Seeding)
-            .map(|h| DrainTorrent {
-                info_hash: h.info_hash().to_hex(),
-                name: h.shared.name.clone(),
-                copies: self.shared.complete_copies(&h.shared),
+        let torrents = d
+            .waited
+            .iter()
+            .map(|(hash, name)| {
+                // Only a torrent seeding here counts its copies: one checking, failed or gone
+                // stays short.
+                let copies = self
+                    .running
+                    .get(hash)
+                    .filter(|h| h.shared.live().state == TorrentState::Seeding)
+                    .map(|h| self.shared.complete_copies(&h.shared))
+                    .unwrap_or(0);
+                DrainTorrent { info_hash: hash.to_hex(), name: name.clone(), copies }
             })
             .collect();
-        let seconds_left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs());
-        DrainReport { min_copies, seconds_left, torrents, stopped, done: false }
+        let seconds_left = d.deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs());
+        DrainReport { min_copies: d.min_copies, seconds_left, torrents, stopped: d.stopped.clone(), done: false }
     }
 
     /// Counts copies and publishes them; true when the drain is over (every torrent has its
     /// copies, or the time is up) and p2pd should stop.
-    pub(super) fn drain_done(&mut self) -> bool {
-        let Some(drain) = &self.drain else { return false };
-        let timed_out = drain.deadline.is_some_and(|d| Instant::now() >= d);
+    pub(super) async fn drain_done(&mut self) -> bool {
+        if self.drain.is_none() {
+            return false;
+        }
+        self.stop_downloads().await;
+        let timed_out = self.drain.as_ref().and_then(|d| d.deadline).is_some_and(|d| Instant::now() >= d);
         let mut report = self.drain_report();
         report.done = report.satisfied() || timed_out;
         self.shared.publish_drain(report.clone());
@@ -113,7 +158,14 @@ impl Supervisor {
             let _ = reply.try_send(Response::Draining(report.clone()));
         }
         if report.satisfied() {
-            info!("drain: every seeding torrent has at least {} other complete copies; stopping", report.min_copies);
+            if report.torrents.is_empty() {
+                info!("drain: nothing to seed; stopping");
+            } else {
+                info!(
+                    "drain: every seeding torrent has at least {} other complete copies; stopping",
+                    report.min_copies
+                );
+            }
             return true;
         }
         if timed_out {

@@ -215,6 +215,7 @@ impl Supervisor {
         let watchdog = notify::watchdog_interval();
         let mut fed = std::time::Instant::now();
         let mut retention = smol::Timer::interval(retention::CHECK_EVERY);
+        let mut drain_ticks = smol::Timer::interval(drain::CHECK_EVERY);
         if watchdog.is_some() {
             notify::watchdog();
         }
@@ -244,7 +245,7 @@ impl Supervisor {
                 if !draining {
                     future::pending::<()>().await;
                 }
-                smol::Timer::after(drain::CHECK_EVERY).await;
+                futures_lite::StreamExt::next(&mut drain_ticks).await;
                 Some(Next::Drain)
             });
             let next = future::or(due, requests).await;
@@ -255,8 +256,11 @@ impl Supervisor {
             match next {
                 Some(Next::Watchdog) => {}
                 Some(Next::Retention) => fed_while(watchdog, self.enforce_retention()).await,
-                Some(Next::Drain) if self.drain_done() => break,
-                Some(Next::Drain) => {}
+                Some(Next::Drain) => {
+                    if fed_while(watchdog, self.drain_done()).await {
+                        break;
+                    }
+                }
                 Some(Next::Call(call)) => {
                     let response = fed_while(watchdog, self.handle(call.change, call.client)).await;
                     match self.drain.as_mut().filter(|d| d.waiting) {
@@ -290,6 +294,8 @@ impl Supervisor {
             Change::Add { .. } => Some("adds no torrents"),
             Change::Reload => Some("does not reload"),
             Change::Set { settings, .. } if settings.paused == Some(false) => Some("resumes no torrents"),
+            Change::Set { settings, .. } if settings.paused == Some(true) => Some("pauses no torrents it seeds"),
+            Change::Verify { .. } => Some("verifies no torrents (a failed piece would start a download)"),
             _ => None,
         };
         if let Some(refused) = starts.and_then(|what| self.refused_while_draining(what)) {

@@ -46,8 +46,9 @@ impl Usage {
         self.used > share.of(self.size)
     }
 
-    fn percent(self) -> u64 {
-        (u128::from(self.used) * 100 / u128::from(self.size.max(1))) as u64
+    /// How full, in percent (for the log: `90.9`, never rounded down to the mark).
+    fn percent(self) -> f64 {
+        self.used as f64 * 100.0 / self.size.max(1) as f64
     }
 }
 
@@ -216,10 +217,17 @@ impl Supervisor {
         let now = unix_now();
         for e in plan(&self.config.retention, now, &usage, &candidates) {
             let Some(h) = self.running.get(&e.hash) else { continue };
+            // Measured a moment ago: still a complete cache torrent?
+            let live = h.shared.live();
+            let whole = live.state == TorrentState::Seeding
+                || (live.state == TorrentState::Paused && live.pieces_done == h.shared.pieces_total);
+            if !(live.settings.cache && whole) {
+                continue;
+            }
             let (name, dir) = (h.shared.name.clone(), h.data_dir());
             info!(
-                "retention: evicting {name} ({}, {}, completed {} ago): the filesystem of {} is {}% full, above \
-                 retention.high_water {}",
+                "retention: evicting {name} ({}, {}, completed {} ago): the filesystem of {} is {:.1}% full, \
+                 above retention.high_water {}",
                 e.hash,
                 human_bytes(e.bytes),
                 ago(now.saturating_sub(e.completed_at)),
@@ -294,8 +302,8 @@ mod tests {
     fn usage_is_counted_as_df_does() {
         let u = Usage { size: 200, used: 181 };
         assert!(u.above(Percent(90)) && !u.above(Percent(91)));
-        assert_eq!(u.percent(), 90);
-        assert_eq!(Usage { size: 0, used: 0 }.percent(), 0);
+        assert_eq!(format!("{:.1}", u.percent()), "90.5");
+        assert_eq!(Usage { size: 0, used: 0 }.percent(), 0.0);
         assert_eq!(ago(7500), "2h 5m");
         assert_eq!(ago(59), "59s");
     }
