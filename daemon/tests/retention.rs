@@ -79,4 +79,10 @@ fn the_least_recently_completed_cache_torrent_is_evicted_and_the_others_kept() {
         );
     }
     assert_eq!(std::fs::read_to_string(&removed).unwrap(), "removed old-cache.bin\n", "nothing more evicted");
+
+    // A reload applies and reports a new policy.
+    let config = std::fs::read_to_string(node.cfg().join("p2pd.yaml")).unwrap();
+    std::fs::write(node.cfg().join("p2pd.yaml"), config.replace("high_water: 40%", "high_water: 95%")).unwrap();
+    let out = node.ctl_ok(&["reload"]);
+    assert!(out.contains("retention: high_water 40% → 95%, low_water 30% → 30%, min_seed_time 0s → 0s"), "{out}");
 }

@@ -219,6 +219,13 @@ impl Supervisor {
                 old.hooks.timeout_secs, new.hooks.timeout_secs, old.hooks.max_concurrent, new.hooks.max_concurrent
             ));
         }
+        if new.retention != old.retention {
+            let (o, n) = (&old.retention, &new.retention);
+            report.applied.push(format!(
+                "retention: high_water {} → {}, low_water {} → {}, min_seed_time {} → {}",
+                o.high_water, n.high_water, o.low_water, n.low_water, o.min_seed_time, n.min_seed_time
+            ));
+        }
         if new.bootstrap != old.bootstrap {
             report.applied.push(format!("bootstrap: {} addresses", new.bootstrap.len()));
         }
@@ -396,6 +403,9 @@ fn describe_settings(old: &crate::torrent::EffectiveSettings, new: &crate::torre
     }
     if old.queue_rank != new.queue_rank {
         parts.push("moved in the download queue".to_string());
+    }
+    if old.cache != new.cache {
+        parts.push(if new.cache { "cache (may be evicted)" } else { "not cache" }.to_string());
     }
     for (event, o, n) in [
         ("on_complete", &old.hooks.on_complete, &new.hooks.on_complete),
