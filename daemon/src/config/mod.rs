@@ -368,6 +368,18 @@ mod tests {
     }
 
     #[test]
+    fn retention_values_are_checked_with_line_and_key() {
+        let e = Config::parse("retention:\n  high_water: 150%\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 2, column ") && e.contains("`150%` is not a percentage from 1% to 100%"), "{e}");
+        let e = Config::parse("retention:\n  min_seed_time: soon\n").unwrap_err().to_string();
+        assert!(e.contains("`soon` is not a length of time"), "{e}");
+        let e = Config::parse("retention:\n  high_water: 70%\n  low_water: 75%\n").unwrap_err().to_string();
+        assert_eq!(e, "retention.low_water: 75% must be below retention.high_water (70%)");
+        let c = Config::parse("retention:\n  high_water: 95\n  min_seed_time: 1h 30m\n").unwrap();
+        assert_eq!((c.retention.high_water.0, c.retention.min_seed_time.0.as_secs()), (95, 5400));
+    }
+
+    #[test]
     fn empty_and_comment_only_files_mean_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert_eq!(Config::parse("# nothing here\n\n").unwrap(), Config::default());

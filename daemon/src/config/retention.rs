@@ -39,6 +39,17 @@ impl Retention {
     }
 }
 
+/// Why a `retention:` value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a percentage from 1% to 100%")]
+    Percent(String),
+    #[error("`{0}` is not a length of time (like 1h, 30m, 90s or 0s)")]
+    Span(String),
+    #[error("`{0}` is longer than a year")]
+    SpanTooLong(String),
+}
+
 /// A whole percentage from 1 to 100, written `90%` (or `90`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Percent(pub u8);
@@ -57,13 +68,13 @@ impl fmt::Display for Percent {
 }
 
 impl std::str::FromStr for Percent {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(text: &str) -> Result<Percent, String> {
+    fn from_str(text: &str) -> Result<Percent, ValueError> {
         let digits = text.trim().strip_suffix('%').unwrap_or(text.trim()).trim_end();
         match digits.parse::<u8>() {
             Ok(n @ 1..=100) => Ok(Percent(n)),
-            _ => Err(format!("`{text}` is not a percentage from 1% to 100%")),
+            _ => Err(ValueError::Percent(text.to_string())),
         }
     }
 }
@@ -110,14 +121,14 @@ impl fmt::Display for Span {
 }
 
 impl std::str::FromStr for Span {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(text: &str) -> Result<Span, String> {
-        let bad = || format!("`{text}` is not a length of time (like 1h, 30m, 90s or 0s)");
+    fn from_str(text: &str) -> Result<Span, ValueError> {
+        let bad = || ValueError::Span(text.to_string());
         let parsed: jiff::SignedDuration = text.trim().parse().map_err(|_| bad())?;
         let duration = Duration::try_from(parsed).map_err(|_| bad())?;
         if duration > MAX_SPAN {
-            return Err(format!("`{text}` is longer than a year"));
+            return Err(ValueError::SpanTooLong(text.to_string()));
         }
         Ok(Span(duration))
     }
