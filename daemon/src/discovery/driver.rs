@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use log::{debug, info, warn};
@@ -28,6 +28,7 @@ use crate::descriptor::{InfoHash, NodeAddr};
 use crate::node_id::NodeId;
 use crate::shared::DaemonShared;
 use crate::state::StateDir;
+use crate::units::unix_now;
 
 /// Commands from torrents waiting for the service; a torrent sending more waits (each is
 /// handled in microseconds, so only a burst of hundreds of torrents starting at once meets it).
@@ -144,10 +145,6 @@ impl DiscoveryHandle {
             let _ = rx.recv().await;
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Receive buffer asked for: bursts (or floods) queue here rather than being dropped by the

@@ -24,7 +24,8 @@ use super::Supervisor;
 use crate::config::retention::Retention;
 use crate::control::protocol::{Response, TorrentState};
 use crate::descriptor::InfoHash;
-use crate::units::human_bytes;
+use crate::torrent::TorrentHandle;
+use crate::units::{human_bytes, unix_now};
 
 /// How often the filesystems of cache torrents are measured.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -109,6 +110,14 @@ struct Complete {
     completed_at: u64,
 }
 
+/// A cache torrent with every piece, seeding or paused: one retention may evict.
+fn evictable(h: &TorrentHandle) -> bool {
+    let live = h.shared.live();
+    let whole = live.state == TorrentState::Seeding
+        || (live.state == TorrentState::Paused && live.pieces_done == h.shared.pieces_total);
+    live.settings.cache && whole
+}
+
 /// One measurement in flight at most (see [`MEASURE_PATIENCE`]).
 static MEASURING: AtomicBool = AtomicBool::new(false);
 
@@ -155,11 +164,6 @@ fn filesystem_usage(dir: &std::path::Path) -> nix::Result<Usage> {
     Ok(Usage { size: used.saturating_add(available), used })
 }
 
-/// Seconds since 1970 (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// `3h 5m`, `40s`: how long ago, for the log.
 fn ago(secs: u64) -> String {
     match secs {
@@ -181,9 +185,7 @@ impl Supervisor {
             .handles()
             .filter_map(|h| {
                 let live = h.shared.live();
-                let whole = live.state == TorrentState::Seeding
-                    || (live.state == TorrentState::Paused && live.pieces_done == h.shared.pieces_total);
-                (live.settings.cache && whole).then(|| Complete {
+                evictable(h).then(|| Complete {
                     hash: h.info_hash(),
                     data_dir: live.settings.data_dir.clone(),
                     name: h.shared.name.clone(),
@@ -218,10 +220,7 @@ impl Supervisor {
         for e in plan(&self.config.retention, now, &usage, &candidates) {
             let Some(h) = self.running.get(&e.hash) else { continue };
             // Measured a moment ago: still a complete cache torrent?
-            let live = h.shared.live();
-            let whole = live.state == TorrentState::Seeding
-                || (live.state == TorrentState::Paused && live.pieces_done == h.shared.pieces_total);
-            if !(live.settings.cache && whole) {
+            if !evictable(h) {
                 continue;
             }
             let (name, dir) = (h.shared.name.clone(), h.data_dir());

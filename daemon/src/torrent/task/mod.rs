@@ -26,6 +26,7 @@ use crate::storage::claim::{self, Claims};
 use crate::storage::{Storage, StorageError};
 use crate::swarm::limiter::RateLimit;
 use crate::swarm::{Engine, EngineEvent};
+use crate::units::unix_now;
 
 use super::check::{self, CheckPlan};
 use super::resume::{RESUME_VERSION, ResumeState};
@@ -684,9 +685,4 @@ impl TorrentContext {
     pub fn report_warning(&self, line: String) {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
-}
-
-/// Seconds since 1970 (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
