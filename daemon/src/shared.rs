@@ -5,7 +5,7 @@
 //! the torrents' status cells — short `std::sync` locks, never held across `.await` or I/O —
 //! so `status` answers even while the supervisor is busy with a slow disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -23,8 +23,7 @@ use crate::swarm::PeerView;
 use crate::swarm::counters::WireCounters;
 use crate::torrent::TorrentShared;
 
-/// How recently a swarm member must have been heard announcing itself seeding to count as a
-/// copy ([`DaemonShared::complete_copies`]).
+/// How recently a swarm member must have been heard from to count as a copy ([`DaemonShared::complete_copies`]).
 pub const FRESH_SEED: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Facts about the node fixed at start-up.
@@ -180,24 +179,32 @@ impl DaemonShared {
         *lock(&self.drain) = Some(report);
     }
 
-    /// Other nodes known to hold all of `t`: connected peers that have every piece, and swarm
-    /// members heard announcing themselves seeding within [`FRESH_SEED`], counted once each
-    /// (by node id), never this node nor a banned address. On the safe side for a drain: a
-    /// copy not heard of lately is not counted.
+    /// Other nodes known to hold all of `t` that know this node drains: swarm members that
+    /// acknowledged our `draining` announce ([`SwarmMember::heard_our_drain`]), were heard from
+    /// within [`FRESH_SEED`], and are seeding — by their own announce, or, while their announce
+    /// is on its way, by having every piece on a live connection — counted once each (by node
+    /// id), never this node, a banned address or a member that drains itself. On the safe side:
+    /// a copy not heard of lately is not counted, and two nodes draining at once never count
+    /// each other (see [`crate::discovery::node::Node::drain`]).
     pub fn complete_copies(&self, t: &TorrentShared) -> u32 {
+        use crate::discovery::wire::PeerStatus;
         let me = self.node.node_id;
         let peers = t.live().peers;
-        let banned: std::collections::HashSet<SocketAddr> = peers.iter().filter(|p| p.banned).map(|p| p.addr).collect();
-        let mut holders: std::collections::HashSet<NodeId> =
+        let banned: HashSet<SocketAddr> = peers.iter().filter(|p| p.banned).map(|p| p.addr).collect();
+        let connected_complete: HashSet<NodeId> =
             peers.iter().filter(|p| p.complete && !p.banned && p.link.is_some()).map(|p| p.node_id).collect();
-        holders.extend(
-            self.swarm_view(&t.info_hash)
-                .iter()
-                .filter(|m| m.record.status == crate::discovery::wire::PeerStatus::Seeding)
-                .filter(|m| m.last_seen <= FRESH_SEED && !banned.contains(&m.record.addr))
-                .map(|m| m.record.id),
-        );
-        holders.remove(&me);
+        let holders: HashSet<NodeId> = self
+            .swarm_view(&t.info_hash)
+            .iter()
+            .filter(|m| m.heard_our_drain && m.last_seen <= FRESH_SEED && !banned.contains(&m.record.addr))
+            .filter(|m| match m.record.status {
+                PeerStatus::Seeding => true,
+                PeerStatus::Idle | PeerStatus::Leeching => connected_complete.contains(&m.record.id),
+                PeerStatus::Draining | PeerStatus::Leaving => false,
+            })
+            .map(|m| m.record.id)
+            .filter(|id| *id != me)
+            .collect();
         u32::try_from(holders.len()).unwrap_or(u32::MAX)
     }
 
@@ -402,6 +409,7 @@ mod tests {
         let member = SwarmMember {
             record: PeerRecord { id: NodeId([2; 32]), addr, status: PeerStatus::Leeching },
             last_seen: std::time::Duration::from_secs(7),
+            heard_our_drain: false,
         };
         let conn = PeerView {
             addr,

@@ -104,3 +104,57 @@ fn a_drain_that_times_out_stops_p2pd_and_what_it_stopped_resumes_at_the_next_sta
     seed.wait_state(&hash, "seeding");
     seed.wait_state(&nobody, "leeching");
 }
+
+/// Status of the member at `addr` in `node`'s table of swarm `hash` (`p2pctl peers`).
+fn member_status(node: &Node, hash: &str, addr: &str) -> Option<String> {
+    let out = node.ctl_ok(&["peers", hash, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("peers JSON");
+    report["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["address"] == addr)
+        .and_then(|p| p["status"].as_str().map(String::from))
+}
+
+/// Two seeds drained at the same moment (a rack going down) each know the other as a seed; if
+/// each counted the other as a copy, both would stop and the swarm would lose its content.
+/// Neither counts a node that drains too, so both wait until a third node has a copy.
+#[test]
+fn two_seeds_drained_at_once_wait_for_a_third_copy() {
+    let mut a = Node::new();
+    a.start();
+    let (desc, hash) = seed_new_file(&a, "rack.bin", 2 << 20, 3);
+    let mut b = Node::new();
+    b.start();
+    b.add(&desc);
+    b.wait_complete(&hash);
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        eventually(PATIENCE, "each knows the other as a seed", || {
+            (member_status(node, &hash, &other.addr()).as_deref() == Some("seeding")).then_some(())
+        });
+    }
+
+    let (drain_a, drain_b) = (drain(&a, &["--min-copies", "1"]), drain(&b, &["--min-copies", "1"]));
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        eventually(PATIENCE, "each hears the other drains", || {
+            (member_status(node, &hash, &other.addr()).as_deref() == Some("draining")).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for node in [&a, &b] {
+        let report = node.status()["node"]["drain"].clone();
+        assert_eq!(report["torrents"][0]["copies"], 0, "a draining node is no copy: {report}\n{}", node.log());
+        assert_eq!(node.torrent(&hash).unwrap()["state"], "seeding");
+    }
+
+    let mut c = Node::new();
+    c.start();
+    c.add(&desc);
+    c.wait_complete(&hash);
+    for (ctl, node) in [(drain_a, &mut a), (drain_b, &mut b)] {
+        let (code, stderr) = finished(ctl);
+        assert_eq!(code, 0, "{stderr}\n{}", node.log());
+        assert_eq!(node.wait_exit(), 0);
+    }
+    assert!(same_file(&a.data().join("rack.bin"), &c.data().join("rack.bin")));
+}

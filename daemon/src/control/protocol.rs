@@ -470,7 +470,7 @@ pub struct PeersReport {
 pub struct PeerInfo {
     pub address: String,
     pub node_id: String,
-    /// `idle`, `leeching`, `seeding` or `leaving`, as the peer announced.
+    /// `idle`, `leeching`, `seeding`, `leaving` or `draining`, as the peer announced.
     pub status: String,
     /// Seconds since the peer was last heard from.
     pub last_seen_secs: u64,

@@ -71,6 +71,8 @@ enum Command {
         info_hash: InfoHash,
     },
     Bootstrap(Vec<SocketAddr>),
+    /// `p2pctl drain` began ([`Node::drain`]).
+    Drain,
     Shutdown {
         done: async_channel::Sender<()>,
     },
@@ -82,6 +84,8 @@ pub struct SwarmMember {
     pub record: PeerRecord,
     /// Since it was last heard from.
     pub last_seen: Duration,
+    /// It acknowledged our `draining` announce: it knows we drain, so it may count as a copy.
+    pub heard_our_drain: bool,
 }
 
 /// How torrents (and the runtime) talk to the discovery service. Cheap to clone.
@@ -124,6 +128,11 @@ impl DiscoveryHandle {
 
     pub async fn set_status(&self, info_hash: InfoHash, status: PeerStatus) {
         let _ = self.commands.send(Command::SetStatus { info_hash, status }).await;
+    }
+
+    /// Tells every swarm this node seeds that it is draining ([`Node::drain`]).
+    pub async fn drain(&self) {
+        let _ = self.commands.send(Command::Drain).await;
     }
 
     pub async fn leave(&self, info_hash: InfoHash) {
@@ -293,6 +302,7 @@ impl Service {
                 self.feed.unsubscribe(&info_hash);
             }
             Command::Bootstrap(addrs) => self.node.bootstrap(now, &addrs),
+            Command::Drain => self.node.drain(now),
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
         self.dirty = true;
@@ -341,6 +351,7 @@ impl Service {
                 .map(|p| SwarmMember {
                     record: PeerRecord { id: p.id, addr: p.addr, status: p.status },
                     last_seen: now.saturating_duration_since(p.last_seen),
+                    heard_our_drain: p.heard_our_drain,
                 })
                 .collect();
             views.insert(*hash, peers);

@@ -457,6 +457,10 @@ pub struct Node {
     /// acknowledged ([`JOIN_FANOUT`]).
     join_contacts: HashMap<InfoHash, HashMap<SocketAddr, PeerStatus>>,
     next_maintenance: Instant,
+    /// Draining ([`Node::drain`]): our `seeding` is announced as `draining`.
+    draining: bool,
+    /// When members learnt of since are next told we drain.
+    next_drain_tell: Instant,
     /// When the next self-lookup (and bucket refresh) is due.
     next_refresh: Instant,
     outbox: Vec<Transmit>,
@@ -503,6 +507,12 @@ const JOIN_FANOUT: usize = 32;
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).
+/// While draining, how often members learnt of since are told (see [`Node::drain`]).
+const DRAIN_TELL_EVERY: Duration = Duration::from_secs(1);
+/// While draining, members that acknowledged it are asked again once not heard from for this
+/// long, so that each one counted as a copy was heard from within the last
+/// [`crate::shared::FRESH_SEED`] (one that does not answer leaves the table).
+const DRAIN_RECONFIRM: Duration = Duration::from_secs(60);
 const TOKEN_REUSE: Duration = Duration::from_secs(4 * 60);
 const MAX_TOKENS_KEPT: usize = 1 << 14;
 /// Requests in flight (each with its retries) at most.
@@ -551,6 +561,8 @@ impl Node {
             top_ups: HashMap::new(),
             join_contacts: HashMap::new(),
             next_maintenance: now + config.maintenance_interval,
+            draining: false,
+            next_drain_tell: now,
             next_refresh: now + config.refresh_interval,
             outbox: Vec::new(),
             events: Vec::new(),

@@ -36,6 +36,8 @@ pub struct PeerEntry {
     pub addr: SocketAddr,
     pub status: PeerStatus,
     pub last_seen: Instant,
+    /// It acknowledged our `draining` announce (see [`crate::discovery::node::Node::drain`]).
+    pub heard_our_drain: bool,
 }
 
 impl PeerEntry {
@@ -129,6 +131,8 @@ impl SwarmStore {
                 return Upsert::StaleIdle(e.status);
             }
             let changed = e.status != peer.status || e.id != peer.id;
+            // Another node at that address has heard nothing from us.
+            e.heard_our_drain &= e.id == peer.id;
             e.id = peer.id;
             e.status = peer.status;
             e.last_seen = now;
@@ -143,14 +147,26 @@ impl SwarmStore {
                 {
                     swarm.peers.remove(&oldest);
                 }
-                swarm
-                    .peers
-                    .insert(peer.addr, PeerEntry { id: peer.id, addr: peer.addr, status: peer.status, last_seen: now });
+                let entry = PeerEntry {
+                    id: peer.id,
+                    addr: peer.addr,
+                    status: peer.status,
+                    last_seen: now,
+                    heard_our_drain: false,
+                };
+                swarm.peers.insert(peer.addr, entry);
                 Upsert::New
             }
         };
         self.enforce_stored_limit();
         result
+    }
+
+    /// `addr` acknowledged our `draining` announce in swarm `hash`.
+    pub fn heard_our_drain(&mut self, hash: &InfoHash, addr: &SocketAddr) {
+        if let Some(e) = self.swarms.get_mut(hash).and_then(|s| s.peers.get_mut(addr)) {
+            e.heard_our_drain = true;
+        }
     }
 
     pub fn remove_peer(&mut self, hash: &InfoHash, addr: &SocketAddr) {
@@ -185,11 +201,16 @@ impl SwarmStore {
     }
 
     /// Up to `n` members to give a newcomer, live ones first, in random order (so newcomers
-    /// spread over the swarm instead of all meeting the same peers).
+    /// spread over the swarm instead of all meeting the same peers), each with its status as
+    /// lists carry it ([`PeerStatus::listed`]).
     pub fn sample(&self, hash: &InfoHash, n: usize, rng: &mut impl Rng) -> Vec<PeerRecord> {
         let Some(s) = self.swarms.get(hash) else { return Vec::new() };
-        let mut peers: Vec<PeerRecord> =
-            s.peers.values().filter(|p| p.status != PeerStatus::Leaving).map(PeerEntry::record).collect();
+        let mut peers: Vec<PeerRecord> = s
+            .peers
+            .values()
+            .filter(|p| p.status != PeerStatus::Leaving)
+            .map(|p| PeerRecord { status: p.status.listed(), ..p.record() })
+            .collect();
         peers.shuffle(rng);
         // Seeders first among the sample: a newcomer benefits most from them.
         peers.sort_by_key(|p| p.status != PeerStatus::Seeding);

@@ -50,6 +50,11 @@ pub enum PeerStatus {
     Seeding,
     /// About to go away.
     Leaving,
+    /// Has every piece and serves them, but is draining (`p2pctl drain`): it will leave once
+    /// enough others hold copies, so it is not counted as one. Sent only in `announce`: a
+    /// node lists a draining member (and itself as a `holder`) as seeding, because for whoever
+    /// reads a list it serves like a seed, and builds from before this status reject the code.
+    Draining,
 }
 
 impl PeerStatus {
@@ -59,6 +64,7 @@ impl PeerStatus {
             PeerStatus::Leeching => 1,
             PeerStatus::Seeding => 2,
             PeerStatus::Leaving => 3,
+            PeerStatus::Draining => 4,
         }
     }
 
@@ -68,6 +74,7 @@ impl PeerStatus {
             1 => PeerStatus::Leeching,
             2 => PeerStatus::Seeding,
             3 => PeerStatus::Leaving,
+            4 => PeerStatus::Draining,
             _ => return None,
         })
     }
@@ -78,6 +85,15 @@ impl PeerStatus {
             PeerStatus::Leeching => "leeching",
             PeerStatus::Seeding => "seeding",
             PeerStatus::Leaving => "leaving",
+            PeerStatus::Draining => "draining",
+        }
+    }
+
+    /// How a member with this status appears in a `peers` list (see [`PeerStatus::Draining`]).
+    pub fn listed(self) -> PeerStatus {
+        match self {
+            PeerStatus::Draining => PeerStatus::Seeding,
+            s => s,
         }
     }
 }

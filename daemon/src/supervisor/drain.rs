@@ -5,9 +5,11 @@
 //! state saved so that it resumes when p2pd next starts, and nothing new starts: `add`,
 //! `reload`, `resume`, `pause` and `verify` are refused. The torrents it waits for are fixed
 //! then: every one not downloading and not paused (one still checking counts once it seeds;
-//! one found incomplete is stopped too). Once a second each one's other complete copies are
-//! counted (`DaemonShared::complete_copies`) and published in `status` (`node.drain`); a
-//! torrent that is not seeding has none. When every one has `min_copies` of them, or the
+//! one found incomplete is stopped too). Discovery announces the node as `draining` to every
+//! member of its swarms (`Node::drain`). Once a second each torrent's other complete copies
+//! are counted (`DaemonShared::complete_copies`: members that acknowledged the drain and seed,
+//! never one draining too) and published in `status` (`node.drain`); a torrent that is not
+//! seeding has none. When every one has `min_copies` of them, or the
 //! timeout passes, the supervisor's loop ends and p2pd stops cleanly (exit status 0, so
 //! systemd leaves the unit stopped).
 
@@ -82,6 +84,9 @@ impl Supervisor {
             reply: None,
         });
         self.stop_downloads().await;
+        // Every member of its swarms hears of it, so that no node draining at the same time
+        // counts this one as a copy (and this one counts only members that heard it).
+        self.ctx.discovery.drain().await;
         let d = self.drain.as_ref().map(|d| (d.stopped.len(), d.waited.len())).unwrap_or_default();
         info!(
             "drain: starting no downloads ({} stopped); seeding {} torrents until each has {min_copies} other \

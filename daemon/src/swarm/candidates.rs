@@ -151,7 +151,7 @@ impl Candidates {
             .filter(|(addr, c)| {
                 let busy = c.connecting || c.next_attempt > now || connected.contains(addr);
                 // A seed has nothing to gain from another seed.
-                let pointless = seeding && c.status == PeerStatus::Seeding;
+                let pointless = seeding && matches!(c.status, PeerStatus::Seeding | PeerStatus::Draining);
                 !(busy || pointless)
             })
             .map(|(a, _)| *a)

@@ -18,6 +18,7 @@ impl Node {
     /// Starts (or refreshes) membership of a swarm: look up its peers through the routing
     /// table and `bootstrap`, announce `status` to them and to the nodes closest to the hash.
     pub fn join(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus, bootstrap: &[SocketAddr]) {
+        let status = self.own_status(status);
         // A node that barely knows the network joins it through the descriptor's nodes too.
         if self.routing.len() < self.config.k && !bootstrap.is_empty() {
             self.bootstrap(now, bootstrap);
@@ -46,6 +47,7 @@ impl Node {
 
     /// Announces a new status to the swarm's known members ([`STATUS_FANOUT`] of a large one).
     pub fn set_status(&mut self, now: Instant, info_hash: InfoHash, status: PeerStatus) {
+        let status = self.own_status(status);
         if self.swarms.get(&info_hash).and_then(|s| s.membership) == Some(status) {
             return;
         }
@@ -63,6 +65,71 @@ impl Node {
         self.next_announce.remove(&info_hash);
         self.top_ups.remove(&info_hash);
         self.join_contacts.remove(&info_hash);
+    }
+
+    /// Begins draining (`p2pctl drain`): in every swarm we seed, our status becomes
+    /// `draining`, told to every member we know — not a sample: a member is counted as another
+    /// copy only once it has acknowledged it ([`PeerEntry::heard_our_drain`]) — and, from then
+    /// on, to each member we learn of. So of two nodes draining at once, each hears of the
+    /// other's drain before it may count the other, and at most one can: a swarm never loses
+    /// its last seeds to simultaneous drains. There is no way back: a drain ends with the node
+    /// stopping.
+    pub fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        let seeding: Vec<InfoHash> =
+            self.swarms.swarms().filter(|(_, s)| s.membership == Some(PeerStatus::Seeding)).map(|(h, _)| *h).collect();
+        for hash in seeding {
+            self.swarms.set_membership(hash, Some(PeerStatus::Draining), now);
+        }
+        self.tell_drain(now);
+    }
+
+    /// Our status as we announce it: `draining` in place of `seeding` once we drain.
+    fn own_status(&self, status: PeerStatus) -> PeerStatus {
+        if self.draining && status == PeerStatus::Seeding { PeerStatus::Draining } else { status }
+    }
+
+    /// Announces `draining` to every member of a swarm we drain from that has not
+    /// acknowledged it, or not been heard from for [`DRAIN_RECONFIRM`], and is not being told
+    /// already (one that never answers is dropped from the table, as for any announce).
+    pub(super) fn tell_drain(&mut self, now: Instant) {
+        self.next_drain_tell = now + DRAIN_TELL_EVERY;
+        let draining: Vec<InfoHash> =
+            self.swarms.swarms().filter(|(_, s)| s.membership == Some(PeerStatus::Draining)).map(|(h, _)| *h).collect();
+        for info_hash in draining {
+            let telling = self.announcing(&info_hash);
+            let untold: Vec<SocketAddr> = self
+                .swarms
+                .get(&info_hash)
+                .map(|s| {
+                    s.peers
+                        .values()
+                        .filter(|p| p.status != PeerStatus::Leaving && p.id != self.id)
+                        .filter(|p| !p.heard_our_drain || now.saturating_duration_since(p.last_seen) >= DRAIN_RECONFIRM)
+                        .filter(|p| !telling.contains(&p.addr))
+                        .map(|p| p.addr)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for addr in untold {
+                let need = Need::Announce { info_hash, status: PeerStatus::Draining, listed: None };
+                self.with_token(now, addr, need, Reach::Proven);
+            }
+        }
+    }
+
+    /// Members we are announcing to in swarm `info_hash` now (waiting for an answer or for
+    /// the token to send it with).
+    pub(super) fn announcing(&self, info_hash: &InfoHash) -> HashSet<SocketAddr> {
+        self.pending
+            .values()
+            .filter(|p| match &p.purpose {
+                Purpose::Need { need: Need::Announce { info_hash: h, .. }, .. }
+                | Purpose::Ping { then: Some(After::Need(Need::Announce { info_hash: h, .. })) } => h == info_hash,
+                _ => false,
+            })
+            .map(|p| p.to)
+            .collect()
     }
 
     /// Starts a get_peers lookup without joining (returns its request id).

@@ -241,16 +241,7 @@ impl Node {
         {
             let status = self.swarms.get(&info_hash).and_then(|s| s.membership).unwrap_or(status);
             // Members we are already announcing to are not paid for twice.
-            let contacting: HashSet<SocketAddr> = self
-                .pending
-                .values()
-                .filter(|p| match &p.purpose {
-                    Purpose::Need { need: Need::Announce { info_hash: h, .. }, .. }
-                    | Purpose::Ping { then: Some(After::Need(Need::Announce { info_hash: h, .. })) } => *h == info_hash,
-                    _ => false,
-                })
-                .map(|p| p.to)
-                .collect();
+            let contacting = self.announcing(&info_hash);
             // Members that acknowledged our current status are not contacted again; those that
             // did not answer (a lost datagram), or heard an older status (ours changed while
             // the announce was on its way), are, when a later look lists them again.

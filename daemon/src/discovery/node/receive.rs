@@ -95,7 +95,7 @@ impl Node {
                 if self.swarms.knows(&info_hash) {
                     let peers = self.swarms.sample(&info_hash, MAX_PEERS, &mut self.rng);
                     let peers: Vec<PeerRecord> = peers.into_iter().filter(|p| p.addr != from).collect();
-                    let holder = self.swarms.get(&info_hash).and_then(|s| s.membership);
+                    let holder = self.swarms.get(&info_hash).and_then(|s| s.membership).map(PeerStatus::listed);
                     self.reply(from, txid, Body::Peers { request_id, info_hash, holder, peers });
                     return;
                 }
@@ -424,6 +424,9 @@ impl Node {
         };
         if known.is_none() {
             debug!("discovery: {info_hash}: {from} answered as a member listed {}", status.as_str());
+        }
+        if announced == PeerStatus::Draining {
+            self.swarms.heard_our_drain(&info_hash, &from);
         }
         self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
     }

@@ -38,6 +38,9 @@ impl Node {
                 self.start_lookup(now, hash, &[], Some(status));
             }
         }
+        if self.draining && now >= self.next_drain_tell {
+            self.tell_drain(now);
+        }
         if now >= self.next_maintenance {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.maintain(now);

@@ -159,7 +159,8 @@ fn arb_status() -> impl Strategy<Value = PeerStatus> {
         Just(PeerStatus::Idle),
         Just(PeerStatus::Leeching),
         Just(PeerStatus::Seeding),
-        Just(PeerStatus::Leaving)
+        Just(PeerStatus::Leaving),
+        Just(PeerStatus::Draining)
     ]
 }
 

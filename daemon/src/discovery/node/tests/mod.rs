@@ -3,9 +3,10 @@
 //! This file: tokens, storing and announces, and the helpers every part uses; `payment.rs`:
 //! what an answer pays for (anti-amplification); `amplification.rs`: the property test of
 //! bytes sent to addresses that never proved themselves; `join.rs`: how far a status change
-//! and a join reach in a large swarm.
+//! and a join reach in a large swarm; `drain.rs`: who hears of a drain.
 
 mod amplification;
+mod drain;
 mod join;
 mod payment;
 
