@@ -200,10 +200,13 @@ async fn handle_client(
     };
     debug!("control socket: pid {} uid {}: {}", creds.pid(), creds.uid(), request_name(&request));
     let client = Credentials { uid: creds.uid(), gid: creds.gid(), pid: creds.pid() };
-    let response = dispatch(request, client, shared, supervisor).await;
+    let (response, answer_channel) = dispatch(request, client, shared, supervisor).await;
     if !matches!(within(RESPONSE_TIMEOUT, write_response(&mut stream, &response)).await, Some(Ok(()))) {
         debug!("control socket: client did not read its response");
     }
+    // Closed only now: the supervisor may wait for an answer to be written (a drain's last
+    // answer, before p2pd stops).
+    drop(answer_channel);
 }
 
 fn request_name(r: &Request) -> &'static str {
@@ -219,17 +222,20 @@ fn request_name(r: &Request) -> &'static str {
     }
 }
 
+/// Answers `request`, from the shared state or through the supervisor; with the supervisor's
+/// answer channel, which the caller keeps open until the answer is written.
 async fn dispatch(
     request: Request,
     client: Credentials,
     shared: &DaemonShared,
     supervisor: &async_channel::Sender<ControlCall>,
-) -> Response {
+) -> (Response, Option<async_channel::Receiver<Response>>) {
     let change = match request {
         Request::Status { id } => {
-            return shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r))).unwrap_or_else(Response::Error);
+            let status = shared.status(id.as_deref()).map(|r| Response::Status(Box::new(r)));
+            return (status.unwrap_or_else(Response::Error), None);
         }
-        Request::Peers { id } => return shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error),
+        Request::Peers { id } => return (shared.peers(&id).map(Response::Peers).unwrap_or_else(Response::Error), None),
         Request::Add { descriptor, source, data_dir, adopt, cache } => {
             Change::Add { descriptor, source, data_dir, adopt, cache }
         }
@@ -242,9 +248,10 @@ async fn dispatch(
     let (tx, rx) = async_channel::bounded(1);
     let failed = |message: &str| Response::Error(ErrorReply { kind: ErrorKind::Failed, message: message.to_string() });
     if supervisor.send(ControlCall { change, client, reply: tx }).await.is_err() {
-        return failed("p2pd is shutting down");
+        return (failed("p2pd is shutting down"), None);
     }
-    rx.recv().await.unwrap_or_else(|_| failed("p2pd is shutting down"))
+    let response = rx.recv().await.unwrap_or_else(|_| failed("p2pd is shutting down"));
+    (response, Some(rx))
 }
 
 enum ReadError {

@@ -26,6 +26,9 @@ use crate::torrent::StopMode;
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Most copies a drain may wait for.
 pub const MAX_MIN_COPIES: u32 = 10_000;
+/// Longest wait for a drain's final report to be written before p2pd stops (a report fits the
+/// socket's buffer: it is written at once unless the daemon is starved).
+const ANSWER_PATIENCE: Duration = Duration::from_secs(5);
 /// Longest drain timeout: a year.
 pub const MAX_TIMEOUT_SECS: u64 = 366 * 24 * 3600;
 
@@ -43,6 +46,8 @@ pub(super) struct Drain {
     pub(super) waiting: bool,
     /// Where to send the final report (a waiting request's answer).
     pub(super) reply: Option<async_channel::Sender<Response>>,
+    /// The final report's channel once it is sent: closed when the answer is written.
+    answered: Option<async_channel::Sender<Response>>,
 }
 
 /// Downloading, or waiting to: what a drain stops.
@@ -82,6 +87,7 @@ impl Supervisor {
             stopped: Vec::new(),
             waiting: wait,
             reply: None,
+            answered: None,
         });
         self.stop_downloads().await;
         // Every member of its swarms hears of it, so that no node draining at the same time
@@ -158,9 +164,11 @@ impl Supervisor {
         report.done = report.satisfied() || timed_out;
         self.shared.publish_drain(report.clone());
         if report.done
-            && let Some(reply) = self.drain.as_mut().and_then(|d| d.reply.take())
+            && let Some(d) = self.drain.as_mut()
+            && let Some(reply) = d.reply.take()
         {
             let _ = reply.try_send(Response::Draining(report.clone()));
+            d.answered = Some(reply);
         }
         if report.satisfied() {
             if report.torrents.is_empty() {
@@ -184,6 +192,16 @@ impl Supervisor {
             return true;
         }
         false
+    }
+
+    /// Waits (at most [`ANSWER_PATIENCE`]) until the final report of a drain that ended has been
+    /// written to the client that waits for it, so that p2pd does not stop before.
+    pub(super) async fn drain_answered(&mut self) {
+        let Some(answered) = self.drain.as_mut().and_then(|d| d.answered.take()) else { return };
+        let deadline = Instant::now() + ANSWER_PATIENCE;
+        while !answered.is_closed() && Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
     }
 
     /// Why a change is refused while draining, if one is in progress.

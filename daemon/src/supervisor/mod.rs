@@ -287,6 +287,7 @@ impl Supervisor {
         calls.close();
         while calls.try_recv().is_ok() {}
         self.shutdown().await;
+        self.drain_answered().await;
     }
 
     async fn handle(&mut self, change: Change, client: Credentials) -> Response {
