@@ -45,6 +45,11 @@ fn the_least_recently_completed_cache_torrent_is_evicted_and_the_others_kept() {
     assert_eq!(node.add(&kept_desc), kept);
     node.wait_complete(&kept);
     assert_eq!(node.torrent(&kept).unwrap()["cache"], false);
+    // Adding it again with --cache says it stays what it is (an add never changes a torrent).
+    let again = node.ctl(&["add", "--cache", kept_desc.to_str().unwrap()]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("--cache does not change a torrent already added"), "{}", again.stderr);
+    assert_eq!(node.torrent(&kept).unwrap()["cache"], false);
     assert_eq!(cache(&old_desc), old);
     node.wait_complete(&old);
     let old_status = node.torrent(&old).unwrap();

@@ -229,6 +229,10 @@ pub struct AddedReport {
     /// checked again). Absent from older daemons.
     #[serde(default)]
     pub adopted: bool,
+    /// The torrent is cache (`add --cache`, `cache: true`): retention may evict it. For one
+    /// already present, what it was (an `add` does not change it). Absent from older daemons.
+    #[serde(default)]
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

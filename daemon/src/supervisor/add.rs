@@ -109,7 +109,11 @@ impl Supervisor {
                     h.verify();
                 }
             }
-            let existing = self.running.get(&hash).map(|h| h.file().to_string()).unwrap_or_default();
+            let (existing, is_cache) = self
+                .running
+                .get(&hash)
+                .map(|h| (h.file().to_string(), h.shared.live().settings.cache))
+                .unwrap_or_default();
             return Ok(Response::Added(AddedReport {
                 info_hash: hash.to_hex(),
                 name,
@@ -117,6 +121,7 @@ impl Supervisor {
                 file: self.torrents_dir().join(existing),
                 data_dir,
                 adopted,
+                cache: is_cache,
             }));
         }
         let data_dir = match data_dir {
@@ -194,6 +199,7 @@ impl Supervisor {
             file: target,
             data_dir,
             adopted: adopt,
+            cache,
         }))
     }
 
