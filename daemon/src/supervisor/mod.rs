@@ -96,6 +96,8 @@ pub struct Supervisor {
     metrics: crate::metrics::Endpoint,
     /// The drain in progress (`p2pctl drain`).
     drain: Option<drain::Drain>,
+    /// Retention's measurement in flight and the problems it reported.
+    retention: retention::RetentionRounds,
 }
 
 /// Why claims of removed torrents were not forgotten at start-up.
@@ -134,6 +136,7 @@ impl Supervisor {
             claims,
             files: BTreeMap::new(),
             drain: None,
+            retention: retention::RetentionRounds::new(),
         }
     }
 
@@ -206,6 +209,7 @@ impl Supervisor {
             Command(Command),
             Watchdog,
             Retention,
+            Measured(retention::Measured),
             Drain,
         }
         // systemd's watchdog (`WatchdogSec=`) is fed from this loop, between requests and,
@@ -241,6 +245,7 @@ impl Supervisor {
                 futures_lite::StreamExt::next(&mut retention).await;
                 Some(Next::Retention)
             });
+            let due = future::or(due, async { Some(Next::Measured(self.retention.measured().await)) });
             let due = future::or(due, async {
                 if !draining {
                     future::pending::<()>().await;
@@ -255,7 +260,8 @@ impl Supervisor {
             }
             match next {
                 Some(Next::Watchdog) => {}
-                Some(Next::Retention) => fed_while(watchdog, self.enforce_retention()).await,
+                Some(Next::Retention) => self.start_retention_round(),
+                Some(Next::Measured(m)) => fed_while(watchdog, self.finish_retention_round(m)).await,
                 Some(Next::Drain) => {
                     if fed_while(watchdog, self.drain_done()).await {
                         break;

@@ -3,19 +3,21 @@
 //!
 //! [`plan`] is the policy, pure: for each filesystem fuller than the high-water mark, the
 //! eligible torrents on it, least recently completed first, until what they hold brings it
-//! down to the low-water mark. [`Supervisor::enforce_retention`] gathers the facts (which
-//! torrents are cache and complete, how full their filesystems are, whether p2pd owns their
-//! data) and evicts what the plan names, as `p2pctl remove --delete-data` would.
+//! down to the low-water mark. [`Supervisor::start_retention_round`] gathers the facts (which
+//! torrents are cache and complete) and measures their filesystems and whether p2pd owns their
+//! data on the blocking pool, off the supervisor's path (a hung network filesystem never holds
+//! up a request); [`Supervisor::finish_retention_round`] gets the measurement as a run-loop
+//! event and evicts what the plan names, as `p2pctl remove --delete-data` would.
 //!
 //! Invariants: only torrents marked `cache`; only complete ones (seeding, or paused with every
 //! piece), completed at least `min_seed_time` ago; only where p2pd owns the content (it wrote
 //! or verified it: `storage::claim`), so an eviction always frees what it counts; each
 //! filesystem on its own. Every eviction is logged, counted and runs `on_removed`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use log::{debug, info, warn};
@@ -29,9 +31,50 @@ use crate::units::{human_bytes, unix_now};
 
 /// How often the filesystems of cache torrents are measured.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
-/// A measurement still running after this long (a hung network filesystem) is given up for
-/// this round; no second one starts while it runs.
+/// A measurement still running after this long (a hung network filesystem) is reported; no
+/// second one starts while it runs.
 const MEASURE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Retention's own state in the supervisor: the measurement in flight, and the problems
+/// already reported (each is logged as a warning once, then at debug level while it lasts).
+#[derive(Debug)]
+pub(super) struct RetentionRounds {
+    /// When the measurement in flight started.
+    measuring_since: Option<Instant>,
+    /// Whether a measurement overdue was reported.
+    overdue_reported: bool,
+    reported: BTreeSet<String>,
+    results: (async_channel::Sender<Measured>, async_channel::Receiver<Measured>),
+}
+
+impl RetentionRounds {
+    pub(super) fn new() -> RetentionRounds {
+        RetentionRounds {
+            measuring_since: None,
+            overdue_reported: false,
+            reported: BTreeSet::new(),
+            results: async_channel::bounded(1),
+        }
+    }
+
+    /// The next measurement, when one finishes (for the supervisor's loop).
+    pub(super) async fn measured(&self) -> Measured {
+        match self.results.1.recv().await {
+            Ok(m) => m,
+            // Never: the sender lives in `self`.
+            Err(_) => future::pending().await,
+        }
+    }
+}
+
+/// A finished measurement: each filesystem's usage, the torrents p2pd owns the content of, and
+/// what could not be measured.
+#[derive(Debug)]
+pub(super) struct Measured {
+    usage: BTreeMap<u64, Usage>,
+    candidates: Vec<Candidate>,
+    problems: Vec<String>,
+}
 
 /// How full one filesystem is, as `df` counts it: `used` of `size` (used plus what is
 /// available to p2pd; blocks reserved for root are in neither).
@@ -118,15 +161,9 @@ fn evictable(h: &TorrentHandle) -> bool {
     live.settings.cache && whole
 }
 
-/// One measurement in flight at most (see [`MEASURE_PATIENCE`]).
-static MEASURING: AtomicBool = AtomicBool::new(false);
-
 /// The filesystems of `torrents`' data directories and which of the torrents p2pd owns the
 /// content of (blocking).
-fn measure(
-    torrents: Vec<Complete>,
-    claims: crate::storage::claim::Claims,
-) -> (BTreeMap<u64, Usage>, Vec<Candidate>, Vec<String>) {
+fn measure(torrents: Vec<Complete>, claims: crate::storage::claim::Claims) -> Measured {
     let (mut usage, mut candidates, mut problems) = (BTreeMap::new(), Vec::new(), Vec::new());
     for t in torrents {
         let filesystem = match nix::sys::stat::stat(&t.data_dir) {
@@ -151,7 +188,7 @@ fn measure(
             candidates.push(Candidate { hash: t.hash, filesystem, completed_at: t.completed_at, bytes: t.bytes });
         }
     }
-    (usage, candidates, problems)
+    Measured { usage, candidates, problems }
 }
 
 // The block counts are 32 bits wide on some targets.
@@ -174,10 +211,22 @@ fn ago(secs: u64) -> String {
 }
 
 impl Supervisor {
-    /// One retention round (every [`CHECK_EVERY`]): evicts what [`plan`] names.
-    pub(super) async fn enforce_retention(&mut self) {
+    /// Starts a retention round (every [`CHECK_EVERY`]): measures the filesystems of the
+    /// complete cache torrents in the background; [`Supervisor::finish_retention_round`] gets
+    /// the result.
+    pub(super) fn start_retention_round(&mut self) {
         if self.drain.is_some() {
             // A draining node keeps its seeds until others hold copies.
+            return;
+        }
+        if let Some(since) = self.retention.measuring_since {
+            if since.elapsed() >= MEASURE_PATIENCE && !self.retention.overdue_reported {
+                self.retention.overdue_reported = true;
+                warn!(
+                    "retention: measuring the cache torrents' filesystems has taken over {MEASURE_PATIENCE:?} \
+                     (a hung filesystem?); no eviction until it ends"
+                );
+            }
             return;
         }
         let complete: Vec<Complete> = self
@@ -196,25 +245,38 @@ impl Supervisor {
                 })
             })
             .collect();
-        if complete.is_empty() || MEASURING.swap(true, Ordering::SeqCst) {
+        if complete.is_empty() {
             return;
         }
-        let claims = self.claims.clone();
-        let measuring = smol::unblock(move || {
-            let measured = measure(complete, claims);
-            MEASURING.store(false, Ordering::SeqCst);
-            Some(measured)
-        });
-        let gave_up = async {
-            smol::Timer::after(MEASURE_PATIENCE).await;
-            None
-        };
-        let Some((usage, candidates, problems)) = future::or(measuring, gave_up).await else {
-            warn!("retention: measuring the cache torrents' filesystems takes over {MEASURE_PATIENCE:?}; skipped");
+        self.retention.measuring_since = Some(Instant::now());
+        let (claims, results) = (self.claims.clone(), self.retention.results.0.clone());
+        self.ctx
+            .executor
+            .spawn(async move {
+                let measured = smol::unblock(move || measure(complete, claims)).await;
+                let _ = results.send(measured).await;
+            })
+            .detach();
+    }
+
+    /// Ends a retention round with its measurement: evicts what [`plan`] names.
+    pub(super) async fn finish_retention_round(&mut self, measured: Measured) {
+        if self.retention.measuring_since.take().is_some_and(|s| s.elapsed() >= MEASURE_PATIENCE) {
+            info!("retention: the slow measurement of the cache torrents' filesystems ended");
+        }
+        self.retention.overdue_reported = false;
+        let Measured { usage, candidates, problems } = measured;
+        let problems: BTreeSet<String> = problems.into_iter().collect();
+        for p in &problems {
+            if self.retention.reported.contains(p) {
+                debug!("retention: cannot measure {p}");
+            } else {
+                warn!("retention: cannot measure {p}; its torrents are not evicted while this lasts");
+            }
+        }
+        self.retention.reported = problems;
+        if self.drain.is_some() {
             return;
-        };
-        for p in problems {
-            debug!("retention: {p}");
         }
         let now = unix_now();
         for e in plan(&self.config.retention, now, &usage, &candidates) {
