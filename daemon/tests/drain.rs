@@ -63,6 +63,9 @@ fn a_drained_node_seeds_until_another_node_has_a_copy_then_exits_0() {
     assert_eq!(report["min_copies"], 1);
     assert_eq!(report["torrents"][0]["info_hash"], hash.as_str());
     assert_eq!(report["torrents"][0]["copies"], 0);
+    let human = seed.ctl_ok(&["status"]);
+    assert!(human.contains("draining: 1 of 1 torrents still have fewer than 1 other complete copies"), "{human}");
+    assert!(human.contains("  art.bin: 0 of 1 copies"), "{human}");
     assert_eq!(report["stopped"][0]["info_hash"], nobody.as_str(), "the incomplete torrent stops");
     assert!(seed.torrent(&nobody).is_none());
     let refused = seed.ctl(&["add", nobody_desc.to_str().unwrap()]);

@@ -54,6 +54,9 @@ fn the_least_recently_completed_cache_torrent_is_evicted_and_the_others_kept() {
     node.wait_complete(&old);
     let old_status = node.torrent(&old).unwrap();
     assert_eq!(old_status["cache"], true);
+    let human = node.ctl_ok(&["status"]);
+    assert!(human.lines().any(|l| l.starts_with("old-cache.bin") && l.contains("seeding (cache)")), "{human}");
+    assert!(human.lines().any(|l| l.starts_with("not-cache.bin") && !l.contains("(cache)")), "{human}");
     assert!(old_status["completed_at"].as_u64().is_some(), "{old_status}");
     assert!(std::fs::read_to_string(node.torrents().join(format!("{old}.yaml"))).unwrap().contains("cache: true"));
     // Completed a second later than the old one, at least.

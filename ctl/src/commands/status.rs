@@ -53,6 +53,9 @@ pub fn run(client: &Client, id: Option<String>, as_json: bool) -> CtlResult {
                 d.torrents.len(),
                 d.min_copies
             );
+            for t in d.torrents.iter().filter(|t| t.copies < d.min_copies) {
+                println!("  {}: {} of {} copies", t.name, t.copies, d.min_copies);
+            }
         }
         if report.torrents.is_empty() {
             println!("no torrents; add one with `p2pctl add FILE.desc`");
@@ -87,7 +90,8 @@ fn torrent_table(torrents: &[TorrentStatus]) -> String {
                 t.info_hash[..12].to_string(),
                 format::size(t.length),
                 format::percent(t.bytes_done, t.length),
-                t.state.as_str().to_string(),
+                // Cache torrents may be evicted (`retention:`): say so where the state is.
+                if t.cache { format!("{} (cache)", t.state.as_str()) } else { t.state.as_str().to_string() },
                 format::rate(t.download_rate),
                 format::rate(t.upload_rate),
                 t.peers.to_string(),
