@@ -170,6 +170,7 @@ fn state() {
         downloaded: 1 << 20,
         uploaded: 5,
         completed_at: Some(1_700_000_000),
+        complete_hook_due: true,
     };
     let body = serde_json::to_vec(&resume).expect("serializes");
     write("state_file", "resume", &format::encode("resume", &body));

@@ -29,14 +29,7 @@ fn runs(out: &Path) -> Vec<String> {
 fn complete_error_and_removed_hooks_run_once_with_their_environment() {
     let mut seed = Node::new();
     seed.start();
-    let src = seed.root.path().join("src");
-    random_file(&src.join("art.bin"), 3 << 20, 5);
-    let desc =
-        create_descriptor(&src.join("art.bin"), &seed.root.path().join("a.desc"), &["--bootstrap", &seed.addr()]);
-    std::fs::create_dir_all(seed.data()).unwrap();
-    std::fs::copy(src.join("art.bin"), seed.data().join("art.bin")).unwrap();
-    let hash = seed.add(&desc);
-    seed.wait_state(&hash, "seeding");
+    let (desc, hash) = seed_new_file(&seed, "art.bin", 3 << 20, 5);
 
     let dir = tempfile::tempdir().unwrap();
     let (done, failed, removed) = (dir.path().join("complete"), dir.path().join("error"), dir.path().join("removed"));
@@ -88,6 +81,36 @@ fn complete_error_and_removed_hooks_run_once_with_their_environment() {
     let run = eventually(PATIENCE, "the on_removed hook", || runs(&removed).pop());
     assert!(run.contains("P2PD_EVENT=removed") && run.contains(&format!("P2PD_INFO_HASH={hash}")), "{run}");
     assert_eq!(runs(&done).len(), 1);
+}
+
+/// p2pd killed at the instant a download completes — the content in place, the completion not
+/// yet recorded — runs `on_complete` at its next start, once: the completion is not lost, and
+/// the start after that is no new one.
+#[test]
+fn a_completion_cut_short_by_sigkill_runs_its_hook_at_the_next_start() {
+    let mut seed = Node::new();
+    seed.start();
+    let (desc, hash) = seed_new_file(&seed, "art.bin", 2 << 20, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("complete");
+    let mut leecher = Node::with_config(&format!("hooks:\n  on_complete: {}\n", recorder(&done)));
+    leecher.env.push(("P2PD_FAULT_KILL_AT_COMPLETION".into(), "1".into()));
+    leecher.start();
+    leecher.add(&desc);
+    assert_eq!(leecher.wait_exit(), -1, "killed at completion:\n{}", leecher.log());
+    assert!(runs(&done).is_empty(), "no hook before the kill");
+    assert!(leecher.data().join("art.bin").exists(), "the content is in place");
+
+    leecher.env.clear();
+    leecher.start();
+    leecher.wait_state(&hash, "seeding");
+    let run = eventually(PATIENCE, "the on_complete hook after the restart", || runs(&done).pop());
+    assert!(run.contains("P2PD_EVENT=complete") && run.contains(&format!("P2PD_INFO_HASH={hash}")), "{run}");
+    leecher.stop();
+    leecher.start();
+    leecher.wait_state(&hash, "seeding");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(&done).len(), 1, "on_complete ran again");
 }
 
 #[test]

@@ -113,6 +113,7 @@ mod tests {
             downloaded: 0,
             uploaded: 0,
             completed_at: None,
+            complete_hook_due: false,
         }
     }
 

@@ -35,12 +35,26 @@ pub struct ResumeState {
     /// files written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<u64>,
+    /// A download completed and its `on_complete` hook has not been started yet: it is, at
+    /// the next start, if p2pd stopped (or was killed) in between. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete_hook_due: bool,
 }
 
 impl ResumeState {
     /// The verified set, if it matches this torrent's piece count.
     pub fn have(&self, pieces: usize) -> Option<Bitfield> {
         Bitfield::from_hex(&self.have, pieces).ok()
+    }
+
+    /// Whether a torrent that starts from this state and turns out complete completes a
+    /// download (so `on_complete` is due): its hook was due, or it was still downloading —
+    /// not every piece recorded in place (a stop between the last piece and the record of the
+    /// completion, or a save that failed then).
+    pub fn download_in_progress(&self, pieces: usize) -> bool {
+        let recorded_complete =
+            self.have(pieces).is_some_and(|h| h.is_complete()) && self.placement == Placement::Final;
+        self.complete_hook_due || !recorded_complete
     }
 }
 
@@ -62,5 +76,23 @@ mod tests {
         assert_eq!((r.downloaded, r.uploaded), (100_000, 0));
         assert_eq!(r.stamps.len(), 1);
         assert_eq!(r.completed_at, None);
+        assert!(!r.complete_hook_due);
+    }
+
+    /// A complete torrent restarted is no new completion (a state from before the hook was
+    /// recorded included); one stopped between its last piece and the record of it, or whose
+    /// hook was due, is.
+    #[test]
+    fn a_completion_is_due_only_for_a_download_not_recorded_complete() {
+        let (_dir, path) = crate::state::fixture("resume.state");
+        let Loaded::Ok(complete) = load_file::<ResumeState>(&path, StateKind::Resume) else { panic!("not loaded") };
+        assert!(!complete.download_in_progress(7), "recorded complete, in place");
+        assert!(ResumeState { complete_hook_due: true, ..complete.clone() }.download_in_progress(7));
+        assert!(ResumeState { placement: Placement::Partial, ..complete.clone() }.download_in_progress(7));
+        let mut six = Bitfield::new(7);
+        (0..6).for_each(|i| {
+            six.set(i);
+        });
+        assert!(ResumeState { have: six.to_hex(), ..complete }.download_in_progress(7), "a piece not recorded");
     }
 }

@@ -104,6 +104,9 @@ struct Torrent {
     /// When the content was first complete here (Unix seconds): from the resume state, or
     /// set when it first seeds.
     completed_unix: std::cell::Cell<Option<u64>>,
+    /// A download completed and `on_complete` has not been started yet (saved in the resume
+    /// state, so that a stop in between does not lose it).
+    complete_hook_due: bool,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -133,6 +136,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         turn: None,
         error_hooked: false,
         completed_unix: std::cell::Cell::new(None),
+        complete_hook_due: false,
     };
     let mut full_check = false;
     loop {
@@ -280,7 +284,7 @@ impl Torrent {
         let owned = {
             let (s, claims, hash) =
                 (storage.clone(), Claims::new(self.ctx.state.root()), self.spec.descriptor.info_hash);
-            let (verified, recorded) = (self.have.count(), resume.map(|r| r.stamps));
+            let (verified, recorded) = (self.have.count(), resume.as_ref().map(|r| r.stamps.clone()));
             smol::unblock(move || s.claim(&claims, hash, verified, recorded.as_deref(), checked)).await
         };
         owned.map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
@@ -291,8 +295,13 @@ impl Torrent {
             smol::unblock(move || s.finish())
                 .await
                 .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
+            // Content added complete has no resume state and no hook; a download that
+            // completed without its completion being recorded has its hook now.
+            let pieces = self.have.len();
+            self.complete_hook_due |= resume.as_ref().is_some_and(|r| r.download_in_progress(pieces));
             self.save_now(true).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
+            self.run_complete_hook();
         } else {
             self.wait_turn(commands).await?;
             let s = storage.clone();
@@ -459,6 +468,7 @@ impl Torrent {
         let (downloaded, uploaded) = (self.downloaded + d, self.uploaded + u);
         let name = self.shared.name.clone();
         let completed_at = self.completed_unix.get();
+        let complete_hook_due = self.complete_hook_due;
         Some(smol::unblock(move || {
             // The data the bitmap names must be durable before the bitmap is.
             storage.sync().map_err(|source| StateError::Sync { name: name.clone(), source })?;
@@ -472,6 +482,7 @@ impl Torrent {
                 downloaded,
                 uploaded,
                 completed_at,
+                complete_hook_due,
             };
             state.save(StateKind::Resume, Some(&hash), &resume).map_err(|source| StateError::Save { name, source })
         }))
@@ -606,7 +617,16 @@ impl Torrent {
         if let Err(e) = smol::unblock(move || s.finish()).await {
             return Err(Next::Failed { retry: e.may_pass(), message: e.to_string() });
         }
+        // With the `fault-injection` feature, `P2PD_FAULT_KILL_AT_COMPLETION` SIGKILLs p2pd here:
+        // the content in place, its completion not yet recorded (tests of `on_complete`).
+        #[cfg(feature = "fault-injection")]
+        if std::env::var_os("P2PD_FAULT_KILL_AT_COMPLETION").is_some() {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
         self.completed_unix.set(Some(unix_now()));
+        // Recorded with the completion: a stop (or a failed save) before the hook starts
+        // leaves it due at the next start.
+        self.complete_hook_due = true;
         if let Err(e) = self.save_now(true).await {
             return Err(Next::Failed { message: e.to_string(), retry: true });
         }
@@ -614,12 +634,21 @@ impl Torrent {
         if let Some(e) = self.engine.as_mut() {
             e.on_complete();
         }
-        // Here only, where a download completes: a torrent that starts complete never passes.
-        self.ctx.fire_hook(&self.spec, HookEvent::Complete, None);
+        self.run_complete_hook();
         self.turn = None;
         self.publish(TorrentState::Seeding, None);
         self.join_swarm(PeerStatus::Seeding).await;
         Ok(())
+    }
+
+    /// Starts `on_complete` if a completion's hook is due (once: the next save records it).
+    /// At least once per completion: a kill between this and that save runs it again at the
+    /// next start.
+    fn run_complete_hook(&mut self) {
+        if std::mem::take(&mut self.complete_hook_due) {
+            self.ctx.fire_hook(&self.spec, HookEvent::Complete, None);
+            self.dirty = true;
+        }
     }
 
     /// Applies new settings (same data directory) and publishes them.
