@@ -223,6 +223,37 @@ fn a_reload_moves_the_endpoint_or_keeps_it_when_the_new_address_is_taken() {
     eventually(PATIENCE, "the endpoint to close", || TcpStream::connect(&moved).is_err().then_some(()));
 }
 
+/// `metrics_listen` moved to another address on the same port (127.0.0.1:P → 0.0.0.0:P, in a
+/// network namespace the test made, so that the wildcard reaches no real interface): the old
+/// socket holds the port, so it is closed first and the new address then serves.
+#[test]
+fn a_reload_moves_the_endpoint_to_another_address_on_the_same_port() {
+    if !require(&[Need::Root, Need::tool("ip", "iproute2"), Need::tool("python3", "python3")], None) {
+        return;
+    }
+    let ns = Netns::new();
+    let port = free_port();
+    let mut node = Node::with_config(&format!("metrics_listen: 127.0.0.1:{port}\n"));
+    node.netns = Some(ns.name.clone());
+    node.start();
+    let health = || {
+        let get = format!(
+            "import urllib.request as u\ntry: print(u.urlopen('http://127.0.0.1:{port}/health', timeout=5).status)\nexcept Exception as e: print(e)"
+        );
+        ns.output(&["python3", "-c", &get]).trim().to_string()
+    };
+    assert_eq!(health(), "200");
+    let path = node.cfg().join("p2pd.yaml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, config.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"))).unwrap();
+    let out = node.ctl_ok(&["reload"]);
+    assert!(out.contains(&format!("metrics_listen: 127.0.0.1:{port} → 0.0.0.0:{port}")), "{out}");
+    assert_eq!(health(), "200", "served on the wildcard address, loopback included");
+    let listening = ns.output(&["ss", "-Htln", &format!("sport = :{port}")]);
+    assert_eq!(listening.lines().count(), 1, "one socket on the port: {listening}");
+    assert!(listening.contains(&format!("0.0.0.0:{port}")), "{listening}");
+}
+
 #[test]
 fn start_up_fails_naming_metrics_listen_when_its_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -9,7 +9,9 @@
 //! executor thread, and one at a time.
 //!
 //! The listening socket can be replaced while serving (`metrics_listen` changed by a reload):
-//! the new one is bound first by [`bind`], so a failure leaves the old one serving.
+//! the new one is bound first by [`bind`], so a failure leaves the old one serving — unless
+//! the old one holds the port (same port, another address): then it is closed first, and
+//! bound again if the new one fails.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
@@ -48,7 +50,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves whatever socket it was last given (none: not serving) until `sockets` closes.
 pub async fn serve(
     first: Option<TcpListener>,
-    sockets: async_channel::Receiver<Option<TcpListener>>,
+    sockets: async_channel::Receiver<super::SocketSwap>,
     shared: Arc<DaemonShared>,
     executor: Arc<smol::Executor<'static>>,
 ) {
@@ -59,7 +61,7 @@ pub async fn serve(
     let scraping = Arc::new(Semaphore::new(1));
     let mut clients = TaskGroup::new("metrics client");
     enum Woke {
-        Socket(Option<TcpListener>),
+        Socket(super::SocketSwap),
         Closed,
         Accepted(std::io::Result<(Async<std::net::TcpStream>, SocketAddr)>),
     }
@@ -81,7 +83,11 @@ pub async fn serve(
         .await;
         match woke {
             Woke::Closed => return,
-            Woke::Socket(s) => listener = s.and_then(adopt),
+            Woke::Socket(swap) => {
+                listener = swap.listener.and_then(adopt);
+                // The old socket is closed: whoever waits for that may go on.
+                drop(swap.done);
+            }
             Woke::Accepted(Ok((stream, _))) => {
                 // Over the limit: closed unread.
                 let Some(slot) = slots.try_acquire_arc() else { continue };

@@ -21,12 +21,19 @@ use crate::shared::DaemonShared;
 /// The endpoint's side the supervisor keeps: hands the server a new socket on reload.
 #[derive(Clone)]
 pub struct Endpoint {
-    sockets: async_channel::Sender<Option<std::net::TcpListener>>,
+    sockets: async_channel::Sender<SocketSwap>,
+}
+
+/// A socket for the server to serve from now on (none: stop serving); `done` is dropped once
+/// the one it served before is closed.
+pub struct SocketSwap {
+    pub listener: Option<std::net::TcpListener>,
+    pub done: Option<async_channel::Sender<()>>,
 }
 
 impl Endpoint {
     /// The handle and the receiving end [`http::serve`] takes.
-    pub fn new() -> (Endpoint, async_channel::Receiver<Option<std::net::TcpListener>>) {
+    pub fn new() -> (Endpoint, async_channel::Receiver<SocketSwap>) {
         let (tx, rx) = async_channel::bounded(1);
         (Endpoint { sockets: tx }, rx)
     }
@@ -34,7 +41,16 @@ impl Endpoint {
     /// Serves on `listener` from now on (none: stops serving). Never waits: a socket the
     /// server has not taken yet is replaced (and closed), the latest wins.
     pub fn replace(&self, listener: Option<std::net::TcpListener>) {
-        let _ = self.sockets.force_send(listener);
+        let _ = self.sockets.force_send(SocketSwap { listener, done: None });
+    }
+
+    /// Stops serving and waits until the socket is closed (so that its address may be bound
+    /// again at once).
+    pub async fn close(&self) {
+        let (done, closed) = async_channel::bounded::<()>(1);
+        let _ = self.sockets.force_send(SocketSwap { listener: None, done: Some(done) });
+        // Ends with an error once `done` is dropped: the server closed its socket (or is gone).
+        let _ = closed.recv().await;
     }
 }
 

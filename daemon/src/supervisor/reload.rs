@@ -5,6 +5,7 @@
 //! that can change live (rates, limits, pause) are handed to the running torrent.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,14 +89,14 @@ impl Supervisor {
         let mut report = ReloadReport::default();
         let dir = self.locations.config_dir.clone();
         match smol::unblock(move || Config::load(&dir)).await {
-            Ok(new) => self.apply_config(new, &mut report),
+            Ok(new) => self.apply_config(new, &mut report).await,
             Err(e) => report.rejected.push(format!("{e}; keeping the previous configuration")),
         }
         self.sync_torrents(&mut report).await;
         report
     }
 
-    fn apply_config(&mut self, mut new: Config, report: &mut ReloadReport) {
+    async fn apply_config(&mut self, mut new: Config, report: &mut ReloadReport) {
         let old = self.config.clone();
         macro_rules! restart_only {
             ($field:ident, $show:expr) => {
@@ -191,26 +192,7 @@ impl Supervisor {
             report.applied.push(format!("limits: {}", describe_limits(&old, &new)));
         }
         if new.metrics_listen != old.metrics_listen {
-            let show = |a: &Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "(off)".into());
-            let socket = new.metrics_listen.map(crate::metrics::http::bind).transpose();
-            match socket {
-                Ok(socket) => {
-                    self.metrics.replace(socket);
-                    report.applied.push(format!(
-                        "metrics_listen: {} → {}",
-                        show(&old.metrics_listen),
-                        show(&new.metrics_listen)
-                    ));
-                }
-                Err(e) => {
-                    report.rejected.push(format!(
-                        "metrics_listen: cannot listen on {}: {e}; keeping {}",
-                        show(&new.metrics_listen),
-                        show(&old.metrics_listen)
-                    ));
-                    new.metrics_listen = old.metrics_listen;
-                }
-            }
+            new.metrics_listen = self.move_metrics_endpoint(old.metrics_listen, new.metrics_listen, report).await;
         }
         if new.hooks.timeout_secs != old.hooks.timeout_secs || new.hooks.max_concurrent != old.hooks.max_concurrent {
             self.ctx.hooks.configure(&new.hooks);
@@ -233,6 +215,52 @@ impl Supervisor {
     }
 
     /// Makes the running torrents match `torrents/`.
+    /// Moves the metrics endpoint from `old` to `new` (`metrics_listen` changed); returns the
+    /// address it listens on now: `new`, or `old` when `new` cannot be bound.
+    async fn move_metrics_endpoint(
+        &self,
+        old: Option<SocketAddr>,
+        new: Option<SocketAddr>,
+        report: &mut ReloadReport,
+    ) -> Option<SocketAddr> {
+        use crate::metrics::http::bind;
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "(off)".into());
+        let mut socket = new.map(bind).transpose();
+        // Another address on the same port: the old socket holds the port, so it is closed
+        // first, and bound again if the new one still cannot be.
+        if let (Err(e), Some(old_addr), Some(new_addr)) = (&socket, old, new)
+            && e.kind() == std::io::ErrorKind::AddrInUse
+            && old_addr.port() == new_addr.port()
+        {
+            self.metrics.close().await;
+            socket = bind(new_addr).map(Some);
+            if let Err(e) = &socket
+                && let Err(again) = bind(old_addr).map(|back| self.metrics.replace(Some(back)))
+            {
+                report.rejected.push(format!(
+                    "metrics_listen: cannot listen on {new_addr}: {e}, nor on {old_addr} again: {again}; \
+                     the metrics endpoint is off"
+                ));
+                return None;
+            }
+        }
+        match socket {
+            Ok(socket) => {
+                self.metrics.replace(socket);
+                report.applied.push(format!("metrics_listen: {} → {}", show(old), show(new)));
+                new
+            }
+            Err(e) => {
+                report.rejected.push(format!(
+                    "metrics_listen: cannot listen on {}: {e}; keeping {}",
+                    show(new),
+                    show(old)
+                ));
+                old
+            }
+        }
+    }
+
     pub(super) async fn sync_torrents(&mut self, report: &mut ReloadReport) {
         let dir = self.locations.config_dir.join(TORRENTS_DIR);
         let scanned = match smol::unblock(move || scan(&dir)).await {
