@@ -160,8 +160,8 @@ pub enum Command {
     /// Waits, printing progress, until the drain ends (p2pd then stops). Exit: 0 drained, 6
     /// --timeout came first (p2pd stops all the same), 1 p2pd stopped before the drain ended.
     Drain {
-        /// Other complete copies each seeding torrent must have before p2pd stops
-        #[arg(long, value_name = "K", default_value_t = 1)]
+        /// Other complete copies each seeding torrent must have before p2pd stops (0 to 10000)
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10_000))]
         min_copies: u32,
         /// Stop after this many seconds whatever the copies (1 to 31622400) [default: no limit]
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_622_400))]

@@ -161,3 +161,28 @@ fn two_seeds_drained_at_once_wait_for_a_third_copy() {
     }
     assert!(same_file(&a.data().join("rack.bin"), &c.data().join("rack.bin")));
 }
+
+/// Out-of-range drains are refused, by p2pctl and by the daemon (a client that bypasses
+/// p2pctl), with the bound named; nothing starts draining.
+#[test]
+fn a_drain_beyond_its_bounds_is_refused_and_nothing_drains() {
+    let mut node = Node::new();
+    node.start();
+    let r = node.ctl(&["drain", "--min-copies", "10001"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("10001 is not in 0..=10000"), "{}", r.stderr);
+    for (request, bound) in [
+        (serde_json::json!({"type": "drain", "min_copies": 10_001, "wait": false}), "above the maximum (10000)"),
+        (
+            serde_json::json!({"type": "drain", "min_copies": 1, "timeout_secs": 0, "wait": false}),
+            "from 1 second to a year",
+        ),
+    ] {
+        let raw = serde_json::json!({"version": 1, "request": request});
+        let reply = raw_request(&node, &serde_json::to_vec(&raw).unwrap());
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert!(reply["message"].as_str().unwrap().contains(bound), "{reply}");
+    }
+    assert!(node.status()["node"]["drain"].is_null(), "not draining");
+    node.stop();
+}

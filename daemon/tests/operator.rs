@@ -7,19 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// One framed request on the control socket (docs/CONTROL.md), bypassing p2pctl.
-fn raw_request(node: &Node, body: &[u8]) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(node.socket()).unwrap();
-    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut reply).unwrap();
-    serde_json::from_slice(&reply).unwrap()
-}
-
 fn torrent_file(node: &Node, hash: &str) -> String {
     std::fs::read_to_string(node.torrents().join(format!("{hash}.yaml"))).unwrap()
 }

@@ -425,6 +425,20 @@ impl RawNode {
     }
 }
 
+/// One framed request on `node`'s control socket (docs/CONTROL.md), bypassing p2pctl and its
+/// checks; the reply.
+pub fn raw_request(node: &Node, body: &[u8]) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(node.socket()).unwrap();
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    serde_json::from_slice(&reply).unwrap()
+}
+
 /// Discovery counters of a node.
 pub fn rpc(node: &Node) -> serde_json::Value {
     node.status()["node"]["rpc"].clone()
