@@ -69,7 +69,7 @@ impl Node {
 
     /// Begins draining (`p2pctl drain`): in every swarm we seed, our status becomes
     /// `draining`, told to every member we know — not a sample: a member is counted as another
-    /// copy only once it has acknowledged it ([`PeerEntry::heard_our_drain`]) — and, from then
+    /// copy only once it has acknowledged it ([`crate::discovery::swarms::PeerEntry::heard_our_drain`]) — and, from then
     /// on, to each member we learn of. So of two nodes draining at once, each hears of the
     /// other's drain before it may count the other, and at most one can: a swarm never loses
     /// its last seeds to simultaneous drains. There is no way back: a drain ends with the node
