@@ -35,6 +35,7 @@ fn discovery() {
         Body::GetPeers { info_hash: h, request_id: 9, hop_limit: 16, token: [2; 16] },
         Body::Forward { info_hash: h, request_id: 9, hops: 1, hops_left: 3, origin: node, token: [2; 16] },
         Body::Announce { info_hash: h, status: PeerStatus::Idle, token: [2; 16] },
+        Body::Announce { info_hash: h, status: PeerStatus::Draining, token: [2; 16] },
         Body::Pong { token: [2; 16], observed: v4 },
         Body::Nodes { nodes: vec![node; 3] },
         Body::Peers { request_id: 9, info_hash: h, holder: Some(PeerStatus::Seeding), peers: vec![peer; 4] },
@@ -42,6 +43,7 @@ fn discovery() {
         Body::Found { request_id: 9, info_hash: h, hops: 2, token: [2; 16] },
         Body::NotFound { request_id: 9, info_hash: h, hops: 2 },
         Body::Announced { info_hash: h },
+        Body::AnnouncedDraining { info_hash: h, holder: Some(PeerStatus::Draining) },
         Body::Retry { token: [2; 16] },
     ];
     for body in bodies {

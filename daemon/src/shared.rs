@@ -23,7 +23,7 @@ use crate::swarm::PeerView;
 use crate::swarm::counters::WireCounters;
 use crate::torrent::TorrentShared;
 
-/// How recently a swarm member must have been heard from to count as a copy ([`DaemonShared::complete_copies`]).
+/// How recently a swarm member must have answered a draining node to count as a copy ([`DaemonShared::complete_copies`]).
 pub const FRESH_SEED: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Facts about the node fixed at start-up.
@@ -179,31 +179,24 @@ impl DaemonShared {
         *lock(&self.drain) = Some(report);
     }
 
-    /// Other nodes known to hold all of `t` that know this node drains: swarm members that
-    /// acknowledged our `draining` announce ([`SwarmMember::heard_our_drain`]), were heard from
-    /// within [`FRESH_SEED`], and are seeding — by their own announce, or, while their announce
-    /// is on its way, by having every piece on a live connection — counted once each (by node
-    /// id), never this node, a banned address or a member that drains itself. On the safe side:
-    /// a copy not heard of lately is not counted, and two nodes draining at once never count
-    /// each other (see [`crate::discovery::node::Node::drain`]).
+    /// Other nodes holding all of `t` by their own word to this draining node: swarm members
+    /// whose latest answer to our `draining` announce, within [`FRESH_SEED`], said `seeding`
+    /// ([`SwarmMember::drain_answer`]), and that have not announced `draining` or `leaving`
+    /// since — counted once each (by node id), never this node or a banned address. On the
+    /// safe side: a member that did not answer lately is not counted, and of nodes draining at
+    /// once, at least one counts none of the others (see
+    /// [`crate::discovery::node::Node::drain`]).
     pub fn complete_copies(&self, t: &TorrentShared) -> u32 {
         use crate::discovery::wire::PeerStatus;
         let me = self.node.node_id;
-        let peers = t.live().peers;
-        let banned: HashSet<SocketAddr> = peers.iter().filter(|p| p.banned).map(|p| p.addr).collect();
-        let connected_complete: HashSet<NodeId> =
-            peers.iter().filter(|p| p.complete && !p.banned && p.link.is_some()).map(|p| p.node_id).collect();
+        let banned: HashSet<SocketAddr> = t.live().peers.iter().filter(|p| p.banned).map(|p| p.addr).collect();
         let holders: HashSet<NodeId> = self
             .swarm_view(&t.info_hash)
             .iter()
-            .filter(|m| m.heard_our_drain && m.last_seen <= FRESH_SEED && !banned.contains(&m.record.addr))
-            .filter(|m| match m.record.status {
-                PeerStatus::Seeding => true,
-                PeerStatus::Idle | PeerStatus::Leeching => connected_complete.contains(&m.record.id),
-                PeerStatus::Draining | PeerStatus::Leaving => false,
-            })
+            .filter(|m| matches!(m.drain_answer, Some((PeerStatus::Seeding, age)) if age <= FRESH_SEED))
+            .filter(|m| !matches!(m.record.status, PeerStatus::Draining | PeerStatus::Leaving))
+            .filter(|m| !banned.contains(&m.record.addr) && m.record.id != me)
             .map(|m| m.record.id)
-            .filter(|id| *id != me)
             .collect();
         u32::try_from(holders.len()).unwrap_or(u32::MAX)
     }
@@ -409,7 +402,7 @@ mod tests {
         let member = SwarmMember {
             record: PeerRecord { id: NodeId([2; 32]), addr, status: PeerStatus::Leeching },
             last_seen: std::time::Duration::from_secs(7),
-            heard_our_drain: false,
+            drain_answer: None,
         };
         let conn = PeerView {
             addr,

@@ -42,6 +42,9 @@ fn complete_error_and_removed_hooks_run_once_with_their_environment() {
     leecher.start();
     leecher.add(&desc);
     leecher.wait_complete(&hash);
+    // A check right after the completion (the resume file may not say yet that the hook ran)
+    // is no new completion.
+    leecher.ctl_ok(&["verify", &hash]);
     let run = eventually(PATIENCE, "the on_complete hook", || runs(&done).pop());
     let data_path = leecher.data().join("art.bin");
     for line in [
@@ -59,6 +62,7 @@ fn complete_error_and_removed_hooks_run_once_with_their_environment() {
         .then_some(())
     });
 
+    leecher.wait_state(&hash, "seeding");
     // A restart of the complete torrent is no new completion.
     leecher.stop();
     leecher.start();

@@ -228,7 +228,9 @@ fn a_reload_moves_the_endpoint_or_keeps_it_when_the_new_address_is_taken() {
 /// socket holds the port, so it is closed first and the new address then serves.
 #[test]
 fn a_reload_moves_the_endpoint_to_another_address_on_the_same_port() {
-    if !require(&[Need::Root, Need::tool("ip", "iproute2"), Need::tool("python3", "python3")], None) {
+    let tools =
+        [Need::Root, Need::tool("ip", "iproute2"), Need::tool("ss", "iproute2"), Need::tool("python3", "python3")];
+    if !require(&tools, None) {
         return;
     }
     let ns = Netns::new();

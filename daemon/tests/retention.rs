@@ -49,6 +49,8 @@ fn the_least_recently_completed_cache_torrent_is_evicted_and_the_others_kept() {
     let again = node.ctl(&["add", "--cache", kept_desc.to_str().unwrap()]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.contains("--cache does not change a torrent already added"), "{}", again.stderr);
+    assert!(again.stderr.contains("not-cache.bin is already added"), "{}", again.stderr);
+    assert!(!again.stderr.contains("added not-cache.bin:"), "reported as newly added too: {}", again.stderr);
     assert_eq!(node.torrent(&kept).unwrap()["cache"], false);
     assert_eq!(cache(&old_desc), old);
     node.wait_complete(&old);

@@ -28,14 +28,6 @@ pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool, cac
         eprintln!("{} is already added; it now owns {} and checks it again", added.name, content.display());
     } else if added.already_present {
         eprintln!("{} is already added (data in {})", added.name, added.data_dir.display());
-    }
-    if added.already_present && cache && !added.cache {
-        eprintln!(
-            "note: --cache does not change a torrent already added: {} stays non-cache (never evicted); \
-             set `cache: true` in {} and run `p2pctl reload` to make it cache",
-            added.name,
-            added.file.display()
-        );
     } else if added.adopted {
         eprintln!(
             "added {}: adopting {} (checked, then completed in place), recorded in {}",
@@ -49,6 +41,15 @@ pub fn run(client: &Client, file: &Path, data: Option<PathBuf>, adopt: bool, cac
             "added {}{cached}: data in {}, recorded in {}",
             added.name,
             added.data_dir.display(),
+            added.file.display()
+        );
+    }
+    // Older daemons do not say (`cache` absent): nothing to note then.
+    if added.already_present && cache && added.cache == Some(false) {
+        eprintln!(
+            "note: --cache does not change a torrent already added: {} stays non-cache (never evicted); \
+             set `cache: true` in {} and run `p2pctl reload` to make it cache",
+            added.name,
             added.file.display()
         );
     }

@@ -231,8 +231,8 @@ pub struct AddedReport {
     pub adopted: bool,
     /// The torrent is cache (`add --cache`, `cache: true`): retention may evict it. For one
     /// already present, what it was (an `add` does not change it). Absent from older daemons.
-    #[serde(default)]
-    pub cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

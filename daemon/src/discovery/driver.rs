@@ -84,8 +84,9 @@ pub struct SwarmMember {
     pub record: PeerRecord,
     /// Since it was last heard from.
     pub last_seen: Duration,
-    /// It acknowledged our `draining` announce: it knows we drain, so it may count as a copy.
-    pub heard_our_drain: bool,
+    /// Its own status as it answered our latest `draining` announce, and how long ago (what a
+    /// drain counts copies by).
+    pub drain_answer: Option<(PeerStatus, Duration)>,
 }
 
 /// How torrents (and the runtime) talk to the discovery service. Cheap to clone.
@@ -351,7 +352,7 @@ impl Service {
                 .map(|p| SwarmMember {
                     record: PeerRecord { id: p.id, addr: p.addr, status: p.status },
                     last_seen: now.saturating_duration_since(p.last_seen),
-                    heard_our_drain: p.heard_our_drain,
+                    drain_answer: p.drain_answer.map(|(s, at)| (s, now.saturating_duration_since(at))),
                 })
                 .collect();
             views.insert(*hash, peers);

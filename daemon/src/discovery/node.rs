@@ -505,14 +505,18 @@ const STATUS_FANOUT: usize = 16;
 /// first ping is never retried) may be, so a lost datagram costs one look, not the member.
 const JOIN_FANOUT: usize = 32;
 
+/// While draining, how often the members that need to hear it are told (see [`Node::drain`]).
+const DRAIN_TELL_EVERY: Duration = Duration::from_secs(1);
+/// Most `draining` announces sent at once (a node in many swarms tells their members over
+/// several seconds rather than in one burst that peers' rate limits would drop).
+const DRAIN_TELL_BATCH: usize = 256;
+/// While draining, a member that answered is asked again once its answer is this old, so that
+/// each one counted as a copy answered within the last [`crate::shared::FRESH_SEED`] (one that
+/// does not answer leaves the table).
+const DRAIN_RECONFIRM: Duration = Duration::from_secs(60);
+
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).
-/// While draining, how often members learnt of since are told (see [`Node::drain`]).
-const DRAIN_TELL_EVERY: Duration = Duration::from_secs(1);
-/// While draining, members that acknowledged it are asked again once not heard from for this
-/// long, so that each one counted as a copy was heard from within the last
-/// [`crate::shared::FRESH_SEED`] (one that does not answer leaves the table).
-const DRAIN_RECONFIRM: Duration = Duration::from_secs(60);
 const TOKEN_REUSE: Duration = Duration::from_secs(4 * 60);
 const MAX_TOKENS_KEPT: usize = 1 << 14;
 /// Requests in flight (each with its retries) at most.
@@ -649,6 +653,9 @@ impl Node {
         }
         for l in self.lookups.values().filter(|l| !l.done) {
             t = t.min(l.deadline).min(l.attempt_deadline);
+        }
+        if self.draining {
+            t = t.min(self.next_drain_tell);
         }
         t
     }

@@ -36,8 +36,9 @@ pub struct PeerEntry {
     pub addr: SocketAddr,
     pub status: PeerStatus,
     pub last_seen: Instant,
-    /// It acknowledged our `draining` announce (see [`crate::discovery::node::Node::drain`]).
-    pub heard_our_drain: bool,
+    /// Its own status in the swarm as it answered our latest `draining` announce, and when
+    /// (see [`crate::discovery::node::Node::drain`]).
+    pub drain_answer: Option<(PeerStatus, Instant)>,
 }
 
 impl PeerEntry {
@@ -131,8 +132,10 @@ impl SwarmStore {
                 return Upsert::StaleIdle(e.status);
             }
             let changed = e.status != peer.status || e.id != peer.id;
-            // Another node at that address has heard nothing from us.
-            e.heard_our_drain &= e.id == peer.id;
+            // Another node at that address has told us nothing.
+            if e.id != peer.id {
+                e.drain_answer = None;
+            }
             e.id = peer.id;
             e.status = peer.status;
             e.last_seen = now;
@@ -147,13 +150,8 @@ impl SwarmStore {
                 {
                     swarm.peers.remove(&oldest);
                 }
-                let entry = PeerEntry {
-                    id: peer.id,
-                    addr: peer.addr,
-                    status: peer.status,
-                    last_seen: now,
-                    heard_our_drain: false,
-                };
+                let entry =
+                    PeerEntry { id: peer.id, addr: peer.addr, status: peer.status, last_seen: now, drain_answer: None };
                 swarm.peers.insert(peer.addr, entry);
                 Upsert::New
             }
@@ -162,10 +160,10 @@ impl SwarmStore {
         result
     }
 
-    /// `addr` acknowledged our `draining` announce in swarm `hash`.
-    pub fn heard_our_drain(&mut self, hash: &InfoHash, addr: &SocketAddr) {
+    /// `addr` answered our `draining` announce in swarm `hash` with its own `status`.
+    pub fn record_drain_answer(&mut self, hash: &InfoHash, addr: &SocketAddr, status: PeerStatus, now: Instant) {
         if let Some(e) = self.swarms.get_mut(hash).and_then(|s| s.peers.get_mut(addr)) {
-            e.heard_our_drain = true;
+            e.drain_answer = Some((status, now));
         }
     }
 

@@ -180,6 +180,13 @@ pub enum Body {
     Announced {
         info_hash: InfoHash,
     },
+    /// The answer to a `draining` announce (only builds that know that status get one): as
+    /// `Announced`, with the answering node's own status in the swarm, unlisted (`draining`
+    /// included; none: not a member). A draining node counts another copy only by this answer.
+    AnnouncedDraining {
+        info_hash: InfoHash,
+        holder: Option<PeerStatus>,
+    },
     /// Your token is missing or stale; here is a fresh one. Repeat the request with it.
     Retry {
         token: Token,
@@ -201,6 +208,7 @@ impl Body {
             Body::Found { .. } => 0x85,
             Body::NotFound { .. } => 0x86,
             Body::Announced { .. } => 0x87,
+            Body::AnnouncedDraining { .. } => 0x89,
             Body::Retry { .. } => 0x88,
         }
     }
@@ -225,6 +233,7 @@ impl Body {
             Body::Found { .. } => "found",
             Body::NotFound { .. } => "not_found",
             Body::Announced { .. } => "announced",
+            Body::AnnouncedDraining { .. } => "announced_draining",
             Body::Retry { .. } => "retry",
         }
     }
@@ -335,6 +344,10 @@ pub fn encode(packet: &Packet) -> Vec<u8> {
             w.push(*hops);
         }
         Body::Announced { info_hash } => w.extend_from_slice(&info_hash.0),
+        Body::AnnouncedDraining { info_hash, holder } => {
+            w.extend_from_slice(&info_hash.0);
+            w.push(holder.map(PeerStatus::code).unwrap_or(NOT_MEMBER));
+        }
         Body::Retry { token } => w.extend_from_slice(token),
     }
     if packet.body.is_request() {
@@ -383,6 +396,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A `holder` byte: a status, or [`NOT_MEMBER`].
+    fn holder(&mut self) -> Result<Option<PeerStatus>, WireError> {
+        Ok(match self.u8()? {
+            NOT_MEMBER => None,
+            code => Some(PeerStatus::from_code(code).ok_or(WireError::BadStatus(code))?),
+        })
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.bytes.len() < n {
             return Err(WireError::Truncated);
@@ -493,10 +514,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
         0x83 => {
             let request_id = r.u64()?;
             let info_hash = InfoHash(r.array()?);
-            let holder = match r.u8()? {
-                NOT_MEMBER => None,
-                code => Some(PeerStatus::from_code(code).ok_or(WireError::BadStatus(code))?),
-            };
+            let holder = r.holder()?;
             let n = r.count(MAX_PEERS)?;
             let mut peers = Vec::with_capacity(n);
             for _ in 0..n {
@@ -512,6 +530,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
         0x85 => Body::Found { request_id: r.u64()?, info_hash: InfoHash(r.array()?), hops: r.u8()?, token: r.array()? },
         0x86 => Body::NotFound { request_id: r.u64()?, info_hash: InfoHash(r.array()?), hops: r.u8()? },
         0x87 => Body::Announced { info_hash: InfoHash(r.array()?) },
+        0x89 => Body::AnnouncedDraining { info_hash: InfoHash(r.array()?), holder: r.holder()? },
         0x88 => Body::Retry { token: r.array()? },
         other => return Err(WireError::UnknownType(other)),
     };

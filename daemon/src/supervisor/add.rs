@@ -121,7 +121,7 @@ impl Supervisor {
                 file: self.torrents_dir().join(existing),
                 data_dir,
                 adopted,
-                cache: is_cache,
+                cache: Some(is_cache),
             }));
         }
         let data_dir = match data_dir {
@@ -199,7 +199,7 @@ impl Supervisor {
             file: target,
             data_dir,
             adopted: adopt,
-            cache,
+            cache: Some(cache),
         }))
     }
 

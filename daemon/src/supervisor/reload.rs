@@ -214,7 +214,6 @@ impl Supervisor {
         self.config = new;
     }
 
-    /// Makes the running torrents match `torrents/`.
     /// Moves the metrics endpoint from `old` to `new` (`metrics_listen` changed); returns the
     /// address it listens on now: `new`, or `old` when `new` cannot be bound.
     async fn move_metrics_endpoint(
@@ -261,6 +260,7 @@ impl Supervisor {
         }
     }
 
+    /// Makes the running torrents match `torrents/`.
     pub(super) async fn sync_torrents(&mut self, report: &mut ReloadReport) {
         let dir = self.locations.config_dir.join(TORRENTS_DIR);
         let scanned = match smol::unblock(move || scan(&dir)).await {

@@ -261,10 +261,12 @@ impl Supervisor {
 
     /// Ends a retention round with its measurement: evicts what [`plan`] names.
     pub(super) async fn finish_retention_round(&mut self, measured: Measured) {
-        if self.retention.measuring_since.take().is_some_and(|s| s.elapsed() >= MEASURE_PATIENCE) {
-            info!("retention: the slow measurement of the cache torrents' filesystems ended");
-        }
         self.retention.overdue_reported = false;
+        if self.retention.measuring_since.take().is_some_and(|s| s.elapsed() >= MEASURE_PATIENCE) {
+            // What it read may be long gone: the next round measures again.
+            info!("retention: the slow measurement of the cache torrents' filesystems ended; its result is dropped");
+            return;
+        }
         let Measured { usage, candidates, problems } = measured;
         let problems: BTreeSet<String> = problems.into_iter().collect();
         for p in &problems {

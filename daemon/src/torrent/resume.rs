@@ -47,11 +47,11 @@ impl ResumeState {
         Bitfield::from_hex(&self.have, pieces).ok()
     }
 
-    /// Whether a torrent that starts from this state and turns out complete completes a
-    /// download (so `on_complete` is due): its hook was due, or it was still downloading —
-    /// not every piece recorded in place (a stop between the last piece and the record of the
+    /// Whether a torrent that starts from this state and turns out complete has a completion
+    /// whose `on_complete` is due: its hook was due, or it was still downloading — not every
+    /// piece recorded in place (a stop between the last piece and the record of the
     /// completion, or a save that failed then).
-    pub fn download_in_progress(&self, pieces: usize) -> bool {
+    pub fn completion_pending(&self, pieces: usize) -> bool {
         let recorded_complete =
             self.have(pieces).is_some_and(|h| h.is_complete()) && self.placement == Placement::Final;
         self.complete_hook_due || !recorded_complete
@@ -86,13 +86,13 @@ mod tests {
     fn a_completion_is_due_only_for_a_download_not_recorded_complete() {
         let (_dir, path) = crate::state::fixture("resume.state");
         let Loaded::Ok(complete) = load_file::<ResumeState>(&path, StateKind::Resume) else { panic!("not loaded") };
-        assert!(!complete.download_in_progress(7), "recorded complete, in place");
-        assert!(ResumeState { complete_hook_due: true, ..complete.clone() }.download_in_progress(7));
-        assert!(ResumeState { placement: Placement::Partial, ..complete.clone() }.download_in_progress(7));
+        assert!(!complete.completion_pending(7), "recorded complete, in place");
+        assert!(ResumeState { complete_hook_due: true, ..complete.clone() }.completion_pending(7));
+        assert!(ResumeState { placement: Placement::Partial, ..complete.clone() }.completion_pending(7));
         let mut six = Bitfield::new(7);
         (0..6).for_each(|i| {
             six.set(i);
         });
-        assert!(ResumeState { have: six.to_hex(), ..complete }.download_in_progress(7), "a piece not recorded");
+        assert!(ResumeState { have: six.to_hex(), ..complete }.completion_pending(7), "a piece not recorded");
     }
 }

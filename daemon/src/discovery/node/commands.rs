@@ -68,12 +68,15 @@ impl Node {
     }
 
     /// Begins draining (`p2pctl drain`): in every swarm we seed, our status becomes
-    /// `draining`, told to every member we know — not a sample: a member is counted as another
-    /// copy only once it has acknowledged it ([`crate::discovery::swarms::PeerEntry::heard_our_drain`]) — and, from then
-    /// on, to each member we learn of. So of two nodes draining at once, each hears of the
-    /// other's drain before it may count the other, and at most one can: a swarm never loses
-    /// its last seeds to simultaneous drains. There is no way back: a drain ends with the node
-    /// stopping.
+    /// `draining`, told to every member we know — not a sample — and, from then on, to each
+    /// member we learn of, each whose status changed since it answered, and each not heard
+    /// from for [`DRAIN_RECONFIRM`]. Each answers with its own status in the swarm
+    /// (`announced_draining`), and a member counts as another copy only while its latest
+    /// answer said `seeding` ([`crate::discovery::swarms::PeerEntry::drain_answer`]). So if
+    /// A counts B, B answered A after A began draining and before B began: A began first.
+    /// Around any set of nodes draining at once that order has no cycle, so at least one of
+    /// them counts none of the others, and a swarm never loses its last seeds to
+    /// simultaneous drains. There is no way back: a drain ends with the node stopping.
     pub fn drain(&mut self, now: Instant) {
         self.draining = true;
         let seeding: Vec<InfoHash> =
@@ -89,46 +92,44 @@ impl Node {
         if self.draining && status == PeerStatus::Seeding { PeerStatus::Draining } else { status }
     }
 
-    /// Announces `draining` to every member of a swarm we drain from that has not
-    /// acknowledged it, or not been heard from for [`DRAIN_RECONFIRM`], and is not being told
-    /// already (one that never answers is dropped from the table, as for any announce).
+    /// Announces `draining` to the members of the swarms we drain from that need to hear it
+    /// (see [`Node::drain`]) and are not being told already, at most [`DRAIN_TELL_BATCH`] at a
+    /// time (one that never answers leaves the table, as for any announce).
     pub(super) fn tell_drain(&mut self, now: Instant) {
         self.next_drain_tell = now + DRAIN_TELL_EVERY;
-        let draining: Vec<InfoHash> =
-            self.swarms.swarms().filter(|(_, s)| s.membership == Some(PeerStatus::Draining)).map(|(h, _)| *h).collect();
-        for info_hash in draining {
-            let telling = self.announcing(&info_hash);
-            let untold: Vec<SocketAddr> = self
-                .swarms
-                .get(&info_hash)
-                .map(|s| {
-                    s.peers
-                        .values()
-                        .filter(|p| p.status != PeerStatus::Leaving && p.id != self.id)
-                        .filter(|p| !p.heard_our_drain || now.saturating_duration_since(p.last_seen) >= DRAIN_RECONFIRM)
-                        .filter(|p| !telling.contains(&p.addr))
-                        .map(|p| p.addr)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for addr in untold {
-                let need = Need::Announce { info_hash, status: PeerStatus::Draining, listed: None };
-                self.with_token(now, addr, need, Reach::Proven);
-            }
+        let telling = self.announcing();
+        let due = |p: &crate::discovery::swarms::PeerEntry| match p.drain_answer {
+            None => true,
+            Some((answered, at)) => answered != p.status || now.saturating_duration_since(at) >= DRAIN_RECONFIRM,
+        };
+        let untold: Vec<(InfoHash, SocketAddr)> = self
+            .swarms
+            .swarms()
+            .filter(|(_, s)| s.membership == Some(PeerStatus::Draining))
+            .flat_map(|(hash, s)| s.peers.values().map(move |p| (*hash, p)))
+            .filter(|(_, p)| p.status != PeerStatus::Leaving && p.id != self.id && due(p))
+            .map(|(hash, p)| (hash, p.addr))
+            .filter(|told| !telling.contains(told))
+            .take(DRAIN_TELL_BATCH)
+            .collect();
+        for (info_hash, addr) in untold {
+            let need = Need::Announce { info_hash, status: PeerStatus::Draining, listed: None };
+            self.with_token(now, addr, need, Reach::Proven);
         }
     }
 
-    /// Members we are announcing to in swarm `info_hash` now (waiting for an answer or for
-    /// the token to send it with).
-    pub(super) fn announcing(&self, info_hash: &InfoHash) -> HashSet<SocketAddr> {
+    /// The members we are announcing to now (waiting for an answer, or for the token to send
+    /// it with), by swarm.
+    pub(super) fn announcing(&self) -> HashSet<(InfoHash, SocketAddr)> {
         self.pending
             .values()
-            .filter(|p| match &p.purpose {
-                Purpose::Need { need: Need::Announce { info_hash: h, .. }, .. }
-                | Purpose::Ping { then: Some(After::Need(Need::Announce { info_hash: h, .. })) } => h == info_hash,
-                _ => false,
+            .filter_map(|p| match &p.purpose {
+                Purpose::Need { need: Need::Announce { info_hash, .. }, .. }
+                | Purpose::Ping { then: Some(After::Need(Need::Announce { info_hash, .. })) } => {
+                    Some((*info_hash, p.to))
+                }
+                _ => None,
             })
-            .map(|p| p.to)
             .collect()
     }
 

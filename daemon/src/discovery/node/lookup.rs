@@ -241,7 +241,8 @@ impl Node {
         {
             let status = self.swarms.get(&info_hash).and_then(|s| s.membership).unwrap_or(status);
             // Members we are already announcing to are not paid for twice.
-            let contacting = self.announcing(&info_hash);
+            let contacting: HashSet<SocketAddr> =
+                self.announcing().into_iter().filter(|(h, _)| *h == info_hash).map(|(_, a)| a).collect();
             // Members that acknowledged our current status are not contacted again; those that
             // did not answer (a lost datagram), or heard an older status (ours changed while
             // the announce was on its way), are, when a later look lists them again.

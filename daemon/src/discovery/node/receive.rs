@@ -186,8 +186,15 @@ impl Node {
                 {
                     self.events.push(Event::Peers { info_hash, peers: vec![stored] });
                 }
-                // Answered whether stored or not: the announcer has nothing to retry.
-                self.reply(from, txid, Body::Announced { info_hash });
+                // Answered whether stored or not: the announcer has nothing to retry. A draining
+                // announcer counts us as a copy only by our own status, from us (`Node::drain`).
+                let answer = if status == PeerStatus::Draining {
+                    let holder = self.swarms.get(&info_hash).and_then(|s| s.membership);
+                    Body::AnnouncedDraining { info_hash, holder }
+                } else {
+                    Body::Announced { info_hash }
+                };
+                self.reply(from, txid, answer);
             }
             _ => unreachable!("only requests reach handle_request"),
         }
@@ -385,6 +392,12 @@ impl Node {
             (Purpose::Need { need: Need::Announce { info_hash, status, listed }, .. }, Body::Announced { .. }) => {
                 self.on_announced(now, info_hash, from, packet.sender, status, listed);
             }
+            (
+                Purpose::Need { need: Need::Announce { info_hash, status: PeerStatus::Draining, .. }, .. },
+                Body::AnnouncedDraining { info_hash: answered, holder },
+            ) if answered == info_hash => {
+                self.on_drain_answer(now, info_hash, from, packet.sender, holder);
+            }
             (purpose, body) => {
                 debug!("discovery: unexpected {} from {from} for {purpose:?}", body.name());
             }
@@ -425,10 +438,41 @@ impl Node {
         if known.is_none() {
             debug!("discovery: {info_hash}: {from} answered as a member listed {}", status.as_str());
         }
-        if announced == PeerStatus::Draining {
-            self.swarms.heard_our_drain(&info_hash, &from);
-        }
         self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
+    }
+
+    /// A member answered our `draining` announce with its own status in the swarm (none: not
+    /// a member): it is recorded with that status, which is what the drain counts; one no
+    /// longer in the swarm leaves our table and the torrent's candidates.
+    pub(super) fn on_drain_answer(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        from: SocketAddr,
+        sender: NodeId,
+        holder: Option<PeerStatus>,
+    ) {
+        if !self.swarms.is_member(&info_hash) {
+            return;
+        }
+        match holder {
+            None | Some(PeerStatus::Leaving) => {
+                self.swarms.remove_peer(&info_hash, &from);
+                debug!("discovery: {info_hash}: {from} is not in the swarm (it answered our drain)");
+                let gone = PeerRecord { id: sender, addr: from, status: PeerStatus::Leaving };
+                self.events.push(Event::Peers { info_hash, peers: vec![gone] });
+            }
+            Some(status) => {
+                let record = PeerRecord { id: sender, addr: from, status };
+                let stored = match self.swarms.upsert(info_hash, record, now) {
+                    Upsert::New | Upsert::Refreshed => status,
+                    Upsert::StatusChanged(s) | Upsert::StaleIdle(s) => s,
+                    Upsert::Rejected => return,
+                };
+                self.swarms.record_drain_answer(&info_hash, &from, status, now);
+                self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
+            }
+        }
     }
 
     pub(super) fn need_failed(&mut self, now: Instant, to: SocketAddr, need: Need) {

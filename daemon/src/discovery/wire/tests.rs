@@ -59,6 +59,8 @@ fn all_bodies() -> Vec<Body> {
         Body::Found { request_id: 9, info_hash: InfoHash([1; 32]), hops: 4, token: [6; 16] },
         Body::NotFound { request_id: 9, info_hash: InfoHash([1; 32]), hops: 4 },
         Body::Announced { info_hash: InfoHash([1; 32]) },
+        Body::AnnouncedDraining { info_hash: InfoHash([1; 32]), holder: Some(PeerStatus::Draining) },
+        Body::AnnouncedDraining { info_hash: InfoHash([1; 32]), holder: None },
         Body::Retry { token: [7; 16] },
     ]
 }
@@ -89,7 +91,8 @@ fn answers_to_unvalidated_addresses_are_smaller_than_any_request() {
             | Body::Forwarded { .. }
             | Body::Found { .. }
             | Body::NotFound { .. }
-            | Body::Announced { .. } => {
+            | Body::Announced { .. }
+            | Body::AnnouncedDraining { .. } => {
                 assert!(len < MIN_REQUEST_LEN, "{} is {len} bytes", body.name())
             }
             _ => {}
@@ -220,7 +223,9 @@ fn arb_body() -> impl Strategy<Value = Body> {
             info_hash,
             hops
         }),
-        hash.prop_map(|info_hash| Body::Announced { info_hash }),
+        hash.clone().prop_map(|info_hash| Body::Announced { info_hash }),
+        (hash.clone(), proptest::option::of(arb_status()))
+            .prop_map(|(info_hash, holder)| Body::AnnouncedDraining { info_hash, holder }),
         any::<Token>().prop_map(|token| Body::Retry { token }),
     ]
 }

@@ -107,6 +107,9 @@ struct Torrent {
     /// A download completed and `on_complete` has not been started yet (saved in the resume
     /// state, so that a stop in between does not lose it).
     complete_hook_due: bool,
+    /// Whether the resume state on disk may say more than this task knows: only at its first
+    /// start (later, the task's own state is ahead of the file's).
+    first_start: bool,
 }
 
 pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<TorrentShared>, commands: Commands) {
@@ -137,6 +140,7 @@ pub(super) async fn run(spec: TorrentSpec, ctx: TorrentContext, shared: Arc<Torr
         error_hooked: false,
         completed_unix: std::cell::Cell::new(None),
         complete_hook_due: false,
+        first_start: true,
     };
     let mut full_check = false;
     loop {
@@ -243,6 +247,14 @@ impl Torrent {
             self.uploaded = r.uploaded;
             self.completed_unix.set(self.completed_unix.get().or(r.completed_at));
         }
+        // A download in progress (or completed without its hook started) in an earlier run
+        // has `on_complete` due when it completes; content added complete has no resume state
+        // and no hook. Only at the task's first start: later (a verify, a resume) its own flag
+        // is the truth, and the file may not have caught up with a hook started a moment ago.
+        if std::mem::take(&mut self.first_start) {
+            let pieces = self.spec.descriptor.content.piece_count();
+            self.complete_hook_due |= resume.as_ref().is_some_and(|r| r.completion_pending(pieces));
+        }
         if self.spec.settings.paused {
             if self.swarm.take().is_some() {
                 self.ctx.discovery.leave(self.spec.descriptor.info_hash).await;
@@ -295,10 +307,6 @@ impl Torrent {
             smol::unblock(move || s.finish())
                 .await
                 .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
-            // Content added complete has no resume state and no hook; a download that
-            // completed without its completion being recorded has its hook now.
-            let pieces = self.have.len();
-            self.complete_hook_due |= resume.as_ref().is_some_and(|r| r.download_in_progress(pieces));
             self.save_now(true).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
             self.run_complete_hook();
