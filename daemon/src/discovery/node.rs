@@ -514,6 +514,9 @@ const DRAIN_TELL_BATCH: usize = 256;
 /// each one counted as a copy answered within the last [`crate::shared::FRESH_SEED`] (one that
 /// does not answer leaves the table).
 const DRAIN_RECONFIRM: Duration = Duration::from_secs(60);
+/// While draining, a member whose status changed since it answered is asked again at most this
+/// often.
+const DRAIN_REASK: Duration = Duration::from_secs(5);
 
 /// How long a token from another node is used before asking for a fresh one (the issuer
 /// accepts it for at least one rotation period).

@@ -39,6 +39,8 @@ pub struct PeerEntry {
     /// Its own status in the swarm as it answered our latest `draining` announce, and when
     /// (see [`crate::discovery::node::Node::drain`]).
     pub drain_answer: Option<(PeerStatus, Instant)>,
+    /// When we last sent it our `draining` announce.
+    pub drain_asked: Option<Instant>,
 }
 
 impl PeerEntry {
@@ -134,7 +136,7 @@ impl SwarmStore {
             let changed = e.status != peer.status || e.id != peer.id;
             // Another node at that address has told us nothing.
             if e.id != peer.id {
-                e.drain_answer = None;
+                (e.drain_answer, e.drain_asked) = (None, None);
             }
             e.id = peer.id;
             e.status = peer.status;
@@ -150,8 +152,14 @@ impl SwarmStore {
                 {
                     swarm.peers.remove(&oldest);
                 }
-                let entry =
-                    PeerEntry { id: peer.id, addr: peer.addr, status: peer.status, last_seen: now, drain_answer: None };
+                let entry = PeerEntry {
+                    id: peer.id,
+                    addr: peer.addr,
+                    status: peer.status,
+                    last_seen: now,
+                    drain_answer: None,
+                    drain_asked: None,
+                };
                 swarm.peers.insert(peer.addr, entry);
                 Upsert::New
             }
@@ -160,17 +168,24 @@ impl SwarmStore {
         result
     }
 
-    /// `addr` answered our `draining` announce in swarm `hash` with its own `status`.
+    /// `addr` answered our `draining` announce in swarm `hash` with its own `status`: stored as
+    /// that, whatever was stored (the member's own word, fresh, outranks what it announced).
     pub fn record_drain_answer(&mut self, hash: &InfoHash, addr: &SocketAddr, status: PeerStatus, now: Instant) {
         if let Some(e) = self.swarms.get_mut(hash).and_then(|s| s.peers.get_mut(addr)) {
-            e.drain_answer = Some((status, now));
+            (e.status, e.drain_answer) = (status, Some((status, now)));
         }
     }
 
-    pub fn remove_peer(&mut self, hash: &InfoHash, addr: &SocketAddr) {
-        if let Some(s) = self.swarms.get_mut(hash) {
-            s.peers.remove(addr);
+    /// We sent `addr` our `draining` announce in swarm `hash`.
+    pub fn asked_to_drain(&mut self, hash: &InfoHash, addr: &SocketAddr, now: Instant) {
+        if let Some(e) = self.swarms.get_mut(hash).and_then(|s| s.peers.get_mut(addr)) {
+            e.drain_asked = Some(now);
         }
+    }
+
+    /// Removes `addr` from swarm `hash`; whether it was there.
+    pub fn remove_peer(&mut self, hash: &InfoHash, addr: &SocketAddr) -> bool {
+        self.swarms.get_mut(hash).is_some_and(|s| s.peers.remove(addr).is_some())
     }
 
     /// Drops entries not refreshed within `ttl`, and stored swarms left empty.

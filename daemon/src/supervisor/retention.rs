@@ -264,7 +264,10 @@ impl Supervisor {
         self.retention.overdue_reported = false;
         if self.retention.measuring_since.take().is_some_and(|s| s.elapsed() >= MEASURE_PATIENCE) {
             // What it read may be long gone: the next round measures again.
-            info!("retention: the slow measurement of the cache torrents' filesystems ended; its result is dropped");
+            warn!(
+                "retention: measuring the cache torrents' filesystems took over {MEASURE_PATIENCE:?}; its result is \
+                 dropped as stale (while measuring stays this slow, nothing is evicted)"
+            );
             return;
         }
         let Measured { usage, candidates, problems } = measured;

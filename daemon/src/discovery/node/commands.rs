@@ -98,9 +98,18 @@ impl Node {
     pub(super) fn tell_drain(&mut self, now: Instant) {
         self.next_drain_tell = now + DRAIN_TELL_EVERY;
         let telling = self.announcing();
-        let due = |p: &crate::discovery::swarms::PeerEntry| match p.drain_answer {
-            None => true,
-            Some((answered, at)) => answered != p.status || now.saturating_duration_since(at) >= DRAIN_RECONFIRM,
+        let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+        let due = |p: &crate::discovery::swarms::PeerEntry| {
+            let asked = since(p.drain_asked);
+            match p.drain_answer {
+                // Never asked, or asked long ago without an answer (a build that never gives
+                // one is asked once a minute, not every second).
+                None => asked.is_none_or(|a| a >= DRAIN_RECONFIRM),
+                Some((answered, at)) => {
+                    since(Some(at)).is_some_and(|a| a >= DRAIN_RECONFIRM)
+                        || (answered != p.status && asked.is_none_or(|a| a >= DRAIN_REASK))
+                }
+            }
         };
         let untold: Vec<(InfoHash, SocketAddr)> = self
             .swarms
@@ -113,6 +122,7 @@ impl Node {
             .take(DRAIN_TELL_BATCH)
             .collect();
         for (info_hash, addr) in untold {
+            self.swarms.asked_to_drain(&info_hash, &addr, now);
             let need = Need::Announce { info_hash, status: PeerStatus::Draining, listed: None };
             self.with_token(now, addr, need, Reach::Proven);
         }

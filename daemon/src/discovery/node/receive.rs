@@ -393,10 +393,10 @@ impl Node {
                 self.on_announced(now, info_hash, from, packet.sender, status, listed);
             }
             (
-                Purpose::Need { need: Need::Announce { info_hash, status: PeerStatus::Draining, .. }, .. },
+                Purpose::Need { need: Need::Announce { info_hash, status: PeerStatus::Draining, listed }, .. },
                 Body::AnnouncedDraining { info_hash: answered, holder },
             ) if answered == info_hash => {
-                self.on_drain_answer(now, info_hash, from, packet.sender, holder);
+                self.on_drain_answer(now, info_hash, from, packet.sender, holder, listed);
             }
             (purpose, body) => {
                 debug!("discovery: unexpected {} from {from} for {purpose:?}", body.name());
@@ -441,9 +441,10 @@ impl Node {
         self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
     }
 
-    /// A member answered our `draining` announce with its own status in the swarm (none: not
-    /// a member): it is recorded with that status, which is what the drain counts; one no
-    /// longer in the swarm leaves our table and the torrent's candidates.
+    /// A node answered our `draining` announce with its own status in the swarm (none: not a
+    /// member): a member is recorded with that status, which is what the drain counts; one no
+    /// longer in the swarm leaves our table and the torrent's candidates. `listed`: as for
+    /// [`Node::on_announced`].
     pub(super) fn on_drain_answer(
         &mut self,
         now: Instant,
@@ -451,26 +452,32 @@ impl Node {
         from: SocketAddr,
         sender: NodeId,
         holder: Option<PeerStatus>,
+        listed: Option<PeerStatus>,
     ) {
         if !self.swarms.is_member(&info_hash) {
             return;
         }
+        if listed.is_some()
+            && let Some(contacted) = self.join_contacts.get_mut(&info_hash)
+        {
+            contacted.insert(from, PeerStatus::Draining);
+        }
         match holder {
+            // Most nodes near the hash that a re-announce tells are storers, not members.
             None | Some(PeerStatus::Leaving) => {
-                self.swarms.remove_peer(&info_hash, &from);
-                debug!("discovery: {info_hash}: {from} is not in the swarm (it answered our drain)");
-                let gone = PeerRecord { id: sender, addr: from, status: PeerStatus::Leaving };
-                self.events.push(Event::Peers { info_hash, peers: vec![gone] });
+                if self.swarms.remove_peer(&info_hash, &from) {
+                    debug!("discovery: {info_hash}: {from} is not in the swarm (it answered our drain)");
+                    let gone = PeerRecord { id: sender, addr: from, status: PeerStatus::Leaving };
+                    self.events.push(Event::Peers { info_hash, peers: vec![gone] });
+                }
             }
             Some(status) => {
                 let record = PeerRecord { id: sender, addr: from, status };
-                let stored = match self.swarms.upsert(info_hash, record, now) {
-                    Upsert::New | Upsert::Refreshed => status,
-                    Upsert::StatusChanged(s) | Upsert::StaleIdle(s) => s,
-                    Upsert::Rejected => return,
-                };
+                if self.swarms.upsert(info_hash, record, now) == Upsert::Rejected {
+                    return;
+                }
                 self.swarms.record_drain_answer(&info_hash, &from, status, now);
-                self.events.push(Event::Peers { info_hash, peers: vec![PeerRecord { status: stored, ..record }] });
+                self.events.push(Event::Peers { info_hash, peers: vec![record] });
             }
         }
     }

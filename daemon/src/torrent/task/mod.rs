@@ -309,8 +309,11 @@ impl Torrent {
                 .map_err(|e| Interrupt::Failed { retry: e.may_pass(), message: e.to_string() })?;
             self.save_now(true).await.map_err(|e| Interrupt::Failed { message: e.to_string(), retry: true })?;
             info!("{}: complete and verified; seeding from {}", self.name(), storage.root_path().display());
-            self.run_complete_hook();
+            self.run_complete_hook().await;
         } else {
+            // From here on this is a download: its completion runs `on_complete`, whichever
+            // way it comes (here, or at a later start's check after an interruption).
+            self.complete_hook_due = true;
             self.wait_turn(commands).await?;
             let s = storage.clone();
             smol::unblock(move || s.prepare_download())
@@ -642,20 +645,24 @@ impl Torrent {
         if let Some(e) = self.engine.as_mut() {
             e.on_complete();
         }
-        self.run_complete_hook();
+        self.run_complete_hook().await;
         self.turn = None;
         self.publish(TorrentState::Seeding, None);
         self.join_swarm(PeerStatus::Seeding).await;
         Ok(())
     }
 
-    /// Starts `on_complete` if a completion's hook is due (once: the next save records it).
-    /// At least once per completion: a kill between this and that save runs it again at the
-    /// next start.
-    fn run_complete_hook(&mut self) {
+    /// Starts `on_complete` if a completion's hook is due, and records at once that it ran
+    /// (so a restart or a check right after is no new completion). At least once per
+    /// completion: a kill between the two runs it again at the next start.
+    async fn run_complete_hook(&mut self) {
         if std::mem::take(&mut self.complete_hook_due) {
             self.ctx.fire_hook(&self.spec, HookEvent::Complete, None);
-            self.dirty = true;
+            if let Err(e) = self.save_now(true).await {
+                // Saved again at the next tick.
+                self.dirty = true;
+                warn!("{e}");
+            }
         }
     }
 

@@ -157,3 +157,39 @@ fn a_draining_announce_is_answered_with_the_answerers_own_status_and_lists_say_s
         other => panic!("expected peers, got {other:?}"),
     }
 }
+
+/// A member that answers a `draining` announce without its status (a build from before it) is
+/// not counted, and is asked again once a minute, not every second.
+#[test]
+fn a_member_that_answers_without_its_status_is_asked_once_a_minute() {
+    let (mut n, now) = node(42);
+    let hash = InfoHash([8; 32]);
+    n.join(now, hash, PeerStatus::Seeding, &[]);
+    n.take_transmits();
+    let (member, id) = (from(70), NodeId([0x70; 32]));
+    assert!(announce(&mut n, now, member, id, hash, PeerStatus::Seeding));
+    n.drain(now);
+    let mut asked = 0;
+    let mut t = now;
+    while t < now + Duration::from_secs(150) {
+        let out = answers(&mut n);
+        for (to, p, _) in &out {
+            let reply = match &p.body {
+                Body::Ping => Body::Pong { token: [3; 16], observed: from(250) },
+                Body::Announce { info_hash, .. } => {
+                    asked += 1;
+                    Body::Announced { info_hash: *info_hash }
+                }
+                _ => continue,
+            };
+            n.handle_datagram(t, *to, &wire::encode(&Packet { txid: p.txid, sender: id, body: reply }));
+        }
+        if out.is_empty() {
+            t = n.next_deadline().max(t + Duration::from_millis(1));
+            n.poll(t);
+        }
+    }
+    assert_eq!(asked, 3, "at 0, 60 and 120 s");
+    assert_eq!(drain_answer(&n, &hash, member), None, "no status: never counted");
+    assert_eq!(stored(&n, &hash, member), Some(PeerStatus::Seeding), "still a member");
+}
