@@ -161,19 +161,28 @@ fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
-#[test]
-fn a_hanging_hook_is_killed_with_its_children_and_never_blocks_the_daemon() {
+/// A daemon whose `on_removed` hook is `/bin/sh -c SCRIPT OUT` (`$0`: OUT, a file in the
+/// returned directory) with `timeout_secs`, after a torrent (`a.bin` in its root) was added and
+/// removed: the hook has been started.
+fn run_on_removed(script: &str, timeout_secs: u32) -> (Node, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("pid");
+    let out = dir.path().join("out");
     let mut node = Node::with_config(&format!(
-        "hooks:\n  on_removed: [/bin/sh, -c, 'echo $$ > \"$0\"; sleep 1000 & sleep 1000', {}]\n  timeout_secs: 2\n",
-        pid_file.display()
+        "hooks:\n  on_removed: [/bin/sh, -c, '{script}', {}]\n  timeout_secs: {timeout_secs}\n",
+        out.display()
     ));
     node.start();
     let src = node.root.path().join("a.bin");
     random_file(&src, 10_000, 1);
     let hash = node.add(&create_descriptor(&src, &node.root.path().join("a.desc"), &[]));
     node.ctl_ok(&["remove", &hash[..12]]);
+    (node, dir, out)
+}
+
+#[test]
+fn a_hanging_hook_is_killed_with_its_children_and_never_blocks_the_daemon() {
+    let (node, _dir, pid_file) = run_on_removed("echo $$ > \"$0\"; sleep 1000 & sleep 1000", 2);
+    let src = node.root.path().join("a.bin");
     let pgid: i32 = eventually(PATIENCE, "the hook to start", || {
         std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
     });
@@ -194,17 +203,7 @@ fn a_hanging_hook_is_killed_with_its_children_and_never_blocks_the_daemon() {
 /// logged then (not a timeout kill), and what it left behind is not killed.
 #[test]
 fn a_hook_is_done_when_it_exits_even_with_a_process_left_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("bg");
-    let mut node = Node::with_config(&format!(
-        "hooks:\n  on_removed: [/bin/sh, -c, 'sleep 30 & echo $! > \"$0\"; echo left-one-behind; exit 3', {}]\n  timeout_secs: 20\n",
-        pid_file.display()
-    ));
-    node.start();
-    let src = node.root.path().join("a.bin");
-    random_file(&src, 10_000, 1);
-    let hash = node.add(&create_descriptor(&src, &node.root.path().join("a.desc"), &[]));
-    node.ctl_ok(&["remove", &hash[..12]]);
+    let (node, _dir, pid_file) = run_on_removed("sleep 30 & echo $! > \"$0\"; echo left-one-behind; exit 3", 20);
     eventually(Duration::from_secs(10), "the exit status to be logged", || {
         node.log().contains("on_removed hook `/bin/sh`: exit status: 3 after").then_some(())
     });
