@@ -161,3 +161,48 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// systemd's notify socket full (here: nobody reads it, so its queue of
+/// `net.unix.max_dgram_qlen` datagrams fills with watchdog pings): the daemon's sends wait in a
+/// thread of their own, and the supervisor goes on answering requests.
+#[test]
+fn a_full_notify_socket_never_holds_up_the_supervisor() {
+    let mut node = Node::new();
+    let sock_path = node.root.path().join("notify.sock");
+    let _unread = UnixDatagram::bind(&sock_path).unwrap();
+    let log = std::fs::File::create(node.log_path()).unwrap();
+    let child = Command::new(p2pd_bin())
+        .arg("--config-dir")
+        .arg(node.cfg())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "100000")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _child = KilledOnDrop(child);
+    eventually(PATIENCE, "p2pd to answer", || (node.ctl(&["status"]).code == 0).then_some(()));
+    // A ping every 50 ms: the queue is full long before this ends.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        let mut reload = std::process::Command::new(p2pctl_bin())
+            .arg("--config-dir")
+            .arg(node.cfg())
+            .arg("reload")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = reload.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = reload.kill();
+                panic!("a reload is not answered: the supervisor waits on the notify socket\n{}", node.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{}", node.log());
+    }
+    node.kill();
+}
