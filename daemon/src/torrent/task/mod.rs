@@ -224,6 +224,12 @@ impl Torrent {
     /// Opens storage, loads resume state, checks what needs checking and gets ready to seed or
     /// fetch.
     async fn start(&mut self, commands: &Commands, full_check: bool) -> Result<(), Interrupt> {
+        // A place in the download line before anything waits: torrents started one after
+        // another (at start-up) then rank in that line by their `queue` rank, not by whose
+        // storage opened or whose check ended first. Given up once found complete or paused.
+        if !self.spec.settings.paused && !self.have.is_complete() {
+            self.take_place();
+        }
         let content = self.spec.descriptor.content.clone();
         let data_dir = self.spec.settings.data_dir.clone();
         // Under the name where the root this torrent owns is, if it owns one (storage/claim.rs).
@@ -256,6 +262,7 @@ impl Torrent {
             self.complete_hook_due |= resume.as_ref().is_some_and(|r| r.completion_pending(pieces));
         }
         if self.spec.settings.paused {
+            self.place = None;
             if self.swarm.take().is_some() {
                 self.ctx.discovery.leave(self.spec.descriptor.info_hash).await;
                 self.announced = None;
@@ -279,7 +286,9 @@ impl Torrent {
             .await
         };
         // Pieces may be missing: keep this torrent's place in the download line while checking.
-        if !plan.trusted.is_complete() {
+        if plan.trusted.is_complete() {
+            self.place = None;
+        } else {
             self.take_place();
         }
         // What the check looks at, so that a root replaced during it is not claimed as checked.
