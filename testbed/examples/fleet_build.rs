@@ -54,6 +54,7 @@ fn run() -> anyhow::Result<()> {
         log_level: "info",
         filesystem,
         volume_bytes: volume::image_bytes(32 << 20),
+        floor_volume_bytes: volume::image_bytes(32 << 20),
     };
     let fleet = Fleet::start(&spec, &binaries)?;
     let rss = fleet.hosts.iter().filter_map(|h| h.daemon.pid().and_then(peak_rss_bytes)).max().unwrap_or(0);

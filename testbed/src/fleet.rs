@@ -76,6 +76,8 @@ pub struct FleetSpec {
     pub filesystem: Filesystem,
     /// With [`Filesystem::Ext4`], the size of each host's image (see [`volume::image_bytes`]).
     pub volume_bytes: u64,
+    /// The size of the floor's image (ext4 only): the floors write a copy per leecher.
+    pub floor_volume_bytes: u64,
 }
 
 /// One host of a running fleet.
@@ -262,8 +264,8 @@ impl Fleet {
             Filesystem::Ext4 => {
                 let base = volume::image_base()?;
                 // Every image could fill up: one per host and the floor's.
-                let volumes = spec.hosts.len() as u64 + 1;
-                volume::check_room(&base, spec.volume_bytes.saturating_mul(volumes))?;
+                let hosts = spec.volume_bytes.saturating_mul(spec.hosts.len() as u64);
+                volume::check_room(&base, hosts.saturating_add(spec.floor_volume_bytes))?;
                 let dir = base.join(format!("{prefix}-images"));
                 std::fs::create_dir_all(&dir).map_err(|source| FleetError::RunDir { path: dir.clone(), source })?;
                 fleet.teardown.record(|plan| plan.image_dir = Some(dir.clone()));
@@ -272,7 +274,7 @@ impl Fleet {
                     std::fs::write(&marker, "kept by --keep; remove by hand\n")
                         .map_err(|source| FleetError::RunDir { path: marker, source })?;
                 }
-                fleet.mount_ext4(&dir.join("floor.img"), spec.volume_bytes, &fleet.floor_dir.clone())?;
+                fleet.mount_ext4(&dir.join("floor.img"), spec.floor_volume_bytes, &fleet.floor_dir.clone())?;
                 Some(dir)
             }
         };

@@ -15,6 +15,18 @@
 //! [`FloorResult::machine_cpu_secs`], the whole machine's busy time over the same interval
 //! (which also holds whatever else ran then).
 //!
+//! **As many bytes as the swarm writes.** A scenario runs the loopback floor with one
+//! connection per leecher, all at once, each carrying the whole content into a copy of its
+//! own ([`Route::Loopback`] `copies`), and keeps what it wrote until the run ends. Writing
+//! into memory the machine has not used lately can cost several times what rewriting
+//! recently freed memory does — on a virtual machine whose guest hands freed pages back to its
+//! host (free page reporting), the next write to each page faults it in again: 3.1–3.3
+//! core-s per GiB against 0.38 measured here (testbed/README.md, "CPU per GiB and the floor").
+//! A floor that wrote one copy into a few hundred MiB of recently freed memory was charged the
+//! cheap rate while the swarm, writing N copies, paid the dear one for most of them; and
+//! freeing the floor's output before the run handed the swarm warm memory. Both now write the
+//! same volume, and neither into the other's freed pages.
+//!
 //! Time runs from just before the sender connects until the written files are synced and
 //! closed. `p2pd-testbed floor DESC SOURCE OUT` runs it alone (for `bench/transfer_loopback.py`);
 //! every scenario runs it on its own content before the leechers are released.
@@ -61,6 +73,10 @@ pub struct FloorResult {
     pub bytes: u64,
     pub pieces: u64,
     pub piece_length: u64,
+    /// Connections the bytes crossed at once, each writing a copy of its own: a loopback floor's
+    /// copies, a ring's hosts (1 in results of older testbeds).
+    #[serde(default = "one")]
+    pub connections: u64,
     /// CPU of the receiving thread (recv, SHA-256, write, fdatasync), core-seconds.
     pub receiver_cpu_secs: f64,
     /// CPU of the sending thread (connect, sendfile), core-seconds.
@@ -76,6 +92,10 @@ pub struct FloorResult {
     pub background_cpu_secs: f64,
     /// The filesystem the output was written to (`tmpfs`, `ext4`, …).
     pub filesystem: String,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl FloorResult {
@@ -118,8 +138,10 @@ pub enum FloorError {
 /// Where the floor's bytes travel.
 #[derive(Debug, Clone)]
 pub enum Route {
-    /// One loopback TCP connection in the testbed's own namespace; the whole content.
-    Loopback,
+    /// Loopback TCP connections in the testbed's own namespace, all at once, each carrying the
+    /// whole content: `copies` of them (one per leecher in a scenario, so that the floor writes
+    /// as many bytes as the swarm delivers; see the module doc).
+    Loopback { copies: usize },
     /// Every host of a fleet at once, each sending to the next (a ring) over the fleet's links;
     /// the first whole pieces up to `max_bytes` (at least one) per connection.
     Ring { hosts: Vec<RingHost>, max_bytes: u64 },
@@ -161,10 +183,10 @@ fn file_paths(content: &Content, root: &Path) -> Vec<(PathBuf, u64)> {
     }
 }
 
-/// Runs the floor for `content` over loopback (see the module doc); the output stays in `out`
-/// for the caller to remove.
+/// Runs the floor for `content` over loopback, one copy (see the module doc); the output stays
+/// in `out` for the caller to remove.
 pub fn run(content: &Content, source: &Path, out: &Path) -> Result<FloorResult, FloorError> {
-    run_over(content, source, out, &Route::Loopback)
+    run_over(content, source, out, &Route::Loopback { copies: 1 })
 }
 
 /// Whether a sender failed only because its receiver closed the connection.
@@ -182,13 +204,18 @@ struct Leg {
 }
 
 /// Runs the floor for `content` over `route`; the output stays in `out` for the caller to
-/// remove (for a ring, `out` is a directory holding one copy per host).
+/// remove (for a ring, or more than one loopback copy, `out` is a directory holding one copy
+/// per connection).
 pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> Result<FloorResult, FloorError> {
     let (pieces, legs) = match route {
-        Route::Loopback => {
+        Route::Loopback { copies } => {
             let leg =
-                Leg { sender_netns: None, receiver_netns: None, listen_ip: [127, 0, 0, 1].into(), out: out.into() };
-            (content.piece_count(), vec![leg])
+                |out: PathBuf| Leg { sender_netns: None, receiver_netns: None, listen_ip: [127, 0, 0, 1].into(), out };
+            let legs = match copies {
+                0 | 1 => vec![leg(out.into())],
+                n => (0..*n).map(|i| leg(out.join(format!("copy-{i}")))).collect(),
+            };
+            (content.piece_count(), legs)
         }
         Route::Ring { hosts, max_bytes } => {
             let pieces = ((*max_bytes / content.piece_length.max(1)) as usize).clamp(1, content.piece_count().max(1));
@@ -209,6 +236,7 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
         }
     };
     let bytes: u64 = (0..pieces).map(|i| content.piece_len(i)).sum();
+    let connections = legs.len() as u64;
 
     // Every receiver runs on a thread of its own, which may enter its host's namespace (setns
     // moves only the calling thread); it reports its listening address, then waits for the go.
@@ -283,7 +311,7 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
 
     // The background of a fleet's floor: how busy the machine is without it.
     let background_rate = match route {
-        Route::Loopback => None,
+        Route::Loopback { .. } => None,
         Route::Ring { .. } => {
             let before = CpuTimes::now();
             std::thread::sleep(BACKGROUND_SAMPLE);
@@ -350,6 +378,7 @@ pub fn run_over(content: &Content, source: &Path, out: &Path, route: &Route) -> 
         bytes,
         pieces: pieces as u64,
         piece_length: content.piece_length,
+        connections,
         receiver_cpu_secs,
         sender_cpu_secs,
         receiver_cpu_secs_per_gib: per_gib(receiver_cpu_secs, bytes).unwrap_or(0.0),
@@ -481,6 +510,25 @@ mod tests {
         assert!(result.receiver_cpu_secs > 0.0, "{result:?}");
         assert!(result.receiver_cpu_secs_per_gib > 0.0 && result.sender_cpu_secs_per_gib >= 0.0, "{result:?}");
         assert!(!result.filesystem.is_empty());
+    }
+
+    #[test]
+    fn a_loopback_floor_of_several_copies_writes_each_whole_and_counts_them_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shape = ContentShape::File { bytes: (2 << 20) + 777 };
+        let source = content::generate(dir.path(), "a.bin", shape, 5).expect("generate");
+        let desc = dir.path().join("a.desc");
+        let described = describe(&source, &desc, 256 << 10);
+        let out = dir.path().join("copies");
+        let result = run_over(&described, &source, &out, &Route::Loopback { copies: 3 }).expect("floor");
+        assert_eq!(result.connections, 3);
+        assert_eq!(result.bytes, 3 * shape.total_bytes(), "every copy counts");
+        assert_eq!(result.pieces, described.piece_count() as u64);
+        for i in 0..3 {
+            let copy = out.join(format!("copy-{i}"));
+            assert_eq!(content::first_difference(&source, &copy).expect("compare"), None, "copy {i}");
+        }
+        assert!(result.receiver_cpu_secs > 0.0, "{result:?}");
     }
 
     #[test]

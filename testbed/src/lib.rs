@@ -40,6 +40,7 @@ pub mod cpu;
 pub mod daemon;
 pub mod fleet;
 pub mod floor;
+pub mod memory;
 pub mod presets;
 pub mod report;
 pub mod scenario;

@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use crate::content::ContentShape;
+use crate::memory::ColdMemory;
 use crate::scenario::ScenarioSpec;
 use crate::units::{LinkRate, human_bytes};
 use crate::volume::Filesystem;
@@ -66,6 +67,7 @@ pub fn scenarios(number: u8) -> Option<Vec<ScenarioSpec>> {
         keep_run_dir: false,
         join_over: None,
         filesystem: Filesystem::Tmpfs,
+        cold_memory: Some(ColdMemory::BENCHMARK),
     };
     if number != 6 {
         return Some(vec![base]);

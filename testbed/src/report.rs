@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::bound::MinDistributionTime;
 use crate::cpu::Verdict;
 use crate::floor::FloorResult;
+use crate::memory::MemoryState;
 use crate::units::{LinkRate, human_bytes};
 
 /// Version of the result document; fields are only ever added within a version (results
@@ -54,6 +55,10 @@ pub struct RunResult {
     pub link_floor: Option<FloorResult>,
     #[serde(default)]
     pub link_floor_error: Option<String>,
+    /// What the memory was made before the floor, so that the floor and the swarm write into
+    /// memory in the same state (see [`crate::memory`]); absent in older results.
+    #[serde(default)]
+    pub memory: Option<MemoryState>,
 }
 
 /// What was asked for.
@@ -147,6 +152,11 @@ pub struct Summary {
     /// `machine_cpu_secs_per_gib` ÷ (the floor receiver's + the floor sender's per GiB).
     #[serde(default)]
     pub machine_to_floor: Option<f64>,
+    /// `machine_cpu_secs_per_gib` − (the floor receiver's + the floor sender's per GiB): what
+    /// the swarm spent per GiB beyond the least, in core-seconds. Unlike the ratio it does not
+    /// move with what the machine charges for the bytes both write (see [`crate::memory`]).
+    #[serde(default)]
+    pub machine_over_floor: Option<f64>,
     /// `machine_cpu_secs_per_gib` ÷ the link floor's machine core-seconds per GiB: against
     /// what moving the bytes once over the same links, hashing and writing them costs.
     #[serde(default)]
@@ -496,6 +506,7 @@ mod tests {
             bytes: 16 << 20,
             pieces: 256,
             piece_length: 64 << 10,
+            connections: 16,
             receiver_cpu_secs: 0.05,
             sender_cpu_secs: 0.025,
             receiver_cpu_secs_per_gib: 3.2,

@@ -5,8 +5,10 @@
 //!    write random content into the seed's data directory;
 //! 2. `p2pctl create` the descriptor, naming the seed as its one bootstrap node;
 //! 3. add it on the seed and wait until the seed is `seeding`;
-//! 4. run the floor ([`crate::floor`]) on the seed's content, writing to the same kind of
-//!    filesystem, while the leechers are still idle;
+//! 4. put the machine's memory in a known state ([`crate::memory`]: free page reporting
+//!    settled, the warm rest taken) and run the floor ([`crate::floor`]) on the seed's
+//!    content, a copy per leecher, writing to the same kind of filesystem, while the leechers
+//!    are still idle; its copies stay until the end;
 //! 5. release the leechers' `add`s: all at once (a [`Barrier`]; each thread holds its encoded
 //!    request and its socket path), or one after another over a window ([`release_offsets`]);
 //!    the first release is t = 0;
@@ -40,6 +42,7 @@ use crate::control::{ControlError, PendingAnswer, add_request, peers_request, st
 use crate::cpu::{CpuTimes, Verdict, peak_rss_bytes, per_gib, process_ticks, ticks_per_sec};
 use crate::fleet::{Fleet, FleetError, FleetSpec, HostSpec};
 use crate::floor::{self, FloorResult};
+use crate::memory::{self, ColdMemory};
 use crate::report::{
     ConnectionCounts, CpuSample, DiscoveryCounts, HostResult, Outcome, Parameters, RunResult, Sample, Summary,
 };
@@ -136,6 +139,9 @@ pub struct ScenarioSpec {
     pub join_over: Option<Duration>,
     /// What holds each host's data directory.
     pub filesystem: Filesystem,
+    /// Put memory in the same state for the floor and the swarm first ([`crate::memory`]);
+    /// `None`: as it is (quicker; the CPU figures vary more from run to run).
+    pub cold_memory: Option<ColdMemory>,
 }
 
 impl ScenarioSpec {
@@ -264,9 +270,10 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
     let fleet_spec = FleetSpec {
         hosts,
         scratch_bytes: match spec.filesystem {
-            // Content on every host (.part files included) and the floor's copy, plus room
-            // for state and logs.
-            Filesystem::Tmpfs => bytes.saturating_mul(spec.leechers as u64 + 3) + (256 << 20),
+            // Content on every host (.part files included), the floors' copies (one per
+            // leecher, and at most as many again for the link floor), plus room for state and
+            // logs.
+            Filesystem::Tmpfs => bytes.saturating_mul(3 * spec.leechers as u64 + 4) + (256 << 20),
             // Only state and logs: the data is on the images.
             Filesystem::Ext4 => 256 << 20,
         },
@@ -275,6 +282,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         log_level: if std::env::var_os("P2PD_TESTBED_DEBUG").is_some() { "debug" } else { "info" },
         filesystem: spec.filesystem,
         volume_bytes: volume::image_bytes(bytes),
+        floor_volume_bytes: volume::image_bytes(bytes.saturating_mul(2 * spec.leechers as u64 + 1)),
     };
     let mut fleet = Fleet::start(&fleet_spec, binaries)?;
     log(&format!(
@@ -319,13 +327,38 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // The floor, before any leecher has work to do.
-    let floor_out = fleet.floor_dir.join(name);
-    let (floor, floor_error) = match floor::run(&descriptor.content, &source, &floor_out) {
+    // Memory in the same state for the floor and the swarm (see crate::memory): the ballast is
+    // held until the run ends.
+    let (_ballast, memory_state) = spec.cold_memory.as_ref().map(memory::make_cold).unzip();
+    if let Some(m) = &memory_state {
+        log(&format!(
+            "{}: memory: settled in {:.1} s{}; {} of warm memory taken ({:.2} core-s/GiB warm, {:.2} {})",
+            spec.name,
+            m.settle_secs,
+            if m.settle_timed_out { " (still reporting at the limit)" } else { "" },
+            human_bytes(m.ballast_bytes),
+            m.warm_secs_per_gib,
+            m.cold_secs_per_gib,
+            if m.found_cold { "cold" } else { "at the cap: no cold memory found" }
+        ));
+    }
+
+    // The floor, before any leecher has work to do: a copy per leecher, the volume the swarm
+    // writes. What the floors write stays until the fleet is torn down, so that the swarm
+    // writes into memory as cold as theirs (see crate::floor).
+    let floor_out = fleet.floor_dir.join("loopback");
+    let copies = floor::Route::Loopback { copies: spec.leechers.max(1) };
+    let (floor, floor_error) = match floor::run_over(&descriptor.content, &source, &floor_out, &copies) {
         Ok(f) => {
             log(&format!(
-                "{}: floor on {}: receiver {:.2} core-s/GiB, sender {:.2} core-s/GiB ({:.2} s)",
-                spec.name, f.filesystem, f.receiver_cpu_secs_per_gib, f.sender_cpu_secs_per_gib, f.secs
+                "{}: floor on {} ({} copies, {}): receiver {:.2} core-s/GiB, sender {:.2} core-s/GiB ({:.2} s)",
+                spec.name,
+                f.filesystem,
+                f.connections,
+                human_bytes(f.bytes),
+                f.receiver_cpu_secs_per_gib,
+                f.sender_cpu_secs_per_gib,
+                f.secs
             ));
             (Some(f), None)
         }
@@ -334,7 +367,6 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
             (None, Some(e.to_string()))
         }
     };
-    let _ = if floor_out.is_dir() { std::fs::remove_dir_all(&floor_out) } else { std::fs::remove_file(&floor_out) };
 
     // The link floor: the same pipeline across the fleet at once, each host sending to the
     // next over the shaped links, for about LINK_FLOOR_SECS of the slowest host's upload.
@@ -348,8 +380,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
                 .collect(),
             max_bytes: slowest.saturating_mul(LINK_FLOOR_SECS),
         };
-        let result = floor::run_over(&descriptor.content, &source, &floor_out, &route);
-        let _ = std::fs::remove_dir_all(&floor_out);
+        let result = floor::run_over(&descriptor.content, &source, &fleet.floor_dir.join("ring"), &route);
         match result {
             Ok(f) => {
                 log(&format!(
@@ -731,6 +762,7 @@ pub fn run(spec: &ScenarioSpec, binaries: &Binaries, log: &mut dyn FnMut(&str)) 
         floor_error,
         link_floor,
         link_floor_error,
+        memory: memory_state,
     })
 }
 
@@ -806,6 +838,7 @@ pub fn summarize(
         leecher_cpu_secs_per_gib_max: leecher_per_gib.iter().copied().reduce(f64::max),
         leecher_to_floor: leecher_median.zip(floor_receiver).map(|(p, f)| p / f),
         machine_to_floor: machine_per_gib.zip(floor_both).map(|(m, f)| m / f),
+        machine_over_floor: machine_per_gib.zip(floor_both).map(|(m, f)| m - f),
         machine_to_link_floor: None,
         testbed_cpu_secs: machine.testbed_core_secs,
         max_rss_bytes: hosts.iter().filter_map(|h| h.peak_rss_bytes).max(),
@@ -926,6 +959,7 @@ mod tests {
             bytes: F,
             pieces: 128,
             piece_length: 4 << 20,
+            connections: 1,
             receiver_cpu_secs: 1.0,
             sender_cpu_secs: 0.5,
             receiver_cpu_secs_per_gib: 2.0,

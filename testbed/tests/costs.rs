@@ -11,6 +11,7 @@ use std::time::Duration;
 use p2pd_testbed::binaries::Binaries;
 use p2pd_testbed::content::ContentShape;
 use p2pd_testbed::fleet;
+use p2pd_testbed::memory::ColdMemory;
 use p2pd_testbed::report::RunResult;
 use p2pd_testbed::scenario::{self, ScenarioSpec};
 use p2pd_testbed::units::LinkRate;
@@ -39,6 +40,8 @@ fn spec(name: &str, leechers: usize, bytes: u64, join_over: Option<Duration>, fi
         keep_run_dir: false,
         join_over,
         filesystem,
+        // The memory step, bounded for the suite's time.
+        cold_memory: Some(ColdMemory { settle_at_most: Duration::from_secs(2), ballast_at_most: 256 << 20 }),
     }
 }
 
@@ -102,8 +105,16 @@ fn a_rolling_fleet_reports_every_daemons_cpu_memory_and_counters_against_the_flo
         (last_release, last_sent) = (release, sent);
     }
 
+    // A copy per leecher, all at once: the bytes the swarm writes.
     let floor = &json["floor"];
-    assert_eq!(number(floor, "/bytes"), BYTES as f64);
+    assert_eq!(number(floor, "/bytes"), (BYTES * LEECHERS as u64) as f64);
+    assert_eq!(number(floor, "/connections"), LEECHERS as f64);
+    // The memory step ran within its bounds, and measured what touching memory costs.
+    let memory = &json["memory"];
+    assert!(number(memory, "/settle_secs") <= 2.0 + 1.0, "memory: {memory}");
+    let ballast = number(memory, "/ballast_bytes");
+    assert!(ballast > 0.0 && ballast <= f64::from(256u32 << 20), "memory: {memory}");
+    assert!(number(memory, "/warm_secs_per_gib") > 0.0, "memory: {memory}");
     assert!(number(floor, "/receiver_cpu_secs_per_gib") > 0.0, "floor: {floor}");
     assert!(number(floor, "/sender_cpu_secs_per_gib") > 0.0, "floor: {floor}");
     assert_eq!(floor["filesystem"], json["parameters"]["filesystem"], "the floor wrote where the hosts keep data");
@@ -128,6 +139,7 @@ fn a_rolling_fleet_reports_every_daemons_cpu_memory_and_counters_against_the_flo
         "seed_cpu_secs_per_gib",
         "leecher_to_floor",
         "machine_to_floor",
+        "machine_over_floor",
         "max_rss_bytes",
         "discovery_datagrams_median",
         "dials_max",

@@ -62,6 +62,7 @@ fn swarm_shaped(
         log_level: if std::env::var_os("P2PD_TESTBED_DEBUG").is_some() { "debug" } else { "info" },
         filesystem: Filesystem::Tmpfs,
         volume_bytes: 0,
+        floor_volume_bytes: 0,
     };
     let fleet = Fleet::start(&spec, &binaries).unwrap_or_else(|e| panic!("{e}"));
     let source = content::generate(&fleet.hosts[0].daemon.data_dir(), "content.bin", ContentShape::File { bytes }, 7)

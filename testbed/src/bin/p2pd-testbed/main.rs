@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use p2pd_testbed::binaries::{BIN_DIR_ENV, Binaries};
 use p2pd_testbed::content::ContentShape;
+use p2pd_testbed::memory::ColdMemory;
 use p2pd_testbed::report::{self, RunResult};
 use p2pd_testbed::scenario::{self, ScenarioSpec};
 use p2pd_testbed::units::{LinkRate, human_bytes, parse_join_window, parse_link_rate, parse_size};
@@ -114,6 +115,10 @@ struct RunArgs {
     /// Keep the run directory (daemon logs, content)
     #[arg(long)]
     keep: bool,
+    /// Measure with memory as it is: skip waiting for free page reporting and taking the warm
+    /// rest before the floor (quicker; CPU figures vary more from run to run)
+    #[arg(long)]
+    warm_memory: bool,
     /// Release the leechers one after another over this window (leecher i of N at
     /// i × WINDOW / N), e.g. 5s or 500ms [default: all at once]
     #[arg(long, value_parser = parse_join_window, value_name = "WINDOW")]
@@ -230,6 +235,7 @@ fn run_spec(args: RunArgs) -> ScenarioSpec {
         keep_run_dir: args.keep,
         join_over,
         filesystem: args.filesystem,
+        cold_memory: (!args.warm_memory).then_some(ColdMemory::BENCHMARK),
     }
 }
 
@@ -270,7 +276,7 @@ fn outcome(result: &RunResult) -> anyhow::Result<()> {
     );
     let figure = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
     println!(
-        "{}: CPU per GiB delivered {} core-s (machine), leechers median {} / max {}, seed {} per GiB sent; floor receiver {} + sender {}; p2pd ÷ floor {} (leecher median ÷ receiver), {} (machine ÷ receiver + sender); max RSS {} MiB",
+        "{}: CPU per GiB delivered {} core-s (machine), leechers median {} / max {}, seed {} per GiB sent; floor receiver {} + sender {}; p2pd ÷ floor {} (leecher median ÷ receiver), {} (machine ÷ receiver + sender), machine − floor {} core-s/GiB; max RSS {} MiB",
         result.name,
         figure(s.machine_cpu_secs_per_gib),
         figure(s.leecher_cpu_secs_per_gib_median),
@@ -280,6 +286,7 @@ fn outcome(result: &RunResult) -> anyhow::Result<()> {
         figure(result.floor.as_ref().map(|f| f.sender_cpu_secs_per_gib)),
         figure(s.leecher_to_floor),
         figure(s.machine_to_floor),
+        figure(s.machine_over_floor),
         s.max_rss_bytes.map_or("—".to_string(), |b| format!("{:.1}", b as f64 / f64::from(1 << 20))),
     );
     Ok(())
