@@ -10,8 +10,9 @@ the run delivered to all leechers (its JSON's `summary.delivered_bytes`); the tr
 dominates a 256 MiB scenario, and its own machine CPU per GiB (the testbed's figure, over the
 transfer alone) is quoted beside.
 
-Thread names: p2pd's own are `p2pd` and `p2pd-worker-N`; `async-io` and `blocking-N` threads
-exist in p2pd and in the testbed alike and are shown apart. perf's overhead is in the figures.
+Thread names: p2pd's own is `p2pd`, its one network thread (builds before 2026-12-03 also had
+`p2pd-worker-N`); `async-io` and `blocking-N` threads (p2pd hashes and writes pieces on its
+blocking threads) exist in p2pd and in the testbed alike and are shown apart. perf's overhead is in the figures.
 
 Usage: sudo python3 bench/profile_testbed.py --scenario 2 [--out bench/results/profile-scenario-2.md]
 (scenario 6 runs both its variants; the per-GiB figures divide by what both delivered)

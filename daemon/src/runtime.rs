@@ -7,8 +7,9 @@
 //! detaching (config, locks, state directory, control socket, ports), so errors reach the
 //! terminal and the exit code. It starts no thread: a process may fork after it.
 //!
-//! [`run`] starts the executor threads, the discovery service, the supervisor, the control
-//! server and the peer port, tells systemd it is ready, and serves until
+//! [`run`] runs every task on one network thread (the calling one), starts the discovery
+//! service, the supervisor, the control server and the peer port, tells systemd it is ready,
+//! and serves until
 //! [`Command::Shutdown`] (or the command channel closes): the supervisor stops every torrent
 //! (each flushes its state), the control server and the peer port close, discovery persists its
 //! tables, the socket is removed.
@@ -150,24 +151,18 @@ pub fn run(prepared: Prepared, verbosity: u8, commands: async_channel::Receiver<
     for warning in &warnings {
         log::warn!("{warning}");
     }
-    // The executor's threads park on a plain futex (`futures_lite::future::block_on`), leaving
-    // the I/O reactor to async-io's own thread alone. With `smol::block_on` each of them could
-    // drive the reactor too, and while any did, async-io's thread polled for its turn on a
-    // 50 µs–10 ms back-off: 900 context switches a second in a busy daemon (scenario 2:
-    // 5.85 → 5.24 machine core-s per GiB delivered).
+    // One network thread: every task runs on this thread's executor, which parks on a plain
+    // futex (`futures_lite::future::block_on`) and leaves the I/O reactor to async-io's own
+    // thread; the CPU-heavy work of a download (SHA-256 and writing each piece) runs on
+    // blocking threads (`swarm::engine::verify`), as libtorrent keeps one network thread and
+    // hashes on its disk threads. With a second executor thread the two woke each other for
+    // nearly every task scheduled (a third of a leecher's system calls were futexes): see
+    // daemon/src/swarm/STATE.md, "One network thread", for what it cost. Driving the reactor
+    // from this thread too (`smol::block_on`) made async-io's own thread poll for its turn on a
+    // 50 µs–10 ms back-off: 900 context switches a second in a busy daemon. Work that could
+    // hold this thread for long (parsing a descriptor, reading files, scraping metrics) goes
+    // to blocking threads (`smol::unblock`).
     let executor = Arc::new(smol::Executor::<'static>::new());
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
-    let (stop_workers, workers_stop) = async_channel::bounded::<()>(1);
-    let workers: Vec<_> = (1..threads)
-        .map(|i| {
-            let ex = executor.clone();
-            let stop = workers_stop.clone();
-            std::thread::Builder::new()
-                .name(format!("p2pd-worker-{i}"))
-                .spawn(move || futures_lite::future::block_on(ex.run(stop.recv())))
-        })
-        .collect::<Result<_, _>>()
-        .map_err(StartupError::io("cannot start the executor's threads"))?;
 
     let node = NodeInfo { node_id, listen, locations: locations.clone() };
     let result = futures_lite::future::block_on(executor.run(serve(
@@ -181,10 +176,6 @@ pub fn run(prepared: Prepared, verbosity: u8, commands: async_channel::Receiver<
         warnings,
         commands,
     )));
-    drop(stop_workers);
-    for w in workers {
-        let _ = w.join();
-    }
     server::remove_socket(&locations.control_socket);
     drop(lock);
     log::info!("stopped");

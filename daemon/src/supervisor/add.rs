@@ -85,8 +85,10 @@ fn user_label(uid: u32) -> String {
 impl Supervisor {
     pub(super) async fn add(&mut self, request: AddRequest) -> Result<Response, AddError> {
         let AddRequest { descriptor: text, source, data_dir, adopt, cache, client } = request;
-        let descriptor =
-            Descriptor::parse(&text).map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
+        // Up to 16 MiB of YAML: parsed off the one network thread (see `runtime::run`).
+        let descriptor = smol::unblock(move || Descriptor::parse(&text))
+            .await
+            .map_err(|error| AddError::Descriptor { source_name: source.clone(), error })?;
         let hash = descriptor.info_hash;
         let label = TorrentLabel { name: descriptor.content.name.clone(), info_hash: hash };
         // Before anything else, for a torrent already running too.

@@ -183,13 +183,11 @@ pub enum ConnEvent {
     Interested(PeerKey),
     /// The peer is no longer interested (sent only on a change).
     NotInterested(PeerKey),
-    /// A complete piece, not yet verified; `digest` is its SHA-256 when the blocks arrived in
-    /// order and were hashed on the way in.
+    /// A complete piece, not yet verified.
     Piece {
         key: PeerKey,
         piece: u32,
         data: Vec<u8>,
-        digest: Option<[u8; 32]>,
     },
     /// The peer will not send this piece (rejected, or choked us).
     Released {

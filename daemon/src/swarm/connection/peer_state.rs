@@ -5,9 +5,8 @@
 //! - A block is taken into a piece buffer only if we asked this peer for that piece, at a block
 //!   boundary, with exactly the length the piece's geometry gives that block, and only once;
 //!   anything else is read and dropped by the caller ([`PeerState::block_slot`] says `None`).
-//! - A piece is handed on only when every block has arrived; its digest is the SHA-256 of its
-//!   blocks in order, computed as each block joins the run of blocks before it (blocks come in
-//!   order from one peer over one stream, so verifying is usually a comparison).
+//! - A piece is handed on only when every block has arrived. It is not hashed here: the
+//!   verifier hashes it off the network thread (see `engine::verify`).
 //! - Piece buffers exist only for pieces asked of this peer: [`PeerState::fetch`] creates one,
 //!   and every way a piece ends (complete, dropped, rejected, a choke) gives the buffer back.
 //! - Whatever the peer claims is checked against the torrent's geometry before it is used: a
@@ -17,8 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
-
-use sha2::{Digest, Sha256};
 
 use super::super::first_copies::Claim;
 use super::super::wire::{BLOCK, BlockRef, MAX_BLOCK};
@@ -57,10 +54,6 @@ struct Download {
     /// Which blocks have arrived.
     received: Vec<bool>,
     missing: usize,
-    /// SHA-256 over the blocks received in order so far.
-    hasher: Sha256,
-    /// Blocks fed to `hasher`.
-    hashed: usize,
 }
 
 /// A piece whose every block has arrived, not yet verified.
@@ -68,8 +61,6 @@ struct Download {
 pub struct CompletePiece {
     pub piece: u32,
     pub data: Vec<u8>,
-    /// Its SHA-256, when its blocks arrived in order (otherwise the verifier hashes it).
-    pub digest: Option<[u8; 32]>,
 }
 
 /// One connection's view of its peer. See the module doc for the rules.
@@ -129,10 +120,7 @@ impl PeerState {
         data.truncate(length as usize);
         data.resize(length as usize, 0);
         let blocks = length.div_ceil(BLOCK) as usize;
-        self.downloads.insert(
-            piece,
-            Download { data, received: vec![false; blocks], missing: blocks, hasher: Sha256::new(), hashed: 0 },
-        );
+        self.downloads.insert(piece, Download { data, received: vec![false; blocks], missing: blocks });
         Ok(block_requests(piece, length).collect())
     }
 
@@ -174,7 +162,7 @@ impl PeerState {
     }
 
     /// The block at `offset` of `piece` has been read into its [`PeerState::block_slot`]:
-    /// hashes what is now contiguous, and returns the piece once it is complete.
+    /// returns the piece once it is complete.
     pub fn block_read(&mut self, piece: u32, offset: u32) -> Option<CompletePiece> {
         let d = self.downloads.get_mut(&piece)?;
         let block = (offset / BLOCK) as usize;
@@ -182,18 +170,11 @@ impl PeerState {
             return None;
         }
         d.missing -= 1;
-        while d.hashed < d.received.len() && d.received[d.hashed] {
-            let from = d.hashed * BLOCK as usize;
-            let to = (from + BLOCK as usize).min(d.data.len());
-            d.hasher.update(&d.data[from..to]);
-            d.hashed += 1;
-        }
         if d.missing > 0 {
             return None;
         }
         let d = self.downloads.remove(&piece)?;
-        let digest = (d.hashed == d.received.len()).then(|| d.hasher.finalize().into());
-        Some(CompletePiece { piece, data: d.data, digest })
+        Some(CompletePiece { piece, data: d.data })
     }
 
     /// A bitfield from the peer: the first one, of the torrent's length.
@@ -312,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_in_order_complete_a_piece_with_its_digest() {
+    fn blocks_in_order_complete_a_piece() {
         let mut s = state();
         s.fetch(1, vec![0xee; 10 * B as usize]).unwrap();
         assert!(fill(&mut s, 1, 0, 1).is_none());
@@ -320,13 +301,13 @@ mod tests {
         let done = fill(&mut s, 1, 2 * B, 3).expect("the last block completes it");
         assert_eq!(done.piece, 1);
         assert_eq!(done.data.len(), (5 * B / 2) as usize, "a reused buffer is cut to the piece");
-        assert_eq!(done.digest, Some(Sha256::digest(&done.data).into()));
+        assert_eq!(&done.data[..B as usize], &vec![1u8; B as usize][..]);
         // Once handed on, the piece takes no more blocks.
         assert!(s.block_slot(1, 0, B as usize).is_none());
     }
 
     #[test]
-    fn blocks_out_of_order_complete_a_piece_still_hashed_in_order() {
+    fn blocks_out_of_order_complete_a_piece_in_its_order() {
         let mut s = state();
         s.fetch(0, Vec::new()).unwrap();
         assert!(fill(&mut s, 0, 2 * B, 3).is_none());
@@ -336,7 +317,6 @@ mod tests {
         expected.extend(vec![2u8; B as usize]);
         expected.extend(vec![3u8; (B / 2) as usize]);
         assert_eq!(done.data, expected);
-        assert_eq!(done.digest, Some(Sha256::digest(&expected).into()));
     }
 
     #[test]

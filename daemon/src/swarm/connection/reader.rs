@@ -233,8 +233,7 @@ impl Reader {
         self.ctx.counters.received(len as u64);
         self.stats.block_arrived();
         if let Some(done) = self.peer.block_read(piece, offset) {
-            let (piece, data, digest) = (done.piece, done.data, done.digest);
-            self.event(ConnEvent::Piece { key: self.key, piece, data, digest }).await?;
+            self.event(ConnEvent::Piece { key: self.key, piece: done.piece, data: done.data }).await?;
         }
         Ok(())
     }

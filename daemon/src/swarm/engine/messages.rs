@@ -107,7 +107,7 @@ impl Engine {
                     p.fetches.confirm_drop(piece, Instant::now());
                 }
             }
-            ConnEvent::Piece { key, piece, data, digest } => {
+            ConnEvent::Piece { key, piece, data } => {
                 let now = Instant::now();
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.fetches.done(piece, now);
@@ -125,7 +125,7 @@ impl Engine {
                         p.conn.drop_piece(piece);
                     }
                 }
-                self.verify_queue.push(Received { key, piece, data, digest });
+                self.verify_queue.push(Received { key, piece, data });
                 self.start_verifying();
             }
             ConnEvent::Peers { key, addrs } => self.on_exchanged(key, addrs),

@@ -1,8 +1,9 @@
 //! The verify pipeline: complete pieces wait in a queue, at most [`MAX_VERIFYING`] are hashed
-//! and written at once (off the executor), and each result comes back with its buffer.
+//! and written at once (on blocking threads, off the one network thread: see `runtime`), and
+//! each result comes back with its buffer.
 //!
-//! Invariants: a piece is written only if its SHA-256 matches the descriptor (a digest the
-//! connection computed on the way in counts as its hash); the queue is first in, first out;
+//! Invariants: a piece is written only if its SHA-256, computed here, matches the descriptor;
+//! the queue is first in, first out;
 //! [`VerifyQueue::held_bytes`] counts every buffer the pipeline holds, so the torrent's
 //! in-flight cap covers pieces waiting to be verified; fetching pauses while more than
 //! [`MAX_VERIFY_BACKLOG`] bytes wait (hashing is behind).
@@ -27,8 +28,6 @@ pub struct Received {
     pub key: PeerKey,
     pub piece: u32,
     pub data: Vec<u8>,
-    /// Its SHA-256, when the connection hashed it on the way in.
-    pub digest: Option<[u8; 32]>,
 }
 
 /// A piece verified (and if good, written): `Ok(true)` good and written, `Ok(false)` bad.
@@ -87,11 +86,11 @@ impl VerifyQueue {
 /// Checks a piece against its hash and writes it if it matches (blocking: run it off the
 /// executor).
 pub fn verify_and_write(storage: &Storage, expected: &PieceHash, r: Received) -> Verified {
-    let good = match r.digest {
-        Some(d) => d == expected.0,
-        None => hash_matches(&r.data, expected),
+    let result = if hash_matches(&r.data, expected) {
+        storage.write_piece(r.piece as usize, &r.data).map(|()| true)
+    } else {
+        Ok(false)
     };
-    let result = if good { storage.write_piece(r.piece as usize, &r.data).map(|()| true) } else { Ok(false) };
     Verified { key: r.key, piece: r.piece, result, data: r.data }
 }
 
@@ -127,7 +126,7 @@ mod tests {
     use crate::storage::PieceRead;
 
     fn received(piece: u32, len: usize) -> Received {
-        Received { key: 1, piece, data: vec![piece as u8; len], digest: None }
+        Received { key: 1, piece, data: vec![piece as u8; len] }
     }
 
     #[test]
@@ -180,19 +179,14 @@ mod tests {
         };
         let storage = Storage::open(dir.path(), &content).unwrap();
         storage.prepare_download().unwrap();
-        let bad = Received { key: 3, piece: 0, data: vec![8u8; 1000], digest: None };
+        let bad = Received { key: 3, piece: 0, data: vec![8u8; 1000] };
         let v = verify_and_write(&storage, &hash, bad);
         assert_eq!((v.key, v.piece, v.result.unwrap()), (3, 0, false));
-        // A digest computed on the way in stands for the hash: a wrong one fails a good piece.
-        let lying = Received { key: 3, piece: 0, data: data.clone(), digest: Some([0; 32]) };
-        assert!(!verify_and_write(&storage, &hash, lying).result.unwrap());
         let mut buf = Vec::new();
         let read = storage.read_piece(0, &mut buf).unwrap();
         assert!(read == PieceRead::Missing || buf.iter().all(|&b| b == 0), "nothing was written");
-        let good = Received { key: 3, piece: 1, data: data.clone(), digest: Some(hash.0) };
+        let good = Received { key: 3, piece: 0, data: data.clone() };
         assert!(verify_and_write(&storage, &hash, good).result.unwrap());
-        let hashed = Received { key: 3, piece: 0, data: data.clone(), digest: None };
-        assert!(verify_and_write(&storage, &hash, hashed).result.unwrap());
         assert_eq!(storage.read_piece(0, &mut buf).unwrap(), PieceRead::Complete);
         assert_eq!(buf, data);
     }
