@@ -159,9 +159,12 @@ pub fn run(prepared: Prepared, verbosity: u8, commands: async_channel::Receiver<
     // nearly every task scheduled (a third of a leecher's system calls were futexes): see
     // daemon/src/swarm/STATE.md, "One network thread", for what it cost. Driving the reactor
     // from this thread too (`smol::block_on`) made async-io's own thread poll for its turn on a
-    // 50 µs–10 ms back-off: 900 context switches a second in a busy daemon. Work that could
-    // hold this thread for long (parsing a descriptor, reading files, scraping metrics) goes
-    // to blocking threads (`smol::unblock`).
+    // 50 µs–10 ms back-off: 900 context switches a second in a busy daemon. So no task may
+    // hold this thread: loops that read while data is waiting (a peer's frames, discovery's
+    // datagrams, accepts) give up their turn now and then, and work that could take long
+    // (hashing pieces, checking data, parsing an added descriptor, scraping metrics) goes to
+    // blocking threads (`smol::unblock`). Uploads still read from storage here (`sendfile`,
+    // `read_at`): from the page cache that is a copy, from a cold disk a wait.
     let executor = Arc::new(smol::Executor::<'static>::new());
 
     let node = NodeInfo { node_id, listen, locations: locations.clone() };

@@ -557,3 +557,57 @@ fn bans_and_duplicates_go_by_address_not_by_claimed_id() {
         "the seed was never banned"
     );
 }
+
+/// A peer that keeps a seed's socket full of keep-alives: each is read from memory without a
+/// wait, so a reader that never gave up its turn held the one network thread for as long as
+/// the flood lasted — the control socket, discovery and every other torrent with it. Status
+/// must still be answered while the flood goes on.
+#[test]
+fn a_peer_that_floods_keepalives_does_not_hold_up_the_daemon() {
+    let mut seed = Node::new();
+    seed.start();
+    let src = seed.root.path().join("src/k.bin");
+    random_file(&src, 1 << 20, 41);
+    let desc = create_descriptor(&src, &seed.root.path().join("k.desc"), &["--bootstrap", &seed.addr()]);
+    std::fs::create_dir_all(seed.data()).unwrap();
+    std::fs::copy(&src, seed.data().join("k.bin")).unwrap();
+    let hash = seed.add(&desc);
+    seed.wait_state(&hash, "seeding");
+    let info_hash = InfoHash(hex::decode(&hash).unwrap().try_into().unwrap());
+    let target: SocketAddr = seed.addr().parse().unwrap();
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seed = &seed;
+    std::thread::scope(|scope| {
+        let flooder = scope.spawn(|| {
+            let mut s = connect_from("127.0.0.11", target).expect("connect");
+            let hs =
+                Handshake { info_hash, node_id: NodeId(rand::random()), listen_port: 20998, version: wire::VERSION };
+            s.write_all(&wire::encode_handshake(&hs)).unwrap();
+            // A write that cannot go on for a second ends the flood (the seed closed or stopped).
+            s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+            let keepalives = wire::encode(&Message::KeepAlive).repeat(16 << 10);
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && s.write_all(&keepalives).is_ok() {
+                sent += keepalives.len() as u64;
+            }
+            sent
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            for _ in 0..3 {
+                let _ = tx.send(seed.ctl(&["status", "--json"]).code);
+            }
+        });
+        // Generous: an answer within seconds, not a timing; a starved daemon answers none
+        // until the flood ends.
+        let answers: Vec<_> = (0..3).map(|_| rx.recv_timeout(Duration::from_secs(20))).collect();
+        let flooding = !flooder.is_finished();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = flooder.join().unwrap();
+        eprintln!("keep-alive flood: {} MiB sent; status answers {answers:?}", sent >> 20);
+        assert!(flooding, "the flood was still on when the answers came (it sent {sent} bytes)");
+        assert!(answers.iter().all(|a| matches!(a, Ok(0))), "status during the flood: {answers:?}");
+    });
+}

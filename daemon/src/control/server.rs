@@ -143,6 +143,9 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let mut clients = TaskGroup::new("control client");
     loop {
+        // An accept with connections waiting never waits: without a turn, a flood of clients
+        // would hold the one network thread (see `runtime::run`).
+        futures_lite::future::yield_now().await;
         let permit = slots.acquire_arc().await;
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

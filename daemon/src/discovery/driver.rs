@@ -264,6 +264,9 @@ impl Service {
                         }
                     }
                     self.dirty = true;
+                    // A receive with datagrams waiting never waits: without a turn, a flood
+                    // would hold the one network thread (see `runtime::run`).
+                    future::yield_now().await;
                 }
                 Wake::Datagram(Err(e)) => {
                     // ICMP errors for earlier sends surface here on Linux; nothing to do.

@@ -66,6 +66,9 @@ pub async fn serve(
         Accepted(std::io::Result<(Async<std::net::TcpStream>, SocketAddr)>),
     }
     loop {
+        // An accept with connections waiting never waits: without a turn, a flood of
+        // connections would hold the one network thread (see `runtime::run`).
+        future::yield_now().await;
         let woke = future::or(
             async {
                 match sockets.recv().await {

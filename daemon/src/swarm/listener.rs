@@ -129,6 +129,9 @@ pub async fn serve(
             }
         };
         counters.count(WireEvent::Accepted);
+        // An accept with connections waiting never waits: without a turn, a flood of
+        // connections would hold the one network thread (see `runtime::run`).
+        futures_lite::future::yield_now().await;
         // On a dual-stack port an IPv4 peer arrives as ::ffff:a.b.c.d: name it as discovery,
         // bans and peer exchange do.
         let remote = crate::discovery::wire::canonical(remote);

@@ -67,8 +67,15 @@ enum Wake {
     Command,
 }
 
+/// Frames read back to back before the reader lets the other tasks run. Reading while data
+/// is waiting never waits, so without a turn a peer that keeps the socket full (a flood of
+/// keep-alives, say) would hold the one network thread, and with it every torrent, discovery
+/// and the control socket.
+const FRAMES_PER_TURN: u32 = 32;
+
 impl Reader {
     pub(super) async fn run(mut self) -> Result<(), End> {
+        let mut frames_this_turn = 0;
         loop {
             self.commands().await?;
             // Read at once while data is waiting; only an empty socket is worth a trip through
@@ -77,8 +84,14 @@ impl Reader {
                 let mut header = [0u8; FRAME_HEADER];
                 self.socket.read_exact(&mut header).await?;
                 self.on_frame(header).await?;
+                frames_this_turn += 1;
+                if frames_this_turn >= FRAMES_PER_TURN {
+                    frames_this_turn = 0;
+                    future::yield_now().await;
+                }
                 continue;
             }
+            frames_this_turn = 0;
             let queue = self.queue.clone();
             let socket = &mut self.socket;
             let wake = future::or(async { Wake::Readable(socket.readable(FRAME_HEADER).await) }, async {
