@@ -1,7 +1,7 @@
 //! The floor: the least CPU any leecher must spend on the content, measured on this machine.
 //!
-//! A compiled pipeline without p2pd receives the content's bytes over one loopback TCP
-//! connection, SHA-256s each piece as its bytes arrive, checks it against the descriptor, and
+//! A compiled pipeline without p2pd receives the content's bytes over loopback TCP
+//! connections (one per copy), SHA-256s each piece as its bytes arrive, checks it against the descriptor, and
 //! writes it to a file on the filesystem under test (`fdatasync` at the end, as p2pd does
 //! before it reports a torrent complete). The sending side is a thread of this process that
 //! copies the source files into the socket with `std::io::copy`, which the standard library
@@ -77,9 +77,9 @@ pub struct FloorResult {
     /// copies, a ring's hosts (1 in results of older testbeds).
     #[serde(default = "one")]
     pub connections: u64,
-    /// CPU of the receiving thread (recv, SHA-256, write, fdatasync), core-seconds.
+    /// CPU of the receiving threads together (recv, SHA-256, write, fdatasync), core-seconds.
     pub receiver_cpu_secs: f64,
-    /// CPU of the sending thread (connect, sendfile), core-seconds.
+    /// CPU of the sending threads together (connect, sendfile), core-seconds.
     pub sender_cpu_secs: f64,
     pub receiver_cpu_secs_per_gib: f64,
     pub sender_cpu_secs_per_gib: f64,

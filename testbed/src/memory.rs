@@ -58,7 +58,7 @@ pub struct ColdMemory {
 
 impl ColdMemory {
     /// What the benchmark scenarios do: after a run that freed several GiB, reporting goes on
-    /// for up to a minute; the warm rest found here is 1.8–2.4 GiB.
+    /// for up to a minute; the warm rest found after it was 0.6–2.4 GiB here.
     pub const BENCHMARK: ColdMemory = ColdMemory { settle_at_most: Duration::from_secs(90), ballast_at_most: 4 << 30 };
 }
 
@@ -69,7 +69,8 @@ pub struct MemoryState {
     pub settle_secs: f64,
     /// Whether reporting was still going on when the wait gave up.
     pub settle_timed_out: bool,
-    /// Bytes of warm memory taken before memory turned cold (or the cap).
+    /// Bytes taken: the warm rest, and the [`COLD_RUN`] cold chunks that showed it ended (or
+    /// everything up to the cap).
     pub ballast_bytes: u64,
     /// Whether the ballast found cold memory (false: stopped at its cap).
     pub found_cold: bool,

@@ -45,8 +45,14 @@ fn spec(name: &str, leechers: usize, bytes: u64, join_over: Option<Duration>, fi
     }
 }
 
+/// A run measures the whole machine's CPU (the link floor's background, a quiet second before
+/// it, among it): the two tests here, run in parallel by the harness, once overlapped so that
+/// one's background sample caught the other's floor. One run at a time.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `spec`, writes its result files, and returns the JSON as written.
 fn run_and_read(spec: &ScenarioSpec) -> Value {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     fleet::check_prerequisites().unwrap_or_else(|e| panic!("{e}"));
     let binaries = Binaries::beside_test_executable().unwrap_or_else(|e| panic!("{e}"));
     let result = scenario::run(spec, &binaries, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| panic!("{e}"));

@@ -19,8 +19,8 @@ pub const POOL_BYTES: usize = 128 << 20;
 impl BufferPool {
     /// A buffer of `len` bytes to receive a piece into. A reused one keeps the bytes of the
     /// piece it last held (clearing 256 KiB per piece was 2 % of the daemon's CPU): its user
-    /// overwrites every byte before reading any — a piece is hashed and handed on only once
-    /// each of its blocks has arrived.
+    /// overwrites every byte before reading any — a piece is handed on (and then hashed) only
+    /// once each of its blocks has arrived.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let mut buf = match free.iter().position(|b| b.capacity() >= len) {
